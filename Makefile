@@ -1,0 +1,33 @@
+# Quick start: `make demo` and `make test` set up .venv themselves.
+PYTHON ?= python3
+VENV ?= .venv
+# torch is installed first from a pinned spec: an unpinned torch pulls a CUDA build of several GB.
+TORCH_SPEC ?= torch==2.13.0
+EXTRAS ?= dev,dask
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.varloss-installed
+
+.PHONY: demo test lint bench clean-venv
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m varloss.demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_stats.py
+
+clean-venv:
+	rm -rf $(VENV)

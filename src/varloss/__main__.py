@@ -1,0 +1,3 @@
+from varloss.cli import app
+
+app(prog_name="varloss")

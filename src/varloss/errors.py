@@ -1,0 +1,5 @@
+"""Errors a user can fix. The CLI prints their message (one sentence) and exits non-zero."""
+
+
+class InputError(ValueError):
+    """Bad input at the boundary: the message names the input and what was expected."""
