@@ -1,3 +1,3 @@
-from varloss.cli import app
+from varloss.cli import run
 
-app(prog_name="varloss")
+run()

@@ -32,3 +32,22 @@ def main(
     ),
 ) -> None:
     """Measure, explain and correct the variance loss of VAEs."""
+
+
+# ---- commands are added below this line, one section per command (measure, data, train, ...) ----
+
+
+def run() -> None:
+    """Console-script entry point: user errors become one line on stderr and exit code 2."""
+    import sys
+
+    from varloss.errors import InputError
+
+    try:
+        app(prog_name="varloss")
+    except InputError as error:
+        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
