@@ -483,9 +483,12 @@ class TemperatureSampler(Sampler):
 class MatchSampler(Sampler):
     """Prior samples mapped per pixel onto the training data's mean and variance, then clipped.
 
-    x' = m_data + (s_data / s_gen) * (x - m_gen), with (m_gen, s_gen) measured on `n_fit` seeded
-    prior samples at fit time; pixels the decoder never varies (s_gen ~ 0) get the data mean.
-    This is a post-hoc calibration of pixel statistics, not a better generative model.
+    x' = clip(offset + scale * (x - m_gen)), with m_gen and the per-pixel (scale, offset) fitted
+    on `n_fit` seeded prior samples. The plain affine solution (offset = m_data, scale = s_data /
+    s_gen) loses variance again where clipping bites, so with `clip_aware=True` (the default)
+    scale and offset are refined by a per-pixel fixed-point iteration until the *clipped* samples
+    have the data's mean and standard deviation. Pixels the decoder never varies (s_gen ~ 0) get
+    the data mean. A post-hoc calibration of pixel statistics, not a better generative model.
     """
 
     name = "match"
@@ -494,6 +497,8 @@ class MatchSampler(Sampler):
         self,
         n_fit: int = 10000,
         value_range: Sequence[float] | None = (0.0, 1.0),
+        clip_aware: bool = True,
+        iterations: int = 100,
         seed: int = 0,
         batch_size: int = 1024,
     ) -> None:
@@ -504,16 +509,29 @@ class MatchSampler(Sampler):
                     f"value_range must be (low, high) with low < high, got {value_range!r}."
                 )
             value_range = (float(value_range[0]), float(value_range[1]))
+        if int(n_fit) < 2:
+            raise InputError(f"n_fit must be at least 2, got {n_fit!r}.")
         self.n_fit = int(n_fit)
         self.value_range = value_range
+        self.clip_aware = bool(clip_aware)
+        self.iterations = int(iterations)
         self.data_mean: torch.Tensor | None = None
         self.data_std: torch.Tensor | None = None
         self.generated_mean: torch.Tensor | None = None
         self.generated_std: torch.Tensor | None = None
+        self.scale: torch.Tensor | None = None
+        self.offset: torch.Tensor | None = None
+        self.fit_residual: float | None = None
 
     def params(self) -> dict[str, Any]:
         value_range = list(self.value_range) if self.value_range is not None else None
-        return {"n_fit": self.n_fit, "value_range": value_range, **super().params()}
+        return {
+            "n_fit": self.n_fit,
+            "value_range": value_range,
+            "clip_aware": self.clip_aware,
+            "iterations": self.iterations,
+            **super().params(),
+        }
 
     def _fit(self, model: nn.Module, images: torch.Tensor) -> None:
         data = images.to(torch.float64)
@@ -524,6 +542,31 @@ class MatchSampler(Sampler):
         ).to(torch.float64)
         self.generated_mean = generated.mean(0)
         self.generated_std = generated.var(0, correction=0).sqrt()
+        floor = 1e-6
+        varies = self.generated_std > floor
+        zeros = torch.zeros_like(self.data_std)
+        self.scale = torch.where(varies, self.data_std / self.generated_std.clamp_min(floor), zeros)
+        self.offset = self.data_mean.clone()
+        if self.value_range is not None and self.clip_aware:
+            # Fixed point: shift the centre by the clipped mean's error, stretch by the ratio of
+            # standard deviations. Both clipped moments grow monotonically in each parameter.
+            # Each pixel keeps the iterate with the smallest moment error (saturated pixels can
+            # oscillate).
+            centred = generated - self.generated_mean
+            scale, offset = self.scale, self.offset
+            best_error = torch.full_like(scale, math.inf)
+            for _ in range(self.iterations + 1):
+                clipped = (offset + scale * centred).clamp(*self.value_range)
+                mean, std = clipped.mean(0), clipped.var(0, correction=0).sqrt()
+                error = (self.data_mean - mean).abs() + (self.data_std - std).abs()
+                better = error < best_error
+                best_error = torch.where(better, error, best_error)
+                self.scale = torch.where(better, scale, self.scale)
+                self.offset = torch.where(better, offset, self.offset)
+                offset = offset + (self.data_mean - mean)
+                ratio = torch.where(std > floor, self.data_std / std.clamp_min(floor), 1.0 + zeros)
+                scale = (scale * ratio.clamp(0.5, 2.0)).clamp(max=1e4)
+            self.fit_residual = float(best_error.max())
 
     def sample_codes(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         self._require_model()
@@ -531,13 +574,7 @@ class MatchSampler(Sampler):
 
     def transform(self, images: torch.Tensor) -> torch.Tensor:
         """Apply the fitted per-pixel affine map (and clipping) to decoded images."""
-        floor = 1e-6
-        scale = torch.where(
-            self.generated_std > floor,
-            self.data_std / self.generated_std.clamp_min(floor),
-            torch.zeros_like(self.data_std),
-        )
-        out = self.data_mean + scale * (images.to(torch.float64) - self.generated_mean)
+        out = self.offset + self.scale * (images.to(torch.float64) - self.generated_mean)
         if self.value_range is not None:
             out = out.clamp(*self.value_range)
         return out.to(torch.float32)
@@ -546,12 +583,17 @@ class MatchSampler(Sampler):
         model = self._require_model()
         return self.transform(decode_codes(model, self.sample_codes(n, generator), self.batch_size))
 
+    def _fitted_scalars(self) -> dict[str, Any]:
+        return {"max_moment_error": self.fit_residual}
+
     def _state(self) -> dict[str, torch.Tensor]:
         return {
             "data_mean": self.data_mean,
             "data_std": self.data_std,
             "generated_mean": self.generated_mean,
             "generated_std": self.generated_std,
+            "scale": self.scale,
+            "offset": self.offset,
         }
 
     def _set_state(self, tensors: dict[str, torch.Tensor], scalars: dict[str, Any]) -> None:
@@ -559,6 +601,9 @@ class MatchSampler(Sampler):
         self.data_std = tensors["data_std"]
         self.generated_mean = tensors["generated_mean"]
         self.generated_std = tensors["generated_std"]
+        self.scale = tensors["scale"]
+        self.offset = tensors["offset"]
+        self.fit_residual = scalars.get("max_moment_error")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1069,13 +1114,6 @@ def correct(
     (as many as test images unless `n_samples`) are compared with the test split; every method
     draws from the same seeded generator, so latent-space methods show matched samples.
     """
-    from tqdm.auto import tqdm
-
-    from varloss import data as data_module
-    from varloss.figures import save_image_grid
-    from varloss.measure import measure
-    from varloss.models import load_model
-
     run_dir = Path(run_dir)
     methods = parse_methods(method)
     run_config = _read_run(run_dir)
@@ -1095,6 +1133,13 @@ def correct(
         raise InputError(
             f"sampler_params names unknown methods {unknown}; known: {sorted(METHODS)}."
         )
+
+    from tqdm.auto import tqdm
+
+    from varloss import data as data_module
+    from varloss.figures import save_image_grid
+    from varloss.measure import measure
+    from varloss.models import load_model
 
     model = load_model(run_dir)
     model.eval()
