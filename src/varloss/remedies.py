@@ -130,6 +130,21 @@ def aggregate_posterior_stats(mu: torch.Tensor, logvar: torch.Tensor) -> dict[st
     return {"mean": mean, "var_mu": var_mu, "mean_sigma2": mean_sigma2, "var": var_mu + mean_sigma2}
 
 
+def renormalize_latents(
+    codes: torch.Tensor,
+    source_mean: torch.Tensor,
+    source_std: torch.Tensor,
+    target_mean: torch.Tensor,
+    target_var: torch.Tensor,
+) -> torch.Tensor:
+    """Standardise codes per dimension with the source moments, then give them the target ones.
+
+    Float64 affine map (codes - source_mean) / source_std * sqrt(target_var) + target_mean.
+    """
+    codes = codes.to(torch.float64)
+    return (codes - source_mean) / source_std * target_var.sqrt() + target_mean
+
+
 def mean_pixel_variance(images: torch.Tensor) -> float:
     """Mean over pixels of the per-pixel variance across samples (float64, ddof=0)."""
     flat = images.reshape(images.shape[0], -1).to(torch.float64)
@@ -900,7 +915,7 @@ class TwoStageSampler(Sampler):
         codes = self._raw_codes(_check_n(n), generator)
         if self.renormalize:
             mean, var = self.target_moments()
-            codes = (codes - self.generated_mean) / self.generated_std * var.sqrt() + mean
+            codes = renormalize_latents(codes, self.generated_mean, self.generated_std, mean, var)
         return codes.to(torch.float32)
 
     def variant(self, renormalize: bool, target: str = "aggregate") -> TwoStageSampler:
@@ -1210,7 +1225,7 @@ def correct(
         "model_fingerprint": fingerprint,
         "model_family": run_config.get("family"),
         "latent_dim": int(model.latent_dim),
-        "fid_features": "domain" if compute_fid else None,
+        "fid_features": "domain" if baseline["fid"] is not None else None,
         "gap_closed_definition": (
             "1 - |var_real - var_generated| / |var_real - var_generated(prior)|"
         ),
