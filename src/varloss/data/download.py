@@ -61,6 +61,10 @@ def download_url(
         with atomic_path(target) as tmp:
             try:
                 response = urllib.request.urlopen(request, timeout=timeout)
+            except urllib.error.HTTPError as error:
+                raise DownloadError(
+                    f"could not fetch {url}: HTTP {error.code} {error.reason}"
+                ) from error
             except (urllib.error.URLError, OSError) as error:
                 reason = getattr(error, "reason", error)
                 raise DownloadError(f"could not fetch {url}: {reason}") from error
