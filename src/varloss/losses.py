@@ -1,0 +1,204 @@
+"""Reconstruction likelihoods and KL weighting for VAEs.
+
+Every likelihood is an `nn.Module` that turns (x, x_hat) into a per-sample reconstruction term
+(the negative log-likelihood summed over pixels) and knows the weight of the KL term. Being
+modules, their state (a learned log gamma, the balanced rule's running MSE) lives in the model's
+`state_dict()` and is saved with it.
+
+- `bernoulli`: binary cross-entropy summed over pixels (Chollet's Keras VAE).
+- `gaussian`: Gaussian with a fixed standard deviation sigma:
+  sum (x - x_hat)^2 / (2 sigma^2) + D log sigma.
+- `learned-gamma`: Gaussian with a learned scalar standard deviation gamma = exp(log_gamma)
+  (Dai & Wipf, "Diagnosing and Enhancing VAE Models", 2019): the same formula with gamma trained
+  jointly with the networks; its optimum is gamma^2 = the per-pixel MSE.
+- `balanced`: Asperti & Trentin, "Balancing reconstruction error and Kullback-Leibler divergence
+  in VAEs" (2020): gamma = sqrt(mse) where mse is a running estimate, not learned, updated after
+  each training batch as mse <- min(mse, 0.99 mse + 0.01 batch_mse) (starting at 1); the KL term
+  is weighted by a constant k, by default (2 * image_side / latent_dim)^2 as in their code.
+
+The Gaussian terms leave out the constant D/2 log(2 pi), so they read exactly as in the papers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from varloss.errors import InputError
+
+__all__ = [
+    "LIKELIHOODS",
+    "BalancedGaussian",
+    "Bernoulli",
+    "FixedGaussian",
+    "LearnedGammaGaussian",
+    "Likelihood",
+    "balanced_kl_weight",
+    "create_likelihood",
+    "gaussian_kl",
+]
+
+
+def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, diag exp(logvar)) || N(0, I)) per sample, summed over the latent dimensions."""
+    kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
+    return kl.flatten(1).sum(dim=1)
+
+
+def balanced_kl_weight(image_shape: tuple[int, int, int], latent_dim: int) -> float:
+    """Asperti & Trentin's default KL weight k = (2 * image_side / latent_dim)^2.
+
+    For non-square images the side is the geometric mean sqrt(H * W).
+    """
+    _, height, width = image_shape
+    side = math.sqrt(height * width)
+    return (2.0 * side / latent_dim) ** 2
+
+
+class Likelihood(nn.Module):
+    """Base class: `forward(x, x_hat)` -> per-sample reconstruction term (N,), pixels summed."""
+
+    name: str = ""
+
+    def __init__(self, kl_weight: float = 1.0) -> None:
+        super().__init__()
+        self.kl_weight = float(kl_weight)
+
+    def forward(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return f"kl_weight={self.kl_weight:g}"
+
+
+class Bernoulli(Likelihood):
+    """Binary cross-entropy summed over pixels; x_hat are the decoder's means in [0, 1]."""
+
+    name = "bernoulli"
+
+    def forward(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+        # BCE on probabilities, clamped as Keras does, so a saturated sigmoid cannot give inf.
+        eps = 1e-7
+        p = x_hat.clamp(eps, 1.0 - eps)
+        bce = -(x * p.log() + (1.0 - x) * (1.0 - p).log())
+        return bce.flatten(1).sum(dim=1)
+
+
+def _gaussian_nll(x: torch.Tensor, x_hat: torch.Tensor, log_gamma: torch.Tensor) -> torch.Tensor:
+    """sum (x - x_hat)^2 / (2 gamma^2) + D log gamma, per sample (no 2 pi constant)."""
+    squared = (x - x_hat).pow(2).flatten(1).sum(dim=1)
+    pixels = x[0].numel()
+    return squared * torch.exp(-2.0 * log_gamma) / 2.0 + pixels * log_gamma
+
+
+class FixedGaussian(Likelihood):
+    """Gaussian with a fixed standard deviation `sigma` on every pixel."""
+
+    name = "gaussian"
+
+    def __init__(self, kl_weight: float = 1.0, sigma: float = 0.1) -> None:
+        super().__init__(kl_weight)
+        if not sigma > 0:
+            raise InputError(f"sigma must be a positive number, got {sigma!r}.")
+        self.sigma = float(sigma)
+        self.register_buffer("log_gamma", torch.tensor(math.log(sigma)), persistent=False)
+
+    def forward(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+        return _gaussian_nll(x, x_hat, self.log_gamma.to(x.dtype))
+
+    def extra_repr(self) -> str:
+        return f"sigma={self.sigma:g}, kl_weight={self.kl_weight:g}"
+
+
+class LearnedGammaGaussian(Likelihood):
+    """Gaussian with a learned scalar std gamma = exp(log_gamma) (Dai & Wipf 2019)."""
+
+    name = "learned-gamma"
+
+    def __init__(self, kl_weight: float = 1.0, log_gamma: float = 0.0) -> None:
+        super().__init__(kl_weight)
+        self.log_gamma = nn.Parameter(torch.tensor(float(log_gamma)))
+
+    @property
+    def gamma(self) -> float:
+        return float(self.log_gamma.detach().exp())
+
+    def forward(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+        return _gaussian_nll(x, x_hat, self.log_gamma.to(x.dtype))
+
+
+class BalancedGaussian(Likelihood):
+    """Asperti & Trentin's balanced rule: gamma = sqrt(running mse), KL weighted by a constant k.
+
+    The running mse is a buffer (saved in the state dict). `forward` computes the term with the
+    current gamma, then -- only in training mode -- updates the estimate with the batch's
+    per-pixel MSE: mse <- min(mse, 0.99 mse + 0.01 batch_mse). The update is not differentiated.
+    """
+
+    name = "balanced"
+
+    def __init__(self, kl_weight: float = 1.0, momentum: float = 0.99, initial_mse: float = 1.0):
+        super().__init__(kl_weight)
+        if not 0.0 <= momentum < 1.0:
+            raise InputError(f"momentum must be in [0, 1), got {momentum!r}.")
+        if not initial_mse > 0:
+            raise InputError(f"initial_mse must be positive, got {initial_mse!r}.")
+        self.momentum = float(momentum)
+        self.register_buffer("running_mse", torch.tensor(float(initial_mse)))
+
+    @property
+    def gamma(self) -> float:
+        return float(self.running_mse.sqrt())
+
+    def forward(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+        log_gamma = 0.5 * self.running_mse.log().to(x.dtype)
+        term = _gaussian_nll(x, x_hat, log_gamma)
+        if self.training:
+            with torch.no_grad():
+                batch_mse = (x - x_hat).pow(2).mean().to(self.running_mse.dtype)
+                moved = self.momentum * self.running_mse + (1.0 - self.momentum) * batch_mse
+                self.running_mse.copy_(torch.minimum(self.running_mse, moved))
+        return term
+
+    def extra_repr(self) -> str:
+        return f"kl_weight={self.kl_weight:g}, momentum={self.momentum:g}"
+
+
+LIKELIHOODS: dict[str, type[Likelihood]] = {
+    cls.name: cls for cls in (Bernoulli, FixedGaussian, LearnedGammaGaussian, BalancedGaussian)
+}
+
+_OPTIONS: dict[str, tuple[str, ...]] = {
+    "bernoulli": (),
+    "gaussian": ("sigma",),
+    "learned-gamma": ("log_gamma",),
+    "balanced": ("momentum", "initial_mse"),
+}
+
+
+def create_likelihood(
+    name: str,
+    image_shape: tuple[int, int, int],
+    latent_dim: int,
+    kl_weight: float | None = None,
+    **options: float,
+) -> Likelihood:
+    """Build a likelihood by name. `kl_weight=None` means the loss's default (1; balanced: k)."""
+    if name not in LIKELIHOODS:
+        raise InputError(f"loss must be one of {', '.join(LIKELIHOODS)}; got {name!r}.")
+    unknown = sorted(set(options) - set(_OPTIONS[name]))
+    if unknown:
+        allowed = ", ".join(_OPTIONS[name]) or "none"
+        raise InputError(
+            f"loss options {unknown} are not valid for the {name} loss (valid: {allowed})."
+        )
+    if kl_weight is None:
+        kl_weight = balanced_kl_weight(image_shape, latent_dim) if name == "balanced" else 1.0
+    if not (math.isfinite(kl_weight) and kl_weight >= 0):
+        raise InputError(f"kl_weight must be a non-negative number, got {kl_weight!r}.")
+    factory: Callable[..., Likelihood] = LIKELIHOODS[name]
+    return factory(kl_weight=kl_weight, **options)
+

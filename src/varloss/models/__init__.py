@@ -1,0 +1,29 @@
+"""VAE model zoo: a common interface (`VAE`), one file per family, and a registry.
+
+Families: dense (Chollet's Keras VAE by default), conv, resnet, draw (Gregor et al. 2015) and
+convdraw (GQN-like convolutional DRAW). `create_model`, `save_model` and `load_model` are the
+entry points; `MODEL_FAMILIES` maps family names to classes.
+"""
+
+from varloss.models.base import VAE, LossTerms, ModelConfig
+from varloss.models.registry import (
+    MODEL_FAMILIES,
+    create_model,
+    load_model,
+    register,
+    save_model,
+)
+
+# Importing the family modules registers them.
+from varloss.models import dense  # noqa: E402, F401  isort: skip
+
+__all__ = [
+    "MODEL_FAMILIES",
+    "VAE",
+    "LossTerms",
+    "ModelConfig",
+    "create_model",
+    "load_model",
+    "register",
+    "save_model",
+]

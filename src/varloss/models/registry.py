@@ -1,0 +1,116 @@
+"""Family name -> class registry, `create_model`, and saving/loading a model as a folder.
+
+A saved model is a folder with `config.json` (`{"family": ..., "model": {...config...}, ...extra}`)
+and `model.safetensors` (the full state dict, buffers included: the balanced rule's running MSE
+and a learned gamma travel with the weights). No pickles anywhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from varloss._io import atomic_path, atomic_write_json
+from varloss.errors import InputError
+from varloss.models.base import VAE
+
+__all__ = ["MODEL_FAMILIES", "create_model", "load_model", "register", "save_model"]
+
+MODEL_FAMILIES: dict[str, type[VAE]] = {}
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+def register(cls: type[VAE]) -> type[VAE]:
+    """Class decorator: add a family to MODEL_FAMILIES under its config's `family` name."""
+    name = cls.config_class.family
+    if not name:
+        raise ValueError(f"{cls.__name__}.config_class has no family name")
+    MODEL_FAMILIES[name] = cls
+    return cls
+
+
+def _family_class(family: str) -> type[VAE]:
+    if family not in MODEL_FAMILIES:
+        raise InputError(
+            f"model family must be one of {', '.join(MODEL_FAMILIES)}; got {family!r}."
+        )
+    return MODEL_FAMILIES[family]
+
+
+def create_model(
+    family: str,
+    image_shape: tuple[int, int, int] | list[int],
+    latent_dim: int,
+    loss: str | None = None,
+    **hyper: Any,
+) -> VAE:
+    """Build a model of `family` for images C x H x W; `loss=None` is the family's default.
+
+    `hyper` are the family's config fields (e.g. `hidden_sizes` for dense, `steps` for draw) and
+    the shared `kl_weight` / `loss_options`; unknown names raise InputError listing valid ones.
+    """
+    cls = _family_class(family)
+    config_class = cls.config_class
+    valid = {f.name for f in dataclasses.fields(config_class)}
+    unknown = sorted(set(hyper) - valid)
+    if unknown:
+        settable = sorted(valid - {"image_shape", "latent_dim", "loss"})
+        raise InputError(
+            f"{family} model hyper-parameters {unknown} are unknown; valid: {', '.join(settable)}."
+        )
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in hyper.items()}
+    config = config_class(
+        image_shape=tuple(image_shape), latent_dim=latent_dim, loss=loss or "", **values
+    )
+    return cls(config)
+
+
+def save_model(model: VAE, directory: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """Write `config.json` and `model.safetensors` into `directory` (atomically, file by file)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    extra = dict(extra or {})
+    clash = sorted({"family", "model"} & set(extra))
+    if clash:
+        raise InputError(f"extra keys {clash} are reserved in config.json; use other names.")
+    # Clone each tensor: safetensors refuses shared or non-contiguous storage.
+    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    with atomic_path(directory / WEIGHTS_FILE) as tmp:
+        save_file(state, str(tmp), metadata={"family": model.config.family})
+    config = {"family": model.config.family, "model": model.config.to_dict(), **extra}
+    atomic_write_json(directory / CONFIG_FILE, config)
+    return directory
+
+
+def load_model(directory: str | Path, map_location: str | torch.device = "cpu") -> VAE:
+    """Rebuild a model saved by `save_model`; outputs are identical to the saved model's."""
+    directory = Path(directory)
+    config_path = directory / CONFIG_FILE
+    weights_path = directory / WEIGHTS_FILE
+    for path in (config_path, weights_path):
+        if not path.is_file():
+            raise InputError(
+                f"model folder {directory} has no {path.name}; expected a saved model."
+            )
+    try:
+        saved = json.loads(config_path.read_text(encoding="utf-8"))
+        family = saved["family"]
+        settings = saved["model"]
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise InputError(
+            f"{config_path} is not a varloss model config (needs 'family' and 'model' keys)."
+        ) from error
+    cls = _family_class(family)
+    model = cls(cls.config_class.from_dict(settings))
+    state = load_file(str(weights_path), device=str(map_location))
+    model.load_state_dict(state, strict=True)
+    model.to(map_location)
+    model.eval()
+    return model
