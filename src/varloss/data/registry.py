@@ -420,7 +420,10 @@ def ensure(
         if "cache" not in kinds:
             return None
         manifest = read_manifest(entry)
-        if manifest is None or (wanted_source and manifest.get("source") != wanted_source):
+        if manifest is None:
+            return None
+        # Pinned sets are identical whatever their source; others must come from the given path.
+        if wanted_source and not pins and manifest.get("source") != wanted_source:
             return None
         return load_split(entry, split, pins=pins)
 

@@ -149,7 +149,7 @@ def fashion_from_apt(package: str = FASHION_DEB) -> Arrays:
             _run(["dpkg-deb", "-x", str(debs[0]), str(unpacked)], Path(tmp), "dpkg-deb -x")
             return idx_from_folder(unpacked / str(FASHION_SYSTEM_DIR).lstrip("/"))
         try:
-            members = extract_deb_members(debs[0], lambda name: "fashion-mnist/" in name)
+            members = extract_deb_members(debs[0], lambda name: "datasets/fashion-mnist/" in name)
         except (ValueError, OSError) as error:
             raise SourceError(f"{debs[0].name} could not be unpacked: {error}") from error
         return _decode_idx_pairs({Path(k).name: v for k, v in members.items()})
