@@ -252,3 +252,16 @@ def test_npz_layouts_keys_and_ranges(tmp_path: Path) -> None:
         load(f"npz:{tmp_path / 'b.npz'}:second")
     with pytest.raises(InputError, match="name the images"):
         load(f"npz:{tmp_path / 'b.npz'}")
+
+
+def test_cli_fetch_reads_a_local_cifar_tarball(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from varloss.cli import app
+
+    _cifar_tarball(tmp_path / "cifar-10-python.tar.gz")
+    result = CliRunner().invoke(
+        app, ["data", "fetch", "cifar10", "--data-path", str(tmp_path / "cifar-10-python.tar.gz")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "cifar10: train 5, test 4 images of 3 x 32 x 32" in result.stdout

@@ -548,9 +548,9 @@ def load(
         return result
     if kind == "npz":
         assert argument is not None
-        path, _, key = (
-            argument.partition(":") if not Path(argument).exists() else (argument, "", "")
-        )
+        path, key = argument, ""
+        if not Path(argument).exists() and ":" in argument:  # npz:PATH:KEY
+            path, _, key = argument.rpartition(":")
         images, labels = read_npz(Path(path).expanduser(), key or None)
         if limit is not None:
             images, labels = images[:limit], None if labels is None else labels[:limit]
