@@ -514,6 +514,7 @@ class MatchSampler(Sampler):
         value_range: Sequence[float] | None = (0.0, 1.0),
         clip_aware: bool = True,
         iterations: int = 100,
+        tolerance: float = 1e-4,
         seed: int = 0,
         batch_size: int = 1024,
     ) -> None:
@@ -530,6 +531,7 @@ class MatchSampler(Sampler):
         self.value_range = value_range
         self.clip_aware = bool(clip_aware)
         self.iterations = int(iterations)
+        self.tolerance = float(tolerance)
         self.data_mean: torch.Tensor | None = None
         self.data_std: torch.Tensor | None = None
         self.generated_mean: torch.Tensor | None = None
@@ -545,6 +547,7 @@ class MatchSampler(Sampler):
             "value_range": value_range,
             "clip_aware": self.clip_aware,
             "iterations": self.iterations,
+            "tolerance": self.tolerance,
             **super().params(),
         }
 
@@ -557,31 +560,47 @@ class MatchSampler(Sampler):
         ).to(torch.float64)
         self.generated_mean = generated.mean(0)
         self.generated_std = generated.var(0, correction=0).sqrt()
-        floor = 1e-6
-        varies = self.generated_std > floor
+        varies = self.generated_std > 1e-6
         zeros = torch.zeros_like(self.data_std)
-        self.scale = torch.where(varies, self.data_std / self.generated_std.clamp_min(floor), zeros)
+        self.scale = torch.where(varies, self.data_std / self.generated_std.clamp_min(1e-6), zeros)
         self.offset = self.data_mean.clone()
         if self.value_range is not None and self.clip_aware:
-            # Fixed point: shift the centre by the clipped mean's error, stretch by the ratio of
-            # standard deviations. Both clipped moments grow monotonically in each parameter.
-            # Each pixel keeps the iterate with the smallest moment error (saturated pixels can
-            # oscillate).
-            centred = generated - self.generated_mean
-            scale, offset = self.scale, self.offset
-            best_error = torch.full_like(scale, math.inf)
-            for _ in range(self.iterations + 1):
-                clipped = (offset + scale * centred).clamp(*self.value_range)
-                mean, std = clipped.mean(0), clipped.var(0, correction=0).sqrt()
-                error = (self.data_mean - mean).abs() + (self.data_std - std).abs()
-                better = error < best_error
-                best_error = torch.where(better, error, best_error)
-                self.scale = torch.where(better, scale, self.scale)
-                self.offset = torch.where(better, offset, self.offset)
-                offset = offset + (self.data_mean - mean)
-                ratio = torch.where(std > floor, self.data_std / std.clamp_min(floor), 1.0 + zeros)
-                scale = (scale * ratio.clamp(0.5, 2.0)).clamp(max=1e4)
-            self.fit_residual = float(best_error.max())
+            self.scale, self.offset, self.fit_residual = self._fit_clipped(generated)
+
+    def _fit_clipped(self, generated: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """Per-pixel (scale, offset) whose clipped samples have the data's mean and std.
+
+        Fixed point: shift the offset by the clipped mean's error, stretch the scale by the
+        ratio of standard deviations (both clipped moments grow monotonically in their
+        parameter). Each pixel keeps its best iterate (saturated pixels can oscillate); pixels
+        within `tolerance` drop out of the active set, so late iterations are cheap.
+        """
+        floor = 1e-6
+        shape = self.data_mean.shape
+        centred = (generated - self.generated_mean).reshape(generated.shape[0], -1)
+        target_mean, target_std = self.data_mean.reshape(-1), self.data_std.reshape(-1)
+        best_scale, best_offset = self.scale.reshape(-1).clone(), self.offset.reshape(-1).clone()
+        best_error = torch.full_like(best_scale, math.inf)
+        scale, offset = best_scale.clone(), best_offset.clone()
+        active = torch.arange(best_scale.numel())
+        for _ in range(self.iterations + 1):
+            clipped = (offset[active] + scale[active] * centred[:, active]).clamp(*self.value_range)
+            mean, std = clipped.mean(0), clipped.var(0, correction=0).sqrt()
+            error = (target_mean[active] - mean).abs() + (target_std[active] - std).abs()
+            better = error < best_error[active]
+            improved = active[better]
+            best_error[improved] = error[better]
+            best_scale[improved], best_offset[improved] = scale[improved], offset[improved]
+            offset[active] += target_mean[active] - mean
+            ratio = torch.where(
+                std > floor, target_std[active] / std.clamp_min(floor), torch.ones_like(std)
+            )
+            scale[active] = (scale[active] * ratio.clamp(0.5, 2.0)).clamp(max=1e4)
+            active = active[best_error[active] > self.tolerance]
+            if active.numel() == 0:
+                break
+        residual = float(best_error.max())
+        return best_scale.reshape(shape), best_offset.reshape(shape), residual
 
     def sample_codes(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         self._require_model()
