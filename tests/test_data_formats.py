@@ -265,3 +265,17 @@ def test_cli_fetch_reads_a_local_cifar_tarball(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "cifar10: train 5, test 4 images of 3 x 32 x 32" in result.stdout
+
+
+def test_folder_with_train_and_test_subfolders(tmp_path: Path) -> None:
+    from varloss.data import info
+
+    for split, count in (("train", 3), ("test", 2)):
+        (tmp_path / split).mkdir()
+        for i in range(count):
+            Image.fromarray(np.full((4, 6), 40 * i, np.uint8)).save(tmp_path / split / f"{i}.png")
+    described = info(f"folder:{tmp_path}")
+    assert described["splits"] == {"train": {"count": 3}, "test": {"count": 2}}
+    assert described["shape"] == [1, 4, 6] and described["source"] == str(tmp_path / "train")
+    test = load(f"folder:{tmp_path}", "test")
+    assert test.images[:, 0, 0, 0].tolist() == [0.0, np.float32(40) / np.float32(255)]

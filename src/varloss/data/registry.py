@@ -542,10 +542,9 @@ def load(
         assert argument is not None
         folder = _split_folder(Path(argument).expanduser(), split)
         pixels = read_image_folder(folder)
-        result = uint8_to_imageset(
+        return uint8_to_imageset(
             pixels, None, name=name, split=split, source=str(folder), limit=limit
         )
-        return result
     if kind == "npz":
         assert argument is not None
         path, key = argument, ""
@@ -618,21 +617,20 @@ def info(
     """
     kind, argument = parse_name(name)
     if kind in ("folder", "npz"):
-        splits = {}
-        shape: list[int] = []
-        for split in ("train", "test"):
-            loaded = load(name, split)
-            splits[split] = {"count": len(loaded)}
-            shape = list(loaded.image_shape)
+        # Both splits are the same data unless a folder has train/ and test/ subfolders.
+        loaded = {"train": load(name, "train")}
+        separate = kind == "folder" and (Path(str(argument)).expanduser() / "test").is_dir()
+        loaded["test"] = load(name, "test") if separate else loaded["train"]
+        splits = {split: {"count": len(images)} for split, images in loaded.items()}
         return {
             "name": name,
             "description": f"user data at {argument}",
-            "shape": shape,
+            "shape": list(loaded["train"].image_shape),
             "splits": splits,
             "classes": None,
             "available": True,
             "cached": False,
-            "source": loaded.source,
+            "source": loaded["train"].source,
         }
     dataset = DATASETS[kind]
     result: dict[str, Any] = {
