@@ -189,3 +189,60 @@ def test_unreachable_mirrors_give_one_clear_error(tmp_path, monkeypatch) -> None
     assert not (tmp_path / "cache" / "fashion-mnist").exists() or not any(
         (tmp_path / "cache" / "fashion-mnist").iterdir()
     )
+
+
+def _patched(monkeypatch, name: str, files: dict[str, bytes], counts: dict[str, int]) -> None:
+    entry = dataclasses.replace(
+        registry_module.DATASETS[name],
+        counts=counts,
+        files={n: hashlib.md5(b, usedforsecurity=False).hexdigest() for n, b in files.items()},
+    )
+    monkeypatch.setitem(registry_module.DATASETS, name, entry)
+
+
+def test_cifar_and_celeba_canonical_downloads_through_a_mirror(server, tmp_path, monkeypatch):
+    import io
+    import pickle
+    import tarfile
+    import zipfile
+
+    from PIL import Image
+
+    base, routes, _ = server
+    monkeypatch.setenv("VARLOSS_DATA_DIR", str(tmp_path / "cache"))
+    rng = np.random.default_rng(5)
+    members = {}
+    for name, n in (("data_batch_1", 3), ("test_batch", 2)):
+        data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+        members[name] = (data, pickle.dumps({b"data": data, b"labels": list(range(n))}, protocol=2))
+    tarball = io.BytesIO()
+    with tarfile.open(fileobj=tarball, mode="w:gz") as archive:
+        for name, (_, blob) in members.items():
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(blob)
+            archive.addfile(info, io.BytesIO(blob))
+    cifar_files = {"cifar-10-python.tar.gz": tarball.getvalue()}
+    _patched(monkeypatch, "cifar10", cifar_files, {"train": 3, "test": 2})
+
+    faces = io.BytesIO()
+    with zipfile.ZipFile(faces, "w") as archive:
+        for i in range(3):
+            pixels = np.full((218, 178, 3), 60 * i, np.uint8)
+            buffer = io.BytesIO()
+            Image.fromarray(pixels).save(buffer, format="PNG")  # any format PIL reads
+            archive.writestr(f"img_align_celeba/{i + 1:06d}.jpg", buffer.getvalue())
+    partition = b"000001.jpg 0\n000002.jpg 1\n000003.jpg 2\n"
+    celeba_files = {"img_align_celeba.zip": faces.getvalue(), "list_eval_partition.txt": partition}
+    _patched(monkeypatch, "celeba", celeba_files, {"train": 1, "valid": 1, "test": 1})
+    for name, body in {**cifar_files, **celeba_files}.items():
+        routes[f"/m/{name}"] = (body, "ok")
+    monkeypatch.setenv("VARLOSS_DATA_MIRRORS", f"{base}/m/")
+
+    train = load("cifar10", "train", sources=("cache", "mirrors"))
+    expected = members["data_batch_1"][0].reshape(-1, 3, 32, 32).astype(np.float32) / 255
+    np.testing.assert_allclose(train.images.numpy(), expected, rtol=0, atol=1e-7)
+    test = load("celeba", "test", sources=("cache", "mirrors"), size=16)
+    assert test.images.shape == (1, 3, 16, 16)
+    np.testing.assert_allclose(test.images.numpy(), 120 / 255, rtol=0, atol=1e-7)
+    assert load("celeba", "valid", sources=("cache",), size=16).images.shape == (1, 3, 16, 16)
+    assert [p for p in (tmp_path / "cache" / "downloads").iterdir()] == []
