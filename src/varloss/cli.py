@@ -121,6 +121,64 @@ def data_info_command(
         typer.echo(f"{key}: {value}")
 
 
+# ---- fid (quality) ----
+
+
+@app.command("fid")
+def fid_command(
+    real: str = typer.Option(..., "--real", help="Real images: data-set spec or path."),
+    generated: str = typer.Option(
+        ..., "--generated", help="Generated images: .npy, .npz[:KEY], image folder or data spec."
+    ),
+    features: str = typer.Option("domain", "--features", help="domain or inception."),
+    weights: str = typer.Option(
+        None, "--weights", help="Inception weights file, or a domain classifier folder."
+    ),
+    dataset: str = typer.Option(
+        None, "--dataset", help="Data set of the domain classifier (default: that of --real)."
+    ),
+    batch_size: int = typer.Option(256, "--batch-size", help="Images per feature batch."),
+    prdc: bool = typer.Option(False, "--prdc", help="Also precision/recall/density/coverage."),
+    cache: bool = typer.Option(True, "--cache/--no-cache", help="Cache real-data statistics."),
+    json_out: str = typer.Option(None, "--json", help="Write the full result as JSON here."),
+) -> None:
+    """Fréchet distance of generated images to real ones, with its terms and feature variance."""
+    from varloss._io import atomic_write_json
+    from varloss.quality import fid
+
+    result = fid(
+        real,
+        generated,
+        features=features,
+        dataset=dataset,
+        weights=weights,
+        batch_size=batch_size,
+        cache=cache,
+        prdc=prdc,
+        progress=True,
+    )
+    terms = result["terms"]
+    typer.echo(f"FID ({result['extractor']['name']}): {result['fid']:.4f}")
+    typer.echo(
+        f"  |mu_r - mu_g|^2 {terms['mean_term']:.4f}  Tr S_real {terms['trace_real']:.4f}  "
+        f"Tr S_gen {terms['trace_generated']:.4f}  2 Tr sqrt(S_r S_g) {terms['cross_term']:.4f}"
+    )
+    if result["trace_ratio"] is not None:
+        ratio = result["trace_ratio"]
+        typer.echo(f"  Tr S_gen / Tr S_real {ratio:.4f} (feature-space variance kept)")
+    typer.echo(f"  n_real {result['n_real']}  n_generated {result['n_generated']}")
+    if prdc:
+        typer.echo(
+            f"  precision {result['precision']:.4f}  recall {result['recall']:.4f}  "
+            f"density {result['density']:.4f}  coverage {result['coverage']:.4f}"
+        )
+    for note in result["warnings"]:
+        typer.echo(f"  warning: {note}", err=True)
+    if json_out:
+        atomic_write_json(json_out, result)
+        typer.echo(f"wrote {json_out}")
+
+
 # ---- correct (remedies) ----
 
 
@@ -197,6 +255,31 @@ def correct_command(
         console.print(f"FID: {reason}")
     out_dir = out or f"{run_dir.rstrip('/')}/correct"
     console.print(f"wrote {out_dir}/report.json, {out_dir}/samples.png, {out_dir}/samplers/")
+
+
+# ---- report ----
+
+
+@app.command("report")
+def report_command(
+    directory: str = typer.Argument(
+        ..., help="A varloss output folder: a train run, a correct folder, a study, or measure JSON."
+    ),
+    recompute_maps: bool = typer.Option(
+        True,
+        "--recompute-maps/--no-recompute-maps",
+        help="Recompute variance maps from a train run's model when it saved no maps.npz.",
+    ),
+) -> None:
+    """Write DIR/report.html: one self-contained page with the numbers, maps, images and settings."""
+    import shlex
+    import sys
+
+    from varloss.report import write_report
+
+    command = shlex.join(["varloss", *sys.argv[1:]])
+    path = write_report(directory, command=command, recompute_maps=recompute_maps)
+    typer.echo(str(path))
 
 
 def run() -> None:

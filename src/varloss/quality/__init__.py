@@ -1,0 +1,51 @@
+"""Sample quality: FID with recorded feature extractors, its decomposition, precision/recall.
+
+    from varloss.quality import fid
+    result = fid("mnist:test", samples, features="domain")   # JSON-safe dict
+    result["fid"], result["terms"], result["trace_ratio"]
+
+`frechet_distance` works on any (mean, covariance) pairs; `FeatureStatistics` accumulates them
+in float64 and merges exactly; `get_extractor` gives "domain" (a small classifier trained by
+varloss, offline), "inception" (FID Inception-v3 by weights path) or wraps any nn.Module.
+"""
+
+from varloss.quality.domain import (
+    DomainExtractor,
+    domain_extractor_available,
+    load_domain_classifier,
+    train_domain_classifier,
+)
+from varloss.quality.extractors import (
+    INCEPTION_WEIGHTS_NAME,
+    INCEPTION_WEIGHTS_SHA256,
+    FeatureExtractor,
+    InceptionExtractor,
+    ModuleExtractor,
+    get_extractor,
+)
+from varloss.quality.frechet import FrechetTerms, frechet_distance
+from varloss.quality.prdc import density_coverage, prdc, precision_recall
+from varloss.quality.score import feature_statistics, fid
+from varloss.quality.statistics import FeatureStatistics, FrechetDistance
+
+__all__ = [
+    "INCEPTION_WEIGHTS_NAME",
+    "INCEPTION_WEIGHTS_SHA256",
+    "DomainExtractor",
+    "FeatureExtractor",
+    "FeatureStatistics",
+    "FrechetDistance",
+    "FrechetTerms",
+    "InceptionExtractor",
+    "ModuleExtractor",
+    "density_coverage",
+    "domain_extractor_available",
+    "feature_statistics",
+    "fid",
+    "frechet_distance",
+    "get_extractor",
+    "load_domain_classifier",
+    "prdc",
+    "precision_recall",
+    "train_domain_classifier",
+]

@@ -1,0 +1,238 @@
+"""`fid(real, generated)`: the Fréchet distance on recorded features, its terms, and a JSON dict.
+
+Real-data statistics of named data sets (`"mnist:test"`, an ImageSet) are cached on disk, keyed
+by data set, split, sample count, a hash of the pixels, extractor name, weights hash and resize
+mode, so repeated evaluations against the same test split extract real features once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from varloss.errors import InputError
+from varloss.quality.extractors import FeatureExtractor, get_extractor
+from varloss.quality.frechet import frechet_distance
+from varloss.quality.statistics import FeatureStatistics, load_cached, store_cached
+
+STATS_CACHE_FORMAT = 1
+
+
+def _unit_images(array: Any, what: str) -> torch.Tensor:
+    """N x C x H x W float32 in [0, 1] from N x H x W, N x C x H x W or N x H x W x C (C in 1, 3)
+    arrays or tensors; uint8 is divided by 255, other values must already lie in [0, 1]."""
+    if isinstance(array, np.ndarray):
+        array = torch.from_numpy(np.ascontiguousarray(array))
+    if not isinstance(array, torch.Tensor):
+        raise InputError(f"{what} must be images (array, tensor, file or data set), got {array!r}.")
+    tensor = array.detach().to("cpu")
+    if tensor.dtype == torch.uint8:
+        tensor = tensor.to(torch.float32) / 255.0
+    else:
+        tensor = tensor.to(torch.float32)
+    if tensor.ndim == 3:
+        tensor = tensor.unsqueeze(1)
+    elif tensor.ndim == 4 and tensor.shape[1] not in (1, 3) and tensor.shape[3] in (1, 3):
+        tensor = tensor.permute(0, 3, 1, 2).contiguous()
+    if tensor.ndim != 4:
+        raise InputError(
+            f"{what} must be shaped N x H x W or N x C x H x W, got {list(tensor.shape)}."
+        )
+    if tensor.numel():
+        low, high = float(tensor.min()), float(tensor.max())
+        if low < -0.01 or high > 1.01:
+            raise InputError(
+                f"{what} must hold pixel values in [0, 1] (or uint8), got range [{low:.3g}, "
+                f"{high:.3g}]."
+            )
+    return tensor
+
+
+def _read_path(path: Path, what: str) -> torch.Tensor:
+    from varloss.data.formats import read_image_folder, read_npz
+
+    if path.is_dir():
+        return _unit_images(read_image_folder(path), what)
+    if path.suffix == ".npy":
+        return _unit_images(np.load(path, allow_pickle=False), what)
+    if path.suffix == ".npz":
+        images, _ = read_npz(path, None)
+        return _unit_images(images, what)
+    raise InputError(f"{what} {str(path)!r} must be a .npy, .npz or image folder.")
+
+
+def load_images(source: Any, what: str) -> tuple[torch.Tensor, dict[str, Any]]:
+    """(images N x C x H x W in [0, 1], provenance) from a data-set spec, ImageSet, path,
+    array/tensor, or an iterable of batches. Provenance names the data set when there is one."""
+    from varloss.data import ImageSet
+
+    if isinstance(source, ImageSet):
+        return source.images.to(torch.float32), {"dataset": source.name, "split": source.split}
+    if isinstance(source, str | os.PathLike):
+        text = str(source)
+        path = Path(text).expanduser()
+        npz_key = None
+        if not path.exists() and ".npz:" in text:
+            file_part, _, npz_key = text.rpartition(":")
+            path = Path(file_part).expanduser()
+        if path.exists():
+            if npz_key:
+                from varloss.data.formats import read_npz
+
+                images, _ = read_npz(path, npz_key)
+                return _unit_images(images, what), {"path": text}
+            return _read_path(path, what), {"path": text}
+        from varloss.data import resolve_dataset_spec
+
+        loaded = resolve_dataset_spec(text)
+        if loaded is None:
+            raise InputError(
+                f"{what} {text!r} is neither an existing file or folder nor a data-set spec "
+                "such as mnist:test."
+            )
+        return loaded.images.to(torch.float32), {"dataset": loaded.name, "split": loaded.split}
+    if isinstance(source, np.ndarray | torch.Tensor):
+        return _unit_images(source, what), {}
+    if isinstance(source, Iterable):
+        batches = [_unit_images(b[0] if isinstance(b, tuple | list) else b, what) for b in source]
+        if not batches:
+            raise InputError(f"{what} is an empty iterable of batches.")
+        return torch.cat(batches), {}
+    raise InputError(f"{what} must be images (array, tensor, file or data set), got {source!r}.")
+
+
+def feature_statistics(
+    images: torch.Tensor, extractor: FeatureExtractor, progress: bool = False
+) -> tuple[FeatureStatistics, torch.Tensor]:
+    """(float64 mean/covariance state, features) of `images` under `extractor`."""
+    feats = extractor.features(images, progress=progress)
+    return FeatureStatistics(feats.shape[1]).update(feats), feats
+
+
+def _pixel_hash(images: torch.Tensor) -> str:
+    return hashlib.sha256(
+        images.contiguous().view(-1).view(torch.uint8).numpy().tobytes()
+    ).hexdigest()
+
+
+def fid(
+    real: Any,
+    generated: Any,
+    *,
+    features: str | nn.Module | FeatureExtractor = "domain",
+    dataset: str | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+    cache: bool = True,
+    train_domain: bool = True,
+    prdc: bool = False,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """FID of `generated` against `real` with its terms, as a JSON-safe dict.
+
+    `real`/`generated`: data-set specs ("mnist:test"), ImageSets, .npy/.npz/folder paths,
+    arrays or tensors (N x [C x] H x W, [0, 1] or uint8). `features`: "domain" (needs
+    `dataset`, inferred from a spec or ImageSet), "inception" (weights by path) or a Module.
+    Keys: fid, terms (mean_term, trace_real, trace_generated, cross_term), trace_ratio
+    (Tr S_gen / Tr S_real, the variance kept in feature space), extractor, n_real,
+    n_generated, settings, warnings; plus precision/recall/density/coverage with `prdc`.
+    """
+    real_images, real_origin = load_images(real, "real images")
+    generated_images, generated_origin = load_images(generated, "generated images")
+    if dataset is None:
+        dataset = real_origin.get("dataset")
+    if real_images.shape[1:] != generated_images.shape[1:]:
+        raise InputError(
+            f"real and generated images must have the same shape, got "
+            f"{list(real_images.shape[1:])} and {list(generated_images.shape[1:])}."
+        )
+    for name, images in (("real", real_images), ("generated", generated_images)):
+        if images.shape[0] < 2:
+            raise InputError(f"FID needs at least 2 {name} images, got {images.shape[0]}.")
+    extractor = get_extractor(
+        features,
+        dataset=dataset,
+        weights=weights,
+        batch_size=batch_size,
+        device=device,
+        train=train_domain,
+        progress=True,
+    )
+    info = extractor.info()
+    key = None
+    real_stats = None
+    real_features = None
+    cached = False
+    if cache and "dataset" in real_origin:
+        key = {
+            "format": STATS_CACHE_FORMAT,
+            "dataset": real_origin["dataset"],
+            "split": real_origin.get("split"),
+            "n": int(real_images.shape[0]),
+            "pixels_sha256": _pixel_hash(real_images),
+            "extractor": extractor.name,
+            "weights_hash": extractor.weights_hash,
+            "resize_mode": extractor.resize_mode,
+        }
+        real_stats = load_cached(key)
+        cached = real_stats is not None
+    if real_stats is None or prdc:
+        real_stats, real_features = feature_statistics(real_images, extractor, progress)
+        if key is not None and not cached:
+            store_cached(key, real_stats)
+    generated_stats, generated_features = feature_statistics(generated_images, extractor, progress)
+    assert real_stats.mean is not None and generated_stats.mean is not None
+    dim = int(real_stats.mean.shape[0])
+    info["feature_dim"] = dim
+    notes = []
+    for name, count in (("real", real_stats.count), ("generated", generated_stats.count)):
+        if count < dim:
+            note = (
+                f"{name} set has {count} samples, fewer than the feature dimension {dim}: its "
+                "covariance is singular and the FID is biased upward; use more samples."
+            )
+            warnings.warn(note, stacklevel=2)
+            notes.append(note)
+    terms = frechet_distance(
+        real_stats.mean, real_stats.covariance(), generated_stats.mean, generated_stats.covariance()
+    )
+    result: dict[str, Any] = {
+        "fid": terms.fid,
+        "terms": {
+            "mean_term": terms.mean_term,
+            "trace_real": terms.trace_real,
+            "trace_generated": terms.trace_generated,
+            "cross_term": terms.cross_term,
+        },
+        "trace_ratio": terms.trace_ratio,
+        "feature_variance_loss": None if terms.trace_ratio is None else 1.0 - terms.trace_ratio,
+        "extractor": info,
+        "resize_mode": extractor.resize_mode,
+        "n_real": int(real_stats.count),
+        "n_generated": int(generated_stats.count),
+        "settings": {
+            "features": info["name"],
+            "dataset": dataset,
+            "real": {k: v for k, v in real_origin.items()},
+            "generated": {k: v for k, v in generated_origin.items()},
+            "batch_size": int(batch_size),
+            "covariance": "unbiased (N - 1)",
+            "real_statistics_cached": cached,
+        },
+        "warnings": notes,
+    }
+    if prdc:
+        from varloss.quality.prdc import prdc as compute_prdc
+
+        assert real_features is not None
+        result.update(compute_prdc(real_features, generated_features))
+    return result

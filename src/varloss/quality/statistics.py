@@ -1,0 +1,245 @@
+"""Streaming, mergeable feature mean and covariance in float64 (Chan et al.), and their cache.
+
+Memory is O(d^2) whatever the number of samples, and the result does not depend on how the
+samples are split into batches or workers: two partial states merge exactly with Chan's
+pairwise formula
+
+    n = na + nb,  delta = mean_b - mean_a,
+    mean = mean_a + delta * nb / n,
+    M2 = M2a + M2b + outer(delta, delta) * na * nb / n,
+
+which, unlike raw sums of squares, does not lose precision when the mean is large.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torchmetrics import Metric
+
+from varloss._io import atomic_path, atomic_write_json
+from varloss.errors import InputError
+
+STATS_FORMAT = 1
+
+
+def _features(batch: Any, what: str = "features") -> torch.Tensor:
+    if isinstance(batch, np.ndarray):
+        batch = torch.from_numpy(batch)
+    if not isinstance(batch, torch.Tensor):
+        raise InputError(f"{what} must be a tensor or array of shape N x d, got {type(batch)}.")
+    batch = batch.detach().to("cpu", torch.float64)
+    if batch.ndim == 1:
+        batch = batch.unsqueeze(0)
+    if batch.ndim != 2:
+        batch = batch.reshape(batch.shape[0], -1)
+    return batch
+
+
+class FeatureStatistics:
+    """Running count, mean (d) and M2 (d x d, sum of centred outer products) in float64.
+
+    `update(batch)` adds N x d features; `merge(other)` folds another state in;
+    `covariance()` is the unbiased (N - 1) covariance used by FID.
+    """
+
+    def __init__(self, dim: int | None = None) -> None:
+        self.count = 0
+        self.dim = dim
+        self.mean: torch.Tensor | None = None
+        self.m2: torch.Tensor | None = None
+        if dim is not None:
+            self._allocate(dim)
+
+    def _allocate(self, dim: int) -> None:
+        self.dim = int(dim)
+        self.mean = torch.zeros(self.dim, dtype=torch.float64)
+        self.m2 = torch.zeros(self.dim, self.dim, dtype=torch.float64)
+
+    def _combine(self, count: int, mean: torch.Tensor, m2: torch.Tensor) -> None:
+        if count == 0:
+            return
+        if self.mean is None:
+            self._allocate(mean.shape[0])
+        if mean.shape[0] != self.dim:
+            raise InputError(
+                f"features have dimension {mean.shape[0]} but the statistics hold {self.dim}."
+            )
+        if self.count == 0:
+            self.count, self.mean, self.m2 = count, mean.clone(), m2.clone()
+            return
+        total = self.count + count
+        delta = mean - self.mean
+        self.mean = self.mean + delta * (count / total)
+        self.m2 = self.m2 + m2 + torch.outer(delta, delta) * (self.count * count / total)
+        self.count = total
+
+    def update(self, batch: Any) -> FeatureStatistics:
+        """Add a batch of N x d features (any float dtype; accumulated in float64)."""
+        x = _features(batch)
+        if x.shape[0] == 0:
+            return self
+        batch_mean = x.mean(dim=0)
+        centred = x - batch_mean
+        self._combine(x.shape[0], batch_mean, centred.T @ centred)
+        return self
+
+    def merge(self, other: FeatureStatistics) -> FeatureStatistics:
+        """Fold `other` into this state (in place) and return self."""
+        if other.count:
+            assert other.mean is not None and other.m2 is not None
+            self._combine(other.count, other.mean, other.m2)
+        return self
+
+    def covariance(self, ddof: int = 1) -> torch.Tensor:
+        """The d x d covariance, M2 / (N - ddof)."""
+        if self.m2 is None or self.count <= ddof:
+            raise InputError(
+                f"a covariance needs more than {ddof} feature vectors, got {self.count}."
+            )
+        return self.m2 / (self.count - ddof)
+
+    # ---- packed form: one flat float64 tensor, for torchmetrics states and DDP reduction ----
+
+    def to_packed(self) -> torch.Tensor:
+        """[count, mean (d), M2 (d*d)] as one float64 tensor."""
+        if self.mean is None or self.m2 is None:
+            raise InputError("the statistics are empty and have no dimension yet.")
+        count = torch.tensor([float(self.count)], dtype=torch.float64)
+        return torch.cat([count, self.mean, self.m2.reshape(-1)])
+
+    @classmethod
+    def from_packed(cls, packed: torch.Tensor) -> FeatureStatistics:
+        packed = packed.detach().to("cpu", torch.float64).reshape(-1)
+        dim = int(round((-1 + (1 + 4 * (packed.numel() - 1)) ** 0.5) / 2))
+        if 1 + dim + dim * dim != packed.numel():
+            raise InputError(f"a packed state has length 1 + d + d^2, got {packed.numel()}.")
+        state = cls(dim)
+        state.count = int(round(float(packed[0])))
+        state.mean = packed[1 : 1 + dim].clone()
+        state.m2 = packed[1 + dim :].reshape(dim, dim).clone()
+        return state
+
+    # ---- files ----
+
+    def save(self, path: str | os.PathLike[str], metadata: dict[str, Any] | None = None) -> None:
+        """Write safetensors (mean, m2, count) plus a JSON sidecar of metadata, atomically."""
+        from safetensors.torch import save_file
+
+        if self.mean is None or self.m2 is None:
+            raise InputError("cannot save empty feature statistics.")
+        path = Path(path)
+        tensors = {
+            "mean": self.mean.contiguous(),
+            "m2": self.m2.contiguous(),
+            "count": torch.tensor([self.count], dtype=torch.int64),
+        }
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata={"format": str(STATS_FORMAT)})
+        atomic_write_json(path.with_suffix(".json"), {"count": self.count, **(metadata or {})})
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> FeatureStatistics:
+        from safetensors.torch import load_file
+
+        tensors = load_file(str(path))
+        state = cls(int(tensors["mean"].shape[0]))
+        state.mean = tensors["mean"].to(torch.float64)
+        state.m2 = tensors["m2"].to(torch.float64)
+        state.count = int(tensors["count"][0])
+        return state
+
+
+def merge_packed(stacked: torch.Tensor) -> torch.Tensor:
+    """Reduce packed states gathered from workers (W x L) into one packed state (Chan merge).
+
+    This is the `dist_reduce_fx` of `FrechetDistance`'s states, so DDP sync is exact.
+    """
+    if stacked.ndim == 1:
+        return stacked
+    total = FeatureStatistics.from_packed(stacked[0])
+    for row in stacked[1:]:
+        total.merge(FeatureStatistics.from_packed(row))
+    return total.to_packed().to(stacked.device)
+
+
+class FrechetDistance(Metric):
+    """torchmetrics Metric: Fréchet distance between real and generated *features* (N x d).
+
+    Each set's state is one packed float64 tensor merged with Chan's formula across processes.
+    `compute()` returns `FrechetTerms.to_dict()`.
+    """
+
+    full_state_update = False
+    is_differentiable = False
+    higher_is_better = False
+
+    def __init__(self, feature_dim: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.feature_dim = int(feature_dim)
+        empty = FeatureStatistics(self.feature_dim).to_packed()
+        self.add_state("real_state", default=empty.clone(), dist_reduce_fx=merge_packed)
+        self.add_state("generated_state", default=empty.clone(), dist_reduce_fx=merge_packed)
+
+    def update(
+        self, real: torch.Tensor | None = None, generated: torch.Tensor | None = None
+    ) -> None:
+        for name, batch in (("real_state", real), ("generated_state", generated)):
+            if batch is None:
+                continue
+            state = FeatureStatistics.from_packed(getattr(self, name))
+            state.update(batch)
+            setattr(self, name, state.to_packed().to(self.device))
+
+    def compute(self) -> dict[str, Any]:
+        from varloss.quality.frechet import frechet_distance
+
+        real = FeatureStatistics.from_packed(self.real_state)
+        generated = FeatureStatistics.from_packed(self.generated_state)
+        return frechet_distance(
+            real.mean, real.covariance(), generated.mean, generated.covariance()
+        ).to_dict()
+
+
+# ---- on-disk cache of real-data statistics ----
+
+
+def stats_cache_dir() -> Path:
+    """$VARLOSS_DATA_DIR/fid-stats, else the user cache directory varloss/fid-stats."""
+    from varloss.data import data_dir
+
+    return data_dir() / "fid-stats"
+
+
+def cache_key(key: dict[str, Any]) -> str:
+    """A file stem naming the data set and split, plus a hash of everything in `key`."""
+    text = json.dumps(key, sort_keys=True)
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(key.get("dataset", "x")))
+    return f"{safe}-{key.get('split', 'x')}-{key.get('extractor', 'x')}-{digest}"
+
+
+def load_cached(key: dict[str, Any]) -> FeatureStatistics | None:
+    """The cached statistics for `key`, or None when absent or unreadable."""
+    path = stats_cache_dir() / f"{cache_key(key)}.safetensors"
+    sidecar = path.with_suffix(".json")
+    if not path.exists() or not sidecar.exists():
+        return None
+    try:
+        if json.loads(sidecar.read_text()).get("key") != key:
+            return None
+        return FeatureStatistics.load(path)
+    except Exception:  # a corrupt entry is recomputed, never trusted
+        return None
+
+
+def store_cached(key: dict[str, Any], statistics: FeatureStatistics) -> Path:
+    path = stats_cache_dir() / f"{cache_key(key)}.safetensors"
+    statistics.save(path, {"key": key})
+    return path
