@@ -1,0 +1,1315 @@
+"""The HTML report: one self-contained page per varloss output folder.
+
+`write_report(dir)` looks at what the folder holds and writes `dir/report.html`:
+
+- a `varloss train` run (report.json + config.json, samples.png, history.csv, maybe maps.npz and a
+  `correct/` sub-folder),
+- a `varloss correct` folder (report.json with `baseline` and `methods`, samples.png),
+- a `varloss study` folder (results.csv, fit.json, figure.png, runs/),
+- a plain `varloss measure --json` output (a JSON with `var_real`, plus maps.npz or a maps figure).
+
+Each section appears only when its data exists. Figures are drawn with matplotlib (Agg) and
+embedded as base64 data URIs, the CSS and the small sorting script are inline, so the page opens
+offline and can be mailed as one file. The page is rendered by a Jinja2 template
+(`varloss/templates/report.html`).
+
+Per-pixel variance maps come from `maps.npz` (keys `var_real`, `var_reconstructed`,
+`var_generated`, each shaped like one sample) when a producer saved it; for a train run without
+it they are recomputed from the saved model and the test split (reconstructions exactly; prior
+samples with a seeded generator, which the page says).
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import datetime as _dt
+import io
+import json
+import math
+import platform
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from varloss._io import atomic_write_text
+from varloss.errors import InputError
+
+REPORT_NAME = "report.html"
+MAPS_NAME = "maps.npz"
+MAP_KEYS = ("var_real", "var_reconstructed", "var_generated")
+
+# The seed's colours for the study scatter; iterative models are yellow with a dark edge.
+FAMILY_COLOURS = {
+    "dense": "#1f5fbf",
+    "resnet": "#d62728",
+    "conv": "#2ca02c",
+    "draw": "#f2c500",
+    "convdraw": "#f2c500",
+}
+_PACKAGES = (
+    "varloss",
+    "torch",
+    "numpy",
+    "scipy",
+    "scikit-learn",
+    "torchmetrics",
+    "matplotlib",
+    "jinja2",
+    "safetensors",
+)
+_MAX_RUN_GRIDS = 60
+_MEASURE_KEYS = ("var_real", "var_reconstructed", "var_generated")
+
+
+# ---------------------------------------------------------------------------------------------
+# small value types handed to the template
+
+
+@dataclass
+class Figure:
+    """An embedded image: a data URI plus the words around it."""
+
+    title: str
+    data_uri: str
+    caption: str = ""
+    alt: str = ""
+    # A stacked layout of the same figure for narrow screens (served by <picture>).
+    narrow_uri: str | None = None
+    # Display width in CSS pixels; small pixel grids are scaled up by an integer factor.
+    width: int | None = None
+
+
+@dataclass
+class Cell:
+    """A table cell: the text shown and the raw value used for sorting (and by tests)."""
+
+    text: str
+    value: float | str | None = None
+    numeric: bool = False
+    link: str | None = None
+
+
+@dataclass
+class Table:
+    """A table with a header row; `sortable` adds the inline click-to-sort script."""
+
+    columns: list[str]
+    rows: list[list[Cell]]
+    sortable: bool = False
+    id: str = ""
+    numeric_columns: list[bool] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------
+# public API
+
+
+def detect_kind(directory: str | Path) -> str:
+    """Say which varloss output `directory` is: "study", "correct", "train" or "measure".
+
+    Raises InputError when the folder holds none of them.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise InputError(f"report folder {directory} does not exist or is not a folder.")
+    if (directory / "results.csv").is_file() or (directory / "fit.json").is_file():
+        return "study"
+    report_path = directory / "report.json"
+    if report_path.is_file():
+        report = _read_json(report_path)
+        if "baseline" in report:
+            return "correct"
+        if (directory / "config.json").is_file():
+            return "train"
+        if any(key in report for key in _MEASURE_KEYS):
+            return "measure"
+    if _find_measure_json(directory) is not None:
+        return "measure"
+    raise InputError(
+        f"report folder {directory} holds no varloss output (expected report.json from `varloss "
+        "train` or `varloss correct`, results.csv/fit.json from `varloss study`, or a "
+        "`varloss measure --json` file)."
+    )
+
+
+def render_report(
+    directory: str | Path, *, command: str | None = None, recompute_maps: bool = True
+) -> str:
+    """Build the HTML text of the report for `directory` (see `write_report`)."""
+    directory = Path(directory)
+    kind = detect_kind(directory)
+    builder = {
+        "study": _study_context,
+        "correct": _correct_context,
+        "train": _train_context,
+        "measure": _measure_context,
+    }[kind]
+    context = builder(directory, recompute_maps=recompute_maps)
+    context["kind"] = kind
+    context["directory"] = str(directory.resolve())
+    context["rendered"] = _rendered_by(command)
+    context.setdefault("notices", [])
+    return _render(context)
+
+
+def write_report(
+    directory: str | Path, *, command: str | None = None, recompute_maps: bool = True
+) -> Path:
+    """Write `directory/report.html`, a self-contained page of everything the folder holds.
+
+    `command` is recorded as the command that rendered the page (the CLI passes its argv);
+    `recompute_maps=False` skips recomputing variance maps from a train run's model when the
+    run has no maps.npz. Returns the path of the page.
+    """
+    directory = Path(directory)
+    html = render_report(directory, command=command, recompute_maps=recompute_maps)
+    path = directory / REPORT_NAME
+    atomic_write_text(path, html)
+    return path
+
+
+def save_maps(maps: Mapping[str, Any], path: str | Path) -> Path:
+    """Save per-pixel variance maps (float64, one sample's shape) as the report's `maps.npz`.
+
+    Producers of report.json may call this with `VarianceReport.maps`; keys other than
+    `var_real`, `var_reconstructed` and `var_generated` are kept too. Written atomically.
+    """
+    from varloss._io import atomic_path
+
+    arrays = {
+        str(key): np.asarray(value, dtype=np.float64)
+        for key, value in maps.items()
+        if value is not None
+    }
+    if not arrays:
+        raise InputError("maps must hold at least one array (e.g. var_real).")
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+    return path
+
+
+def explain_variance(report: Mapping[str, Any]) -> list[str]:
+    """Plain-words sentences that explain a measure report's headline numbers."""
+    sentences: list[str] = []
+    var_real = _number(report.get("var_real"))
+    var_rec = _number(report.get("var_reconstructed"))
+    var_gen = _number(report.get("var_generated"))
+    mse = _number(report.get("mse"))
+    bias2 = _number(report.get("bias2"))
+    cov = _number(report.get("cov_term"))
+    if var_real is None:
+        return sentences
+    if var_rec is not None:
+        loss = var_real - var_rec
+        text = (
+            f"The reconstructions keep {_percent(var_rec, var_real)} of the real images' "
+            f"per-pixel variance ({fmt(var_rec)} of {fmt(var_real)}): a variance loss of "
+            f"{fmt(loss)}"
+        )
+        if mse is not None and mse > 0:
+            text += f", {loss / mse:.2f} times the reconstruction MSE ({fmt(mse)})."
+        else:
+            text += "."
+        sentences.append(text)
+        if mse is not None and bias2 is not None and cov is not None and mse > 0:
+            small = max(abs(bias2), abs(cov)) <= 0.1 * mse
+            if small:
+                sentences.append(
+                    "Variance loss = MSE - bias² + covariance term; here bias² "
+                    f"({fmt(bias2)}) and the covariance term ({fmt(cov)}) are small, so the "
+                    "variance lost is essentially the reconstruction error: a decoder that "
+                    "cannot predict a detail outputs its average, and the spread of that "
+                    "detail is gone."
+                )
+            else:
+                sentences.append(
+                    "Variance loss = MSE - bias² + covariance term; here bias² removes "
+                    f"{fmt(bias2)} and the covariance term adds {fmt(cov)} to the MSE, so the "
+                    "lost variance differs from the reconstruction error by "
+                    f"{fmt(cov - bias2)}."
+                )
+    if var_gen is not None:
+        gen_loss = var_real - var_gen
+        text = (
+            f"Generated samples keep {_percent(var_gen, var_real)} of the real variance "
+            f"({fmt(var_gen)}): a variance loss of {fmt(gen_loss)}"
+        )
+        if var_rec is not None:
+            rec_loss = var_real - var_rec
+            if gen_loss > rec_loss:
+                text += ", more than the reconstructions lose"
+            elif gen_loss < rec_loss:
+                text += ", less than the reconstructions lose"
+        sentences.append(
+            text + ". Samples with less variance than the data look blurry and alike."
+            if gen_loss > 0
+            else text + "."
+        )
+    fid = _fid_value(report.get("fid"))
+    if fid is not None:
+        sentences.append(
+            f"The Fréchet distance between real and generated features is {fmt(fid)} "
+            "(lower is better)."
+        )
+    return sentences
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    """Format a number for the page: `digits` significant digits, a dash for missing values."""
+    number = _number(value)
+    if number is None:
+        return "–" if value is None else str(value)
+    if number == 0:
+        return "0"
+    if not math.isfinite(number):
+        return str(number)
+    if isinstance(value, int | np.integer) and not isinstance(value, bool):
+        return str(int(value))
+    return f"{number:.{digits}g}"
+
+
+# ---------------------------------------------------------------------------------------------
+# context builders, one per kind
+
+
+def _measure_context(directory: Path, *, recompute_maps: bool = True) -> dict[str, Any]:
+    path = directory / "report.json"
+    if not path.is_file() or not any(k in _read_json(path) for k in _MEASURE_KEYS):
+        path = _find_measure_json(directory)
+    assert path is not None  # detect_kind guarantees it
+    report = _read_json(path)
+    context = _variance_context(report, title=f"Variance report: {directory.name}")
+    context["source"] = path.name
+    maps, note = _load_maps(directory)
+    used: set[Path] = {path}
+    if maps:
+        context["maps"] = _maps_figure(maps, note)
+    else:
+        figures = []
+        for image in sorted(directory.glob("*.png")):
+            if image.name.startswith("."):
+                continue
+            used.add(image)
+            figures.append(_file_figure(image, title=image.stem.replace("_", " "), alt=image.name))
+        context["grids"] = figures
+    context["settings"] = _settings_section(report.get("settings"), None, None)
+    return context
+
+
+def _train_context(directory: Path, *, recompute_maps: bool = True) -> dict[str, Any]:
+    report = _read_json(directory / "report.json")
+    config = _read_json(directory / "config.json")
+    train = config.get("train") if isinstance(config.get("train"), dict) else {}
+    family = config.get("family") or train.get("family")
+    dataset = train.get("dataset") or _nested(report, "settings", "dataset")
+    title = f"VAE run: {family or 'model'} on {dataset or 'data'}"
+    context = _variance_context(report, title=title)
+    context["subtitle"] = directory.name
+    notices = context.setdefault("notices", [])
+    maps, note = _load_maps(directory)
+    if not maps and recompute_maps:
+        maps, note = _recompute_train_maps(directory, report, config)
+    if maps:
+        context["maps"] = _maps_figure(maps, note)
+    elif note:
+        notices.append(note)
+    grids = []
+    samples = directory / "samples.png"
+    if samples.is_file():
+        grids.append(
+            _file_figure(
+                samples,
+                title="Samples",
+                caption="Rows: real test images, their reconstructions decode(mu), and samples "
+                "decoded from the prior.",
+                alt="grid of real, reconstructed and generated images",
+            )
+        )
+    history = directory / "history.csv"
+    if history.is_file():
+        curves = _loss_curves(history)
+        if curves is not None:
+            context["curves"] = curves
+    correct_dir = directory / "correct"
+    if (correct_dir / "report.json").is_file():
+        correct = _read_json(correct_dir / "report.json")
+        if "baseline" in correct:
+            context["correct"] = _correct_section(correct)
+            if (correct_dir / "samples.png").is_file():
+                grids.append(
+                    _file_figure(
+                        correct_dir / "samples.png",
+                        title="Corrected samples",
+                        caption="One row per sampler: the plain prior (baseline) and each remedy, "
+                        "from the same seeded noise.",
+                        alt="grid of samples from each variance remedy",
+                    )
+                )
+    context["grids"] = grids
+    context["settings"] = _settings_section(report.get("settings"), config, None)
+    return context
+
+
+def _correct_context(directory: Path, *, recompute_maps: bool = True) -> dict[str, Any]:
+    report = _read_json(directory / "report.json")
+    settings = report.get("settings") if isinstance(report.get("settings"), dict) else {}
+    baseline = report.get("baseline") or {}
+    title = f"Variance remedies: {settings.get('model_family') or 'VAE'} on " + str(
+        settings.get("dataset") or "data"
+    )
+    context: dict[str, Any] = {"title": title, "subtitle": directory.name}
+    context["headline"] = _headline_table(baseline, generated_label="generated (prior)")
+    context["sentences"] = explain_variance(
+        {k: baseline.get(k) for k in ("var_real", "var_generated", "fid")}
+    )
+    context["correct"] = _correct_section(report)
+    context["sentences"] += context["correct"]["sentences"]
+    context["correct"]["sentences"] = []
+    samples = directory / "samples.png"
+    context["grids"] = (
+        [
+            _file_figure(
+                samples,
+                title="Samples per method",
+                caption="One row per sampler: the plain prior (baseline) and each remedy, from "
+                "the same seeded noise; the label gives the mean per-pixel variance.",
+                alt="grid of samples from each variance remedy",
+            )
+        ]
+        if samples.is_file()
+        else []
+    )
+    run_config = None
+    run_dir = settings.get("run_dir")
+    if run_dir and (Path(run_dir) / "config.json").is_file():
+        run_config = _read_json(Path(run_dir) / "config.json")
+    context["settings"] = _settings_section(settings, run_config, None)
+    parent_report = directory.parent / REPORT_NAME
+    if directory.name == "correct" and (directory.parent / "report.json").is_file():
+        context["links"] = [("the training run's report", "../" + REPORT_NAME)]
+        if not parent_report.is_file():
+            context["links"] = []
+    return context
+
+
+def _study_context(directory: Path, *, recompute_maps: bool = True) -> dict[str, Any]:
+    rows = _read_csv(directory / "results.csv") if (directory / "results.csv").is_file() else []
+    fit = _read_json(directory / "fit.json") if (directory / "fit.json").is_file() else {}
+    spec_text, spec = _study_spec(directory)
+    preset = _first_str(fit, "preset") or _first_str(spec, "preset")
+    if preset is None and rows and "preset" in rows[0]:
+        preset = rows[0]["preset"] or None
+    name = _first_str(fit, "name") or _first_str(spec, "name") or directory.name
+    context: dict[str, Any] = {
+        "title": f"Study: variance loss against MSE ({name})",
+        "subtitle": f"{len(rows)} finished run{'s' if len(rows) != 1 else ''}",
+        "notices": [],
+    }
+    if preset == "quick":
+        context["notices"].append(
+            "This is the QUICK version of the study (preset `quick`): small training subsets "
+            "and few epochs so that it runs on a laptop CPU in minutes. The `paper` preset "
+            "trains the full zoo on four data sets and is meant for a GPU."
+        )
+    elif preset:
+        context["subtitle"] += f", preset {preset}"
+    fits = _fit_rows(fit)
+    study: dict[str, Any] = {"fit_table": fits}
+    context["sentences"] = _explain_study(rows, fit)
+    figures = []
+    figure_png = directory / "figure.png"
+    if figure_png.is_file():
+        figures.append(
+            _file_figure(
+                figure_png,
+                title="Variance loss against MSE",
+                caption="One point per run, coloured by family (dense blue, ResNet red, "
+                "convolutional green, iterative yellow); filled markers are reconstructions, "
+                "hollow markers generated samples; the dashed line is y = x.",
+                alt="scatter of variance loss against MSE by architecture family",
+            )
+        )
+    elif rows:
+        scatter = _study_scatter(rows, fit)
+        if scatter is not None:
+            figures.append(scatter)
+    study["figures"] = figures
+    study["results"] = _results_table(rows, directory)
+    study["runs"] = _run_grids(directory, rows)
+    context["study"] = study
+    settings = fit.get("settings") if isinstance(fit.get("settings"), dict) else {}
+    context["settings"] = _settings_section(settings or None, None, spec_text)
+    return context
+
+
+# ---------------------------------------------------------------------------------------------
+# sections
+
+
+def _variance_context(report: Mapping[str, Any], *, title: str) -> dict[str, Any]:
+    return {
+        "title": title,
+        "headline": _headline_table(report),
+        "sentences": explain_variance(report),
+        "notices": [],
+    }
+
+
+_HEADLINE = (
+    ("var_real", "variance, real", "mean over pixels of the per-pixel variance across images"),
+    ("var_reconstructed", "variance, reconstructed", "the same for the reconstructions"),
+    ("var_generated", "variance, generated", "the same for samples from the model"),
+    (
+        "variance_loss_reconstructed",
+        "variance loss, reconstructed",
+        "variance real - variance reconstructed",
+    ),
+    ("variance_loss_generated", "variance loss, generated", "variance real - variance generated"),
+    ("mse", "MSE", "mean squared error of the reconstructions, per pixel"),
+    ("ratio", "ratio variance loss / MSE", "1 when the lost variance is the reconstruction error"),
+    ("bias2", "bias²", "mean over pixels of (mean real - mean reconstructed)²"),
+    ("cov_term", "covariance term", "2 × mean over pixels of cov(reconstruction, error)"),
+    ("identity", "MSE - bias² + covariance term", "equals the variance loss (an exact identity)"),
+)
+
+
+def _headline_table(report: Mapping[str, Any], generated_label: str | None = None) -> Table:
+    values = dict(report)
+    loss = _number(values.get("variance_loss_reconstructed"))
+    mse = _number(values.get("mse"))
+    if loss is not None and mse is not None and mse > 0:
+        values["ratio"] = loss / mse
+    bias2, cov = _number(values.get("bias2")), _number(values.get("cov_term"))
+    if mse is not None and bias2 is not None and cov is not None:
+        values["identity"] = mse - bias2 + cov
+    rows: list[list[Cell]] = []
+    for key, label, meaning in _HEADLINE:
+        value = _number(values.get(key))
+        if value is None:
+            continue
+        if key == "var_generated" and generated_label:
+            label = f"variance, {generated_label}"
+        rows.append([Cell(label), _num_cell(value), Cell(meaning)])
+    for key, label in (
+        ("n_real", "images, real"),
+        ("n_reconstructed", "images, reconstructed"),
+        ("n_generated", "images, generated"),
+    ):
+        if isinstance(values.get(key), int):
+            rows.append([Cell(label), _num_cell(values[key]), Cell("samples the numbers use")])
+    rows += _fid_rows(values.get("fid"))
+    return Table(
+        columns=["quantity", "value", "meaning"],
+        rows=rows,
+        id="headline",
+        numeric_columns=[False, True, False],
+    )
+
+
+def _fid_rows(fid: Any) -> list[list[Cell]]:
+    value = _fid_value(fid)
+    if value is None:
+        return []
+    rows = []
+    features = None
+    if isinstance(fid, dict):
+        features = fid.get("extractor") or fid.get("features")
+        if isinstance(features, dict):
+            features = features.get("name")
+    meaning = "Fréchet distance of real and generated features"
+    if features:
+        meaning += f" ({features} features)"
+    rows.append([Cell("FID"), _num_cell(value), Cell(meaning)])
+    if isinstance(fid, dict):
+        terms = fid.get("terms")
+        if isinstance(terms, dict):
+            for name, term in terms.items():
+                if _number(term) is not None:
+                    rows.append(
+                        [
+                            Cell(f"FID term: {name.replace('_', ' ')}"),
+                            _num_cell(term),
+                            Cell("FID = mean term + trace real + trace generated - cross term"),
+                        ]
+                    )
+        ratio = fid.get("trace_ratio")
+        if _number(ratio) is not None:
+            rows.append(
+                [
+                    Cell("feature trace ratio"),
+                    _num_cell(ratio),
+                    Cell("Tr Σ generated / Tr Σ real: variance kept in feature space"),
+                ]
+            )
+    return rows
+
+
+def _correct_section(report: Mapping[str, Any]) -> dict[str, Any]:
+    """The table of remedies: one row per method with the gap closed and FID before/after."""
+    baseline = report.get("baseline") or {}
+    methods = report.get("methods")
+    if not isinstance(methods, dict):
+        name = report.get("method") or "method"
+        methods = {"prior": baseline}
+        if name != "prior":
+            methods[name] = {k: v for k, v in report.items() if k not in ("baseline", "settings")}
+    columns = [
+        "method",
+        "variance, generated",
+        "variance loss, generated",
+        "gap closed",
+        "FID before",
+        "FID after",
+        "FID gain",
+    ]
+    rows = []
+    var_real = _number(baseline.get("var_real"))
+    best: tuple[str, float] | None = None
+    for name, entry in methods.items():
+        gap = _number(entry.get("gap_closed"))
+        fid_before = _number(entry.get("fid_before"))
+        if fid_before is None:
+            fid_before = _fid_value(baseline.get("fid"))
+        fid_after = _number(entry.get("fid_after"))
+        if fid_after is None:
+            fid_after = _fid_value(entry.get("fid"))
+        gain = _number(entry.get("fid_gain"))
+        if gain is None and fid_before is not None and fid_after is not None:
+            gain = fid_before - fid_after
+        var_gen = _number(entry.get("var_generated"))
+        loss = _number(entry.get("variance_loss_generated"))
+        if loss is None and var_real is not None and var_gen is not None:
+            loss = var_real - var_gen
+        rows.append(
+            [
+                Cell("prior (baseline)" if name == "prior" else name, name),
+                _num_cell(var_gen),
+                _num_cell(loss),
+                _num_cell(gap, percent=True),
+                _num_cell(fid_before),
+                _num_cell(fid_after),
+                _num_cell(gain),
+            ]
+        )
+        # `match` closes the gap by construction; it is discussed apart from the real remedies.
+        if name not in ("prior", "match") and gap is not None and (best is None or gap > best[1]):
+            best = (name, gap)
+    sentences = []
+    var_base = _number(baseline.get("var_generated"))
+    if var_real is not None and var_base is not None:
+        sentences.append(
+            f"With the plain prior sampler, generated images keep {_percent(var_base, var_real)} "
+            f"of the real variance: a gap of {fmt(var_real - var_base)}."
+        )
+    if best is not None:
+        entry = methods[best[0]]
+        text = f"The remedy that closes most of it is {best[0]}: {best[1]:.0%} of the gap"
+        before, after = _number(entry.get("fid_before")), _number(entry.get("fid_after"))
+        if before is not None and after is not None:
+            text += f", with FID going from {fmt(before)} to {fmt(after)}"
+        sentences.append(text + ".")
+    if "match" in methods:
+        sentences.append(
+            "Output variance matching (match) calibrates pixel statistics and closes the gap by "
+            "construction; judge it by the FID column."
+        )
+    reason = baseline.get("fid_reason")
+    notes = []
+    if reason and _fid_value(baseline.get("fid")) is None:
+        notes.append(f"FID not computed: {reason}")
+    table = Table(
+        columns=columns,
+        rows=rows,
+        sortable=True,
+        id="remedies",
+        numeric_columns=[False] + [True] * (len(columns) - 1),
+    )
+    return {"table": table, "sentences": sentences, "notes": notes}
+
+
+def _settings_section(
+    settings: Mapping[str, Any] | None,
+    config: Mapping[str, Any] | None,
+    spec_text: str | None,
+) -> dict[str, Any]:
+    """What produced the numbers: the key facts first, then every recorded setting."""
+    settings = dict(settings or {})
+    train = dict(config.get("train") or {}) if isinstance(config, dict) else {}
+    merged = {**train, **settings}
+    key_facts = []
+    for label, keys in (
+        ("command", ("command", "argv", "cli")),
+        ("seed", ("seed",)),
+        ("data set", ("dataset", "data")),
+        ("split", ("split",)),
+        ("model family", ("family", "model_family")),
+        ("latent size", ("latent", "latent_dim")),
+        ("epochs", ("epochs",)),
+        ("device", ("device",)),
+        ("varloss version", ("varloss_version", "version")),
+    ):
+        for key in keys:
+            value = merged.get(key)
+            if value is None and isinstance(config, dict) and key in config:
+                value = config.get(key)
+            if value not in (None, "", []):
+                if isinstance(value, list | tuple):
+                    value = " ".join(map(str, value))
+                key_facts.append((label, str(value)))
+                break
+        else:
+            if label == "command":
+                key_facts.append((label, "not recorded"))
+    versions = merged.get("versions") or merged.get("package_versions")
+    recorded_versions = (
+        [(str(k), str(v)) for k, v in versions.items()] if isinstance(versions, dict) else []
+    )
+    flat = [(k, v) for k, v in _flatten(settings).items() if not k.startswith("versions.")]
+    model = {}
+    if isinstance(config, dict) and config.get("model"):
+        model = _flatten(config["model"])
+    return {
+        "key_facts": key_facts,
+        "versions": recorded_versions,
+        "all": flat,
+        "model": list(model.items()),
+        "train": list(_flatten(train).items()) if train and not settings else [],
+        "spec": spec_text,
+    }
+
+
+def _rendered_by(command: str | None) -> list[tuple[str, str]]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    rows = [
+        ("rendered at", _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")),
+        ("command", command or "varloss.report.write_report (Python API)"),
+        ("python", platform.python_version()),
+        ("platform", platform.platform()),
+    ]
+    for package in _PACKAGES:
+        try:
+            rows.append((package, version(package)))
+        except PackageNotFoundError:
+            continue
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# study helpers
+
+
+def _study_spec(directory: Path) -> tuple[str | None, dict[str, Any]]:
+    for name in ("study.yaml", "spec.yaml", "study.yml", "spec.yml", "study.json", "spec.json"):
+        path = directory / name
+        if path.is_file():
+            text = path.read_text(encoding="utf-8", errors="replace")
+            try:
+                if path.suffix == ".json":
+                    parsed = json.loads(text)
+                else:
+                    import yaml
+
+                    parsed = yaml.safe_load(text)
+            except Exception:  # the raw text is still worth showing
+                parsed = {}
+            return text, parsed if isinstance(parsed, dict) else {}
+    return None, {}
+
+
+def _fit_rows(fit: Mapping[str, Any]) -> Table | None:
+    """fit.json as a table: one row per fitted relation (reconstructed, generated, origin...)."""
+    fits: dict[str, dict[str, Any]] = {}
+    if {"slope", "r2"} <= set(fit):
+        fits["reconstructed"] = dict(fit)
+    for key, value in fit.items():
+        if isinstance(value, dict) and ("slope" in value or "r2" in value):
+            fits[key] = value
+        elif isinstance(value, dict):
+            for inner_key, inner in value.items():
+                if isinstance(inner, dict) and "slope" in inner:
+                    fits[f"{key} {inner_key}"] = inner
+    if not fits:
+        return None
+    columns = ["fit", "slope", "intercept", "R²", "n"]
+    rows = []
+    for name, values in fits.items():
+        rows.append(
+            [
+                Cell(name.replace("_", " ")),
+                _num_cell(values.get("slope")),
+                _num_cell(values.get("intercept")),
+                _num_cell(values.get("r2")),
+                _num_cell(values.get("n")),
+            ]
+        )
+    return Table(columns=columns, rows=rows, id="fit", numeric_columns=[False] + [True] * 4)
+
+
+def _primary_fit(fit: Mapping[str, Any]) -> dict[str, Any] | None:
+    if {"slope", "r2"} <= set(fit):
+        return dict(fit)
+    for key in ("reconstructed", "reconstruction", "variance_loss_reconstructed"):
+        if isinstance(fit.get(key), dict) and "slope" in fit[key]:
+            return fit[key]
+    return None
+
+
+def _explain_study(rows: list[dict[str, Any]], fit: Mapping[str, Any]) -> list[str]:
+    sentences = []
+    if rows:
+        families = sorted({str(r.get("family")) for r in rows if r.get("family")})
+        datasets = sorted({str(r.get("dataset")) for r in rows if r.get("dataset")})
+        sentences.append(
+            f"{len(rows)} VAEs were trained ({', '.join(families) or 'unknown families'} on "
+            f"{', '.join(datasets) or 'unknown data'}); each point compares the variance the "
+            "model loses with its reconstruction error."
+        )
+    primary = _primary_fit(fit)
+    if primary is not None and _number(primary.get("slope")) is not None:
+        slope = float(primary["slope"])
+        r2 = _number(primary.get("r2"))
+        text = (
+            f"A least-squares line through the reconstructions gives variance loss ≈ "
+            f"{fmt(slope, 3)} × MSE"
+        )
+        intercept = _number(primary.get("intercept"))
+        if intercept is not None:
+            text += f" {'+' if intercept >= 0 else '-'} {fmt(abs(intercept), 3)}"
+        if r2 is not None:
+            text += f" (R² = {r2:.3f})"
+        sentences.append(text + ".")
+        if 0.8 <= slope <= 1.25 and (r2 is None or r2 >= 0.9):
+            sentences.append(
+                "The slope is close to 1: across architectures, the variance a VAE loses is "
+                "about its reconstruction error, as the decomposition MSE - bias² + covariance "
+                "term predicts when bias and covariance are small."
+            )
+        else:
+            sentences.append(
+                "The slope is away from 1 or the fit is loose: look at the decomposition panel "
+                "and the bias² and covariance columns to see which runs depart and why."
+            )
+    return sentences
+
+
+def _results_table(rows: list[dict[str, Any]], directory: Path) -> Table | None:
+    if not rows:
+        return None
+    columns = list(rows[0].keys())
+    numeric = []
+    for column in columns:
+        values = [r.get(column) for r in rows]
+        numeric.append(all(_number(v) is not None for v in values if v not in (None, "")))
+    table_rows = []
+    for row in rows:
+        cells = []
+        for column, is_numeric in zip(columns, numeric, strict=True):
+            value = row.get(column)
+            if is_numeric and value not in (None, ""):
+                cells.append(_num_cell(value))
+            else:
+                text = "" if value is None else str(value)
+                link = None
+                if column in ("run_id", "run", "id") and text:
+                    candidate = directory / "runs" / text / REPORT_NAME
+                    if candidate.is_file():
+                        link = f"runs/{text}/{REPORT_NAME}"
+                cells.append(Cell(text, text, link=link))
+        table_rows.append(cells)
+    return Table(
+        columns=columns, rows=table_rows, sortable=True, id="results", numeric_columns=numeric
+    )
+
+
+def _run_grids(directory: Path, rows: list[dict[str, Any]]) -> list[Figure]:
+    runs = directory / "runs"
+    if not runs.is_dir():
+        return []
+    by_id = {str(r.get("run_id") or r.get("run") or r.get("id")): r for r in rows}
+    figures = []
+    for run in sorted(p for p in runs.iterdir() if (p / "samples.png").is_file()):
+        if len(figures) >= _MAX_RUN_GRIDS:
+            break
+        row = by_id.get(run.name, {})
+        parts = []
+        for key, label in (("mse", "MSE"), ("variance_loss_reconstructed", "variance loss")):
+            if _number(row.get(key)) is not None:
+                parts.append(f"{label} {fmt(row[key])}")
+        figures.append(
+            _file_figure(
+                run / "samples.png",
+                title=run.name,
+                caption=", ".join(parts),
+                alt=f"samples of run {run.name}",
+            )
+        )
+    return figures
+
+
+def _study_scatter(rows: list[dict[str, Any]], fit: Mapping[str, Any]) -> Figure | None:
+    """Variance loss against MSE by family, drawn here when the study saved no figure.png."""
+    points = [
+        (
+            str(r.get("family", "")),
+            _number(r.get("mse")),
+            _number(r.get("variance_loss_reconstructed")),
+            _number(r.get("variance_loss_generated")),
+        )
+        for r in rows
+    ]
+    points = [p for p in points if p[1] is not None and p[2] is not None]
+    if not points:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 5.0), dpi=100)
+    seen: set[str] = set()
+    for family, mse, loss_rec, loss_gen in points:
+        colour = FAMILY_COLOURS.get(family, "#7f7f7f")
+        label = family if family not in seen else None
+        seen.add(family)
+        ax.scatter(mse, loss_rec, s=40, color=colour, edgecolors="#333333", label=label, zorder=3)
+        if loss_gen is not None:
+            # Hollow yellow is invisible on white: iterative models get a darker yellow ring.
+            edge = "#b38f00" if colour == FAMILY_COLOURS["draw"] else colour
+            ax.scatter(
+                mse, loss_gen, s=40, facecolors="none", edgecolors=edge, linewidths=1.5, zorder=3
+            )
+    all_values = [v for p in points for v in p[1:] if v is not None]
+    top = max(all_values) * 1.1 if all_values else 1.0
+    low = min(0.0, min(all_values))
+    ax.plot([low, top], [low, top], "--", color="#555555", linewidth=1, label="y = x")
+    primary = _primary_fit(fit)
+    if primary is not None and _number(primary.get("slope")) is not None:
+        slope = float(primary["slope"])
+        intercept = _number(primary.get("intercept")) or 0.0
+        r2 = _number(primary.get("r2"))
+        xs = np.array([0.0, max(p[1] for p in points) * 1.05])
+        label = f"fit: slope {slope:.3f}" + (f", R² {r2:.3f}" if r2 is not None else "")
+        ax.plot(xs, slope * xs + intercept, color="black", linewidth=1.2, label=label)
+    ax.set_xlabel("reconstruction MSE (per pixel, squared intensity)")
+    ax.set_ylabel("variance loss (per pixel, squared intensity)")
+    ax.set_title("filled: reconstructed, hollow: generated", fontsize=9)
+    ax.legend(fontsize=8, loc="upper left")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return Figure(
+        title="Variance loss against MSE",
+        data_uri=_png_uri(_figure_bytes(fig)),
+        caption="Drawn from results.csv (the study saved no figure.png). Filled markers: "
+        "reconstructions; hollow: generated samples; dashed: y = x.",
+        alt="scatter of variance loss against MSE by architecture family",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# figures
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _figure_bytes(fig: Any) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=fig.dpi, metadata={"Software": None})
+    _pyplot().close(fig)
+    return buffer.getvalue()
+
+
+def _as_image(array: np.ndarray) -> tuple[np.ndarray, str]:
+    """A 2-D picture of a per-pixel map and a note on how it was folded."""
+    array = np.asarray(array, dtype=np.float64)
+    if array.ndim == 3:
+        if array.shape[0] == 1:
+            return array[0], ""
+        return array.mean(axis=0), f"mean over {array.shape[0]} channels"
+    if array.ndim == 2:
+        return array, ""
+    flat = array.reshape(-1)
+    side = math.isqrt(flat.size)
+    if side * side == flat.size:
+        return flat.reshape(side, side), ""
+    return flat.reshape(1, -1), "features in one row"
+
+
+def _maps_figure(maps: Mapping[str, np.ndarray], note: str | None) -> Figure:
+    """Per-pixel variance maps (shared colour scale) and their differences, with colour bars.
+
+    Drawn twice: wide (variances in one row, differences below) and narrow (two columns) for
+    phones; the page picks one with <picture>.
+    """
+    panels: list[tuple[str, np.ndarray]] = []
+    folds = set()
+    for key, label in (
+        ("var_real", "real"),
+        ("var_reconstructed", "reconstructed"),
+        ("var_generated", "generated"),
+    ):
+        if key in maps:
+            image, fold = _as_image(maps[key])
+            folds.add(fold)
+            panels.append((f"variance, {label}", image))
+    diffs: list[tuple[str, np.ndarray]] = []
+    if panels and panels[0][0] == "variance, real":
+        real = panels[0][1]
+        for label, image in panels[1:]:
+            if image.shape == real.shape:
+                diffs.append((f"real - {label.removeprefix('variance, ')}", real - image))
+    wide = [panels, diffs] if diffs else [panels]
+    flat = [panel for group in wide for panel in group]
+    narrow = [flat[i : i + 2] for i in range(0, len(flat), 2)]
+    caption = (
+        "Per-pixel variance across images (one colour scale for all sets), then where the "
+        "variance is lost: real minus reconstructed or generated (red = lost)."
+    )
+    folds.discard("")
+    if folds:
+        caption += " Maps shown as " + ", ".join(sorted(folds)) + "."
+    if note:
+        caption += " " + note
+    variance_max = max((float(np.max(image)) for _, image in panels), default=1.0) or 1.0
+    diff_max = max((float(np.max(np.abs(d))) for _, d in diffs), default=1.0) or 1.0
+    names = {label for label, _ in diffs}
+
+    def draw(layout: list[list[tuple[str, np.ndarray]]]) -> bytes:
+        plt = _pyplot()
+        columns = max(len(row) for row in layout)
+        fig, axes = plt.subplots(
+            len(layout),
+            columns,
+            figsize=(3.3 * columns, 3.0 * len(layout)),
+            dpi=100,
+            squeeze=False,
+        )
+        for r, row in enumerate(layout):
+            for c in range(columns):
+                ax = axes[r][c]
+                if c >= len(row):
+                    ax.axis("off")
+                    continue
+                label, image = row[c]
+                is_diff = label in names
+                shown = ax.imshow(
+                    image,
+                    cmap="RdBu_r" if is_diff else "viridis",
+                    vmin=-diff_max if is_diff else 0.0,
+                    vmax=diff_max if is_diff else variance_max,
+                    aspect="equal" if image.shape[0] > 1 else "auto",
+                    interpolation="nearest",
+                )
+                ax.set_title(f"{label}\nmean {fmt(image.mean())}", fontsize=9)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04)
+        fig.tight_layout()
+        return _figure_bytes(fig)
+
+    return Figure(
+        title="Per-pixel variance maps",
+        data_uri=_png_uri(draw(wide)),
+        narrow_uri=_png_uri(draw(narrow)) if len(flat) > 2 else None,
+        caption=caption,
+        alt="per-pixel variance maps of real, reconstructed and generated images",
+    )
+
+
+def _loss_curves(path: Path) -> Figure | None:
+    """Training curves from history.csv: the loss and its terms, and the reconstruction MSE."""
+    rows = _read_csv(path)
+    if not rows or "epoch" not in rows[0]:
+        return None
+    epochs = [_number(r.get("epoch")) for r in rows]
+    if any(e is None for e in epochs):
+        return None
+    left = [c for c in ("loss", "reconstruction", "kl") if c in rows[0]]
+    right = [c for c in ("mse",) if c in rows[0]]
+    panels = [p for p in (left, right) if p]
+    if not panels:
+        return None
+    marker = "o" if len(rows) < 30 else None
+
+    def draw(stacked: bool) -> bytes:
+        plt = _pyplot()
+        from matplotlib.ticker import MaxNLocator
+
+        shape = (len(panels), 1) if stacked else (1, len(panels))
+        size = (5.0, 3.2 * len(panels)) if stacked else (5.0 * len(panels), 3.4)
+        fig, axes = plt.subplots(*shape, figsize=size, dpi=100, squeeze=False)
+        for ax, columns in zip(axes.reshape(-1), panels, strict=True):
+            for column in columns:
+                values = [_number(r.get(column)) for r in rows]
+                ax.plot(
+                    epochs,
+                    [np.nan if v is None else v for v in values],
+                    marker=marker,
+                    label=column,
+                )
+            ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+            if columns is left:
+                ax.set_title("loss = reconstruction + KL", fontsize=9)
+                ax.set_ylabel("per-sample loss (nats)")
+            else:
+                ax.set_title("reconstruction MSE (training)", fontsize=9)
+                ax.set_ylabel("MSE per pixel")
+        fig.tight_layout()
+        return _figure_bytes(fig)
+
+    return Figure(
+        title="Training curves",
+        data_uri=_png_uri(draw(False)),
+        narrow_uri=_png_uri(draw(True)) if len(panels) > 1 else None,
+        caption=f"From history.csv ({len(rows)} epoch{'s' if len(rows) != 1 else ''}).",
+        alt="training loss and MSE per epoch",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# maps: saved or recomputed
+
+
+def _load_maps(directory: Path) -> tuple[dict[str, np.ndarray], str | None]:
+    path = directory / MAPS_NAME
+    if not path.is_file():
+        return {}, None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            maps = {key: np.asarray(data[key], dtype=np.float64) for key in data.files}
+    except (OSError, ValueError) as error:
+        return {}, f"{path.name} could not be read ({error})."
+    maps = {k: v for k, v in maps.items() if k in MAP_KEYS or k.startswith("var_")}
+    return maps, None
+
+
+def _recompute_train_maps(
+    directory: Path, report: Mapping[str, Any], config: Mapping[str, Any]
+) -> tuple[dict[str, np.ndarray], str | None]:
+    """Variance maps of a train run from its saved model and the test split (no maps.npz)."""
+    train = config.get("train") if isinstance(config.get("train"), dict) else {}
+    dataset = train.get("dataset")
+    if not dataset or not (directory / "model.safetensors").is_file():
+        return {}, "Variance maps: the run saved no maps.npz and no model to recompute them."
+    try:
+        import torch
+
+        from varloss import data as data_module
+        from varloss.measure import measure
+        from varloss.models import load_model
+    except ImportError as error:
+        return {}, f"Variance maps not recomputed: {error}."
+    try:
+        model = load_model(directory).eval()
+        test = data_module.load(dataset, "test", data_path=train.get("data_path"))
+        images = test.images
+        seed = int(train.get("seed") or 0)
+        with torch.no_grad():
+            reconstructed = torch.cat(
+                [model.reconstruct(images[i : i + 512]) for i in range(0, len(images), 512)]
+            )
+            generator = torch.Generator().manual_seed(seed)
+            generated = model.sample(int(images.shape[0]), generator=generator)
+        result = measure(images, reconstructed=reconstructed, generated=generated)
+    except Exception as error:  # the page still renders; it says why the maps are missing
+        return {}, f"Variance maps could not be recomputed ({type(error).__name__}: {error})."
+    maps = {k: np.asarray(v, dtype=np.float64) for k, v in result.maps.items() if k in MAP_KEYS}
+    note = (
+        "Recomputed from the saved model on the test split (the run saved no maps.npz); "
+        "generated samples redrawn with seed "
+        f"{seed}, so their map may differ slightly from the one behind the table."
+    )
+    expected = _number(report.get("var_real"))
+    if expected is not None and "var_real" in maps:
+        got = float(maps["var_real"].mean())
+        if not math.isclose(got, expected, rel_tol=1e-6, abs_tol=1e-12):
+            note += f" Note: the recomputed real variance {fmt(got)} differs from {fmt(expected)}."
+    return maps, note
+
+
+# ---------------------------------------------------------------------------------------------
+# rendering
+
+
+def _render(context: dict[str, Any]) -> str:
+    from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+    environment = Environment(
+        loader=PackageLoader("varloss", "templates"),
+        autoescape=select_autoescape(["html"]),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    environment.filters["fmt"] = fmt
+    css = environment.loader.get_source(environment, "report.css")[0]
+    defaults = {
+        "subtitle": "",
+        "notices": [],
+        "sentences": [],
+        "headline": None,
+        "maps": None,
+        "grids": [],
+        "curves": None,
+        "correct": None,
+        "study": None,
+        "settings": None,
+        "links": [],
+        "source": None,
+    }
+    return environment.get_template("report.html").render(**{**defaults, **context, "css": css})
+
+
+# ---------------------------------------------------------------------------------------------
+# small readers and helpers
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise InputError(f"{path} is not valid JSON ({error.msg}).") from None
+    except OSError as error:
+        raise InputError(f"{path} could not be read ({error.strerror}).") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path} must hold a JSON object, got {type(data).__name__}.")
+    return data
+
+
+def _read_csv(path: Path) -> list[dict[str, Any]]:
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            return [dict(row) for row in csv.DictReader(handle)]
+    except (OSError, csv.Error, UnicodeDecodeError) as error:
+        raise InputError(f"{path} is not a readable CSV file ({error}).") from None
+
+
+def _find_measure_json(directory: Path) -> Path | None:
+    for path in sorted(directory.glob("*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        if isinstance(data, dict) and "var_real" in data:
+            return path
+    return None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float | np.integer | np.floating):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _num_cell(value: Any, percent: bool = False) -> Cell:
+    number = _number(value)
+    if number is None:
+        return Cell("–", None, numeric=True)
+    if percent:
+        return Cell(f"{number:.1%}", number, numeric=True)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return Cell(value.strip(), number, numeric=True)
+    return Cell(fmt(value if not isinstance(value, str) else number), number, numeric=True)
+
+
+def _percent(part: float, whole: float) -> str:
+    return f"{part / whole:.0%}" if whole else "–"
+
+
+def _fid_value(fid: Any) -> float | None:
+    if isinstance(fid, dict):
+        for key in ("fid", "value", "frechet_distance"):
+            if _number(fid.get(key)) is not None:
+                return _number(fid[key])
+        return None
+    return _number(fid)
+
+
+def _nested(mapping: Mapping[str, Any], *keys: str) -> Any:
+    value: Any = mapping
+    for key in keys:
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(key)
+    return value
+
+
+def _first_str(mapping: Mapping[str, Any], key: str) -> str | None:
+    """`mapping[key]` or `mapping[...][key]` one level down, when it is a string."""
+    if isinstance(mapping.get(key), str):
+        return mapping[key]
+    for value in mapping.values():
+        if isinstance(value, Mapping) and isinstance(value.get(key), str):
+            return value[key]
+    return None
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    if isinstance(value, Mapping):
+        for key, inner in value.items():
+            out.update(_flatten(inner, f"{prefix}{key}." if prefix or key else ""))
+        if not value and prefix:
+            out[prefix.rstrip(".")] = "{}"
+        return out
+    text = json.dumps(value) if isinstance(value, list | tuple) and len(str(value)) < 400 else value
+    out[prefix.rstrip(".")] = "–" if text is None else str(text)
+    return out
+
+
+def _png_uri(data: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+_MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".svg": "image/svg+xml"}
+
+
+def _file_figure(path: Path, *, title: str, caption: str = "", alt: str = "") -> Figure:
+    """Embed an image file; small pixel grids get an integer upscale so they stay legible."""
+    data = path.read_bytes()
+    width = None
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        natural = int.from_bytes(data[16:20], "big")
+        factor = min(4, 720 // natural) if natural else 1
+        if factor >= 2:
+            width = natural * factor
+    return Figure(title=title, data_uri=_file_uri(path), caption=caption, alt=alt, width=width)
+
+
+def _file_uri(path: Path) -> str:
+    mime = _MIME.get(path.suffix.lower(), "application/octet-stream")
+    return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+__all__ = [
+    "REPORT_NAME",
+    "detect_kind",
+    "explain_variance",
+    "fmt",
+    "render_report",
+    "save_maps",
+    "write_report",
+]
+
+if __name__ == "__main__":  # pragma: no cover - convenience: python -m varloss.report DIR
+    print(write_report(sys.argv[1], command="python -m varloss.report " + " ".join(sys.argv[1:])))
