@@ -263,7 +263,7 @@ def correct_command(
 @app.command("report")
 def report_command(
     directory: str = typer.Argument(
-        ..., help="A varloss output folder: a train run, a correct folder, a study, or measure JSON."
+        ..., help="A varloss output folder: train run, correct folder, study, or measure JSON."
     ),
     recompute_maps: bool = typer.Option(
         True,
@@ -271,7 +271,7 @@ def report_command(
         help="Recompute variance maps from a train run's model when it saved no maps.npz.",
     ),
 ) -> None:
-    """Write DIR/report.html: one self-contained page with the numbers, maps, images and settings."""
+    """Write DIR/report.html: one self-contained page of numbers, maps, images and settings."""
     import shlex
     import sys
 
