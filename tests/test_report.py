@@ -510,3 +510,37 @@ def test_cli_report_bad_folder_exits_2_without_traceback(tmp_path: Path) -> None
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().startswith("error: report folder")
     assert not (tmp_path / "report.html").exists()
+
+
+def test_fid_terms_and_prdc_rows(tmp_path: Path) -> None:
+    # One-dimensional Gaussians: FID = d² + a + b - 2 sqrt(a b) in closed form.
+    d, a, b = 0.3, 2.0, 0.5
+    terms = {
+        "mean_term": d**2,
+        "trace_real": a,
+        "trace_generated": b,
+        "cross_term": 2 * np.sqrt(a * b),
+    }
+    fid = {
+        "fid": d**2 + a + b - 2 * np.sqrt(a * b),
+        "terms": terms,
+        "trace_ratio": b / a,
+        "extractor": {"name": "domain", "weights_hash": "abc"},
+        "precision": 0.75,
+        "recall": 0.5,
+    }
+    folder = tmp_path / "m"
+    folder.mkdir()
+    numbers = {"var_real": 0.1, "var_generated": 0.04, "fid": fid}
+    (folder / "report.json").write_text(json.dumps(numbers))
+    page = parse(render_report(folder))
+    rows = headline(page)
+    assert rows["FID"] == pytest.approx(0.09 + 2.5 - 2.0, rel=1e-12)
+    shown_terms = [rows[f"FID term: {name.replace('_', ' ')}"] for name in terms]
+    assert shown_terms[0] + shown_terms[1] + shown_terms[2] - shown_terms[3] == pytest.approx(
+        rows["FID"], rel=1e-12
+    )
+    assert rows["feature trace ratio"] == 0.25
+    assert rows["precision"] == 0.75 and rows["recall"] == 0.5
+    assert "(domain features)" in render_report(folder)
+    assert "Fréchet distance between real and generated features is 0.59" in " ".join(page.text)

@@ -548,7 +548,18 @@ def _fid_rows(fid: Any) -> list[list[Cell]]:
                     Cell("Tr Σ generated / Tr Σ real: variance kept in feature space"),
                 ]
             )
+        for key, meaning in _PRDC:
+            if _number(fid.get(key)) is not None:
+                rows.append([Cell(key), _num_cell(fid[key]), Cell(meaning)])
     return rows
+
+
+_PRDC = (
+    ("precision", "share of generated samples inside the real manifold (Kynkäänniemi 2019)"),
+    ("recall", "share of real samples inside the generated manifold"),
+    ("density", "how densely generated samples crowd real neighbourhoods (Naeem 2020)"),
+    ("coverage", "share of real neighbourhoods that hold a generated sample"),
+)
 
 
 def _correct_section(report: Mapping[str, Any]) -> dict[str, Any]:
