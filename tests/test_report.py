@@ -373,8 +373,12 @@ def test_correct_table_gap_closed_and_fid(tmp_path: Path) -> None:
     assert "The remedy that closes most of it is two-stage: 75% of the gap" in text
     assert "FID going from 30 to 21.5" in text
     assert "keep 50% of the real variance" in text
-    # A train run with a correct/ folder shows the same table and the corrected samples.
-    run_page = parse(write_report(run).read_text())
+    # The run's page is rewritten with the same table and the corrected samples; the two
+    # pages link to each other.
+    run_html = (run / "report.html").read_text()
+    assert 'href="correct/report.html"' in run_html
+    assert 'href="../report.html"' in (folder / "report.html").read_text()
+    run_page = parse(run_html)
     assert [row[0][1] for row in run_page.tables["remedies"]] == list(CORRECT_METHODS)
     assert any("each variance remedy" in image["alt"] for image in run_page.images)
 

@@ -165,11 +165,18 @@ def write_report(
     `command` is recorded as the command that rendered the page (the CLI passes its argv);
     `recompute_maps=False` skips recomputing variance maps from a train run's model when the
     run has no maps.npz. Returns the path of the page.
+
+    For a `correct` folder inside a train run (RUN/correct), the run's page is rewritten too,
+    so that it shows the remedies; the link between the two pages then always works.
     """
     directory = Path(directory)
     html = render_report(directory, command=command, recompute_maps=recompute_maps)
     path = directory / REPORT_NAME
     atomic_write_text(path, html)
+    parent = _parent_run(directory) if detect_kind(directory) == "correct" else None
+    if parent is not None:
+        parent_html = render_report(parent, command=command, recompute_maps=recompute_maps)
+        atomic_write_text(parent / REPORT_NAME, parent_html)
     return path
 
 
@@ -342,6 +349,8 @@ def _train_context(directory: Path, *, recompute_maps: bool = True) -> dict[str,
         correct = _read_json(correct_dir / "report.json")
         if "baseline" in correct:
             context["correct"] = _correct_section(correct)
+            if (correct_dir / REPORT_NAME).is_file():
+                context["links"] = [("Remedies page", f"correct/{REPORT_NAME}")]
             if (correct_dir / "samples.png").is_file():
                 grids.append(
                     _file_figure(
@@ -391,12 +400,18 @@ def _correct_context(directory: Path, *, recompute_maps: bool = True) -> dict[st
     if run_dir and (Path(run_dir) / "config.json").is_file():
         run_config = _read_json(Path(run_dir) / "config.json")
     context["settings"] = _settings_section(settings, run_config, None)
-    parent_report = directory.parent / REPORT_NAME
-    if directory.name == "correct" and (directory.parent / "report.json").is_file():
-        context["links"] = [("the training run's report", "../" + REPORT_NAME)]
-        if not parent_report.is_file():
-            context["links"] = []
+    if _parent_run(directory) is not None:
+        context["links"] = [("Training run", "../" + REPORT_NAME)]
     return context
+
+
+def _parent_run(directory: Path) -> Path | None:
+    """The train run a `correct` folder sits in (RUN/correct), when there is one."""
+    parent = directory.resolve().parent
+    if directory.name == "correct" and (parent / "config.json").is_file():
+        if (parent / "report.json").is_file():
+            return parent
+    return None
 
 
 def _study_context(directory: Path, *, recompute_maps: bool = True) -> dict[str, Any]:
