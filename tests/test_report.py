@@ -548,3 +548,28 @@ def test_fid_terms_and_prdc_rows(tmp_path: Path) -> None:
     assert rows["precision"] == 0.75 and rows["recall"] == 0.5
     assert "(domain features)" in render_report(folder)
     assert "Fréchet distance between real and generated features is 0.59" in " ".join(page.text)
+
+
+def test_train_maps_recomputed_from_the_saved_model(tmp_path: Path) -> None:
+    pytest.importorskip("varloss.measure")
+    import torch
+
+    from varloss import data
+    from varloss.models import create_model, save_model
+
+    torch.manual_seed(0)
+    model = create_model("dense", (1, 8, 8), 4)
+    run = tmp_path / "run"
+    save_model(model, run, extra={"train": {"family": "dense", "dataset": "digits", "seed": 5}})
+    test = data.load("digits", "test").images.numpy().astype(np.float64)
+    with torch.no_grad():
+        rec = model.reconstruct(torch.from_numpy(test).float()).numpy().astype(np.float64)
+    numbers = _measure_numbers(test, rec, None)
+    (run / "report.json").write_text(json.dumps(numbers))
+    html = render_report(run)
+    assert "Recomputed from the saved model on the test split" in html
+    assert "differs from" not in html  # the recomputed real variance matches report.json
+    page = parse(html)
+    maps = next(i for i in page.images if "variance maps" in i["alt"])
+    assert _decode_png(maps["src"]).size[0] > 600
+    assert render_report(run, recompute_maps=False).count("variance maps of real") == 0
