@@ -201,4 +201,3 @@ def create_likelihood(
         raise InputError(f"kl_weight must be a non-negative number, got {kl_weight!r}.")
     factory: Callable[..., Likelihood] = LIKELIHOODS[name]
     return factory(kl_weight=kl_weight, **options)
-

@@ -15,7 +15,7 @@ from varloss.models.registry import (
 )
 
 # Importing the family modules registers them.
-from varloss.models import conv, dense, resnet  # noqa: E402, F401  isort: skip
+from varloss.models import conv, convdraw, dense, draw, resnet  # noqa: E402, F401  isort: skip
 
 __all__ = [
     "MODEL_FAMILIES",

@@ -1,7 +1,7 @@
 """ResNet-like VAE: residual blocks in encoder and decoder.
 
 In the spirit of the networks of the two-stage VAE papers (Dai & Wipf 2019; Asperti & Trentin
-2020): a 3x3 stem, then per stage `blocks` residual blocks followed by a stride-2 convolution;
+2020): a 3x3 stem, then per stage a stride-2 convolution followed by `blocks` residual blocks;
 the feature map is flattened straight into (mu, logvar). The decoder mirrors it: a linear map
 to the smallest feature map, then per stage residual blocks and a 2x nearest upsampling with a
 3x3 convolution, and a final 3x3 convolution with a sigmoid.
@@ -33,7 +33,7 @@ class ResNetConfig(ModelConfig):
     family: ClassVar[str] = "resnet"
     default_loss: ClassVar[str] = "balanced"
 
-    base_channels: int = 32
+    base_channels: int = 16
     max_channels: int = 128
     blocks: int = 1
 
@@ -61,13 +61,15 @@ class ResNetVAE(VAE):
         self.feature_shape = (widths[-1], height >> stages, width >> stages)
         features = math.prod(self.feature_shape)
 
+        # Residual blocks run only at the reduced resolutions (after each downsampling, before
+        # each upsampling): full-resolution blocks would cost 4x more for little gain.
         down: list[nn.Module] = [nn.Conv2d(channels_in, widths[0], 3, padding=1)]
         for stage in range(stages):
-            down += [ResidualBlock(widths[stage]) for _ in range(config.blocks)]
             down += [
                 nn.LeakyReLU(0.2),
                 nn.Conv2d(widths[stage], widths[stage + 1], 4, stride=2, padding=1),
             ]
+            down += [ResidualBlock(widths[stage + 1]) for _ in range(config.blocks)]
         down += [nn.LeakyReLU(0.2), nn.Flatten()]
         self.encoder = nn.Sequential(*down)
         self.to_mu = nn.Linear(features, self.latent_dim)
@@ -82,7 +84,6 @@ class ResNetVAE(VAE):
                 nn.Upsample(scale_factor=2, mode="nearest"),
                 nn.Conv2d(widths[stage + 1], widths[stage], 3, padding=1),
             ]
-        up += [ResidualBlock(widths[0]) for _ in range(config.blocks)]
         up += [nn.LeakyReLU(0.2), nn.Conv2d(widths[0], channels_in, 3, padding=1)]
         self.decoder = nn.Sequential(*up)
 

@@ -1,0 +1,197 @@
+"""DRAW (Gregor et al., "DRAW: A Recurrent Neural Network For Image Generation", 2015).
+
+An LSTM encoder and an LSTM decoder refine a canvas over T steps. At step t:
+
+    x_err = x - sigmoid(c_{t-1})
+    r_t   = read(x, x_err, h_dec_{t-1})            # Gaussian-attention glimpses, or whole images
+    h_enc = LSTM_enc(h_enc, [r_t, h_dec_{t-1}])
+    z_t  ~ q(z_t | h_enc) = N(mu_t, diag exp(logvar_t))
+    h_dec = LSTM_dec(h_dec, z_t)
+    c_t   = c_{t-1} + write(h_dec)                 # Gaussian-attention patch, or a full image
+
+and x_hat = sigmoid(c_T). The prior of every z_t is N(0, I), so the flat latent is the
+concatenation [z_1, ..., z_T] (latent_dim = T * per-step size) and the KL is summed over steps.
+Because the posterior at step t depends on the decoder's state, `encode` follows the
+deterministic path z_t = mu_t, so `decode(encode(x)[0])` is the model's reconstruction.
+
+Attention (read N x N glimpses, write M x M patches through separable Gaussian filterbanks) is on
+by default for 28 x 28 images, as in the paper's MNIST model; off otherwise.
+Default loss: bernoulli, as in the paper's MNIST experiments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from varloss.errors import InputError
+from varloss.losses import gaussian_kl
+from varloss.models.base import VAE, LossTerms, ModelConfig
+from varloss.models.registry import register
+
+__all__ = ["DrawConfig", "DrawVAE", "auto_steps"]
+
+
+def auto_steps(latent_dim: int, most: int) -> int:
+    """The largest number of steps <= `most` that divides latent_dim (so each step gets an
+    equal share of the latent)."""
+    return max(t for t in range(1, most + 1) if latent_dim % t == 0)
+
+
+@dataclass
+class DrawConfig(ModelConfig):
+    """`steps=0` picks the largest divisor of latent_dim up to 10; `attention=None` turns it on
+    for 28 x 28 images. Both are resolved at construction, so a saved config is explicit."""
+
+    family: ClassVar[str] = "draw"
+    default_loss: ClassVar[str] = "bernoulli"
+
+    steps: int = 0
+    hidden: int = 256
+    attention: bool | None = None
+    read_size: int = 2
+    write_size: int = 5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.steps:
+            self.steps = auto_steps(self.latent_dim, 10)
+        if self.steps < 1 or self.latent_dim % self.steps:
+            raise InputError(
+                f"draw steps must divide latent_dim {self.latent_dim} (each step gets an equal "
+                f"share), got steps={self.steps}."
+            )
+        if self.attention is None:
+            self.attention = tuple(self.image_shape[1:]) == (28, 28)
+        self.attention = bool(self.attention)
+        if self.hidden < 1 or self.read_size < 1 or self.write_size < 1:
+            raise InputError(
+                "draw hidden, read_size and write_size must be positive integers, got "
+                f"{self.hidden}, {self.read_size}, {self.write_size}."
+            )
+
+
+class GaussianAttention(nn.Module):
+    """Separable Gaussian filterbanks of DRAW: N x N grid of filters with centre, stride,
+    variance and intensity predicted from the decoder state (Gregor et al. 2015, eqs. 19-26)."""
+
+    def __init__(self, hidden: int, height: int, width: int, size: int) -> None:
+        super().__init__()
+        self.height, self.width, self.size = height, width, size
+        self.params = nn.Linear(hidden, 5)
+
+    def filterbanks(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(Fy: n x N x H, Fx: n x N x W, gamma: n)."""
+        gx_, gy_, log_var, log_delta, log_gamma = self.params(h).unbind(dim=1)
+        height, width, size = self.height, self.width, self.size
+        gx = (width + 1) / 2 * (gx_ + 1)
+        gy = (height + 1) / 2 * (gy_ + 1)
+        delta = (max(height, width) - 1) / max(size - 1, 1) * log_delta.exp()
+        var = log_var.exp().unsqueeze(1).unsqueeze(2)
+        grid = torch.arange(size, device=h.device, dtype=h.dtype) - size / 2 + 0.5
+        mu_x = gx.unsqueeze(1) + grid * delta.unsqueeze(1)
+        mu_y = gy.unsqueeze(1) + grid * delta.unsqueeze(1)
+        cols = torch.arange(1, width + 1, device=h.device, dtype=h.dtype)
+        rows = torch.arange(1, height + 1, device=h.device, dtype=h.dtype)
+        fx = torch.exp(-(cols - mu_x.unsqueeze(2)).pow(2) / (2 * var))
+        fy = torch.exp(-(rows - mu_y.unsqueeze(2)).pow(2) / (2 * var))
+        fx = fx / (fx.sum(dim=2, keepdim=True) + 1e-8)
+        fy = fy / (fy.sum(dim=2, keepdim=True) + 1e-8)
+        return fy, fx, log_gamma.exp()
+
+    def read(self, images: torch.Tensor, fy: torch.Tensor, fx: torch.Tensor) -> torch.Tensor:
+        """gamma-free glimpse Fy x Fx^T per channel: n x C x N x N."""
+        return torch.einsum("bnh,bchw,bmw->bcnm", fy, images, fx)
+
+    def write(self, patch: torch.Tensor, fy: torch.Tensor, fx: torch.Tensor) -> torch.Tensor:
+        """Fy^T w Fx per channel: n x C x H x W."""
+        return torch.einsum("bnh,bcnm,bmw->bchw", fy, patch, fx)
+
+
+@register
+class DrawVAE(VAE):
+    """DRAW with optional Gaussian read/write attention and per-step latents."""
+
+    config_class = DrawConfig
+    config: DrawConfig
+
+    def __init__(self, config: DrawConfig) -> None:
+        super().__init__(config)
+        channels, height, width = self.image_shape
+        self.steps = config.steps
+        self.step_dim = self.latent_dim // self.steps
+        hidden = config.hidden
+        if config.attention:
+            read_dim = 2 * channels * config.read_size**2
+            self.reader = GaussianAttention(hidden, height, width, config.read_size)
+            self.writer = GaussianAttention(hidden, height, width, config.write_size)
+            self.write_patch = nn.Linear(hidden, channels * config.write_size**2)
+        else:
+            read_dim = 2 * channels * height * width
+            self.write_patch = nn.Linear(hidden, channels * height * width)
+        self.encoder_cell = nn.LSTMCell(read_dim + hidden, hidden)
+        self.to_posterior = nn.Linear(hidden, 2 * self.step_dim)
+        self.decoder_cell = nn.LSTMCell(self.step_dim, hidden)
+
+    def _read(self, x: torch.Tensor, x_err: torch.Tensor, h_dec: torch.Tensor) -> torch.Tensor:
+        if not self.config.attention:
+            return torch.cat([x.flatten(1), x_err.flatten(1)], dim=1)
+        fy, fx, gamma = self.reader.filterbanks(h_dec)
+        glimpses = torch.cat([self.reader.read(x, fy, fx), self.reader.read(x_err, fy, fx)], 1)
+        return gamma.unsqueeze(1) * glimpses.flatten(1)
+
+    def _write(self, h_dec: torch.Tensor) -> torch.Tensor:
+        patch = self.write_patch(h_dec)
+        if not self.config.attention:
+            return patch.view(-1, *self.image_shape)
+        size = self.config.write_size
+        fy, fx, gamma = self.writer.filterbanks(h_dec)
+        patch = patch.view(-1, self.image_shape[0], size, size)
+        return self.writer.write(patch, fy, fx) / gamma.view(-1, 1, 1, 1)
+
+    def _zero_state(self, n: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        zeros = like.new_zeros(n, self.config.hidden)
+        return zeros, zeros
+
+    def _run(
+        self, x: torch.Tensor, sample: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Encoder and decoder together: (mu, logvar) concatenated over steps, and x_hat."""
+        self.check_images(x)
+        n = x.shape[0]
+        encoder_state = self._zero_state(n, x)
+        h_dec, c_dec = self._zero_state(n, x)
+        canvas = torch.zeros_like(x)
+        mus, logvars = [], []
+        for _ in range(self.steps):
+            x_err = x - torch.sigmoid(canvas)
+            read = self._read(x, x_err, h_dec)
+            encoder_state = self.encoder_cell(torch.cat([read, h_dec], 1), encoder_state)
+            mu, logvar = self.to_posterior(encoder_state[0]).chunk(2, dim=1)
+            z = self.reparameterize(mu, logvar) if sample else mu
+            h_dec, c_dec = self.decoder_cell(z, (h_dec, c_dec))
+            canvas = canvas + self._write(h_dec)
+            mus.append(mu)
+            logvars.append(logvar)
+        return torch.cat(mus, 1), torch.cat(logvars, 1), torch.sigmoid(canvas)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, logvar, _ = self._run(x, sample=False)
+        return mu, logvar
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        self.check_codes(z)
+        n = z.shape[0]
+        state = self._zero_state(n, z)
+        canvas = z.new_zeros(n, *self.image_shape)
+        for z_t in z.view(n, self.steps, self.step_dim).unbind(dim=1):
+            state = self.decoder_cell(z_t, state)
+            canvas = canvas + self._write(state[0])
+        return torch.sigmoid(canvas)
+
+    def forward(self, x: torch.Tensor) -> LossTerms:
+        mu, logvar, x_hat = self._run(x, sample=True)
+        return self.loss_terms(x, x_hat, gaussian_kl(mu, logvar))
