@@ -375,11 +375,9 @@ def _correct_context(directory: Path, *, recompute_maps: bool = True) -> dict[st
     )
     context: dict[str, Any] = {"title": title, "subtitle": directory.name}
     context["headline"] = _headline_table(baseline, generated_label="generated (prior)")
-    context["sentences"] = explain_variance(
-        {k: baseline.get(k) for k in ("var_real", "var_generated", "fid")}
-    )
     context["correct"] = _correct_section(report)
-    context["sentences"] += context["correct"]["sentences"]
+    # The remedies' sentences already state the prior's variance gap: they are the summary.
+    context["sentences"] = context["correct"]["sentences"]
     context["correct"]["sentences"] = []
     samples = directory / "samples.png"
     context["grids"] = (
