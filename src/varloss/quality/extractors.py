@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,19 +58,21 @@ class FeatureExtractor:
     def _batch_features(self, batch: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    @torch.no_grad()
-    def features(self, images: torch.Tensor, progress: bool = False) -> torch.Tensor:
-        """Features of N x C x H x W images in [0, 1], computed in batches, as float64."""
+    def iter_features(self, images: torch.Tensor, progress: bool = False) -> Iterator[torch.Tensor]:
+        """Yield float64 feature batches of N x C x H x W images in [0, 1] (bounded memory)."""
         from tqdm.auto import tqdm
 
-        out = []
         starts = range(0, images.shape[0], self.batch_size)
-        for start in tqdm(
-            starts, desc=f"features ({self.name})", disable=not progress, leave=False
-        ):
+        bar = tqdm(starts, desc=f"features ({self.name})", disable=not progress, leave=False)
+        for start in bar:
             batch = images[start : start + self.batch_size].to(self.device, torch.float32)
-            feats = self._batch_features(batch)
-            out.append(feats.reshape(feats.shape[0], -1).to("cpu", torch.float64))
+            with torch.no_grad():
+                feats = self._batch_features(batch)
+            yield feats.reshape(feats.shape[0], -1).to("cpu", torch.float64)
+
+    def features(self, images: torch.Tensor, progress: bool = False) -> torch.Tensor:
+        """All features of `images` as one float64 N x d tensor."""
+        out = list(self.iter_features(images, progress))
         if not out:
             return torch.zeros(0, self.feature_dim or 0, dtype=torch.float64)
         return torch.cat(out)

@@ -110,11 +110,23 @@ def load_images(source: Any, what: str) -> tuple[torch.Tensor, dict[str, Any]]:
 
 
 def feature_statistics(
-    images: torch.Tensor, extractor: FeatureExtractor, progress: bool = False
-) -> tuple[FeatureStatistics, torch.Tensor]:
-    """(float64 mean/covariance state, features) of `images` under `extractor`."""
-    feats = extractor.features(images, progress=progress)
-    return FeatureStatistics(feats.shape[1]).update(feats), feats
+    images: torch.Tensor,
+    extractor: FeatureExtractor,
+    progress: bool = False,
+    keep_features: bool = False,
+) -> tuple[FeatureStatistics, torch.Tensor | None]:
+    """(float64 mean/covariance state, all features if `keep_features`) of `images`.
+
+    Features are folded into the statistics batch by batch, so memory is O(batch x d + d^2)
+    unless the features are kept (precision/recall needs them).
+    """
+    statistics = FeatureStatistics()
+    kept = []
+    for batch in extractor.iter_features(images, progress=progress):
+        statistics.update(batch)
+        if keep_features:
+            kept.append(batch)
+    return statistics, (torch.cat(kept) if keep_features else None)
 
 
 def _pixel_hash(images: torch.Tensor) -> str:
@@ -186,10 +198,12 @@ def fid(
         real_stats = load_cached(key)
         cached = real_stats is not None
     if real_stats is None or prdc:
-        real_stats, real_features = feature_statistics(real_images, extractor, progress)
+        real_stats, real_features = feature_statistics(real_images, extractor, progress, prdc)
         if key is not None and not cached:
             store_cached(key, real_stats)
-    generated_stats, generated_features = feature_statistics(generated_images, extractor, progress)
+    generated_stats, generated_features = feature_statistics(
+        generated_images, extractor, progress, prdc
+    )
     assert real_stats.mean is not None and generated_stats.mean is not None
     dim = int(real_stats.mean.shape[0])
     info["feature_dim"] = dim
@@ -233,6 +247,6 @@ def fid(
     if prdc:
         from varloss.quality.prdc import prdc as compute_prdc
 
-        assert real_features is not None
+        assert real_features is not None and generated_features is not None
         result.update(compute_prdc(real_features, generated_features))
     return result
