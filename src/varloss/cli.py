@@ -142,7 +142,13 @@ def fid_command(
     cache: bool = typer.Option(True, "--cache/--no-cache", help="Cache real-data statistics."),
     json_out: str = typer.Option(None, "--json", help="Write the full result as JSON here."),
 ) -> None:
-    """Fréchet distance of generated images to real ones, with its terms and feature variance."""
+    """Fréchet distance of generated images to real ones, with its terms and feature variance.
+
+    Features: `domain` (default) is a small classifier of the data set trained by varloss on
+    first use and cached (offline; images at native resolution); `inception` is the FID
+    Inception-v3 (pool3, 2048-d) from --weights or the torch hub cache, fed uint8 images resized
+    to 299 x 299 with torch-fidelity's TF1-compatible bilinear interpolation, gray repeated to RGB.
+    """
     from varloss._io import atomic_write_json
     from varloss.quality import fid
 
