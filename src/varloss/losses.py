@@ -58,6 +58,13 @@ def balanced_kl_weight(image_shape: tuple[int, int, int], latent_dim: int) -> fl
     return (2.0 * side / latent_dim) ** 2
 
 
+def _at_least_float32(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Compute likelihoods in float32 or wider: under bf16 autocast 1 - 1e-7 rounds to 1 and
+    squared errors lose most of their digits."""
+    dtype = torch.promote_types(tensors[0].dtype, torch.float32)
+    return tuple(t.to(dtype) for t in tensors)
+
+
 class Likelihood(nn.Module):
     """Base class: `forward(x, x_hat)` -> per-sample reconstruction term (N,), pixels summed."""
 
@@ -81,6 +88,7 @@ class Bernoulli(Likelihood):
 
     def forward(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
         # BCE on probabilities, clamped as Keras does, so a saturated sigmoid cannot give inf.
+        x, x_hat = _at_least_float32(x, x_hat)
         eps = 1e-7
         p = x_hat.clamp(eps, 1.0 - eps)
         bce = -(x * p.log() + (1.0 - x) * (1.0 - p).log())
@@ -89,6 +97,7 @@ class Bernoulli(Likelihood):
 
 def _gaussian_nll(x: torch.Tensor, x_hat: torch.Tensor, log_gamma: torch.Tensor) -> torch.Tensor:
     """sum (x - x_hat)^2 / (2 gamma^2) + D log gamma, per sample (no 2 pi constant)."""
+    x, x_hat = _at_least_float32(x, x_hat)
     squared = (x - x_hat).pow(2).flatten(1).sum(dim=1)
     pixels = x[0].numel()
     return squared * torch.exp(-2.0 * log_gamma) / 2.0 + pixels * log_gamma
@@ -107,7 +116,7 @@ class FixedGaussian(Likelihood):
         self.register_buffer("log_gamma", torch.tensor(math.log(sigma)), persistent=False)
 
     def forward(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
-        return _gaussian_nll(x, x_hat, self.log_gamma.to(x.dtype))
+        return _gaussian_nll(x, x_hat, self.log_gamma)
 
     def extra_repr(self) -> str:
         return f"sigma={self.sigma:g}, kl_weight={self.kl_weight:g}"
@@ -127,7 +136,7 @@ class LearnedGammaGaussian(Likelihood):
         return float(self.log_gamma.detach().exp())
 
     def forward(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
-        return _gaussian_nll(x, x_hat, self.log_gamma.to(x.dtype))
+        return _gaussian_nll(x, x_hat, self.log_gamma)
 
 
 class BalancedGaussian(Likelihood):
@@ -154,10 +163,10 @@ class BalancedGaussian(Likelihood):
         return float(self.running_mse.sqrt())
 
     def forward(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
-        log_gamma = 0.5 * self.running_mse.log().to(x.dtype)
-        term = _gaussian_nll(x, x_hat, log_gamma)
+        term = _gaussian_nll(x, x_hat, 0.5 * self.running_mse.log())
         if self.training:
             with torch.no_grad():
+                x, x_hat = _at_least_float32(x, x_hat)
                 batch_mse = (x - x_hat).pow(2).mean().to(self.running_mse.dtype)
                 moved = self.momentum * self.running_mse + (1.0 - self.momentum) * batch_mse
                 self.running_mse.copy_(torch.minimum(self.running_mse, moved))

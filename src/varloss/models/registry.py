@@ -23,6 +23,7 @@ __all__ = ["MODEL_FAMILIES", "create_model", "load_model", "register", "save_mod
 
 MODEL_FAMILIES: dict[str, type[VAE]] = {}
 
+_POSITIONAL = {"image_shape", "latent_dim", "loss"}
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 
@@ -58,10 +59,9 @@ def create_model(
     """
     cls = _family_class(family)
     config_class = cls.config_class
-    valid = {f.name for f in dataclasses.fields(config_class)}
-    unknown = sorted(set(hyper) - valid)
+    settable = sorted({f.name for f in dataclasses.fields(config_class)} - _POSITIONAL)
+    unknown = sorted(set(hyper) - set(settable))
     if unknown:
-        settable = sorted(valid - {"image_shape", "latent_dim", "loss"})
         raise InputError(
             f"{family} model hyper-parameters {unknown} are unknown; valid: {', '.join(settable)}."
         )
