@@ -573,3 +573,16 @@ def test_train_maps_recomputed_from_the_saved_model(tmp_path: Path) -> None:
     maps = next(i for i in page.images if "variance maps" in i["alt"])
     assert _decode_png(maps["src"]).size[0] > 600
     assert render_report(run, recompute_maps=False).count("variance maps of real") == 0
+
+
+def test_measure_json_file_as_target(tmp_path: Path) -> None:
+    (tmp_path / "a.json").write_text(json.dumps({"var_real": 0.2, "var_generated": 0.1}))
+    (tmp_path / "b.json").write_text(json.dumps({"var_real": 0.4, "var_generated": 0.3}))
+    path = write_report(tmp_path / "b.json")
+    assert path == tmp_path / "report.html"
+    numbers = headline(parse(path.read_text()))
+    assert numbers["variance, real"] == 0.4
+    assert numbers["variance loss, generated"] == pytest.approx(0.1, rel=1e-12)
+    (tmp_path / "c.json").write_text(json.dumps({"something": 1}))
+    with pytest.raises(InputError, match="is not a `varloss measure --json` file"):
+        write_report(tmp_path / "c.json")

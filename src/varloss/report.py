@@ -141,15 +141,12 @@ def render_report(
     directory: str | Path, *, command: str | None = None, recompute_maps: bool = True
 ) -> str:
     """Build the HTML text of the report for `directory` (see `write_report`)."""
-    directory = Path(directory)
-    kind = detect_kind(directory)
-    builder = {
-        "study": _study_context,
-        "correct": _correct_context,
-        "train": _train_context,
-        "measure": _measure_context,
-    }[kind]
-    context = builder(directory, recompute_maps=recompute_maps)
+    directory, kind, source = _resolve(Path(directory))
+    if kind == "measure":
+        context = _measure_context(directory, source=source)
+    else:
+        builder = {"study": _study_context, "correct": _correct_context, "train": _train_context}
+        context = builder[kind](directory, recompute_maps=recompute_maps)
     context["kind"] = kind
     context["directory"] = str(directory.resolve())
     context["rendered"] = _rendered_by(command)
@@ -162,6 +159,7 @@ def write_report(
 ) -> Path:
     """Write `directory/report.html`, a self-contained page of everything the folder holds.
 
+    `directory` may also be a `varloss measure --json` file; the page goes beside it.
     `command` is recorded as the command that rendered the page (the CLI passes its argv);
     `recompute_maps=False` skips recomputing variance maps from a train run's model when the
     run has no maps.npz. Returns the path of the page.
@@ -169,11 +167,11 @@ def write_report(
     For a `correct` folder inside a train run (RUN/correct), the run's page is rewritten too,
     so that it shows the remedies; the link between the two pages then always works.
     """
-    directory = Path(directory)
     html = render_report(directory, command=command, recompute_maps=recompute_maps)
+    directory, kind, _ = _resolve(Path(directory))
     path = directory / REPORT_NAME
     atomic_write_text(path, html)
-    parent = _parent_run(directory) if detect_kind(directory) == "correct" else None
+    parent = _parent_run(directory) if kind == "correct" else None
     if parent is not None:
         parent_html = render_report(parent, command=command, recompute_maps=recompute_maps)
         atomic_write_text(parent / REPORT_NAME, parent_html)
@@ -286,8 +284,20 @@ def fmt(value: Any, digits: int = 4) -> str:
 # context builders, one per kind
 
 
-def _measure_context(directory: Path, *, recompute_maps: bool = True) -> dict[str, Any]:
-    path = directory / "report.json"
+def _resolve(target: Path) -> tuple[Path, str, Path | None]:
+    """(folder, kind, measure JSON file) for a folder or a `varloss measure --json` file."""
+    if target.is_file():
+        if not any(key in _read_json(target) for key in _MEASURE_KEYS):
+            raise InputError(
+                f"{target} is not a `varloss measure --json` file (it has no var_real); give "
+                "a varloss output folder or a measure JSON."
+            )
+        return target.parent, "measure", target
+    return target, detect_kind(target), None
+
+
+def _measure_context(directory: Path, *, source: Path | None = None) -> dict[str, Any]:
+    path = source or directory / "report.json"
     if not path.is_file() or not any(k in _read_json(path) for k in _MEASURE_KEYS):
         path = _find_measure_json(directory)
     assert path is not None  # detect_kind guarantees it
@@ -495,6 +505,15 @@ _HEADLINE = (
 
 def _headline_table(report: Mapping[str, Any], generated_label: str | None = None) -> Table:
     values = dict(report)
+    var_real = _number(values.get("var_real"))
+    for name in ("reconstructed", "generated"):
+        other = _number(values.get(f"var_{name}"))
+        if (
+            values.get(f"variance_loss_{name}") is None
+            and var_real is not None
+            and other is not None
+        ):
+            values[f"variance_loss_{name}"] = var_real - other
     loss = _number(values.get("variance_loss_reconstructed"))
     mse = _number(values.get("mse"))
     if loss is not None and mse is not None and mse > 0:
