@@ -181,8 +181,10 @@ def write_report(
 def save_maps(maps: Mapping[str, Any], path: str | Path) -> Path:
     """Save per-pixel variance maps (float64, one sample's shape) as the report's `maps.npz`.
 
-    Producers of report.json may call this with `VarianceReport.maps`; keys other than
-    `var_real`, `var_reconstructed` and `var_generated` are kept too. Written atomically.
+    The format is plain numpy: float64 arrays keyed `var_real`, `var_reconstructed`,
+    `var_generated` (other `var_*` keys are kept). Lower layers (train, remedies) write the same
+    file with numpy rather than importing this module; this helper serves users and tests.
+    Written atomically.
     """
     from varloss._io import atomic_path
 
