@@ -288,6 +288,55 @@ def report_command(
     typer.echo(str(path))
 
 
+# ---- study ----
+
+
+@app.command("study")
+def study_command(
+    preset: str = typer.Option(
+        ..., "--preset", help="A built-in preset (quick, paper) or a study YAML file."
+    ),
+    out: str = typer.Option(..., "--out", help="Output folder (runs/, results.csv, fit.json)."),
+    executor: str = typer.Option(
+        "local", "--executor", help="local (this machine) or dask (a Dask distributed cluster)."
+    ),
+    scheduler: str | None = typer.Option(
+        None,
+        "--scheduler",
+        help="Dask scheduler address tcp://HOST:PORT (default: a LocalCluster of --jobs workers).",
+    ),
+    jobs: int = typer.Option(1, "--jobs", help="Runs in parallel (local processes or workers)."),
+    device: str | None = typer.Option(None, "--device", help="Torch device for training."),
+    report: bool = typer.Option(
+        True, "--report/--no-report", help="Also write OUT/report.html when the study is done."
+    ),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Train a zoo of VAEs and plot variance loss against MSE (re-runs skip finished runs)."""
+    from varloss.study import run_study, summary_lines
+
+    try:
+        result = run_study(
+            preset, out, executor=executor, jobs=jobs, scheduler=scheduler, device=device,
+            progress=progress,
+        )
+    except KeyboardInterrupt:
+        typer.echo(f"\ninterrupted; run the same command again to continue the study in {out}")
+        raise typer.Exit(130) from None
+    for line in summary_lines(result):
+        typer.echo(line)
+    if report and result.rows:
+        import shlex
+        import sys
+
+        from varloss.report import write_report
+
+        command = shlex.join(["varloss", *sys.argv[1:]])
+        typer.echo(f"report: {write_report(out, command=command)}")
+    if result.failed:
+        raise typer.Exit(1)
+
+
 def run() -> None:
     """Console-script entry point: user errors become one line on stderr and exit code 2."""
     import sys
