@@ -676,15 +676,27 @@ def plot_study(
                 continue
             xs_all.append(x)
             ys_all.append(y)
+            if not filled and family in ("draw", "convdraw"):
+                # a yellow ring alone vanishes on white: outline it in a dark colour
+                scatter.scatter(
+                    [x],
+                    [y],
+                    s=60,
+                    marker=marker,
+                    facecolors="none",
+                    edgecolors=edge,
+                    linewidths=3.4,
+                    zorder=3,
+                )
             scatter.scatter(
                 [x],
                 [y],
                 s=70 if filled else 60,
                 marker=marker,
                 facecolors=colour if filled else "none",
-                edgecolors=edge if filled else (edge if family in ("draw", "convdraw") else colour),
-                linewidths=1.0 if filled else 1.6,
-                zorder=3,
+                edgecolors=edge if filled else colour,
+                linewidths=1.0 if filled else 1.8,
+                zorder=4,
             )
     handles: list[Any] = []
     if xs_all:
@@ -779,8 +791,11 @@ def plot_study(
     fig.tight_layout()
     with atomic_path(path) as temporary:
         fig.savefig(temporary, format="png", dpi=130)
-    with atomic_path(path.with_suffix(".svg")) as temporary:
-        fig.savefig(temporary, format="svg")
+    with (
+        atomic_path(path.with_suffix(".svg")) as temporary,
+        plt.rc_context({"svg.fonttype": "none"}),
+    ):
+        fig.savefig(temporary, format="svg")  # text stays text: searchable and selectable
     plt.close(fig)
     return path
 
@@ -827,7 +842,7 @@ def _plot_decomposition(axis: Any, rows: Sequence[Mapping[str, Any]]) -> None:
         )
     axis.set_xlabel("term of var(x) − var(x̂) = mse − bias² + cov term (units²)")
     axis.set_title("Decomposition per run (reconstructions)")
-    axis.legend(fontsize=8, loc="lower right")
+    axis.legend(fontsize=8, loc="best")
     axis.grid(True, axis="x", alpha=0.3)
     if n:
         axis.set_ylim(-0.6, n - 0.4)
