@@ -144,10 +144,22 @@ class DomainSettings:
     def folder_name(self) -> str:
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.dataset)
         limit = "" if self.limit is None else f"-n{self.limit}"
-        return f"{safe}-{self.architecture}-s{self.seed}-e{self.epochs}{limit}"
+        return f"{safe}-{self.architecture}-s{self.seed}-e{self.epochs}-b{self.batch_size}{limit}"
 
 
 DEFAULT_EPOCHS = {"tiny-cnn": 30, "lenet": 3, "small-resnet": 8}
+# Data sets that need more updates than their architecture's default to reach the target
+# accuracy (Fashion-MNIST: 87.7% test accuracy after 3 epochs of batch 128, below our 88%).
+DATASET_DEFAULTS: dict[str, dict[str, int]] = {"fashion-mnist": {"epochs": 4, "batch_size": 64}}
+DEFAULT_BATCH_SIZE = 128
+
+
+def default_epochs(dataset: str, architecture: str) -> int:
+    return DATASET_DEFAULTS.get(dataset, {}).get("epochs", DEFAULT_EPOCHS[architecture])
+
+
+def default_batch_size(dataset: str) -> int:
+    return DATASET_DEFAULTS.get(dataset, {}).get("batch_size", DEFAULT_BATCH_SIZE)
 
 
 def domain_dir() -> Path:
@@ -191,7 +203,7 @@ def train_domain_classifier(
     *,
     seed: int = 0,
     epochs: int | None = None,
-    batch_size: int = 128,
+    batch_size: int | None = None,
     lr: float = 1e-3,
     limit: int | None = None,
     out_dir: str | os.PathLike[str] | None = None,
@@ -222,11 +234,12 @@ def train_domain_classifier(
         image_shape=shape,  # type: ignore[arg-type]
         classes=classes,
         seed=seed,
-        epochs=epochs if epochs is not None else DEFAULT_EPOCHS[architecture],
-        batch_size=batch_size,
+        epochs=epochs if epochs is not None else default_epochs(name, architecture),
+        batch_size=batch_size if batch_size is not None else default_batch_size(name),
         lr=lr,
         limit=limit,
     )
+    batch_size = settings.batch_size
     folder = Path(out_dir) if out_dir is not None else domain_dir() / settings.folder_name()
     if (folder / "meta.json").exists() and (folder / "model.safetensors").exists():
         return folder
@@ -245,12 +258,14 @@ def train_domain_classifier(
         optimiser = torch.optim.Adam(model.parameters(), lr=lr)
         n = images.shape[0]
         steps = (n + batch_size - 1) // batch_size
+        test = load_fn(name, "test")
+        history = []
         bar = tqdm(
             total=settings.epochs * steps,
             desc=f"training the {name} domain classifier ({architecture}, once, then cached)",
             disable=not progress,
         )
-        for _ in range(settings.epochs):
+        for epoch in range(settings.epochs):
             model.train()
             order = torch.randperm(n, generator=generator)
             for step in range(steps):
@@ -262,9 +277,11 @@ def train_domain_classifier(
                 bar.update(1)
                 if step % 50 == 0:
                     bar.set_postfix(loss=f"{loss.item():.3f}")
+            accuracy = _accuracy(model, test.images.float(), test.labels, 512)
+            history.append({"epoch": epoch + 1, "test_accuracy": accuracy})
+            bar.set_postfix(test_accuracy=f"{accuracy:.4f}")
         bar.close()
         model.eval()
-        test = load_fn(name, "test")
         test_accuracy = _accuracy(model, test.images.float(), test.labels, 512)
         train_accuracy = _accuracy(model, images, labels, 512)
         with atomic_path(folder / "model.safetensors") as tmp:
@@ -274,6 +291,7 @@ def train_domain_classifier(
             "settings": {**asdict(settings), "image_shape": list(shape)},
             "test_accuracy": test_accuracy,
             "train_accuracy": train_accuracy,
+            "history": history,
             "n_train": int(n),
             "n_test": int(test.images.shape[0]),
             "data_hash": _tensor_hash(images, labels),
@@ -314,7 +332,12 @@ def default_domain_folder(dataset: str, image_shape: tuple[int, int, int] | None
         image_shape = tuple(info(name, fetch=False)["shape"])  # type: ignore[assignment]
     architecture = architecture_for(image_shape)  # type: ignore[arg-type]
     settings = DomainSettings(
-        name, architecture, image_shape, 10, epochs=DEFAULT_EPOCHS[architecture]
+        name,
+        architecture,
+        image_shape,
+        10,
+        epochs=default_epochs(name, architecture),
+        batch_size=default_batch_size(name),
     )
     return domain_dir() / settings.folder_name()
 
