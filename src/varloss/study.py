@@ -166,7 +166,10 @@ class RunSpec:
         }
         values.update({k: v for k, v in optional.items() if v is not None})
         if self.hyper:
-            key = next(n for n in ("hyper", "model", "model_hyper", "hyper_params") if n in names)
+            key = next(
+                (n for n in ("hyper", "model", "model_hyper", "hyper_params") if n in names),
+                "hyper",
+            )
             values[key] = dict(self.hyper)
         dropped = sorted(k for k in values if k not in names and values[k] is not None)
         if dropped:
@@ -914,6 +917,35 @@ def run_study(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "runs").mkdir(exist_ok=True)
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(out / ".study.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise InputError(
+            f"--out {out} is in use by another `varloss study`; wait for it or use another folder."
+        ) from None
+    try:
+        return _run_locked(
+            spec, out, executor, jobs, scheduler, device, progress, dask_processes, on_row, start
+        )
+    finally:
+        lock.release()
+
+
+def _run_locked(
+    spec: StudySpec,
+    out: Path,
+    executor: str,
+    jobs: int,
+    scheduler: str | None,
+    device: str | None,
+    progress: bool,
+    dask_processes: bool,
+    on_row: Callable[[dict[str, Any]], None] | None,
+    start: float,
+) -> StudyResult:
     import yaml
 
     atomic_write_text(out / SPEC_FILE, yaml.safe_dump(spec.to_dict(), sort_keys=False))
@@ -1075,7 +1107,7 @@ def _execute_dask(
             threads_per_worker=1,
             processes=processes,
             host="127.0.0.1",
-            dashboard_address=None,
+            dashboard_address=":0",  # a free port: 8787 may be taken
         )
         client = Client(cluster)
         threads: int | None = _threads_per_job(jobs) if processes else None
