@@ -38,6 +38,15 @@ def _numpy_pixel_variance(images: torch.Tensor) -> float:
     return float(flat.var(axis=0).mean())
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny tensors: one thread avoids oversubscription slowdowns on shared CPUs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def trained() -> tuple[torch.nn.Module, torch.Tensor]:
     """A dense VAE trained briefly on digits, plus its training images."""
