@@ -92,7 +92,8 @@ def test_shapes_and_ranges(family: str, shape: tuple[int, int, int]) -> None:
     torch.manual_seed(0)
     hyper = dict(SMALL[family])
     if family == "draw" and shape[1] != 28:
-        hyper["attention"] = True  # keeps the 64 x 64 model small
+        hyper["read_attention"] = True  # keeps the 64 x 64 model small
+        hyper["write_attention"] = True
     model = create_model(family, shape, 12, **hyper).eval()
     x = torch.rand(3, *shape)
     with torch.no_grad():
@@ -249,7 +250,8 @@ def test_auto_resolved_settings_are_saved_explicitly(tmp_path) -> None:
     model = create_model("convdraw", (1, 28, 28), 392, hidden_channels=8)
     assert (model.config.steps, model.config.latent_side, model.config.latent_channels) == (8, 7, 1)
     draw = create_model("draw", (1, 28, 28), 20, hidden=16)
-    assert draw.config.steps == 10 and draw.config.attention is True
+    assert draw.config.steps == 10 and draw.config.write_attention is True
+    assert draw.config.read_attention is False
     save_model(draw, tmp_path / "d")
     saved = json.loads((tmp_path / "d" / "config.json").read_text())["model"]
-    assert saved["steps"] == 10 and saved["attention"] is True
+    assert saved["steps"] == 10 and saved["write_attention"] is True
