@@ -1106,7 +1106,8 @@ def _execute_dask(
             n_workers=jobs,
             threads_per_worker=1,
             processes=processes,
-            host="127.0.0.1",
+            # loopback only; an in-process (threads) cluster talks inproc:// and takes no host
+            **({"host": "127.0.0.1"} if processes else {}),
             dashboard_address=":0",  # a free port: 8787 may be taken
         )
         client = Client(cluster)

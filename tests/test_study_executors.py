@@ -1,0 +1,174 @@
+"""The study's orchestration with a stand-in trainer: skip, resume after Ctrl-C, failures, the
+process pool and the Dask executors gather the same rows. (The real trainer is exercised in
+test_study_runs.py; here every number is known in advance, so rows are checked exactly.)"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from varloss import study
+from varloss.study import parse_spec, run_study
+
+SPEC = """
+name: fake
+defaults: {dataset: digits, epochs: 1, limit: 50}
+grid:
+  family: [dense, conv, resnet, draw]
+  latent: [2, 4]
+"""
+
+
+@dataclasses.dataclass
+class FakeTrainConfig:
+    family: str
+    dataset: str
+    epochs: int
+    latent: int
+    seed: int
+    out: str
+    loss: str | None = None
+    limit: int | None = None
+    batch_size: int = 64
+    lr: float = 1e-3
+    device: str = "cpu"
+    hyper: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+CALLS: list[tuple[str, bool]] = []
+INTERRUPT: set[str] = set()
+
+
+def expected_metrics(family: str, latent: int) -> dict[str, float]:
+    offset = ["dense", "conv", "resnet", "draw"].index(family)
+    mse = 0.01 + 0.002 * offset + 0.001 * latent
+    bias2 = 1e-4 * (offset + 1)
+    cov = 0.05 * mse
+    loss = mse - bias2 + cov
+    return {
+        "mse": mse,
+        "var_real": 0.09,
+        "var_reconstructed": 0.09 - loss,
+        "var_generated": 0.09 - 1.3 * mse,
+        "variance_loss_reconstructed": loss,
+        "variance_loss_generated": 1.3 * mse,
+        "bias2": bias2,
+        "cov_term": cov,
+    }
+
+
+def fake_train(config: FakeTrainConfig, resume: bool = False, force: bool = False) -> dict:
+    out = Path(config.out)
+    CALLS.append((out.name, resume))
+    (out / "checkpoint").mkdir(parents=True, exist_ok=True)
+    if config.family in INTERRUPT:
+        INTERRUPT.discard(config.family)
+        raise KeyboardInterrupt  # Ctrl-C in the middle of this run: a checkpoint, no report
+    (out / "config.json").write_text(
+        json.dumps({"family": config.family, "model": {"loss": "bernoulli"}})
+    )
+    (out / "model.safetensors").write_bytes(b"weights")
+    report = {**expected_metrics(config.family, config.latent), "train_seconds": 2.5}
+    (out / "report.json").write_text(json.dumps(report))
+    return report
+
+
+@pytest.fixture()
+def fake_trainer(monkeypatch: pytest.MonkeyPatch) -> None:
+    module = types.ModuleType("varloss.train")
+    module.TrainConfig = FakeTrainConfig  # type: ignore[attr-defined]
+    module.train = fake_train  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "varloss.train", module)
+    CALLS.clear()
+    INTERRUPT.clear()
+
+
+def _check_rows(rows: list[dict], spec_text: str = SPEC) -> None:
+    runs = parse_spec(spec_text).runs
+    assert [r["run_id"] for r in rows] == [r.run_id for r in runs]
+    for row, run in zip(rows, runs, strict=True):
+        want = expected_metrics(run.family, run.latent)
+        assert {k: row[k] for k in want} == want
+        assert row["train_seconds"] == 2.5 and row["loss"] == run.loss
+
+
+def test_interrupted_study_continues_with_the_same_command(
+    fake_trainer: None, tmp_path: Path
+) -> None:
+    spec = parse_spec(SPEC)
+    INTERRUPT.add("resnet")
+    with pytest.raises(KeyboardInterrupt):
+        run_study(spec, tmp_path, progress=False)
+    ids = [r.run_id for r in spec.runs]
+    # runs before the interrupted one finished and are already in results.csv
+    assert [c[0] for c in CALLS] == ids[:5]
+    lines = (tmp_path / "results.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in lines[1:]] == ids[:4]
+
+    CALLS.clear()
+    result = run_study(spec, tmp_path, progress=False)
+    assert result.skipped == ids[:4] and result.ran == ids[4:]
+    assert CALLS[0] == (ids[4], True)  # the interrupted run resumes from its checkpoint
+    assert all(resume is False for _, resume in CALLS[1:])
+    _check_rows(result.rows)
+    assert result.fit["reconstructed"]["n"] == 8 and result.complete
+
+    CALLS.clear()
+    again = run_study(spec, tmp_path, progress=False)
+    assert CALLS == [] and again.ran == [] and again.rows == result.rows
+
+
+def test_spec_settings_reach_the_trainer(fake_trainer: None, tmp_path: Path) -> None:
+    text = (
+        "runs:\n  - {family: dense, dataset: digits, latent: 3, epochs: 2, seed: 7, "
+        "batch_size: 16, lr: 0.01, hyper: {hidden_sizes: [8]}}"
+    )
+    (run,) = parse_spec(text).runs
+    config = run.train_config(tmp_path / "x", device="cpu")
+    assert dataclasses.asdict(config) == {
+        "family": "dense",
+        "dataset": "digits",
+        "epochs": 2,
+        "latent": 3,
+        "seed": 7,
+        "out": str(tmp_path / "x"),
+        "loss": "bernoulli",
+        "limit": None,
+        "batch_size": 16,
+        "lr": 0.01,
+        "device": "cpu",
+        "hyper": {"hidden_sizes": [8]},
+    }
+
+
+def test_dask_threads_cluster_gathers_the_same_rows(fake_trainer: None, tmp_path: Path) -> None:
+    pytest.importorskip("distributed")
+    # processes=False: the workers are threads of this process and see the stand-in trainer
+    result = run_study(
+        parse_spec(SPEC), tmp_path, executor="dask", jobs=2, dask_processes=False, progress=False
+    )
+    assert result.failed == {} and len(CALLS) == 8
+    _check_rows(result.rows)
+    assert (tmp_path / "figure.png").is_file()
+
+
+def test_run_study_rejects_bad_executor_settings(tmp_path: Path) -> None:
+    spec = parse_spec(SPEC)
+    with pytest.raises(study.InputError, match="--jobs must be a positive integer"):
+        run_study(spec, tmp_path, jobs=0)
+    with pytest.raises(study.InputError, match="--scheduler is only used with --executor dask"):
+        run_study(spec, tmp_path, scheduler="tcp://127.0.0.1:1")
+
+
+def test_second_study_on_the_same_folder_is_refused(fake_trainer: None, tmp_path: Path) -> None:
+    from filelock import FileLock
+
+    with FileLock(str(tmp_path / ".study.lock")):
+        with pytest.raises(study.InputError, match="in use by another"):
+            run_study(parse_spec(SPEC), tmp_path, progress=False)
