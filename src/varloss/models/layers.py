@@ -7,7 +7,7 @@ from torch import nn
 
 from varloss.errors import InputError
 
-__all__ = ["ResidualBlock", "conv_stages", "stage_channels"]
+__all__ = ["ResidualBlock", "conv_stages", "group_norm", "stage_channels"]
 
 
 def conv_stages(
@@ -42,20 +42,28 @@ def stage_channels(stages: int, base_channels: int, max_channels: int) -> list[i
 
 
 class ResidualBlock(nn.Module):
-    """Pre-activation residual block: x + conv3x3(act(conv3x3(act(x)))).
+    """Pre-activation residual block: x + conv3x3(act(norm(conv3x3(act(norm(x)))))).
 
-    No normalisation layers: the model then behaves the same in train and eval mode and a
-    decoded code does not depend on the batch it came with.
+    The optional normalisation is GroupNorm, which works per sample: the model behaves the same
+    in train and eval mode and a decoded code does not depend on the batch it came with.
     """
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, norm: bool = True) -> None:
         super().__init__()
         self.body = nn.Sequential(
+            group_norm(channels) if norm else nn.Identity(),
             nn.LeakyReLU(0.2),
             nn.Conv2d(channels, channels, 3, padding=1),
+            group_norm(channels) if norm else nn.Identity(),
             nn.LeakyReLU(0.2),
             nn.Conv2d(channels, channels, 3, padding=1),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
+
+
+def group_norm(channels: int) -> nn.GroupNorm:
+    """GroupNorm with up to 8 groups (fewer when the channel count is not divisible)."""
+    groups = max(g for g in range(1, 9) if channels % g == 0)
+    return nn.GroupNorm(groups, channels)

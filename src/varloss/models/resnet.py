@@ -4,7 +4,11 @@ In the spirit of the networks of the two-stage VAE papers (Dai & Wipf 2019; Aspe
 2020): a 3x3 stem, then per stage a stride-2 convolution followed by `blocks` residual blocks;
 the feature map is flattened straight into (mu, logvar). The decoder mirrors it: a linear map
 to the smallest feature map, then per stage residual blocks and a 2x nearest upsampling with a
-3x3 convolution, and a final 3x3 convolution with a sigmoid.
+3x3 convolution, and a final 3x3 convolution with a sigmoid. GroupNorm (per sample, so
+decoding does not depend on the batch) sits before every activation of the residual blocks and
+before the output: without it the unnormalised stack's coherent Adam updates drove the sigmoid
+into saturation within 10 steps under the Gaussian (balanced) loss, which never recovered
+(MNIST, latent 16: x_hat mean 0.000 and MSE 0.11 after 60 steps; with it, MSE 0.071 at 30).
 Default loss: balanced (Asperti & Trentin), which these authors paired with such networks: the
 reconstruction weight follows the running MSE, so the model neither collapses nor ignores KL.
 """
@@ -20,7 +24,7 @@ from torch import nn
 
 from varloss.errors import InputError
 from varloss.models.base import VAE, ModelConfig
-from varloss.models.layers import ResidualBlock, conv_stages, stage_channels
+from varloss.models.layers import ResidualBlock, conv_stages, group_norm, stage_channels
 from varloss.models.registry import register
 
 __all__ = ["ResNetConfig", "ResNetVAE"]
@@ -36,6 +40,7 @@ class ResNetConfig(ModelConfig):
     base_channels: int = 16
     max_channels: int = 128
     blocks: int = 1
+    norm: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -69,7 +74,7 @@ class ResNetVAE(VAE):
                 nn.LeakyReLU(0.2),
                 nn.Conv2d(widths[stage], widths[stage + 1], 4, stride=2, padding=1),
             ]
-            down += [ResidualBlock(widths[stage + 1]) for _ in range(config.blocks)]
+            down += [ResidualBlock(widths[stage + 1], config.norm) for _ in range(config.blocks)]
         down += [nn.LeakyReLU(0.2), nn.Flatten()]
         self.encoder = nn.Sequential(*down)
         self.to_mu = nn.Linear(features, self.latent_dim)
@@ -78,13 +83,17 @@ class ResNetVAE(VAE):
         self.project = nn.Linear(self.latent_dim, features)
         up: list[nn.Module] = []
         for stage in reversed(range(stages)):
-            up += [ResidualBlock(widths[stage + 1]) for _ in range(config.blocks)]
+            up += [ResidualBlock(widths[stage + 1], config.norm) for _ in range(config.blocks)]
             up += [
                 nn.LeakyReLU(0.2),
                 nn.Upsample(scale_factor=2, mode="nearest"),
                 nn.Conv2d(widths[stage + 1], widths[stage], 3, padding=1),
             ]
-        up += [nn.LeakyReLU(0.2), nn.Conv2d(widths[0], channels_in, 3, padding=1)]
+        up += [
+            group_norm(widths[0]) if config.norm else nn.Identity(),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(widths[0], channels_in, 3, padding=1),
+        ]
         self.decoder = nn.Sequential(*up)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
