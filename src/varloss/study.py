@@ -1024,7 +1024,7 @@ def _progress_bar(total: int, done: int, *, enabled: bool, desc: str) -> Any:
         disable=not enabled,
         dynamic_ncols=True,
         bar_format="{desc}: {n_fmt}/{total_fmt} runs |{bar}| elapsed {elapsed}, "
-        "ETA {remaining} {postfix}",
+        "ETA {remaining}{postfix}",
     )
 
 
