@@ -69,11 +69,13 @@ def test_registry_lists_every_family() -> None:
     assert sorted(MODEL_FAMILIES) == sorted(FAMILIES)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_family_learns_on_blobs(family: str) -> None:
+@pytest.mark.parametrize(
+    ("family", "loss"), [(f, None) for f in FAMILIES] + [("resnet", "balanced")]
+)
+def test_family_learns_on_blobs(family: str, loss: str | None) -> None:
     torch.manual_seed(0)
     x = blobs()
-    model = create_model(family, (1, 28, 28), 8, **SMALL[family])
+    model = create_model(family, (1, 28, 28), 8, loss=loss, **SMALL[family])
     loss_before, mse_before = evaluate(model, x)
     train_steps(model, x, steps=40)
     loss_after, mse_after = evaluate(model, x)
