@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 import types
 from pathlib import Path
@@ -74,9 +75,18 @@ def fake_train(config: FakeTrainConfig, resume: bool = False, force: bool = Fals
         json.dumps({"family": config.family, "model": {"loss": "bernoulli"}})
     )
     (out / "model.safetensors").write_bytes(b"weights")
+    import torch
+
+    calls = {"pid": os.getpid(), "resume": resume, "threads": torch.get_num_threads()}
+    (out / "calls.json").write_text(json.dumps(calls))
     report = {**expected_metrics(config.family, config.latent), "train_seconds": 2.5}
     (out / "report.json").write_text(json.dumps(report))
     return report
+
+
+# the names of `varloss.train`, for the worker processes that load this file in its place
+TrainConfig = FakeTrainConfig
+train = fake_train
 
 
 @pytest.fixture()
@@ -172,3 +182,37 @@ def test_second_study_on_the_same_folder_is_refused(fake_trainer: None, tmp_path
     with FileLock(str(tmp_path / ".study.lock")):
         with pytest.raises(study.InputError, match="in use by another"):
             run_study(parse_spec(SPEC), tmp_path, progress=False)
+
+
+SITECUSTOMIZE = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("varloss.train", {path!r})
+module = importlib.util.module_from_spec(spec)
+sys.modules["varloss.train"] = module
+spec.loader.exec_module(module)
+"""
+
+
+@pytest.mark.parametrize("executor", ["local", "dask"])
+def test_worker_processes_gather_the_same_rows(
+    executor: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--jobs 2` (spawned processes) and a Dask LocalCluster of 2 worker processes: the
+    stand-in trainer reaches the children through a sitecustomize on their PYTHONPATH."""
+    if executor == "dask":
+        pytest.importorskip("distributed")
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SITECUSTOMIZE.format(path=__file__))
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    out = tmp_path / "out"
+    result = run_study(parse_spec(SPEC), out, executor=executor, jobs=2, progress=False)
+    assert result.failed == {} and len(result.ran) == 8
+    _check_rows(result.rows)
+    # each run trained once, in a process other than this one, with one thread per job
+    pids = set()
+    for run in parse_spec(SPEC).runs:
+        log = json.loads((out / "runs" / run.run_id / "calls.json").read_text())
+        assert log["resume"] is False and log["threads"] == max(1, (os.cpu_count() or 1) // 2)
+        pids.add(log["pid"])
+    assert os.getpid() not in pids and 1 <= len(pids) <= 2
