@@ -926,12 +926,33 @@ def run_study(
         raise InputError(
             f"--out {out} is in use by another `varloss study`; wait for it or use another folder."
         ) from None
+    previous = _stop_on_sigterm()
     try:
         return _run_locked(
             spec, out, executor, jobs, scheduler, device, progress, dask_processes, on_row, start
         )
     finally:
         lock.release()
+        if previous is not None:
+            import signal
+
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_on_sigterm() -> Any:
+    """Make `kill` stop the study like Ctrl-C (worker processes ended, lock released).
+
+    Returns the previous handler, or None where handlers cannot be set (not the main thread)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, interrupt)
 
 
 def _run_locked(
@@ -1083,8 +1104,14 @@ def _execute_processes(
         for future in as_completed(futures):
             error = future.exception()
             yield futures[future], error if error is not None else future.result()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    except BaseException:
+        # stopped (Ctrl-C, kill): stop the runs in flight too; they resume from checkpoints
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    else:
+        pool.shutdown(wait=True)
 
 
 def _execute_dask(
