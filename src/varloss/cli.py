@@ -303,7 +303,7 @@ def study_command(
     scheduler: str | None = typer.Option(
         None,
         "--scheduler",
-        help="Dask scheduler address tcp://HOST:PORT (default: a LocalCluster of --jobs workers).",
+        help="Dask scheduler tcp://HOST:PORT (workers must see --out); default: a LocalCluster.",
     ),
     jobs: int = typer.Option(1, "--jobs", help="Runs in parallel (local processes or workers)."),
     device: str | None = typer.Option(None, "--device", help="Torch device for training."),

@@ -993,7 +993,8 @@ def _run_locked(
     failed: dict[str, str] = {}
     bar = _progress_bar(len(spec.runs), len(skipped), enabled=progress, desc=spec.name)
     try:
-        tasks = [(run, str(run_dir(run))) for run in pending]
+        # absolute paths: workers (other processes, other machines) have their own cwd
+        tasks = [(run, str(run_dir(run).resolve())) for run in pending]
         outcomes = _execute(tasks, executor, jobs, scheduler, device, dask_processes)
         for run, outcome in outcomes:
             if isinstance(outcome, BaseException):
