@@ -7,4 +7,7 @@ try:
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0"
 
-__all__ = ["__version__"]
+# `varloss.measure(...)` is the function (the module stays importable as `varloss.measure`).
+from varloss.measure import VarianceReport, measure  # noqa: E402
+
+__all__ = ["VarianceReport", "__version__", "measure"]

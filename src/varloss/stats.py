@@ -1,0 +1,198 @@
+"""Streaming, mergeable per-feature moments in float64 (Welford in a batch, Chan between batches).
+
+A set of N samples with D features is summarised by its count, per-feature means and per-feature
+sums of
+squared deviations (`m2`); a real set paired with its reconstructions also keeps the per-feature
+co-moment
+`Σ (x - mean_x)(y - mean_y)`. Two summaries merge exactly with Chan et al.'s parallel formula, so
+the result
+does not depend on how the data was split into batches, and memory is O(D) whatever N is.
+
+From the paired moments (all means over features of population moments across samples):
+
+    var(x) - var(y) = mse - bias2 + cov_term,   bias2 = mean (mean_x - mean_y)^2,
+    cov_term = 2 * mean cov(y, x - y)
+
+which holds to rounding because every term is computed from the same three moments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+# Rows per float64 chunk are chosen so that one chunk holds about this many bytes.
+_CHUNK_BYTES = 32 * 2**20
+
+
+def as_rows(batch: Any) -> torch.Tensor:
+    """A batch as a 2-D tensor N x D (samples x features), without copying when possible."""
+    if isinstance(batch, np.ndarray):
+        batch = torch.from_numpy(np.ascontiguousarray(batch))
+    elif not isinstance(batch, torch.Tensor):
+        batch = torch.as_tensor(np.asarray(batch))
+    if batch.ndim == 0:
+        raise ValueError("a batch must have a sample dimension, got a scalar")
+    return batch.reshape(batch.shape[0], -1)
+
+
+def _chunks(rows: torch.Tensor, *others: torch.Tensor):
+    """Row chunks of `rows` (and of `others`, aligned) upcast to float64."""
+    n, d = rows.shape
+    step = max(1, _CHUNK_BYTES // (8 * max(d, 1)))
+    for start in range(0, n, step):
+        chunk = rows[start : start + step].to(torch.float64)
+        yield (chunk, *(o[start : start + step].to(torch.float64) for o in others))
+
+
+def _chan(
+    n_a: int, n_b: int, mean_a: torch.Tensor, mean_b: torch.Tensor
+) -> tuple[torch.Tensor, float]:
+    """Chan's update pieces: the difference of means and the weight n_a * n_b / n."""
+    return mean_b - mean_a, n_a * n_b / (n_a + n_b)
+
+
+@dataclass
+class MomentAccumulator:
+    """Count, per-feature mean and sum of squared deviations of one set, in float64."""
+
+    count: int = 0
+    mean: torch.Tensor | None = None
+    m2: torch.Tensor | None = None
+
+    def update(self, batch: Any) -> MomentAccumulator:
+        """Add a batch (N x ... array or tensor); returns self."""
+        rows = as_rows(batch)
+        for (chunk,) in _chunks(rows):
+            n = chunk.shape[0]
+            mean = chunk.mean(dim=0)
+            centred = chunk - mean
+            self._merge(n, mean, torch.einsum("nd,nd->d", centred, centred))
+        return self
+
+    def merge(self, other: MomentAccumulator) -> MomentAccumulator:
+        """Fold another accumulator's moments into this one (Chan's formula); returns self."""
+        if other.count:
+            self._merge(other.count, other.mean, other.m2)
+        return self
+
+    def _merge(self, n_b: int, mean_b: torch.Tensor, m2_b: torch.Tensor) -> None:
+        if self.count == 0:
+            self.count, self.mean, self.m2 = n_b, mean_b.clone(), m2_b.clone()
+            return
+        if mean_b.shape != self.mean.shape:
+            raise ValueError(
+                f"cannot merge moments of {mean_b.numel()} features into {self.mean.numel()}"
+            )
+        mean_b, m2_b = mean_b.to(self.mean.device), m2_b.to(self.mean.device)
+        delta, weight = _chan(self.count, n_b, self.mean, mean_b)
+        self.mean = self.mean + delta * (n_b / (self.count + n_b))
+        self.m2 = self.m2 + m2_b + delta * delta * weight
+        self.count += n_b
+
+    def variance(self) -> torch.Tensor:
+        """Per-feature population variance (divides by N, like `np.var`)."""
+        if self.count == 0:
+            raise ValueError("no samples accumulated")
+        return self.m2 / self.count
+
+
+@dataclass
+class PairedMomentAccumulator:
+    """Moments of real x and reconstructions y, paired sample by sample, and their co-moment."""
+
+    real: MomentAccumulator | None = None
+    reconstructed: MomentAccumulator | None = None
+    comoment: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        self.real = self.real or MomentAccumulator()
+        self.reconstructed = self.reconstructed or MomentAccumulator()
+
+    @property
+    def count(self) -> int:
+        return self.real.count
+
+    def update(self, real: Any, reconstructed: Any) -> PairedMomentAccumulator:
+        """Add a batch of real samples and their reconstructions (same count, same order)."""
+        x, y = as_rows(real), as_rows(reconstructed)
+        if x.shape != y.shape:
+            raise ValueError(
+                f"real batch {tuple(x.shape)} and reconstructed batch {tuple(y.shape)} differ"
+            )
+        for cx, cy in _chunks(x, y):
+            n = cx.shape[0]
+            mx, my = cx.mean(dim=0), cy.mean(dim=0)
+            dx, dy = cx - mx, cy - my
+            self._merge(
+                n,
+                mx,
+                my,
+                torch.einsum("nd,nd->d", dx, dx),
+                torch.einsum("nd,nd->d", dy, dy),
+                torch.einsum("nd,nd->d", dx, dy),
+            )
+        return self
+
+    def merge(self, other: PairedMomentAccumulator) -> PairedMomentAccumulator:
+        """Fold another paired accumulator into this one; returns self."""
+        if other.count:
+            self._merge(
+                other.count,
+                other.real.mean,
+                other.reconstructed.mean,
+                other.real.m2,
+                other.reconstructed.m2,
+                other.comoment,
+            )
+        return self
+
+    def _merge(self, n_b, mx_b, my_b, m2x_b, m2y_b, cxy_b) -> None:
+        if self.count == 0:
+            self.comoment = cxy_b.clone()
+        else:
+            dx, weight = _chan(self.count, n_b, self.real.mean, mx_b.to(self.real.mean.device))
+            dy, _ = _chan(self.count, n_b, self.reconstructed.mean, my_b.to(self.real.mean.device))
+            self.comoment = self.comoment + cxy_b.to(self.comoment.device) + dx * dy * weight
+        self.real._merge(n_b, mx_b, m2x_b)
+        self.reconstructed._merge(n_b, my_b, m2y_b)
+
+    def covariance(self) -> torch.Tensor:
+        """Per-feature population covariance of x and y."""
+        return self.comoment / self.count
+
+    def terms(self) -> dict[str, torch.Tensor]:
+        """Per-feature maps: var_real, var_reconstructed, mse, bias2, cov_term, variance loss."""
+        var_x, var_y, cov_xy = (
+            self.real.variance(),
+            self.reconstructed.variance(),
+            self.covariance(),
+        )
+        bias = self.real.mean - self.reconstructed.mean
+        bias2 = bias * bias
+        # E[(x - y)^2] = Var(x - y) + (E[x - y])^2 = var_x + var_y - 2 cov_xy + bias^2
+        mse = var_x + var_y - 2.0 * cov_xy + bias2
+        cov_term = 2.0 * (cov_xy - var_y)  # 2 cov(y, x - y)
+        return {
+            "var_real": var_x,
+            "var_reconstructed": var_y,
+            "mse": mse,
+            "bias2": bias2,
+            "cov_term": cov_term,
+            "variance_loss_reconstructed": var_x - var_y,
+        }
+
+
+def feature_mean(values: torch.Tensor) -> float:
+    """Mean over features, as a Python float (float64)."""
+    return float(values.to(torch.float64).mean().item())
+
+
+def channel_means(values: torch.Tensor, dims: tuple[int, ...]) -> list[float] | None:
+    """Per-channel means of a per-feature map for C x H x W samples; None for other layouts."""
+    if len(dims) != 3:
+        return None
+    return [float(v) for v in values.reshape(dims[0], -1).mean(dim=1).tolist()]
