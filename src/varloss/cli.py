@@ -37,6 +37,140 @@ def main(
 # ---- commands are added below this line, one section per command (measure, data, train, ...) ----
 
 
+# ---- measure ----
+
+MAP_SUFFIXES = (".png", ".svg", ".pdf", ".npz")
+
+
+def _parse_ranges(values: list[str] | None) -> dict[str, tuple[float, float]] | None:
+    """`--range LOW,HIGH` (all sets) or `--range SET=LOW,HIGH`, repeatable."""
+    from varloss.errors import InputError
+    from varloss.measure import SET_NAMES
+
+    if not values:
+        return None
+    ranges: dict[str, tuple[float, float]] = {}
+    for value in values:
+        name, _, pair = value.rpartition("=")
+        names = [name] if name else list(SET_NAMES)
+        if name and name not in SET_NAMES:
+            raise InputError(f"--range {value!r} names set {name!r}; expected one of {SET_NAMES}.")
+        try:
+            low, high = (float(part) for part in pair.split(","))
+        except ValueError:
+            raise InputError(
+                f"--range {value!r} must be LOW,HIGH or SET=LOW,HIGH, e.g. generated=-1,1."
+            ) from None
+        for one in names:
+            ranges[one] = (low, high)
+    return ranges
+
+
+def _number(value: float | None, digits: int = 6) -> str:
+    return "—" if value is None else f"{value:.{digits}g}"
+
+
+def print_variance_table(report: dict, title: str = "variance loss") -> None:
+    """The measure keys of a report dict as a rich table, with the ratio variance loss / MSE."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    table.add_column("meaning")
+    rows = [
+        (
+            "n real / reconstructed / generated",
+            " / ".join(
+                "—" if report.get(k) is None else str(report[k])
+                for k in ("n_real", "n_reconstructed", "n_generated")
+            ),
+            "",
+        ),
+        ("var(real)", _number(report.get("var_real")), "mean per-pixel variance across images"),
+        ("var(reconstructed)", _number(report.get("var_reconstructed")), ""),
+        ("var(generated)", _number(report.get("var_generated")), ""),
+        (
+            "variance loss, reconstructed",
+            _number(report.get("variance_loss_reconstructed")),
+            "var(real) - var(reconstructed)",
+        ),
+        (
+            "variance loss, generated",
+            _number(report.get("variance_loss_generated")),
+            "var(real) - var(generated)",
+        ),
+        ("mse", _number(report.get("mse")), "reconstruction mean squared error"),
+        ("bias²", _number(report.get("bias2")), "mean over pixels of (mean real - mean recon)²"),
+        ("covariance term", _number(report.get("cov_term")), "2 · mean cov(recon, real - recon)"),
+        (
+            "ratio loss / mse, reconstructed",
+            _number(report.get("ratio_reconstructed"), 4),
+            "= 1 - (bias² - cov term) / mse",
+        ),
+        ("ratio loss / mse, generated", _number(report.get("ratio_generated"), 4), ""),
+    ]
+    for name, value, meaning in rows:
+        if value not in ("—", "— / — / —"):
+            table.add_row(name, value, meaning)
+    Console().print(table)
+
+
+@app.command("measure")
+def measure_command(
+    real: str = typer.Option(..., "--real", help="Real images: .npy, .npz[:KEY] or image folder."),
+    reconstructed: str = typer.Option(
+        None, "--reconstructed", help="Reconstructions of --real, same count and order."
+    ),
+    generated: str = typer.Option(None, "--generated", help="Generated samples (any count)."),
+    json_out: str = typer.Option(None, "--json", help="Write the numbers and settings as JSON."),
+    maps: str = typer.Option(
+        None, "--maps", help="Write per-pixel variance maps: a figure (.png/.svg/.pdf) or .npz."
+    ),
+    value_range: list[str] = typer.Option(
+        None, "--range", help="Map a set from LOW,HIGH to [0,1]: 'SET=LOW,HIGH' or 'LOW,HIGH'."
+    ),
+    batch_size: int = typer.Option(1024, "--batch-size", help="Samples read per batch."),
+) -> None:
+    """How much variance reconstructions and samples lose, and the MSE decomposition behind it.
+
+    var(x) is the mean over pixels of each pixel's variance across the set; the variance loss of
+    reconstructions equals mse - bias² + covariance term exactly (law of total variance).
+    uint8 inputs are scaled to [0, 1]; float inputs are taken as they are.
+    """
+    from varloss.errors import InputError
+    from varloss.figures import plot_variance_maps
+    from varloss.measure import measure
+
+    if reconstructed is None and generated is None:
+        raise InputError("give --reconstructed and/or --generated to compare with --real.")
+    if maps is not None and not maps.lower().endswith(MAP_SUFFIXES):
+        raise InputError(f"--maps {maps!r} must end with one of {', '.join(MAP_SUFFIXES)}.")
+    import shlex
+    import sys
+
+    report = measure(
+        real,
+        reconstructed,
+        generated,
+        batch_size=batch_size,
+        value_range=_parse_ranges(value_range),
+        settings={"command": shlex.join(["varloss", *sys.argv[1:]])},
+    )
+    result = report.to_dict()
+    print_variance_table(result)
+    if json_out:
+        report.to_json(json_out)
+        typer.echo(f"wrote {json_out}")
+    if maps:
+        if maps.lower().endswith(".npz"):
+            report.save_maps(maps)
+        else:
+            plot_variance_maps(report, maps)
+        typer.echo(f"wrote {maps}")
+
+
 # ---- data ----
 
 data_app = typer.Typer(help="List, fetch and describe data sets.", no_args_is_help=True)
@@ -317,7 +451,12 @@ def study_command(
 
     try:
         result = run_study(
-            preset, out, executor=executor, jobs=jobs, scheduler=scheduler, device=device,
+            preset,
+            out,
+            executor=executor,
+            jobs=jobs,
+            scheduler=scheduler,
+            device=device,
             progress=progress,
         )
     except KeyboardInterrupt:

@@ -144,6 +144,8 @@ def _to_tensor(batch: Any, name: str) -> torch.Tensor:
         raise InputError(f"{name} holds {array.dtype} values; expected numbers.")
     if array.dtype == bool:
         array = array.astype(np.uint8)
+    if not array.flags.writeable:  # a memory-mapped .npy: copy the batch
+        return torch.from_numpy(np.array(array))
     return torch.from_numpy(np.ascontiguousarray(array))
 
 
