@@ -480,13 +480,16 @@ def run() -> None:
     """Console-script entry point: user errors become one line on stderr and exit code 2."""
     import sys
 
-    from varloss.errors import InputError
+    from varloss.errors import InputError, TrainingError
 
     try:
         app(prog_name="varloss")
     except InputError as error:
         typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
         sys.exit(2)
+    except TrainingError as error:
+        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+        sys.exit(3)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)

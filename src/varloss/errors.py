@@ -3,3 +3,7 @@
 
 class InputError(ValueError):
     """Bad input at the boundary: the message names the input and what was expected."""
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. the loss became NaN); the message says what was kept and why."""

@@ -26,6 +26,16 @@ from varloss.stats import MomentAccumulator, PairedMomentAccumulator, channel_me
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 SET_NAMES = ("real", "reconstructed", "generated")
+MAP_SUMMARY_KEYS = (
+    "var_real",
+    "var_reconstructed",
+    "var_generated",
+    "variance_loss_reconstructed",
+    "variance_loss_generated",
+    "mse",
+    "bias2",
+    "cov_term",
+)
 _CHANNEL_COUNTS = (1, 3, 4)
 
 Source = Any  # np.ndarray | torch.Tensor | str | Path | Iterable of batches
@@ -356,6 +366,40 @@ class VarianceReport:
         return Path(path)
 
 
+def report_from_moments(
+    dims: list[int],
+    real: MomentAccumulator,
+    paired: PairedMomentAccumulator | None = None,
+    generated: MomentAccumulator | None = None,
+) -> VarianceReport:
+    """A `VarianceReport` (numbers, per-channel breakdown, maps) from accumulated moments."""
+    var_real_map = real.variance()
+    maps: dict[str, torch.Tensor] = {"var_real": var_real_map, "mean_real": real.mean}
+    report = VarianceReport(n_real=real.count, dims=list(dims), var_real=feature_mean(var_real_map))
+    if paired is not None:
+        terms = paired.terms()
+        maps.update(terms)
+        maps["mean_reconstructed"] = paired.reconstructed.mean
+        report.n_reconstructed = paired.count
+        for key in ("var_reconstructed", "variance_loss_reconstructed", "mse", "bias2", "cov_term"):
+            setattr(report, key, feature_mean(terms[key]))
+    if generated is not None:
+        var_generated_map = generated.variance()
+        maps["var_generated"] = var_generated_map
+        maps["mean_generated"] = generated.mean
+        maps["variance_loss_generated"] = var_real_map - var_generated_map
+        report.n_generated = generated.count
+        report.var_generated = feature_mean(var_generated_map)
+        report.variance_loss_generated = report.var_real - report.var_generated
+    for key in MAP_SUMMARY_KEYS:
+        if key in maps:
+            per_channel = channel_means(maps[key], tuple(dims))
+            if per_channel is not None:
+                report.per_channel[key] = per_channel
+    report.maps = {key: value.cpu().numpy().reshape(dims) for key, value in maps.items()}
+    return report
+
+
 def _range_kind(low: float, high: float) -> str | None:
     """The conventional value range a set appears to use, or None when it is not clear."""
     if low >= -0.05 and high <= 1.05:
@@ -497,43 +541,7 @@ def measure(
         _require_samples(gen)
         _check_ranges(real_set, gen)
 
-    var_real_map = real_moments.variance()
-    maps: dict[str, torch.Tensor] = {"var_real": var_real_map, "mean_real": real_moments.mean}
-    report = VarianceReport(
-        n_real=real_set.count, dims=list(dims), var_real=feature_mean(var_real_map)
-    )
-    if paired is not None:
-        terms = paired.terms()
-        maps.update(terms)
-        maps["mean_reconstructed"] = paired.reconstructed.mean
-        report.n_reconstructed = recon.count
-        for key in ("var_reconstructed", "variance_loss_reconstructed", "mse", "bias2", "cov_term"):
-            setattr(report, key, feature_mean(terms[key]))
-    if generated_moments is not None:
-        var_gen_map = generated_moments.variance()
-        maps["var_generated"] = var_gen_map
-        maps["mean_generated"] = generated_moments.mean
-        maps["variance_loss_generated"] = var_real_map - var_gen_map
-        report.n_generated = gen.count
-        report.var_generated = feature_mean(var_gen_map)
-        report.variance_loss_generated = report.var_real - report.var_generated
-
-    for key in (
-        "var_real",
-        "var_reconstructed",
-        "var_generated",
-        "variance_loss_reconstructed",
-        "variance_loss_generated",
-        "mse",
-        "bias2",
-        "cov_term",
-    ):
-        if key in maps:
-            per_channel = channel_means(maps[key], dims)
-            if per_channel is not None:
-                report.per_channel[key] = per_channel
-    report.maps = {key: value.cpu().numpy().reshape(dims) for key, value in maps.items()}
-
+    report = report_from_moments(list(dims), real_moments, paired, generated_moments)
     from varloss import __version__
 
     report.settings = {
