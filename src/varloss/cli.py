@@ -171,6 +171,103 @@ def measure_command(
         typer.echo(f"wrote {maps}")
 
 
+# ---- train ----
+
+
+def _parse_hyper(values: list[str] | None) -> dict:
+    """`--set key=value` pairs; values are parsed as JSON when they can be (numbers, lists...)."""
+    import json
+
+    from varloss.errors import InputError
+
+    hyper: dict = {}
+    for value in values or []:
+        key, sep, text = value.partition("=")
+        if not sep or not key:
+            raise InputError(f"--set {value!r} must be KEY=VALUE, e.g. hidden_sizes=[512,256].")
+        try:
+            hyper[key.strip()] = json.loads(text)
+        except json.JSONDecodeError:
+            hyper[key.strip()] = text
+    return hyper
+
+
+@app.command("train")
+def train_command(
+    model: str = typer.Option(
+        "dense", "--model", "-m", help="dense, conv, resnet, draw, convdraw."
+    ),
+    dataset: str = typer.Option("mnist", "--dataset", "-d", help="Data set name or folder:/npz:."),
+    epochs: int = typer.Option(10, "--epochs", "-e", help="Epochs in total (also with --resume)."),
+    latent: int = typer.Option(2, "--latent", "-z", help="Latent dimensions."),
+    seed: int = typer.Option(0, "--seed", help="Seed of initialisation, shuffling and evaluation."),
+    out: str = typer.Option(..., "--out", "-o", help="Run folder to write."),
+    loss: str = typer.Option(
+        None, "--loss", help="bernoulli, gaussian, learned-gamma, balanced (default: family's)."
+    ),
+    limit: int = typer.Option(None, "--limit", help="Train on the first N training images."),
+    eval_limit: int = typer.Option(
+        None, "--eval-limit", help="Evaluate on the first N test images."
+    ),
+    batch_size: int = typer.Option(100, "--batch-size", help="Images per batch."),
+    lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate."),
+    schedule: str = typer.Option("constant", "--schedule", help="constant, cosine or step."),
+    hyper: list[str] = typer.Option(
+        None, "--set", help="Model hyper-parameter KEY=VALUE (JSON values), repeatable."
+    ),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA if present), cpu, cuda:N."),
+    compile_model: bool = typer.Option(False, "--compile", help="torch.compile the model (GPU)."),
+    bf16: bool = typer.Option(False, "--bf16", help="bfloat16 autocast (GPU)."),
+    data_path: str = typer.Option(None, "--data-path", help="Where the data set lives."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the run's checkpoint."),
+    force: bool = typer.Option(False, "--force", help="Overwrite a run already in --out."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    report: bool = typer.Option(True, "--report/--no-report", help="Write report.html at the end."),
+) -> None:
+    """Train a VAE, then measure its variance loss on the test split (report.json in --out).
+
+    Runs under `torchrun --nproc_per_node N -m varloss train ...` with DistributedDataParallel.
+    """
+    import os
+
+    from varloss.train import TrainConfig, train
+
+    config = TrainConfig(
+        family=model,
+        dataset=dataset,
+        epochs=epochs,
+        latent=latent,
+        seed=seed,
+        out=out,
+        loss=loss,
+        limit=limit,
+        eval_limit=eval_limit,
+        batch_size=batch_size,
+        lr=lr,
+        schedule=schedule,
+        device=device,
+        compile=compile_model,
+        bf16=bf16,
+        hyper=_parse_hyper(hyper),
+        data_path=data_path,
+    )
+    result = train(config, resume=resume, force=force, progress=not quiet)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    print_variance_table(result, title=f"{model} on {dataset}: test split")
+    typer.echo(
+        f"trained {len(result['history'])} epochs in {result['train_seconds']:.1f} s; wrote {out}"
+    )
+    if report:
+        import shlex
+        import sys
+
+        from varloss.report import write_report
+
+        command = shlex.join(["varloss", *sys.argv[1:]])
+        typer.echo(f"report: {write_report(out, command=command)}")
+
+
 # ---- data ----
 
 data_app = typer.Typer(help="List, fetch and describe data sets.", no_args_is_help=True)
