@@ -1,0 +1,138 @@
+"""The study end to end on a tiny spec (digits, 1 epoch): local, skip on re-run, resume,
+a failing run, the Dask LocalCluster executor and the CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from varloss.cli import app
+from varloss.study import fit_line, fit_origin, parse_spec, run_study
+
+TINY = """
+name: tiny
+defaults: {dataset: digits, latent: 2, epochs: 1, limit: 240, batch_size: 60, seed: 1}
+hyper:
+  dense: {hidden_sizes: [32]}
+grid:
+  family: [dense, conv]
+"""
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module")
+def local_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    out = tmp_path_factory.mktemp("study") / "out"
+    return out, run_study(parse_spec(TINY), out, progress=False)
+
+
+def test_local_study_writes_rows_from_the_run_reports(local_study: tuple[Path, object]) -> None:
+    out, result = local_study
+    spec = parse_spec(TINY)
+    ids = [r.run_id for r in spec.runs]
+    assert result.ran == ids and result.skipped == [] and result.failed == {}
+    for name in ("results.csv", "fit.json", "figure.png", "figure.svg", "study.yaml"):
+        assert (out / name).is_file(), name
+    rows = _read_csv(out / "results.csv")
+    assert [r["run_id"] for r in rows] == ids
+    for row, run in zip(rows, spec.runs, strict=True):
+        run_dir = out / "runs" / run.run_id
+        report = json.loads((run_dir / "report.json").read_text())
+        config = json.loads((run_dir / "config.json").read_text())
+        assert config["family"] == run.family == row["family"]
+        assert row["dataset"] == "digits" and int(row["latent"]) == 2 and int(row["seed"]) == 1
+        for key in ("mse", "var_real", "var_reconstructed", "var_generated", "bias2", "cov_term"):
+            assert float(row[key]) == report[key], key  # float64 carried exactly
+        loss = float(row["variance_loss_reconstructed"])
+        # the decomposition var(x) - var(x_hat) = mse - bias² + cov term holds for each run
+        assert loss == pytest.approx(float(row["var_real"]) - float(row["var_reconstructed"]))
+        assert loss == pytest.approx(
+            float(row["mse"]) - float(row["bias2"]) + float(row["cov_term"]), abs=1e-9
+        )
+        assert float(row["train_seconds"]) > 0
+    fit = json.loads((out / "fit.json").read_text())
+    mse = [float(r["mse"]) for r in rows]
+    assert fit["reconstructed"] == pytest.approx(
+        fit_line(mse, [float(r["variance_loss_reconstructed"]) for r in rows])
+    )
+    assert fit["generated_origin"] == pytest.approx(
+        fit_origin(mse, [float(r["variance_loss_generated"]) for r in rows])
+    )
+    assert fit["name"] == "tiny" and fit["n_runs"] == 2
+
+
+def test_rerun_skips_finished_runs_and_resumes_an_unfinished_one(
+    local_study: tuple[Path, object],
+) -> None:
+    out, first = local_study
+    weights = sorted((out / "runs").glob("*/model.safetensors"))
+    stamps = [os.stat(p).st_mtime_ns for p in weights]
+    again = run_study(parse_spec(TINY), out, progress=False)
+    assert again.ran == [] and again.skipped == first.ran
+    assert [os.stat(p).st_mtime_ns for p in weights] == stamps  # nothing retrained
+    assert again.rows == first.rows
+
+    # a run without report.json counts as unfinished: it is resumed from its checkpoint
+    run_dir = out / "runs" / first.ran[0]
+    report = json.loads((run_dir / "report.json").read_text())
+    (run_dir / "report.json").unlink()
+    resumed = run_study(parse_spec(TINY), out, progress=False)
+    assert resumed.ran == [first.ran[0]] and resumed.skipped == [first.ran[1]]
+    assert json.loads((run_dir / "study_run.json").read_text())["resumed"] is True
+    again_report = json.loads((run_dir / "report.json").read_text())
+    assert again_report["mse"] == pytest.approx(report["mse"], rel=1e-6)
+
+
+def test_a_failing_run_is_reported_and_the_others_finish(tmp_path: Path) -> None:
+    text = TINY.replace("family: [dense, conv]", "family: [dense]") + (
+        f"runs:\n  - {{family: dense, dataset: 'npz:{tmp_path}/missing.npz'}}\n"
+    )
+    result = run_study(parse_spec(text), tmp_path / "out", progress=False)
+    assert len(result.rows) == 1 and len(result.failed) == 1
+    ((failed_id, message),) = result.failed.items()
+    assert failed_id.startswith("dense-npz") and "missing.npz" in message
+    assert len(_read_csv(tmp_path / "out" / "results.csv")) == 1
+
+
+def test_dask_local_cluster_two_workers_gives_the_same_rows(
+    tmp_path: Path, local_study: tuple[Path, object]
+) -> None:
+    pytest.importorskip("distributed")
+    _, local = local_study
+    result = run_study(parse_spec(TINY), tmp_path / "dask", executor="dask", jobs=2, progress=False)
+    assert sorted(result.ran) == sorted(local.ran) and result.failed == {}
+    assert [r["run_id"] for r in result.rows] == [r["run_id"] for r in local.rows]
+    for got, want in zip(result.rows, local.rows, strict=True):
+        for key in ("mse", "variance_loss_reconstructed", "variance_loss_generated"):
+            # same seed, same data: equal up to float reduction order across thread counts
+            assert got[key] == pytest.approx(want[key], rel=1e-4, abs=1e-7), key
+    assert (tmp_path / "dask" / "figure.png").is_file()
+
+
+def test_cli_continues_a_finished_study_and_prints_the_fit(
+    local_study: tuple[Path, object], tmp_path: Path
+) -> None:
+    out, first = local_study
+    spec_file = tmp_path / "tiny.yaml"
+    spec_file.write_text(TINY)
+    result = CliRunner().invoke(
+        app,
+        ["study", "--preset", str(spec_file), "--out", str(out), "--no-progress", "--no-report"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "2/2 runs finished (0 trained now, 2 already done, 0 failed)" in result.output
+    slope = json.loads((out / "fit.json").read_text())["reconstructed"]["slope"]
+    assert f"slope {slope:.3f}" in result.output
+    assert f"figure: {out / 'figure.png'}" in result.output
+    assert not math.isnan(np.float64(slope))
