@@ -503,7 +503,14 @@ def measure(
     if recon is not None:
         paired = PairedMomentAccumulator()
         for x, y in _aligned(iter(checked["real"]), iter(recon)):
+            if recon.dims != checked["real"].dims:
+                break  # reported below, once both shapes are known
             paired.update(x, y)
+        if None not in (recon.dims, checked["real"].dims) and recon.dims != checked["real"].dims:
+            raise InputError(
+                f"reconstructed samples are {_shape_text(recon.dims)} but real samples are "
+                f"{_shape_text(checked['real'].dims)}; they must have the same shape."
+            )
         if recon.count != checked["real"].count:
             raise InputError(
                 f"reconstructed has {recon.count} samples but real has {checked['real'].count}; "
@@ -514,8 +521,8 @@ def measure(
         for batch in checked["real"]:
             real_moments.update(batch)
     real_set = checked["real"]
-    _require_samples(real_set)
     dims = real_set.dims
+    _require_samples(real_set)
     if recon is not None:
         _require_samples(recon)
         if recon.dims != dims:

@@ -51,8 +51,10 @@ class VarianceLoss(Metric):
 
     def _paired(self, row: int | None = None) -> PairedMomentAccumulator:
         comoment = self.comoment if row is None else self.comoment[row]
-        real, recon = self._accumulator("real", row), self._accumulator("reconstructed", row)
-        return PairedMomentAccumulator(real, recon, comoment.clone() if recon.count else None)
+        recon = self._accumulator("reconstructed", row)
+        if recon.count == 0:
+            return PairedMomentAccumulator()
+        return PairedMomentAccumulator(self._accumulator("real", row), recon, comoment.clone())
 
     def _store(self, name: str, moments: MomentAccumulator) -> None:
         if moments.count:

@@ -1,0 +1,221 @@
+"""measure() and `varloss measure`: numbers against numpy, every input kind, every bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+import varloss
+from varloss.cli import app
+from varloss.errors import InputError
+from varloss.measure import read_images
+
+
+@pytest.fixture()
+def sets() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    real = rng.random((240, 1, 6, 5))
+    reconstructed = 0.7 * real + 0.1 * rng.random(real.shape)
+    generated = 0.5 * rng.random((130, 1, 6, 5)) + 0.2
+    return real, reconstructed, generated
+
+
+def _numpy_reference(real, reconstructed, generated) -> dict[str, float]:
+    x, y, g = (a.reshape(len(a), -1).astype(np.float64) for a in (real, reconstructed, generated))
+    return {
+        "var_real": np.var(x, axis=0).mean(),
+        "var_reconstructed": np.var(y, axis=0).mean(),
+        "var_generated": np.var(g, axis=0).mean(),
+        "mse": ((x - y) ** 2).mean(),
+        "variance_loss_generated": np.var(x, axis=0).mean() - np.var(g, axis=0).mean(),
+    }
+
+
+def test_measure_matches_numpy_to_1e9(sets) -> None:
+    report = varloss.measure(*sets, batch_size=37)
+    for key, value in _numpy_reference(*sets).items():
+        assert getattr(report, key) == pytest.approx(value, rel=1e-9), key
+    assert report.variance_loss_reconstructed == pytest.approx(
+        report.mse - report.bias2 + report.cov_term, abs=1e-15
+    )
+    assert (report.n_real, report.n_reconstructed, report.n_generated) == (240, 240, 130)
+    assert report.dims == [1, 6, 5]
+    assert report.maps["var_real"].shape == (1, 6, 5)
+    np.testing.assert_allclose(report.maps["var_real"], np.var(sets[0], axis=0), rtol=1e-12)
+    assert report.ratio_reconstructed == pytest.approx(
+        report.variance_loss_reconstructed / report.mse
+    )
+
+
+def test_files_folders_tensors_and_iterables_give_the_same_numbers(sets, tmp_path: Path) -> None:
+    real, reconstructed, generated = sets
+    real8 = (real * 255).round().astype(np.uint8)
+    gen8 = (generated * 255).round().astype(np.uint8)
+    np.save(tmp_path / "real.npy", real8)
+    np.savez(tmp_path / "gen.npz", samples=gen8, other=gen8[:3])
+    folder = tmp_path / "gen_png"
+    folder.mkdir()
+    for i, image in enumerate(gen8[:, 0]):
+        Image.fromarray(image).save(folder / f"{i:04d}.png")
+    from_arrays = varloss.measure(real8, generated=gen8)
+    from_files = varloss.measure(
+        str(tmp_path / "real.npy"), generated=f"{tmp_path}/gen.npz:samples"
+    )
+    from_folder = varloss.measure(torch.from_numpy(real8), generated=folder)
+    batches = (gen8[i : i + 50] for i in range(0, len(gen8), 50))
+    from_iterable = varloss.measure(list(np.array_split(real8, 7)), generated=batches)
+    reference = np.var(real8.reshape(240, -1) / 255.0, axis=0).mean()
+    for report in (from_arrays, from_files, from_folder, from_iterable):
+        assert report.var_real == pytest.approx(reference, rel=1e-12)
+        assert report.var_generated == pytest.approx(from_arrays.var_generated, rel=1e-12)
+
+
+def test_reconstructions_pair_across_different_batch_splits(sets) -> None:
+    real, reconstructed, _ = sets
+    split_a = np.array_split(real, [10, 11, 200])
+    split_b = np.array_split(reconstructed, 9)
+    report = varloss.measure(iter(split_a), iter(split_b))
+    assert report.mse == pytest.approx(((real - reconstructed) ** 2).mean(), rel=1e-12)
+
+
+def test_channels_last_images_are_detected_and_broken_down_per_channel() -> None:
+    rng = np.random.default_rng(1)
+    nhwc = rng.random((50, 8, 8, 3))
+    report = varloss.measure(nhwc, nhwc * 0.5)
+    assert report.dims == [3, 8, 8]
+    expected = [np.var(nhwc[..., c], axis=0).mean() for c in range(3)]
+    np.testing.assert_allclose(report.per_channel["var_real"], expected, rtol=1e-12)
+
+
+def test_value_range_maps_a_set_to_unit_range(sets) -> None:
+    real, _, generated = sets
+    plain = varloss.measure(real, generated=generated)
+    shifted = varloss.measure(real, generated=generated * 2 - 1, value_range={"generated": (-1, 1)})
+    assert shifted.var_generated == pytest.approx(plain.var_generated, rel=1e-12)
+    with pytest.raises(InputError, match=r"generated values lie in .*--range generated=-1,1"):
+        varloss.measure(real, generated=generated * 2 - 1.4)
+    with pytest.raises(InputError, match=r"\[0, 255\]"):
+        varloss.measure(real, real * 255)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda r: (r, r[:-1]), "reconstructed has 239 samples but real has 240"),
+        (
+            lambda r: (r, r[:, :, :5, :4]),
+            "reconstructed samples are 1 x 5 x 4 but real samples are",
+        ),
+        (lambda r: (np.where(r > 0.99, np.nan, r), r), "real contains NaN"),
+        (lambda r: (r, np.where(r > 0.99, np.inf, r)), "reconstructed contains NaN or infinite"),
+        (lambda r: (r[:0], r[:0]), "real is empty"),
+        (lambda r: (r[:1], r[:1]), "real has 1 sample"),
+        (lambda r: (r[0, 0, 0], r[0, 0, 0]), "real has shape 5; expected N x D"),
+    ],
+)
+def test_bad_inputs_raise_one_clear_sentence(sets, make, message: str) -> None:
+    real, reconstructed = make(sets[0])
+    with pytest.raises(InputError, match=message.replace("(", r"\(")):
+        varloss.measure(real, reconstructed)
+
+
+def test_read_images_scales_uint8(tmp_path: Path) -> None:
+    array = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    np.save(tmp_path / "a.npy", array)
+    images = read_images(tmp_path / "a.npy")
+    assert images.shape == (2, 1, 3, 4)
+    np.testing.assert_allclose(images[:, 0], array / 255.0)
+
+
+# --------------------------------------------------------------------------------------------
+# the CLI
+
+
+def test_cli_writes_json_and_maps(sets, tmp_path: Path) -> None:
+    real, reconstructed, generated = sets
+    for name, array in (("real", real), ("recon", reconstructed), ("gen", generated)):
+        np.save(tmp_path / f"{name}.npy", array)
+    result = CliRunner().invoke(
+        app,
+        [
+            "measure",
+            "--real",
+            str(tmp_path / "real.npy"),
+            "--reconstructed",
+            str(tmp_path / "recon.npy"),
+            "--generated",
+            str(tmp_path / "gen.npy"),
+            "--json",
+            str(tmp_path / "out.json"),
+            "--maps",
+            str(tmp_path / "maps.png"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "out.json").read_text())
+    keys = {
+        "n_real",
+        "n_reconstructed",
+        "n_generated",
+        "dims",
+        "var_real",
+        "var_reconstructed",
+        "var_generated",
+        "variance_loss_reconstructed",
+        "variance_loss_generated",
+        "mse",
+        "bias2",
+        "cov_term",
+        "settings",
+    }
+    assert keys <= set(saved)
+    for key, value in _numpy_reference(*sets).items():
+        assert saved[key] == pytest.approx(value, rel=1e-9)
+    assert (tmp_path / "maps.png").stat().st_size > 1000
+    assert "ratio loss / mse" in result.output
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", "from varloss.cli import run; run()", "measure", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_cli_bad_inputs_exit_non_zero_without_traceback_or_output(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    np.save(tmp_path / "real.npy", rng.random((20, 4)))
+    np.save(tmp_path / "short.npy", rng.random((19, 4)))
+    np.save(tmp_path / "nan.npy", np.full((20, 4), np.nan))
+    np.save(tmp_path / "wide.npy", rng.random((20, 4)) * 2 - 1)
+    np.savez(tmp_path / "two.npz", a=rng.random((20, 4)), b=rng.random((20, 4)))
+    (tmp_path / "broken.npy").write_bytes(b"not numpy")
+    real = str(tmp_path / "real.npy")
+    cases = {
+        "reconstructed has 19 samples": ["--reconstructed", str(tmp_path / "short.npy")],
+        "contains NaN": ["--reconstructed", str(tmp_path / "nan.npy")],
+        "does not exist": ["--generated", str(tmp_path / "missing.npy")],
+        "could not be read as .npy": ["--generated", str(tmp_path / "broken.npy")],
+        "has no array 'c'": ["--generated", f"{tmp_path}/two.npz:c"],
+        "holds 2 arrays": ["--generated", str(tmp_path / "two.npz")],
+        "rescale one of them": ["--generated", str(tmp_path / "wide.npy")],
+    }
+    for message, extra in cases.items():
+        out = tmp_path / "out.json"
+        result = _cli("--real", real, *extra, "--json", str(out))
+        assert result.returncode == 2, (message, result.stderr)
+        assert message in result.stderr, (message, result.stderr)
+        assert "Traceback" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert not out.exists()
+        assert not list(tmp_path.glob(".*.tmp"))

@@ -1,0 +1,115 @@
+"""varloss.stats against numpy: variances, MSE, the decomposition, split independence, precision."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from varloss.stats import MomentAccumulator, PairedMomentAccumulator, channel_means, feature_mean
+
+
+def _pair(rng: np.random.Generator, n: int = 600, d: int = 40) -> tuple[np.ndarray, np.ndarray]:
+    x = rng.random((n, d))
+    y = 0.6 * x + 0.2 * rng.random((n, d)) + 0.05
+    return x, y
+
+
+def _random_splits(rng: np.random.Generator, n: int, pieces: int) -> list[np.ndarray]:
+    cuts = np.sort(rng.choice(np.arange(1, n), size=pieces - 1, replace=False))
+    return np.split(rng.permutation(n), cuts)  # random membership, random sizes
+
+
+def test_single_set_matches_numpy_population_variance() -> None:
+    x = np.random.default_rng(0).normal(size=(333, 17))
+    acc = MomentAccumulator().update(x)
+    np.testing.assert_allclose(acc.variance().numpy(), np.var(x, axis=0), rtol=1e-12)
+    np.testing.assert_allclose(acc.mean.numpy(), x.mean(axis=0), rtol=1e-12)
+    assert acc.count == 333
+
+
+def test_paired_terms_match_numpy_and_decomposition_holds() -> None:
+    x, y = _pair(np.random.default_rng(1))
+    terms = {k: feature_mean(v) for k, v in PairedMomentAccumulator().update(x, y).terms().items()}
+    assert terms["var_real"] == pytest.approx(np.var(x, axis=0).mean(), rel=1e-12)
+    assert terms["var_reconstructed"] == pytest.approx(np.var(y, axis=0).mean(), rel=1e-12)
+    assert terms["mse"] == pytest.approx(((x - y) ** 2).mean(), rel=1e-12)
+    assert terms["bias2"] == pytest.approx(((x - y).mean(axis=0) ** 2).mean(), rel=1e-12)
+    cov = ((y - y.mean(0)) * ((x - y) - (x - y).mean(0))).mean(0)
+    assert terms["cov_term"] == pytest.approx(2 * cov.mean(), rel=1e-10)
+    identity = terms["mse"] - terms["bias2"] + terms["cov_term"]
+    assert terms["variance_loss_reconstructed"] == pytest.approx(identity, abs=1e-15)
+
+
+@pytest.mark.parametrize("seed", [2, 3, 4])
+def test_result_does_not_depend_on_the_split_or_merge_order(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    x, y = _pair(rng)
+    whole = PairedMomentAccumulator().update(x, y)
+    parts = []
+    for index in _random_splits(rng, len(x), 7):
+        part = PairedMomentAccumulator()
+        for sub in np.array_split(index, rng.integers(1, 4)):
+            part.update(x[sub], y[sub])
+        parts.append(part)
+    merged = PairedMomentAccumulator()
+    for i in rng.permutation(len(parts)):
+        merged.merge(parts[i])
+    for key, value in whole.terms().items():
+        np.testing.assert_allclose(
+            merged.terms()[key].numpy(), value.numpy(), rtol=1e-9, atol=1e-15
+        )
+    assert merged.count == len(x)
+
+
+def test_float32_with_a_large_offset_is_exact_where_a_naive_float32_sum_fails() -> None:
+    rng = np.random.default_rng(5)
+    x = (1000.0 + 0.01 * rng.normal(size=(20000, 8))).astype(np.float32)
+    reference = np.var(x.astype(np.float64), axis=0).mean()
+    # the textbook one-pass formula E[x^2] - E[x]^2 in float32 loses every digit here
+    naive = (
+        np.mean(x * x, axis=0, dtype=np.float32) - np.mean(x, axis=0, dtype=np.float32) ** 2
+    ).mean()
+    assert abs(naive - reference) / reference > 0.5
+    acc = MomentAccumulator()
+    for chunk in np.array_split(x, 13):
+        acc.update(chunk)
+    assert feature_mean(acc.variance()) == pytest.approx(reference, rel=1e-9)
+
+
+def test_pca_reconstruction_loses_exactly_its_mse() -> None:
+    """PCA projects orthogonally: variance loss == MSE, no bias and no covariance term."""
+    from sklearn.datasets import load_digits
+    from sklearn.decomposition import PCA
+
+    x = load_digits().data / 16.0
+    pca = PCA(n_components=12).fit(x)
+    y = pca.inverse_transform(pca.transform(x))
+    terms = {k: feature_mean(v) for k, v in PairedMomentAccumulator().update(x, y).terms().items()}
+    assert terms["variance_loss_reconstructed"] == pytest.approx(terms["mse"], rel=1e-9)
+    assert abs(terms["bias2"]) < 1e-20
+    assert abs(terms["cov_term"]) < 1e-12
+
+
+def test_memory_is_per_feature_and_inputs_of_any_dtype_accumulate_in_float64() -> None:
+    acc = PairedMomentAccumulator()
+    for _ in range(3):
+        batch = torch.rand(50, 2, 3, 3, dtype=torch.float16)
+        acc.update(batch, batch * 0.5)
+    assert acc.real.mean.shape == (18,) and acc.comoment.shape == (18,)
+    assert acc.real.mean.dtype == torch.float64 and acc.comoment.dtype == torch.float64
+
+
+def test_channel_means_break_down_c_h_w() -> None:
+    values = torch.arange(12, dtype=torch.float64)
+    assert channel_means(values, (3, 2, 2)) == [1.5, 5.5, 9.5]
+    assert channel_means(values, (12,)) is None
+
+
+def test_mismatched_pairs_and_merges_are_rejected() -> None:
+    with pytest.raises(ValueError, match="differ"):
+        PairedMomentAccumulator().update(np.zeros((4, 3)), np.zeros((4, 2)))
+    with pytest.raises(ValueError, match="features"):
+        MomentAccumulator().update(np.zeros((4, 3))).merge(
+            MomentAccumulator().update(np.zeros((4, 2)))
+        )
