@@ -187,6 +187,8 @@ def _prepare_folder(config: TrainConfig, out: Path, resume: bool, force: bool) -
                 f"out {out} already trained {checkpoint['epoch']} epochs, more than --epochs "
                 f"{config.epochs}; ask for at least {checkpoint['epoch']}."
             )
+        if checkpoint["epoch"] < config.epochs:
+            (out / REPORT_FILE).unlink(missing_ok=True)  # the run is unfinished again
         return checkpoint
     if holds_run:
         if not force:
@@ -370,7 +372,7 @@ def train(
                     terms = network(x)
                 if not torch.isfinite(terms.loss):
                     raise TrainingError(
-                        f"training diverged: the loss became {float(terms.loss)} at epoch "
+                        f"training diverged: the loss became {float(terms.loss.detach())} at epoch "
                         f"{epoch + 1}, batch {step + 1}; the last good checkpoint "
                         f"({'none yet' if epoch == 0 else f'epoch {epoch}'}) is kept in "
                         f"{checkpoint_path.parent} — lower --lr or change --loss, then --resume."

@@ -1,0 +1,246 @@
+"""The trainer: every family learns, exact resume, NaN stop, refusing to overwrite, the run folder,
+and DistributedDataParallel with gloo on 2 CPU processes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from varloss.errors import InputError, TrainingError
+from varloss.train import TrainConfig, evaluate, train
+
+MEASURE_KEYS = (
+    "var_real",
+    "var_reconstructed",
+    "var_generated",
+    "variance_loss_reconstructed",
+    "variance_loss_generated",
+    "mse",
+    "bias2",
+    "cov_term",
+)
+
+
+def _config(out: Path, **overrides) -> TrainConfig:
+    values = dict(
+        family="dense",
+        dataset="digits",
+        epochs=2,
+        latent=2,
+        seed=3,
+        out=str(out),
+        limit=300,
+        eval_limit=120,
+        batch_size=30,
+        hyper={"hidden_sizes": [64]},
+    )
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+@pytest.mark.parametrize(
+    ("family", "hyper"),
+    [
+        ("dense", {"hidden_sizes": [64]}),
+        ("conv", {}),
+        ("resnet", {}),
+        ("draw", {}),
+        ("convdraw", {}),
+    ],
+)
+def test_every_family_learns_and_writes_the_run_folder(tmp_path: Path, family: str, hyper) -> None:
+    out = tmp_path / family
+    report = train(
+        _config(out, family=family, hyper=hyper, epochs=4, latent=4, lr=3e-3), progress=False
+    )
+    history = report["history"]
+    assert history[-1]["loss"] < history[0]["loss"], history
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "report.json",
+        "samples.png",
+        "history.csv",
+        "maps.npz",
+        "checkpoint/last.pt",
+    ):
+        assert (out / name).is_file(), name
+    saved = json.loads((out / "report.json").read_text())
+    for key in MEASURE_KEYS:
+        assert isinstance(saved[key], float), key
+    assert saved["n_real"] == saved["n_reconstructed"] == saved["n_generated"] == 120
+    assert saved["variance_loss_reconstructed"] == pytest.approx(
+        saved["mse"] - saved["bias2"] + saved["cov_term"], abs=1e-12
+    )
+    assert saved["settings"]["train"]["family"] == family
+    with (out / "history.csv").open() as handle:
+        assert [int(row["epoch"]) for row in csv.DictReader(handle)] == [1, 2, 3, 4]
+
+
+def test_resume_equals_uninterrupted_training_bitwise(tmp_path: Path) -> None:
+    whole = train(_config(tmp_path / "whole", epochs=3), progress=False)
+    train(_config(tmp_path / "parts", epochs=1), progress=False)
+    assert (tmp_path / "parts" / "report.json").is_file()
+    resumed = train(_config(tmp_path / "parts", epochs=3), resume=True, progress=False)
+    a = load_file(tmp_path / "whole" / "model.safetensors")
+    b = load_file(tmp_path / "parts" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    for key in MEASURE_KEYS:
+        assert resumed[key] == whole[key], key
+    assert [r["loss"] for r in resumed["history"]] == [r["loss"] for r in whole["history"]]
+    # a finished run asked to resume to the same epochs returns its report untouched
+    again = train(_config(tmp_path / "parts", epochs=3), resume=True, progress=False)
+    assert again["mse"] == resumed["mse"]
+
+
+def test_same_weights_give_the_same_report(tmp_path: Path) -> None:
+    from varloss.models import load_model
+
+    config = _config(tmp_path / "run")
+    report = train(config, progress=False)
+    again = evaluate(load_model(tmp_path / "run"), config)
+    for key in MEASURE_KEYS:
+        assert again[key] == report[key], key
+
+
+def test_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from varloss.models.base import VAE
+
+    original = VAE.loss_terms
+    calls = {"n": 0}
+
+    def poisoned(self, x, x_hat, kl):
+        calls["n"] += 1
+        terms = original(self, x, x_hat, kl)
+        if calls["n"] > 15:  # 10 batches per epoch: the NaN comes in the second epoch
+            terms.loss = terms.loss * float("nan")
+        return terms
+
+    monkeypatch.setattr(VAE, "loss_terms", poisoned)
+    out = tmp_path / "run"
+    with pytest.raises(TrainingError, match=r"loss became nan at epoch 2, batch 6.*epoch 1"):
+        train(_config(out, epochs=3), progress=False)
+    checkpoint = torch.load(out / "checkpoint" / "last.pt", weights_only=True)
+    assert checkpoint["epoch"] == 1
+    assert not (out / "report.json").exists()
+    assert all(torch.isfinite(v).all() for v in checkpoint["model"].values())
+
+
+def test_refuses_to_overwrite_without_force_and_checks_resume_settings(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    train(_config(out, epochs=1), progress=False)
+    with pytest.raises(InputError, match="already holds a run; pass --resume"):
+        train(_config(out, epochs=1), progress=False)
+    with pytest.raises(InputError, match=r"other settings \(latent\)"):
+        train(_config(out, epochs=2, latent=3), resume=True, progress=False)
+    report = train(_config(out, epochs=1, seed=4), force=True, progress=False)
+    assert report["settings"]["train"]["seed"] == 4
+    with pytest.raises(InputError, match="batch_size must be a positive integer"):
+        train(_config(out, batch_size=0), force=True, progress=False)
+
+
+def test_cli_train_writes_a_run(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from varloss.cli import app
+
+    out = tmp_path / "cli"
+    args = [
+        "train",
+        "--model",
+        "dense",
+        "--dataset",
+        "digits",
+        "--epochs",
+        "1",
+        "--latent",
+        "2",
+        "--out",
+        str(out),
+        "--limit",
+        "200",
+        "--set",
+        "hidden_sizes=[32]",
+        "-q",
+        "--no-report",
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "variance loss, reconstructed" in result.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"]["hidden_sizes"] == [32]
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code != 0 and "--force" in str(again.exception)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_ddp_with_gloo_on_two_processes(tmp_path: Path) -> None:
+    """torchrun, 2 CPU ranks: training runs, rank 0 writes the run, and the sharded evaluation
+    merged through VarianceLoss equals a single-process evaluation of the same weights."""
+    from varloss.models import load_model
+
+    out = tmp_path / "ddp"
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        "-m",
+        "varloss",
+        "train",
+        "--model",
+        "dense",
+        "--dataset",
+        "digits",
+        "--epochs",
+        "2",
+        "--latent",
+        "2",
+        "--limit",
+        "300",
+        "--eval-limit",
+        "121",
+        "--batch-size",
+        "30",
+        "--set",
+        "hidden_sizes=[64]",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "-q",
+        "--no-report",
+    ]
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["settings"]["world_size"] == 2
+    assert report["n_real"] == 121
+    assert report["history"][-1]["loss"] < report["history"][0]["loss"]
+    config = _config(out, epochs=2, eval_limit=121, device="cpu", seed=0)
+    single = evaluate(load_model(out), config)
+    for key in MEASURE_KEYS:
+        assert report[key] == pytest.approx(single[key], rel=1e-12), key
