@@ -1269,7 +1269,8 @@ def correct(
     report["settings"] = settings
 
     out.mkdir(parents=True, exist_ok=True)
-    rows = {_row_label(name, results[name]): grids[name] for name in methods}
+    rows = {f"real (test)  var={baseline['var_real']:.4f}": test_images[:grid_size].numpy()}
+    rows.update({_row_label(name, results[name]): grids[name] for name in methods})
     _save_grid(rows, out / "samples.png")
     report = json.loads(json.dumps(report, default=_json_default))
     atomic_write_json(out / "report.json", report)
@@ -1279,61 +1280,18 @@ def correct(
 def _measure_generated(
     real: torch.Tensor, generated: torch.Tensor, settings: dict[str, Any]
 ) -> dict[str, Any]:
-    """`varloss.measure` keys of generated vs real images (JSON-safe, no maps).
+    """`varloss.measure` keys of generated vs real images (JSON-safe, no maps)."""
+    from varloss.measure import measure
 
-    Falls back to the same float64 population moments computed here when the measure module is
-    not importable (it is written by another part of the project); `measured_by` says which.
-    """
-    try:
-        from varloss.measure import measure
-    except ImportError:
-        var_real, var_generated = mean_pixel_variance(real), mean_pixel_variance(generated)
-        return {
-            "n_real": int(real.shape[0]),
-            "n_generated": int(generated.shape[0]),
-            "dims": [int(s) for s in real.shape[1:]],
-            "var_real": var_real,
-            "var_generated": var_generated,
-            "variance_loss_generated": var_real - var_generated,
-            "settings": settings,
-            "measured_by": "varloss.remedies fallback (varloss.measure not importable)",
-        }
     result = measure(real, generated=generated, settings=settings).to_dict()
     return {**_strip(result), "measured_by": "varloss.measure"}
 
 
 def _save_grid(rows: dict[str, np.ndarray], path: Path) -> None:
-    """Labelled rows of images via `varloss.figures`, or a plain matplotlib grid without it."""
-    try:
-        from varloss.figures import save_image_grid
-    except ImportError:
-        save_image_grid = _plain_image_grid
+    """Labelled rows of images (one per method, plus the real test images) as one PNG."""
+    from varloss.figures import save_image_grid
+
     save_image_grid(rows, path)
-
-
-def _plain_image_grid(rows: dict[str, np.ndarray], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    count = max(len(images) for images in rows.values())
-    figure, axes = plt.subplots(
-        len(rows), 1, figsize=(0.6 * count + 0.5, 0.9 * len(rows) + 0.2), squeeze=False
-    )
-    for axis, (label, images) in zip(axes[:, 0], rows.items(), strict=True):
-        images = np.clip(np.asarray(images, dtype=np.float32), 0.0, 1.0)
-        strip = np.concatenate(list(images.transpose(0, 2, 3, 1)), axis=1)
-        if strip.shape[-1] == 1:
-            axis.imshow(strip[..., 0], cmap="gray", vmin=0.0, vmax=1.0)
-        else:
-            axis.imshow(strip)
-        axis.set_title(label, fontsize=8, loc="left")
-        axis.axis("off")
-    figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=100)
-    plt.close(figure)
 
 
 def _strip(entry: dict[str, Any]) -> dict[str, Any]:
