@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import re
+from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -568,7 +569,8 @@ def test_train_maps_recomputed_from_the_saved_model(tmp_path: Path) -> None:
     (run / "report.json").write_text(json.dumps(numbers))
     html = render_report(run)
     assert "Recomputed from the saved model on the test split" in html
-    assert "differs from" not in html  # the recomputed real variance matches report.json
+    # the recomputed real variance matches report.json, so no mismatch note
+    assert "the recomputed real variance" not in html
     page = parse(html)
     maps = next(i for i in page.images if "variance maps" in i["alt"])
     assert _decode_png(maps["src"]).size[0] > 600
@@ -586,3 +588,52 @@ def test_measure_json_file_as_target(tmp_path: Path) -> None:
     (tmp_path / "c.json").write_text(json.dumps({"something": 1}))
     with pytest.raises(InputError, match="is not a `varloss measure --json` file"):
         write_report(tmp_path / "c.json")
+
+
+def test_equivalent_train_command_parses_back_to_the_recorded_config(tmp_path: Path) -> None:
+    import shlex
+
+    import typer
+
+    from varloss.cli import app
+
+    run, _ = make_train_run(tmp_path / "run")
+    report = json.loads((run / "report.json").read_text())
+    del report["settings"]["command"]
+    (run / "report.json").write_text(json.dumps(report))
+    train = {
+        "family": "conv",
+        "dataset": "fashion-mnist",
+        "epochs": 4,
+        "latent": 8,
+        "seed": 11,
+        "out": str(run),
+        "loss": None,
+        "limit": 500,
+        "batch_size": 64,
+        "lr": 0.0005,
+        "schedule": "cosine",
+        "device": "auto",
+        "compile": False,
+        "bf16": True,
+        "hyper": {"width": 16, "hidden_sizes": [32, 16]},
+        "data_path": None,
+        "eval_limit": None,
+    }
+    config = json.loads((run / "config.json").read_text())
+    config["train"] = train
+    (run / "config.json").write_text(json.dumps(config))
+    page = render_report(run, recompute_maps=False)
+    found = re.search(r'<th scope="row">command \(equivalent\)</th><td><code>(.*?)</code>', page)
+    assert found, "the page shows no equivalent command"
+    argv = shlex.split(unescape(found.group(1)))
+    assert argv[:2] == ["varloss", "train"]
+    # Parse with the real CLI (no training): every option exists and maps back to the config.
+    command = typer.main.get_command(app).commands["train"]
+    params = command.make_context("train", argv[2:]).params
+    expected = {"model": "conv", "dataset": "fashion-mnist", "epochs": 4, "latent": 8, "seed": 11}
+    assert {k: params[k] for k in expected} == expected
+    assert params["out"] == str(run) and params["limit"] == 500 and params["batch_size"] == 64
+    assert params["lr"] == 0.0005 and params["schedule"] == "cosine" and params["bf16"] is True
+    assert params["loss"] is None and params["compile_model"] is False
+    assert sorted(params["hyper"]) == ["hidden_sizes=[32, 16]", "width=16"]

@@ -442,6 +442,9 @@ def correct_command(
     stage2_steps: int = typer.Option(None, "--stage2-steps", help="Second-stage training steps."),
     tau: float = typer.Option(None, "--tau", help="Fixed temperature instead of the search."),
     gmm_components: int = typer.Option(None, "--gmm-components", help="Mixture components."),
+    report_html: bool = typer.Option(
+        True, "--report/--no-report", help="Also write report.html in the output folder."
+    ),
 ) -> None:
     """Fit variance remedies on a trained VAE and report the variance gap each one closes."""
     from rich.console import Console
@@ -492,6 +495,14 @@ def correct_command(
         console.print(f"FID: {reason}")
     out_dir = out or f"{run_dir.rstrip('/')}/correct"
     console.print(f"wrote {out_dir}/report.json, {out_dir}/samples.png, {out_dir}/samplers/")
+    if report_html:
+        import shlex
+        import sys
+
+        from varloss.report import write_report
+
+        command = shlex.join(["varloss", *sys.argv[1:]])
+        typer.echo(f"report: {write_report(out_dir, command=command)}")
 
 
 # ---- report ----

@@ -711,7 +711,10 @@ def _settings_section(
                 break
         else:
             if label == "command":
-                key_facts.append((label, "not recorded"))
+                equivalent = _train_command(train)
+                key_facts.append(
+                    ("command (equivalent)", equivalent) if equivalent else (label, "not recorded")
+                )
     versions = merged.get("versions") or merged.get("package_versions")
     recorded_versions = (
         [(str(k), str(v)) for k, v in versions.items()] if isinstance(versions, dict) else []
@@ -728,6 +731,42 @@ def _settings_section(
         "train": list(_flatten(train).items()) if train and not settings else [],
         "spec": spec_text,
     }
+
+
+# TrainConfig field -> `varloss train` option, in the order the CLI lists them.
+_TRAIN_OPTIONS = (
+    ("family", "--model"),
+    ("dataset", "--dataset"),
+    ("epochs", "--epochs"),
+    ("latent", "--latent"),
+    ("seed", "--seed"),
+    ("loss", "--loss"),
+    ("limit", "--limit"),
+    ("eval_limit", "--eval-limit"),
+    ("batch_size", "--batch-size"),
+    ("lr", "--lr"),
+    ("schedule", "--schedule"),
+    ("device", "--device"),
+    ("data_path", "--data-path"),
+    ("out", "--out"),
+)
+
+
+def _train_command(train: Mapping[str, Any]) -> str | None:
+    """The `varloss train` command line that reproduces a recorded TrainConfig, or None."""
+    import shlex
+
+    if not train.get("family") or not train.get("dataset"):
+        return None
+    argv = ["varloss", "train"]
+    for key, option in _TRAIN_OPTIONS:
+        value = train.get(key)
+        if value is not None:
+            argv += [option, str(value)]
+    for key, value in (train.get("hyper") or {}).items():
+        argv += ["--set", f"{key}={json.dumps(value)}"]
+    argv += [flag for key, flag in (("compile", "--compile"), ("bf16", "--bf16")) if train.get(key)]
+    return shlex.join(argv)
 
 
 def _rendered_by(command: str | None) -> list[tuple[str, str]]:
