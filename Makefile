@@ -27,7 +27,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS),bench]"
 	$(BIN)/python benchmarks/bench_stats.py
+	$(BIN)/python benchmarks/bench_train.py
 
 clean-venv:
 	rm -rf $(VENV)
