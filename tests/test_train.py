@@ -29,6 +29,15 @@ MEASURE_KEYS = (
 )
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread: on a shared 2-core machine two threads per test run many times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _config(out: Path, **overrides) -> TrainConfig:
     values = dict(
         family="dense",
@@ -51,9 +60,9 @@ def _config(out: Path, **overrides) -> TrainConfig:
     [
         ("dense", {"hidden_sizes": [64]}),
         ("conv", {}),
-        ("resnet", {}),
-        ("draw", {}),
-        ("convdraw", {}),
+        ("resnet", {"base_channels": 8, "max_channels": 32}),
+        ("draw", {"steps": 4, "hidden": 64}),
+        ("convdraw", {"steps": 2, "hidden_channels": 8, "canvas_channels": 8}),
     ],
 )
 def test_every_family_learns_and_writes_the_run_folder(tmp_path: Path, family: str, hyper) -> None:
