@@ -637,3 +637,34 @@ def test_equivalent_train_command_parses_back_to_the_recorded_config(tmp_path: P
     assert params["lr"] == 0.0005 and params["schedule"] == "cosine" and params["bf16"] is True
     assert params["loss"] is None and params["compile_model"] is False
     assert sorted(params["hyper"]) == ["hidden_sizes=[32, 16]", "width=16"]
+
+
+def test_correct_page_names_the_correct_command_and_the_training_one(tmp_path: Path) -> None:
+    import shlex
+
+    import typer
+
+    from varloss.cli import app
+
+    run, _ = make_train_run(tmp_path / "run")
+    folder, report = make_correct(tmp_path / "elsewhere", run_dir=run)
+    report["settings"].update(
+        methods=["prior", "two-stage", "match"],
+        seed=4,
+        train_limit=700,
+        n_test=300,
+        n_generated=120,
+        fid_features=None,
+    )
+    (folder / "report.json").write_text(json.dumps(report))
+    page = render_report(folder)
+    rows = dict(re.findall(r'<th scope="row">([^<]*)</th><td><code>([^<]*)</code>', page))
+    # The training command is context, labelled so it is not taken for the remedies' command.
+    assert rows["training command (equivalent)"].startswith("varloss train --model dense ")
+    assert rows["command (equivalent)"].startswith("varloss correct ")
+    argv = shlex.split(unescape(rows["command (equivalent)"]))
+    command = typer.main.get_command(app).commands["correct"]
+    params = command.make_context("correct", argv[2:]).params
+    assert params["run_dir"] == str(run) and params["method"] == "prior,two-stage,match"
+    assert params["seed"] == 4 and params["limit"] == 700 and params["n_samples"] == 120
+    assert params["fid"] is False and params["out"] == str(folder)

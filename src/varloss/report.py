@@ -409,7 +409,18 @@ def _correct_context(directory: Path, *, recompute_maps: bool = True) -> dict[st
     run_dir = settings.get("run_dir")
     if run_dir and (Path(run_dir) / "config.json").is_file():
         run_config = _read_json(Path(run_dir) / "config.json")
-    context["settings"] = _settings_section(settings, run_config, None)
+    context["settings"] = section = _settings_section(settings, run_config, None)
+    # The numbers come from `varloss correct`; the training command is context, labelled so.
+    renamed = {"command (equivalent)": "training command (equivalent)"}
+    facts = [
+        (renamed.get(label, label), value)
+        for label, value in section["key_facts"]
+        if (label, value) != ("command", "not recorded")
+    ]
+    command = _correct_command(settings, directory)
+    if command and not any(label == "command" for label, _ in facts):
+        facts.insert(0, ("command (equivalent)", command))
+    section["key_facts"] = facts
     if _parent_run(directory) is not None:
         context["links"] = [("Training run", "../" + REPORT_NAME)]
     return context
@@ -766,6 +777,32 @@ def _train_command(train: Mapping[str, Any]) -> str | None:
     for key, value in (train.get("hyper") or {}).items():
         argv += ["--set", f"{key}={json.dumps(value)}"]
     argv += [flag for key, flag in (("compile", "--compile"), ("bf16", "--bf16")) if train.get(key)]
+    return shlex.join(argv)
+
+
+def _correct_command(settings: Mapping[str, Any], directory: Path) -> str | None:
+    """The `varloss correct` command line for a correct folder's recorded settings, or None.
+
+    Covers the run, methods, seed, fitting limit, sample count, FID switch and output folder;
+    per-sampler parameters (e.g. second-stage steps) are in the recorded sampler settings.
+    """
+    import shlex
+
+    run_dir, methods = settings.get("run_dir"), settings.get("methods")
+    if not run_dir or not methods:
+        return None
+    argv = ["varloss", "correct", str(run_dir), "--method", ",".join(map(str, methods))]
+    if settings.get("seed") is not None:
+        argv += ["--seed", str(settings["seed"])]
+    if settings.get("train_limit") is not None:
+        argv += ["--limit", str(settings["train_limit"])]
+    n_gen, n_test = settings.get("n_generated"), settings.get("n_test")
+    if n_gen is not None and n_gen != n_test:
+        argv += ["--n-samples", str(n_gen)]
+    if "fid_features" in settings and not settings["fid_features"]:
+        argv.append("--no-fid")
+    if directory.resolve() != (Path(run_dir) / "correct").resolve():
+        argv += ["--out", str(directory)]
     return shlex.join(argv)
 
 
