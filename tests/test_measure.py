@@ -183,13 +183,39 @@ def test_cli_writes_json_and_maps(sets, tmp_path: Path) -> None:
     assert "ratio loss / mse" in result.output
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-c", "from varloss.cli import run; run()", "measure", *args],
+_DRIVER = """
+import contextlib, io, json, sys
+from varloss.cli import run
+results = []
+for args in json.loads(sys.argv[1]):
+    err = io.StringIO()
+    sys.argv = ["varloss", "measure", *args]
+    code = 0
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            run()
+        except SystemExit as exit:
+            code = exit.code
+    results.append([code, err.getvalue()])
+print(json.dumps(results))
+"""
+
+
+def _cli_many(cases: list[list[str]]) -> list[tuple[int, str]]:
+    """Run `varloss measure` through the console-script entry point once per argument list.
+
+    One fresh interpreter for all cases (importing torch once keeps this test fast); each case
+    goes through `varloss.cli:run`, which is what the installed `varloss` script calls.
+    """
+    done = subprocess.run(
+        [sys.executable, "-c", _DRIVER, json.dumps(cases)],
         capture_output=True,
         text=True,
         timeout=120,
     )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    return [tuple(r) for r in json.loads(done.stdout.strip().splitlines()[-1])]
 
 
 def test_cli_bad_inputs_exit_non_zero_without_traceback_or_output(tmp_path: Path) -> None:
@@ -198,24 +224,44 @@ def test_cli_bad_inputs_exit_non_zero_without_traceback_or_output(tmp_path: Path
     np.save(tmp_path / "short.npy", rng.random((19, 4)))
     np.save(tmp_path / "nan.npy", np.full((20, 4), np.nan))
     np.save(tmp_path / "wide.npy", rng.random((20, 4)) * 2 - 1)
+    np.save(tmp_path / "one.npy", rng.random((1, 4)))
+    np.save(tmp_path / "empty.npy", np.zeros((0, 4)))
+    np.save(tmp_path / "narrow.npy", rng.random((20, 3)))
     np.savez(tmp_path / "two.npz", a=rng.random((20, 4)), b=rng.random((20, 4)))
     (tmp_path / "broken.npy").write_bytes(b"not numpy")
     real = str(tmp_path / "real.npy")
+    out = tmp_path / "out.json"
     cases = {
-        "reconstructed has 19 samples": ["--reconstructed", str(tmp_path / "short.npy")],
-        "contains NaN": ["--reconstructed", str(tmp_path / "nan.npy")],
-        "does not exist": ["--generated", str(tmp_path / "missing.npy")],
-        "could not be read as .npy": ["--generated", str(tmp_path / "broken.npy")],
-        "has no array 'c'": ["--generated", f"{tmp_path}/two.npz:c"],
-        "holds 2 arrays": ["--generated", str(tmp_path / "two.npz")],
-        "rescale one of them": ["--generated", str(tmp_path / "wide.npy")],
+        "reconstructed has 19 samples": [
+            "--real",
+            real,
+            "--reconstructed",
+            str(tmp_path / "short.npy"),
+        ],
+        "reconstructed samples are 3": [
+            "--real",
+            real,
+            "--reconstructed",
+            str(tmp_path / "narrow.npy"),
+        ],
+        "contains NaN": ["--real", real, "--reconstructed", str(tmp_path / "nan.npy")],
+        "real has 1 sample": ["--real", str(tmp_path / "one.npy"), "--generated", real],
+        "real is empty": ["--real", str(tmp_path / "empty.npy"), "--generated", real],
+        "does not exist": ["--real", real, "--generated", str(tmp_path / "missing.npy")],
+        "could not be read as .npy": ["--real", real, "--generated", str(tmp_path / "broken.npy")],
+        "has no array 'c'": ["--real", real, "--generated", f"{tmp_path}/two.npz:c"],
+        "holds 2 arrays": ["--real", real, "--generated", str(tmp_path / "two.npz")],
+        "rescale one of them": ["--real", real, "--generated", str(tmp_path / "wide.npy")],
     }
-    for message, extra in cases.items():
-        out = tmp_path / "out.json"
-        result = _cli("--real", real, *extra, "--json", str(out))
-        assert result.returncode == 2, (message, result.stderr)
-        assert message in result.stderr, (message, result.stderr)
-        assert "Traceback" not in result.stderr
-        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    results = _cli_many([[*args, "--json", str(out)] for args in cases.values()])
+    for message, (code, stderr) in zip(cases, results, strict=True):
+        assert code == 2, (message, stderr)
+        assert message in stderr, (message, stderr)
+        assert "Traceback" not in stderr
+        assert len(stderr.strip().splitlines()) == 1, stderr
         assert not out.exists()
         assert not list(tmp_path.glob(".*.tmp"))
+    # the same driver accepts good input (so the checks above cannot pass by accident)
+    [(code, stderr)] = _cli_many([["--real", real, "--generated", real, "--json", str(out)]])
+    assert code in (0, None), stderr
+    assert json.loads(out.read_text())["variance_loss_generated"] == pytest.approx(0.0, abs=1e-15)

@@ -22,10 +22,22 @@ from typing import Any
 import numpy as np
 import torch
 
-# Rows per float64 chunk: about this many bytes, so that the chunk stays in cache across its
-# passes (upcast, mean, centre, square-sum); measured 10x faster than 32 MiB chunks at D = 3072.
-_CHUNK_BYTES = 4 * 2**20
-_MIN_ROWS = 64
+# Rows per float64 chunk: about this many bytes, so that a chunk stays in cache across its passes
+# (upcast, mean, centre, products); measured ~10x faster than 32 MiB chunks at D = 3072.
+_CHUNK_BYTES = 2 * 2**20
+_MIN_ROWS = 16
+# dtypes that numpy can view without a copy; others (bfloat16, ...) are upcast by torch first.
+_NUMPY_DTYPES = {
+    torch.float16,
+    torch.float32,
+    torch.float64,
+    torch.uint8,
+    torch.int8,
+    torch.int16,
+    torch.int32,
+    torch.int64,
+    torch.bool,
+}
 
 
 def as_rows(batch: Any) -> torch.Tensor:
@@ -36,16 +48,45 @@ def as_rows(batch: Any) -> torch.Tensor:
         batch = torch.as_tensor(np.asarray(batch))
     if batch.ndim == 0:
         raise ValueError("a batch must have a sample dimension, got a scalar")
-    return batch.reshape(batch.shape[0], -1)
+    return batch.detach().reshape(batch.shape[0], -1)
 
 
-def _chunks(rows: torch.Tensor, *others: torch.Tensor):
-    """Row chunks of `rows` (and of `others`, aligned) upcast to float64."""
-    n, d = rows.shape
+def _chunk_moments(*sets: torch.Tensor):
+    """Per row chunk: (n, means, centred chunks) of aligned N x D tensors, in float64.
+
+    On CPU the work is done by numpy on cache-sized chunks (an upcast copy, a mean and an in-place
+    centring per chunk; the caller reduces products with `np.einsum`), which beats torch's
+    reductions over dim 0 by several times on few cores. Other devices stay in torch.
+    """
+    n, d = sets[0].shape
     step = max(_MIN_ROWS, _CHUNK_BYTES // (8 * max(d, 1)))
+    cpu = sets[0].device.type == "cpu"
     for start in range(0, n, step):
-        chunk = rows[start : start + step].to(torch.float64)
-        yield (chunk, *(o[start : start + step].to(torch.float64) for o in others))
+        chunks = [rows[start : start + step] for rows in sets]
+        if cpu:
+            chunks = [
+                (c if c.dtype in _NUMPY_DTYPES else c.to(torch.float64)).numpy() for c in chunks
+            ]
+            chunks = [c.astype(np.float64) for c in chunks]  # always a fresh float64 copy
+            means = [c.mean(axis=0) for c in chunks]
+            for c, m in zip(chunks, means, strict=True):
+                c -= m
+        else:
+            chunks = [c.to(torch.float64) for c in chunks]
+            means = [c.mean(dim=0) for c in chunks]
+            chunks = [c - m for c, m in zip(chunks, means, strict=True)]
+        yield chunks[0].shape[0], means, chunks
+
+
+def _dot(a: Any, b: Any, device: torch.device) -> torch.Tensor:
+    """Per-feature sum of products of two centred chunks, as a float64 tensor on `device`."""
+    if isinstance(a, np.ndarray):
+        return torch.from_numpy(np.einsum("nd,nd->d", a, b)).to(device)
+    return (a * b).sum(dim=0)
+
+
+def _vec(values: Any, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(values).to(device) if isinstance(values, np.ndarray) else values
 
 
 def _chan(
@@ -66,11 +107,8 @@ class MomentAccumulator:
     def update(self, batch: Any) -> MomentAccumulator:
         """Add a batch (N x ... array or tensor); returns self."""
         rows = as_rows(batch)
-        for (chunk,) in _chunks(rows):
-            n = chunk.shape[0]
-            mean = chunk.mean(dim=0)
-            centred = chunk - mean
-            self._merge(n, mean, (centred * centred).sum(dim=0))
+        for n, (mean,), (centred,) in _chunk_moments(rows):
+            self._merge(n, _vec(mean, rows.device), _dot(centred, centred, rows.device))
         return self
 
     def merge(self, other: MomentAccumulator) -> MomentAccumulator:
@@ -123,17 +161,15 @@ class PairedMomentAccumulator:
             raise ValueError(
                 f"real batch {tuple(x.shape)} and reconstructed batch {tuple(y.shape)} differ"
             )
-        for cx, cy in _chunks(x, y):
-            n = cx.shape[0]
-            mx, my = cx.mean(dim=0), cy.mean(dim=0)
-            dx, dy = cx - mx, cy - my
+        device = x.device
+        for n, (mx, my), (dx, dy) in _chunk_moments(x, y):
             self._merge(
                 n,
-                mx,
-                my,
-                (dx * dx).sum(dim=0),
-                (dy * dy).sum(dim=0),
-                (dx * dy).sum(dim=0),
+                _vec(mx, device),
+                _vec(my, device),
+                _dot(dx, dx, device),
+                _dot(dy, dy, device),
+                _dot(dx, dy, device),
             )
         return self
 
