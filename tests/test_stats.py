@@ -113,3 +113,25 @@ def test_mismatched_pairs_and_merges_are_rejected() -> None:
         MomentAccumulator().update(np.zeros((4, 3))).merge(
             MomentAccumulator().update(np.zeros((4, 2)))
         )
+
+
+@pytest.mark.parametrize("use_numpy", [True, False], ids=["numpy-kernel", "torch-kernel"])
+def test_both_chunk_kernels_match_numpy(monkeypatch, use_numpy: bool) -> None:
+    """CPU tensors go through numpy, accelerator tensors through torch: both must agree."""
+    import varloss.stats as stats
+
+    monkeypatch.setattr(stats, "_use_numpy", lambda device: use_numpy)
+    monkeypatch.setattr(stats, "_MIN_ROWS", 7)
+    monkeypatch.setattr(stats, "_CHUNK_BYTES", 8 * 7 * 5)  # 7-row chunks: many merges
+    rng = np.random.default_rng(5)
+    x = rng.random((103, 5)) + 3.0
+    y = 0.6 * x + 0.2 * rng.random(x.shape)
+    acc = PairedMomentAccumulator().update(torch.from_numpy(x).to(torch.bfloat16).float(), y)
+    xf = torch.from_numpy(x).to(torch.bfloat16).float().numpy().astype(np.float64)
+    terms = acc.terms()
+    np.testing.assert_allclose(terms["var_real"].numpy(), np.var(xf, axis=0), rtol=1e-12)
+    np.testing.assert_allclose(terms["mse"].numpy(), ((xf - y) ** 2).mean(axis=0), rtol=1e-12)
+    cov = ((xf - xf.mean(0)) * (y - y.mean(0))).mean(axis=0)
+    np.testing.assert_allclose(acc.covariance().numpy(), cov, rtol=1e-12)
+    single = MomentAccumulator().update(torch.from_numpy(x).to(torch.bfloat16))
+    np.testing.assert_allclose(single.variance().numpy(), np.var(xf, axis=0), rtol=1e-12)

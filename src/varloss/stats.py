@@ -51,6 +51,11 @@ def as_rows(batch: Any) -> torch.Tensor:
     return batch.detach().reshape(batch.shape[0], -1)
 
 
+def _use_numpy(device: torch.device) -> bool:
+    """Whether chunks on `device` are reduced by numpy (CPU) rather than torch (accelerators)."""
+    return device.type == "cpu"
+
+
 def _chunk_moments(*sets: torch.Tensor):
     """Per row chunk: (n, means, centred chunks) of aligned N x D tensors, in float64.
 
@@ -60,7 +65,7 @@ def _chunk_moments(*sets: torch.Tensor):
     """
     n, d = sets[0].shape
     step = max(_MIN_ROWS, _CHUNK_BYTES // (8 * max(d, 1)))
-    cpu = sets[0].device.type == "cpu"
+    cpu = _use_numpy(sets[0].device)
     for start in range(0, n, step):
         chunks = [rows[start : start + step] for rows in sets]
         if cpu:
