@@ -64,7 +64,9 @@ def expected_metrics(family: str, latent: int) -> dict[str, float]:
     }
 
 
-def fake_train(config: FakeTrainConfig, resume: bool = False, force: bool = False) -> dict:
+def fake_train(
+    config: FakeTrainConfig, resume: bool = False, force: bool = False, progress: bool = True
+) -> dict:
     out = Path(config.out)
     CALLS.append((out.name, resume))
     (out / "checkpoint").mkdir(parents=True, exist_ok=True)
@@ -77,7 +79,12 @@ def fake_train(config: FakeTrainConfig, resume: bool = False, force: bool = Fals
     (out / "model.safetensors").write_bytes(b"weights")
     import torch
 
-    calls = {"pid": os.getpid(), "resume": resume, "threads": torch.get_num_threads()}
+    calls = {
+        "pid": os.getpid(),
+        "resume": resume,
+        "threads": torch.get_num_threads(),
+        "progress": progress,
+    }
     (out / "calls.json").write_text(json.dumps(calls))
     report = {**expected_metrics(config.family, config.latent), "train_seconds": 2.5}
     (out / "report.json").write_text(json.dumps(report))
@@ -132,6 +139,19 @@ def test_interrupted_study_continues_with_the_same_command(
     CALLS.clear()
     again = run_study(spec, tmp_path, progress=False)
     assert CALLS == [] and again.ran == [] and again.rows == result.rows
+
+
+def test_sequential_runs_show_the_trainer_bar_only_with_progress(
+    fake_trainer: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = parse_spec(SPEC)
+    run_study(spec, tmp_path / "bars", progress=True)
+    run_study(spec, tmp_path / "quiet", progress=False)
+    for name, shown in (("bars", True), ("quiet", False)):
+        for run in spec.runs:
+            log = json.loads((tmp_path / name / "runs" / run.run_id / "calls.json").read_text())
+            assert log["progress"] is shown, (name, run.run_id)
+    assert "8/8 runs" in capsys.readouterr().err  # the overall bar, drawn only with progress
 
 
 def test_spec_settings_reach_the_trainer(fake_trainer: None, tmp_path: Path) -> None:
@@ -206,7 +226,7 @@ def test_worker_processes_gather_the_same_rows(
     (site / "sitecustomize.py").write_text(SITECUSTOMIZE.format(path=__file__))
     monkeypatch.setenv("PYTHONPATH", str(site))
     out = tmp_path / "out"
-    result = run_study(parse_spec(SPEC), out, executor=executor, jobs=2, progress=False)
+    result = run_study(parse_spec(SPEC), out, executor=executor, jobs=2, progress=True)
     assert result.failed == {} and len(result.ran) == 8
     _check_rows(result.rows)
     # each run trained once, in a process other than this one, with one thread per job
@@ -214,5 +234,6 @@ def test_worker_processes_gather_the_same_rows(
     for run in parse_spec(SPEC).runs:
         log = json.loads((out / "runs" / run.run_id / "calls.json").read_text())
         assert log["resume"] is False and log["threads"] == max(1, (os.cpu_count() or 1) // 2)
+        assert log["progress"] is False  # parallel runs leave the terminal to the overall bar
         pids.add(log["pid"])
     assert os.getpid() not in pids and 1 <= len(pids) <= 2

@@ -428,12 +428,17 @@ def _json_safe(value: Any) -> Any:
 
 
 def execute_run(
-    run: Mapping[str, Any], run_dir: str, device: str | None = None, threads: int | None = None
+    run: Mapping[str, Any],
+    run_dir: str,
+    device: str | None = None,
+    threads: int | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Train one run into `run_dir` (resuming a partial one) and return its results row.
 
     Module-level and given plain data so that a process pool or a Dask worker can run it. A run
-    whose `report.json` exists is not trained again.
+    whose `report.json` exists is not trained again. `progress` shows the trainer's per-batch
+    bar (only where it has a terminal to itself: sequential runs in this process).
     """
     spec = RunSpec(**run)
     directory = Path(run_dir)
@@ -447,7 +452,7 @@ def execute_run(
         resume = (directory / "checkpoint").exists()
         config = spec.train_config(directory, device)
         start = time.perf_counter()
-        train(config, resume=resume, force=not resume and directory.exists())
+        train(config, resume=resume, force=not resume and directory.exists(), progress=progress)
         seconds = time.perf_counter() - start
         timing = directory / RUN_TIMING_FILE
         previous = _read_json(timing).get("study_seconds", 0.0) if timing.is_file() else 0.0
@@ -780,7 +785,10 @@ def plot_study(
                     label=dataset,
                 )
             )
-    scatter.legend(handles=handles, fontsize=8, loc="upper left", framealpha=0.9)
+    # below the axes: inside, a dozen entries would cover points wherever they sit
+    scatter.legend(
+        handles=handles, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.17), ncol=3
+    )
     scatter.set_xlabel("reconstruction MSE (mean per pixel; pixel values in [0, 1], units²)")
     scatter.set_ylabel("variance loss var(x) − var(x̂) (mean per pixel; units²)")
     scatter.grid(True, alpha=0.3)
@@ -793,12 +801,13 @@ def plot_study(
     fig.suptitle(heading, fontsize=12)
     fig.tight_layout()
     with atomic_path(path) as temporary:
-        fig.savefig(temporary, format="png", dpi=130)
+        fig.savefig(temporary, format="png", dpi=130, bbox_inches="tight")
     with (
         atomic_path(path.with_suffix(".svg")) as temporary,
         plt.rc_context({"svg.fonttype": "none"}),
     ):
-        fig.savefig(temporary, format="svg")  # text stays text: searchable and selectable
+        # text stays text: searchable and selectable
+        fig.savefig(temporary, format="svg", bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -845,7 +854,8 @@ def _plot_decomposition(axis: Any, rows: Sequence[Mapping[str, Any]]) -> None:
         )
     axis.set_xlabel("term of var(x) − var(x̂) = mse − bias² + cov term (units²)")
     axis.set_title("Decomposition per run (reconstructions)")
-    axis.legend(fontsize=8, loc="best")
+    # below the axis: inside it would cover the bars of the first or last runs
+    axis.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.17), ncol=4)
     axis.grid(True, axis="x", alpha=0.3)
     if n:
         axis.set_ylim(-0.6, n - 0.4)
@@ -995,7 +1005,9 @@ def _run_locked(
     try:
         # absolute paths: workers (other processes, other machines) have their own cwd
         tasks = [(run, str(run_dir(run).resolve())) for run in pending]
-        outcomes = _execute(tasks, executor, jobs, scheduler, device, dask_processes)
+        outcomes = _ticking(
+            _execute(tasks, executor, jobs, scheduler, device, dask_processes, progress), bar
+        )
         for run, outcome in outcomes:
             if isinstance(outcome, BaseException):
                 failed[run.run_id] = f"{type(outcome).__name__}: {outcome}"
@@ -1009,6 +1021,8 @@ def _run_locked(
             bar.update(1)
             bar.set_postfix_str(f"last: {run.family}/{run.dataset}", refresh=True)
     finally:
+        if "outcomes" in locals():
+            outcomes.close()  # stops the ticking thread and the runs in flight
         bar.close()
 
     final_rows = ordered_rows()
@@ -1033,6 +1047,28 @@ def _run_locked(
         seconds=time.perf_counter() - start,
         spec=spec,
     )
+
+
+def _ticking(outcomes: Iterator[Outcome], bar: Any, every: float = 1.0) -> Iterator[Outcome]:
+    """Pass the outcomes through while a thread redraws the bar every `every` seconds, so that
+    elapsed time and the estimate move during runs of several minutes."""
+    import threading
+
+    stop = threading.Event()
+
+    def tick() -> None:
+        while not stop.wait(every):
+            bar.refresh()
+
+    thread = threading.Thread(target=tick, name="study-progress", daemon=True)
+    if not bar.disable:
+        thread.start()
+    try:
+        yield from outcomes
+    finally:
+        stop.set()
+        if thread.is_alive():
+            thread.join()
 
 
 def _progress_bar(total: int, done: int, *, enabled: bool, desc: str) -> Any:
@@ -1060,23 +1096,27 @@ def _execute(
     scheduler: str | None,
     device: str | None,
     dask_processes: bool,
+    progress: bool = False,
 ) -> Iterator[Outcome]:
-    """Yield (run, row or the exception it raised) as runs finish, whatever the executor."""
+    """Yield (run, row or the exception it raised) as runs finish, whatever the executor.
+
+    Only sequential runs show the trainer's per-batch bar: bars from parallel workers would
+    overwrite each other, so there the overall bar alone reports progress."""
     if not tasks:
         return iter(())
     if executor == "dask":
         return _execute_dask(tasks, jobs, scheduler, device, dask_processes)
     if jobs == 1:
-        return _execute_sequential(tasks, device)
+        return _execute_sequential(tasks, device, progress)
     return _execute_processes(tasks, jobs, device)
 
 
 def _execute_sequential(
-    tasks: Iterable[tuple[RunSpec, str]], device: str | None
+    tasks: Iterable[tuple[RunSpec, str]], device: str | None, progress: bool = False
 ) -> Iterator[Outcome]:
     for run, directory in tasks:
         try:
-            yield run, execute_run(run.to_dict(), directory, device)
+            yield run, execute_run(run.to_dict(), directory, device, progress=progress)
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as error:  # one broken run must not sink the others
