@@ -154,9 +154,15 @@ FAMILIES = ("dense", "conv", "resnet", "draw")
 
 
 def make_study(
-    path: Path, *, with_figure: bool = True, preset: str = "quick", n: int = 8
+    path: Path,
+    *,
+    with_figure: bool = True,
+    preset: str = "quick",
+    n: int = 8,
+    with_maps: bool = True,
 ) -> tuple[Path, list[dict[str, Any]]]:
-    """A `varloss study` folder: results.csv, fit.json (numpy least squares), runs/*/samples.png."""
+    """A `varloss study` folder: results.csv, fit.json (numpy least squares), runs/*/samples.png
+    and runs/*/maps.npz."""
     rng = np.random.default_rng(11)
     rows = []
     for index in range(n):
@@ -201,6 +207,16 @@ def make_study(
         run = path / "runs" / row["run_id"]
         run.mkdir(parents=True, exist_ok=True)
         _grid_png(run / "samples.png", seed=row["seed"])
+        if with_maps:
+            real = 0.1 + 0.1 * rng.random((1, 8, 8))
+            save_maps(
+                {
+                    "var_real": real,
+                    "var_reconstructed": real * (1 - 0.1 * row["seed"] / n),
+                    "var_generated": real * 0.5,
+                },
+                run / "maps.npz",
+            )
     if with_figure:
         _grid_png(path / "figure.png", rows=6, seed=99)
     return path, rows
@@ -668,3 +684,21 @@ def test_correct_page_names_the_correct_command_and_the_training_one(tmp_path: P
     assert params["run_dir"] == str(run) and params["method"] == "prior,two-stage,match"
     assert params["seed"] == 4 and params["limit"] == 700 and params["n_samples"] == 120
     assert params["fid"] is False and params["out"] == str(folder)
+
+
+def test_study_maps_one_row_per_run_with_maps(tmp_path: Path) -> None:
+    study, rows = make_study(tmp_path / "study")
+    alt = "per-pixel variance maps of every run in the study"
+    maps = [i for i in parse(render_report(study)).images if i["alt"] == alt]
+    assert len(maps) == 1
+    full = _decode_png(maps[0]["src"])
+    # Three runs lose their maps: the figure is three rows (1.45 in at 100 dpi each) shorter.
+    for row in rows[:3]:
+        (study / "runs" / row["run_id"] / "maps.npz").unlink()
+    fewer = next(
+        _decode_png(i["src"]) for i in parse(render_report(study)).images if i["alt"] == alt
+    )
+    assert fewer.size == (full.size[0], full.size[1] - 3 * 145)
+    bare, _ = make_study(tmp_path / "bare", with_maps=False)
+    html = render_report(bare)
+    assert "per-pixel variance maps of every run" not in html and 'href="#maps"' not in html

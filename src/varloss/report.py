@@ -480,6 +480,7 @@ def _study_context(directory: Path, *, recompute_maps: bool = True) -> dict[str,
     study["results"] = _results_table(rows, directory)
     study["runs"] = _run_grids(directory, rows)
     context["study"] = study
+    context["maps"] = _study_maps_figure(directory, rows)
     settings = fit.get("settings") if isinstance(fit.get("settings"), dict) else {}
     context["settings"] = _settings_section(settings or None, None, spec_text)
     return context
@@ -973,6 +974,102 @@ def _run_grids(directory: Path, rows: list[dict[str, Any]]) -> list[Figure]:
             )
         )
     return figures
+
+
+_MAX_STUDY_MAPS = 24
+
+
+def _study_maps_figure(directory: Path, rows: list[dict[str, Any]]) -> Figure | None:
+    """Per-pixel variance maps of every run with a maps.npz: one row per run, shared scales.
+
+    Columns: variance of real, reconstructed and generated images, then real minus
+    reconstructed and real minus generated; one colour bar for the variances and one for the
+    differences, so rows compare directly. Rows follow results.csv (at most 24).
+    """
+    runs = directory / "runs"
+    if not runs.is_dir():
+        return None
+    order = [str(r.get("run_id") or "") for r in rows]
+    by_id = {name: r for name, r in zip(order, rows, strict=True)}
+    folders = sorted(
+        (p for p in runs.iterdir() if (p / MAPS_NAME).is_file()),
+        key=lambda p: (order.index(p.name) if p.name in by_id else len(order), p.name),
+    )[:_MAX_STUDY_MAPS]
+    labels = (("var_real", "real"), ("var_reconstructed", "recon."), ("var_generated", "gen."))
+    entries = []
+    for folder in folders:
+        maps, _ = _load_maps(folder)
+        if "var_real" not in maps:
+            continue
+        images = {key: _as_image(maps[key])[0] for key, _ in labels if key in maps}
+        real = images["var_real"]
+        diffs = {
+            key: real - image
+            for key, image in images.items()
+            if key != "var_real" and image.shape == real.shape
+        }
+        row = by_id.get(folder.name, {})
+        name = ", ".join(str(row[k]) for k in ("family", "dataset") if row.get(k)) or folder.name
+        entries.append((name, images, diffs))
+    if not entries:
+        return None
+    variance_max = max(float(np.max(v)) for _, images, _ in entries for v in images.values())
+    diff_max = max(
+        (float(np.max(np.abs(d))) for _, _, diffs in entries for d in diffs.values()), default=0
+    )
+    columns = [(key, f"var, {label}", False) for key, label in labels]
+    columns += [(key, f"real - {label}", True) for key, label in labels[1:]]
+    plt = _pyplot()
+    fig, axes = plt.subplots(
+        len(entries),
+        len(columns),
+        figsize=(1.45 * len(columns) + 0.3, 1.45 * len(entries) + 1.5),
+        dpi=100,
+        squeeze=False,
+    )
+    shown = {False: None, True: None}
+    for r, (name, images, diffs) in enumerate(entries):
+        for c, (key, title, is_diff) in enumerate(columns):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            image = (diffs if is_diff else images).get(key)
+            if r == 0:
+                ax.set_title(title, fontsize=9)
+            if c == 0:
+                ax.set_ylabel(name, fontsize=8)
+            if image is None:
+                ax.axis("off")
+                continue
+            shown[is_diff] = ax.imshow(
+                image,
+                cmap="RdBu_r" if is_diff else "viridis",
+                vmin=-(diff_max or 1.0) if is_diff else 0.0,
+                vmax=(diff_max or 1.0) if is_diff else (variance_max or 1.0),
+                aspect="equal" if image.shape[0] > 1 else "auto",
+                interpolation="nearest",
+            )
+    bottom = 0.85 / fig.get_figheight()  # room for the colour bars, in figure fractions
+    fig.tight_layout(rect=(0, bottom, 1, 1))
+    # Horizontal colour bars under their columns: variances, then differences.
+    for is_diff, label in ((False, "variance"), (True, "real - other (variance lost)")):
+        spans = [c for c, column in enumerate(columns) if column[2] == is_diff]
+        if shown[is_diff] is None:
+            continue
+        left = axes[-1][spans[0]].get_position().x0
+        right = axes[-1][spans[-1]].get_position().x1
+        bar_axis = fig.add_axes((left, 0.62 * bottom, right - left, 0.12 * bottom))
+        bar = fig.colorbar(shown[is_diff], cax=bar_axis, orientation="horizontal")
+        bar.set_label(label, fontsize=8)
+        bar.ax.tick_params(labelsize=7)
+    return Figure(
+        title="Per-pixel variance maps of each run",
+        data_uri=_png_uri(_figure_bytes(fig)),
+        caption="One row per run (from its maps.npz): the per-pixel variance across test "
+        "images of real, reconstructed and generated images on one colour scale, then where "
+        "the variance is lost (real minus reconstructed / generated, red = lost) on another.",
+        alt="per-pixel variance maps of every run in the study",
+    )
 
 
 def _study_scatter(rows: list[dict[str, Any]], fit: Mapping[str, Any]) -> Figure | None:
