@@ -443,6 +443,19 @@ def test_study_report_tables_fit_and_quick_notice(tmp_path: Path) -> None:
     assert base64.b64decode(figure["src"].split(",", 1)[1]) == (study / "figure.png").read_bytes()
     assert sum("samples of run" in i["alt"] for i in page.images) == len(rows)
     assert 'class="sortable"' in html
+    # The study recorded no command: the page gives the one that re-runs it (CLI-parsed here).
+    import shlex
+
+    import typer
+
+    from varloss.cli import app
+
+    facts = dict(re.findall(r'<th scope="row">([^<]*)</th><td><code>([^<]*)</code>', html))
+    argv = shlex.split(unescape(facts["command (equivalent)"]))
+    command = typer.main.get_command(app).commands["study"]
+    params = command.make_context("study", argv[2:]).params
+    assert argv[:2] == ["varloss", "study"]
+    assert params["preset"] == "quick" and params["out"] == str(study)
 
 
 def test_study_without_figure_draws_the_scatter(tmp_path: Path) -> None:

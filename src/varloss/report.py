@@ -482,7 +482,20 @@ def _study_context(directory: Path, *, recompute_maps: bool = True) -> dict[str,
     context["study"] = study
     context["maps"] = _study_maps_figure(directory, rows)
     settings = fit.get("settings") if isinstance(fit.get("settings"), dict) else {}
-    context["settings"] = _settings_section(settings or None, None, spec_text)
+    context["settings"] = section = _settings_section(settings or None, None, spec_text)
+    # Re-running the study command in the same folder redraws it (finished runs are skipped).
+    spec_file = next(
+        (directory / n for n in ("study.yaml", "spec.yaml") if (directory / n).is_file()), None
+    )
+    source = preset if preset in ("quick", "paper") else (str(spec_file) if spec_file else None)
+    if source and ("command", "not recorded") in section["key_facts"]:
+        import shlex
+
+        index = section["key_facts"].index(("command", "not recorded"))
+        section["key_facts"][index] = (
+            "command (equivalent)",
+            shlex.join(["varloss", "study", "--preset", source, "--out", str(directory)]),
+        )
     return context
 
 
