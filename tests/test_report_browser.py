@@ -288,3 +288,25 @@ def test_study_report_in_chromium_sorts_its_table(browser: Chromium, tmp_path: P
         f"document.querySelectorAll('#results thead th')[{column}].getAttribute('aria-sort')"
     )
     assert state == "descending"
+
+
+def test_wide_study_figure_scrolls_inside_its_box_on_a_phone(
+    browser: Chromium, tmp_path: Path
+) -> None:
+    study, _ = make_study(tmp_path / "study", with_figure=True)
+    # A wide two-panel figure.png like the study's (scatter + decomposition).
+    from PIL import Image
+
+    Image.new("RGB", (1200, 380), (250, 250, 250)).save(study / "figure.png")
+    page = write_report(study)
+    _check_page(browser, page, "study-figure", tmp_path)  # the page itself never scrolls sideways
+    box = (
+        "(() => { const d = document.querySelector('.figure-scroll');"
+        " return [d.scrollWidth, d.clientWidth, d.querySelector('img').offsetWidth]; })()"
+    )
+    browser.load(page, 390, 844, True)
+    scroll_width, client_width, shown = browser.evaluate(box)
+    assert shown == 760 and scroll_width >= 760 > client_width  # readable, scrolls in its box
+    browser.load(page, 1280, 900, False)
+    scroll_width, client_width, shown = browser.evaluate(box)
+    assert scroll_width == client_width and shown <= client_width + 2  # fits on a desktop

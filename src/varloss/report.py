@@ -82,6 +82,9 @@ class Figure:
     narrow_uri: str | None = None
     # Display width in CSS pixels; small pixel grids are scaled up by an integer factor.
     width: int | None = None
+    # On narrow screens keep the image at least this wide (CSS px) and let its own box scroll
+    # sideways: for wide multi-panel figures whose labels would be unreadable when shrunk.
+    scroll_min_width: int | None = None
 
 
 @dataclass
@@ -462,16 +465,16 @@ def _study_context(directory: Path, *, recompute_maps: bool = True) -> dict[str,
     figures = []
     figure_png = directory / "figure.png"
     if figure_png.is_file():
-        figures.append(
-            _file_figure(
-                figure_png,
-                title="Variance loss against MSE",
-                caption="One point per run, coloured by family (dense blue, ResNet red, "
-                "convolutional green, iterative yellow); filled markers are reconstructions, "
-                "hollow markers generated samples; the dashed line is y = x.",
-                alt="scatter of variance loss against MSE by architecture family",
-            )
+        study_figure = _file_figure(
+            figure_png,
+            title="Variance loss against MSE",
+            caption="One point per run, coloured by family (dense blue, ResNet red, "
+            "convolutional green, iterative yellow); filled markers are reconstructions, "
+            "hollow markers generated samples; the dashed line is y = x.",
+            alt="scatter of variance loss against MSE by architecture family",
         )
+        study_figure.scroll_min_width = 760
+        figures.append(study_figure)
     elif rows:
         scatter = _study_scatter(rows, fit)
         if scatter is not None:
