@@ -247,7 +247,7 @@ def test_cli_bad_inputs_exit_non_zero_without_traceback_or_output(tmp_path: Path
         "contains NaN": ["--real", real, "--reconstructed", str(tmp_path / "nan.npy")],
         "real has 1 sample": ["--real", str(tmp_path / "one.npy"), "--generated", real],
         "real is empty": ["--real", str(tmp_path / "empty.npy"), "--generated", real],
-        "does not exist": ["--real", real, "--generated", str(tmp_path / "missing.npy")],
+        "neither an existing path": ["--real", real, "--generated", str(tmp_path / "missing.npy")],
         "could not be read as .npy": ["--real", real, "--generated", str(tmp_path / "broken.npy")],
         "has no array 'c'": ["--real", real, "--generated", f"{tmp_path}/two.npz:c"],
         "holds 2 arrays": ["--real", real, "--generated", str(tmp_path / "two.npz")],
@@ -265,3 +265,17 @@ def test_cli_bad_inputs_exit_non_zero_without_traceback_or_output(tmp_path: Path
     [(code, stderr)] = _cli_many([["--real", real, "--generated", real, "--json", str(out)]])
     assert code in (0, None), stderr
     assert json.loads(out.read_text())["variance_loss_generated"] == pytest.approx(0.0, abs=1e-15)
+
+
+def test_registered_data_sets_are_accepted_by_name() -> None:
+    from varloss.data import load
+
+    test = load("digits", "test").images.numpy()
+    report = varloss.measure("digits:test", generated="digits:train")
+    assert report.n_real == len(test) and report.n_generated == 1500
+    assert report.var_real == pytest.approx(
+        np.var(test.reshape(len(test), -1), axis=0).mean(), rel=1e-9
+    )
+    assert report.settings["inputs"]["real"].startswith("data set digits:test")
+    with pytest.raises(InputError, match="neither an existing path nor a data set"):
+        varloss.measure("no-such-set:test", generated="digits:train")

@@ -164,6 +164,17 @@ def _array_batches(array: Any, batch_size: int) -> Iterator[Any]:
         yield array[start : start + batch_size]
 
 
+def _dataset_stream(spec: str, name: str, batch_size: int) -> _Stream | None:
+    """A registered data set given as `name[:split]` (e.g. `mnist:test`), or None."""
+    from varloss.data import resolve_dataset_spec
+
+    loaded = resolve_dataset_spec(spec)
+    if loaded is None:
+        return None
+    description = f"data set {loaded.name}:{loaded.split} ({loaded.source})".replace(" ()", "")
+    return _Stream(name, description, len(loaded.images), _array_batches(loaded.images, batch_size))
+
+
 def open_source(source: Source, name: str = "input", *, batch_size: int = 1024) -> _Stream:
     """Turn any accepted input into a stream of raw batches (not yet scaled or checked)."""
     if isinstance(source, str | Path):
@@ -173,7 +184,13 @@ def open_source(source: Source, name: str = "input", *, batch_size: int = 1024) 
             files = _image_files(path, name)
             return _Stream(name, text, len(files), _folder_batches(files, name, batch_size))
         if not path.exists():
-            raise InputError(f"{name} path {path} does not exist.")
+            dataset = _dataset_stream(text, name, batch_size)
+            if dataset is not None:
+                return dataset
+            raise InputError(
+                f"{name} {text!r} is neither an existing path nor a data set such as mnist:test "
+                "(see `varloss data list`)."
+            )
         suffix = path.suffix.lower()
         if suffix == ".npz":
             array = _open_npz(path, key, name)
