@@ -91,7 +91,9 @@ def test_every_family_learns_and_writes_the_run_folder(tmp_path: Path, family: s
     )
     assert saved["settings"]["train"]["family"] == family
     with (out / "history.csv").open() as handle:
-        assert [int(row["epoch"]) for row in csv.DictReader(handle)] == [1, 2, 3, 4]
+        rows = list(csv.DictReader(handle))
+    assert [int(row["epoch"]) for row in rows] == [1, 2, 3, 4]
+    assert all(float(row["seconds"]) > 0 and float(row["cpu_seconds"]) > 0 for row in rows)
 
 
 def test_resume_equals_uninterrupted_training_bitwise(tmp_path: Path) -> None:
