@@ -257,7 +257,7 @@ def test_fid_rejects_bad_inputs(tmp_path) -> None:
         fid(torch.rand(5, 1, 4, 4), torch.rand(5, 1, 5, 5), features=nn.Flatten())
     with pytest.raises(InputError, match=r"\[0, 1\]"):
         fid(torch.rand(5, 1, 4, 4), torch.rand(5, 1, 4, 4) * 255, features=nn.Flatten())
-    with pytest.raises(InputError, match="data-set spec"):
+    with pytest.raises(InputError, match="neither an existing path nor a data set"):
         fid(str(tmp_path / "missing.npy"), torch.rand(5, 1, 4, 4), features=nn.Flatten())
     with pytest.raises(InputError, match="dataset"):
         get_extractor("domain")

@@ -56,56 +56,30 @@ def _unit_images(array: Any, what: str) -> torch.Tensor:
     return tensor
 
 
-def _read_path(path: Path, what: str) -> torch.Tensor:
-    from varloss.data.formats import read_image_folder, read_npz
-
-    if path.is_dir():
-        return _unit_images(read_image_folder(path), what)
-    if path.suffix == ".npy":
-        return _unit_images(np.load(path, allow_pickle=False), what)
-    if path.suffix == ".npz":
-        images, _ = read_npz(path, None)
-        return _unit_images(images, what)
-    raise InputError(f"{what} {str(path)!r} must be a .npy, .npz or image folder.")
-
-
 def load_images(source: Any, what: str) -> tuple[torch.Tensor, dict[str, Any]]:
     """(images N x C x H x W in [0, 1], provenance) from a data-set spec, ImageSet, path,
-    array/tensor, or an iterable of batches. Provenance names the data set when there is one."""
-    from varloss.data import ImageSet
+    array/tensor, or an iterable of batches. Provenance names the data set when there is one.
+
+    Files, folders and iterables are read by `varloss.measure.read_images`, the same reader as
+    `varloss measure`, so both commands accept exactly the same inputs.
+    """
+    from varloss.data import ImageSet, resolve_dataset_spec
+    from varloss.measure import read_images
 
     if isinstance(source, ImageSet):
         return source.images.to(torch.float32), {"dataset": source.name, "split": source.split}
-    if isinstance(source, str | os.PathLike):
-        text = str(source)
-        path = Path(text).expanduser()
-        npz_key = None
-        if not path.exists() and ".npz:" in text:
-            file_part, _, npz_key = text.rpartition(":")
-            path = Path(file_part).expanduser()
-        if path.exists():
-            if npz_key:
-                from varloss.data.formats import read_npz
-
-                images, _ = read_npz(path, npz_key)
-                return _unit_images(images, what), {"path": text}
-            return _read_path(path, what), {"path": text}
-        from varloss.data import resolve_dataset_spec
-
-        loaded = resolve_dataset_spec(text)
-        if loaded is None:
-            raise InputError(
-                f"{what} {text!r} is neither an existing file or folder nor a data-set spec "
-                "such as mnist:test."
-            )
-        return loaded.images.to(torch.float32), {"dataset": loaded.name, "split": loaded.split}
     if isinstance(source, np.ndarray | torch.Tensor):
         return _unit_images(source, what), {}
+    if isinstance(source, str | os.PathLike):
+        text = str(source)
+        loaded = resolve_dataset_spec(text)
+        if loaded is not None:
+            provenance = {"dataset": loaded.name, "split": loaded.split}
+            return loaded.images.to(torch.float32), provenance
+        return _unit_images(read_images(str(Path(text).expanduser()), what), what), {"path": text}
     if isinstance(source, Iterable):
-        batches = [_unit_images(b[0] if isinstance(b, tuple | list) else b, what) for b in source]
-        if not batches:
-            raise InputError(f"{what} is an empty iterable of batches.")
-        return torch.cat(batches), {}
+        batches = (b[0] if isinstance(b, tuple | list) else b for b in source)
+        return _unit_images(read_images(batches, what), what), {}
     raise InputError(f"{what} must be images (array, tensor, file or data set), got {source!r}.")
 
 
