@@ -261,3 +261,23 @@ def test_ddp_with_gloo_on_two_processes(tmp_path: Path) -> None:
     single = evaluate(load_model(out), config)
     for key in MEASURE_KEYS:
         assert report[key] == pytest.approx(single[key], rel=1e-12), key
+
+
+def test_fid_of_the_samples_is_reported_when_asked_or_cached(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VARLOSS_DATA_DIR", str(tmp_path / "cache"))
+    auto = train(_config(tmp_path / "auto", epochs=1), progress=False)
+    assert auto.get("fid") is None and "no cached domain classifier" in auto["fid_reason"]
+    on = train(_config(tmp_path / "on", epochs=1, fid="on"), progress=False)
+    assert on["fid"]["fid"] > 0 and on["fid"]["extractor"]["name"].startswith("domain")
+    terms = on["fid"]["terms"]
+    assert on["fid"]["fid"] == pytest.approx(
+        terms["mean_term"] + terms["trace_real"] + terms["trace_generated"] - terms["cross_term"],
+        rel=1e-9,
+    )
+    # now cached: "auto" reports it too, and the same samples give the same FID
+    again = train(_config(tmp_path / "again", epochs=1), progress=False)
+    assert again["fid"]["fid"] == on["fid"]["fid"]
+    with pytest.raises(InputError, match="fid must be one of"):
+        train(_config(tmp_path / "bad", fid="maybe"), progress=False)

@@ -219,6 +219,9 @@ def train_command(
     compile_model: bool = typer.Option(False, "--compile", help="torch.compile the model (GPU)."),
     bf16: bool = typer.Option(False, "--bf16", help="bfloat16 autocast (GPU)."),
     data_path: str = typer.Option(None, "--data-path", help="Where the data set lives."),
+    fid: str = typer.Option(
+        "auto", "--fid", help="FID (domain) of samples: auto (if cached), on (train it), off."
+    ),
     resume: bool = typer.Option(False, "--resume", help="Continue from the run's checkpoint."),
     force: bool = typer.Option(False, "--force", help="Overwrite a run already in --out."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -250,6 +253,7 @@ def train_command(
         bf16=bf16,
         hyper=_parse_hyper(hyper),
         data_path=data_path,
+        fid=fid,
     )
     result = train(config, resume=resume, force=force, progress=not quiet)
     if int(os.environ.get("RANK", "0")) != 0:

@@ -47,6 +47,9 @@ SAMPLES_FILE = "samples.png"
 MAPS_FILE = "maps.npz"
 RUN_FILES = ("config.json", "model.safetensors", REPORT_FILE, HISTORY_FILE, SAMPLES_FILE, MAPS_FILE)
 SCHEDULES = ("constant", "cosine", "step")
+# FID (domain features) of the prior samples in report.json: "auto" when the data set's domain
+# classifier is already cached, "on" trains it first if needed (minutes on a CPU), "off" never.
+FID_MODES = ("auto", "on", "off")
 # seconds: wall clock of the epoch's training loop; cpu_seconds: CPU time of this process over it
 # (all threads), the steadier number when other jobs share the machine.
 HISTORY_COLUMNS = ("epoch", "loss", "reconstruction", "kl", "mse", "lr", "seconds", "cpu_seconds")
@@ -79,6 +82,7 @@ class TrainConfig:
     hyper: dict[str, Any] = field(default_factory=dict)
     data_path: str | None = None
     eval_limit: int | None = None
+    fid: str = "auto"
 
     def validate(self) -> None:
         """Reject settings that cannot work, naming the setting and what was expected."""
@@ -92,6 +96,8 @@ class TrainConfig:
                 raise InputError(f"{name} must be an integer of at least 2, got {value!r}.")
         if not (isinstance(self.lr, int | float) and self.lr > 0 and math.isfinite(self.lr)):
             raise InputError(f"lr must be a positive number, got {self.lr!r}.")
+        if self.fid not in FID_MODES:
+            raise InputError(f"fid must be one of {', '.join(FID_MODES)}, got {self.fid!r}.")
         if self.schedule not in SCHEDULES:
             raise InputError(
                 f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}."
@@ -100,7 +106,7 @@ class TrainConfig:
     def identity(self) -> dict[str, Any]:
         """Settings that must match for a checkpoint to be resumed (all but epochs and device)."""
         data = dataclasses.asdict(self)
-        for key in ("epochs", "out", "device", "compile", "data_path"):
+        for key in ("epochs", "out", "device", "compile", "data_path", "fid"):
             data.pop(key)
         return data
 
@@ -519,6 +525,8 @@ def evaluate(
     # Draw every rank's codes from one stream so the samples do not depend on the world size.
     codes = torch.randn(n_test, model.latent_dim, generator=generator)[shard].to(device)
 
+    want_fid = _fid_wanted(config, dist_info)
+    kept: list[torch.Tensor] = []
     metric = VarianceLoss().to(device)
     first: dict[str, torch.Tensor] = {}
     for start in range(0, real.shape[0], batch_size):
@@ -526,6 +534,8 @@ def evaluate(
         reconstructed = model.reconstruct(x).float()
         generated = model.decode(codes[start : start + batch_size]).float()
         metric.update(x, reconstructed=reconstructed, generated=generated)
+        if want_fid:
+            kept.append(generated.cpu())
         if not first:
             first = {
                 "real": x[:GRID_SIZE],
@@ -544,6 +554,15 @@ def evaluate(
             "generated": f"decode(z), z ~ N(0, I), {n_test} codes seeded from seed {config.seed}",
         },
     }
+    if want_fid:
+        report["fid"], report["fid_reason"] = _domain_fid(test_set, torch.cat(kept), config)
+    elif config.fid != "off":
+        report["fid_reason"] = (
+            "FID is computed by one process only"
+            if dist_info.world > 1
+            else f"no cached domain classifier for {config.dataset} (train one with "
+            f"`varloss fid --real {config.dataset}:test ...` or use --fid on)"
+        )
     if out is not None:
         save_image_grid(
             {k: v.cpu() for k, v in first.items()},
@@ -552,3 +571,30 @@ def evaluate(
         )
         result.save_maps(out / MAPS_FILE)
     return report
+
+
+def _fid_wanted(config: TrainConfig, dist_info: _Dist) -> bool:
+    if config.fid == "off" or dist_info.world > 1:
+        return False
+    if config.fid == "on":
+        return True
+    from varloss.quality.domain import domain_extractor_available
+
+    return domain_extractor_available(config.dataset)
+
+
+def _domain_fid(real: Any, generated: torch.Tensor, config: TrainConfig):
+    """FID (domain features) of the prior samples against the test split, or None and why."""
+    from varloss.quality import fid
+
+    try:
+        result = fid(
+            real,
+            generated.clamp(0.0, 1.0),
+            features="domain",
+            dataset=config.dataset,
+            train_domain=config.fid == "on",
+        )
+    except InputError as error:
+        return None, str(error)
+    return result, None

@@ -198,6 +198,7 @@ def _accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batc
     return correct / max(images.shape[0], 1)
 
 
+@torch.enable_grad()  # callers may be inside torch.no_grad() (e.g. an evaluation)
 def train_domain_classifier(
     dataset: str,
     *,
