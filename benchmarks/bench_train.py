@@ -119,6 +119,7 @@ def main() -> None:
                 out=run,
                 limit=args.limit,
                 eval_limit=100,
+                fid="off",  # evaluation is not timed; skip FID and its small-sample warning
                 batch_size=100,
                 device=args.device,
             )

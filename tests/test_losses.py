@@ -59,6 +59,23 @@ def test_bernoulli_is_finite_at_saturated_outputs() -> None:
     assert torch.isfinite(value).all() and value.item() > 30
 
 
+def test_bernoulli_from_logits_equals_bce_on_probabilities_and_stays_exact() -> None:
+    torch.manual_seed(1)
+    x = torch.rand(5, 1, 4, 4).round()
+    logits = torch.randn(5, 1, 4, 4) * 3
+    on_probabilities = Bernoulli()(x, torch.sigmoid(logits))
+    from_logits = Bernoulli()(x, torch.sigmoid(logits), logits=logits)
+    torch.testing.assert_close(from_logits, on_probabilities, rtol=1e-5, atol=1e-5)
+    # Saturated and wrong: the clamped version caps a pixel at -log(1e-7) = 16.1, the logits
+    # give the exact -log sigmoid(-40) = 40 (and a gradient that does not vanish).
+    x1 = torch.ones(1, 1, 1, 1)
+    wrong = torch.full((1, 1, 1, 1), -40.0, requires_grad=True)
+    value = Bernoulli()(x1, torch.sigmoid(wrong), logits=wrong)
+    assert value.item() == pytest.approx(40.0, rel=1e-6)
+    value.sum().backward()
+    assert wrong.grad.item() == pytest.approx(-1.0, rel=1e-6)
+
+
 def test_fixed_gaussian_is_negative_log_likelihood_without_constant() -> None:
     x, x_hat = _batch()
     sigma = 0.3

@@ -1,7 +1,8 @@
 """The common VAE interface every family implements, its typed config and the loss terms.
 
 A family subclasses `ModelConfig` (adding its hyper-parameters) and `VAE` (implementing `encode`
-and `decode`). Iterative families whose posterior depends on the decoder state (DRAW) override
+and `decode_logits`; every decoder ends in a sigmoid, which `decode` applies, so the Bernoulli
+loss can be computed from the logits: exact and cheaper than on probabilities). Iterative families whose posterior depends on the decoder state (DRAW) override
 `forward` too; their `encode` then follows the deterministic path z_t = mu_t, so that
 `decode(encode(x)[0])` is exactly the model's reconstruction.
 """
@@ -115,9 +116,13 @@ class VAE(nn.Module):
         """Posterior (mu, logvar), each N x latent_dim."""
         raise NotImplementedError
 
+    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
+        """Decoder output before the sigmoid, N x C x H x W, for codes N x latent_dim."""
+        raise NotImplementedError
+
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Decoder mean image N x C x H x W in [0, 1] for codes N x latent_dim."""
-        raise NotImplementedError
+        return torch.sigmoid(self.decode_logits(z))
 
     # -- shared behaviour ---------------------------------------------------------------------
     def check_images(self, x: torch.Tensor) -> None:
@@ -141,10 +146,11 @@ class VAE(nn.Module):
         return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
 
     def loss_terms(
-        self, x: torch.Tensor, x_hat: torch.Tensor, kl_per_sample: torch.Tensor
+        self, x: torch.Tensor, logits: torch.Tensor, kl_per_sample: torch.Tensor
     ) -> LossTerms:
-        """Combine reconstruction and KL into the per-sample mean loss."""
-        reconstruction = self.likelihood(x, x_hat)
+        """Combine reconstruction (of the decoder's `logits`) and KL into the per-sample mean loss."""
+        x_hat = torch.sigmoid(logits)
+        reconstruction = self.likelihood(x, x_hat, logits=logits)
         loss = (reconstruction + self.likelihood.kl_weight * kl_per_sample).mean()
         mse = (x - x_hat).detach().pow(2).mean()
         return LossTerms(
@@ -159,8 +165,7 @@ class VAE(nn.Module):
         """Negative ELBO (with the likelihood's KL weight) of a batch, one posterior sample each."""
         mu, logvar = self.encode(x)
         z = self.reparameterize(mu, logvar)
-        x_hat = self.decode(z)
-        return self.loss_terms(x, x_hat, gaussian_kl(mu, logvar))
+        return self.loss_terms(x, self.decode_logits(z), gaussian_kl(mu, logvar))
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:

@@ -197,14 +197,13 @@ class ConvDrawVAE(VAE):
             decoder_state, canvas = self._decoder_step(z, decoder_state, canvas)
             mus.append(mu.flatten(1))
             logvars.append(logvar.flatten(1))
-        x_hat = torch.sigmoid(self.upsampler(canvas))
-        return torch.cat(mus, 1), torch.cat(logvars, 1), x_hat
+        return torch.cat(mus, 1), torch.cat(logvars, 1), self.upsampler(canvas)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mu, logvar, _ = self._run(x, sample=False)
         return mu, logvar
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
+    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
         self.check_codes(z)
         n = z.shape[0]
         hidden = self.config.hidden_channels
@@ -212,8 +211,8 @@ class ConvDrawVAE(VAE):
         canvas = self._zeros(n, self.config.canvas_channels, z)
         for z_t in z.view(n, self.steps, *self.latent_shape).unbind(dim=1):
             state, canvas = self._decoder_step(z_t, state, canvas)
-        return torch.sigmoid(self.upsampler(canvas))
+        return self.upsampler(canvas)
 
     def forward(self, x: torch.Tensor) -> LossTerms:
-        mu, logvar, x_hat = self._run(x, sample=True)
-        return self.loss_terms(x, x_hat, gaussian_kl(mu, logvar))
+        mu, logvar, logits = self._run(x, sample=True)
+        return self.loss_terms(x, logits, gaussian_kl(mu, logvar))

@@ -77,7 +77,6 @@ class DenseVAE(VAE):
         hidden = self.encoder(x.flatten(1))
         return self.to_mu(hidden), self.to_logvar(hidden)
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
+    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
         self.check_codes(z)
-        logits = self.to_image(self.decoder(z))
-        return torch.sigmoid(logits).view(-1, *self.image_shape)
+        return self.to_image(self.decoder(z)).view(-1, *self.image_shape)

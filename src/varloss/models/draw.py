@@ -182,7 +182,8 @@ class DrawVAE(VAE):
     def _run(
         self, x: torch.Tensor, sample: bool
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Encoder and decoder together: (mu, logvar) concatenated over steps, and x_hat."""
+        """Encoder and decoder together: (mu, logvar) concatenated over steps, and the final
+        canvas (the logits of x_hat)."""
         self.check_images(x)
         n = x.shape[0]
         encoder_state = self._zero_state(n, x)
@@ -199,13 +200,13 @@ class DrawVAE(VAE):
             canvas = canvas + self._write(h_dec)
             mus.append(mu)
             logvars.append(logvar)
-        return torch.cat(mus, 1), torch.cat(logvars, 1), torch.sigmoid(canvas)
+        return torch.cat(mus, 1), torch.cat(logvars, 1), canvas
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mu, logvar, _ = self._run(x, sample=False)
         return mu, logvar
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
+    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
         self.check_codes(z)
         n = z.shape[0]
         state = self._zero_state(n, z)
@@ -213,8 +214,8 @@ class DrawVAE(VAE):
         for z_t in z.view(n, self.steps, self.step_dim).unbind(dim=1):
             state = self.decoder_cell(z_t, state)
             canvas = canvas + self._write(state[0])
-        return torch.sigmoid(canvas)
+        return canvas
 
     def forward(self, x: torch.Tensor) -> LossTerms:
-        mu, logvar, x_hat = self._run(x, sample=True)
-        return self.loss_terms(x, x_hat, gaussian_kl(mu, logvar))
+        mu, logvar, logits = self._run(x, sample=True)
+        return self.loss_terms(x, logits, gaussian_kl(mu, logvar))

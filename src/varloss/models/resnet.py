@@ -104,7 +104,7 @@ class ResNetVAE(VAE):
         hidden = self.encoder(x)
         return self.to_mu(hidden), self.to_logvar(hidden)
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
+    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
         self.check_codes(z)
         features = self.project(z).view(-1, *self.feature_shape)
-        return torch.sigmoid(self.decoder(features))
+        return self.decoder(features)
