@@ -2,8 +2,8 @@
 
 A family subclasses `ModelConfig` (adding its hyper-parameters) and `VAE` (implementing `encode`
 and `decode_logits`; every decoder ends in a sigmoid, which `decode` applies, so the Bernoulli
-loss can be computed from the logits: exact and cheaper than on probabilities). Iterative families whose posterior depends on the decoder state (DRAW) override
-`forward` too; their `encode` then follows the deterministic path z_t = mu_t, so that
+loss can be computed from the logits: exact and cheaper than on probabilities). Iterative
+families whose posterior depends on the decoder state (DRAW) override `forward` too; their `encode` then follows the deterministic path z_t = mu_t, so that
 `decode(encode(x)[0])` is exactly the model's reconstruction.
 """
 
@@ -148,7 +148,7 @@ class VAE(nn.Module):
     def loss_terms(
         self, x: torch.Tensor, logits: torch.Tensor, kl_per_sample: torch.Tensor
     ) -> LossTerms:
-        """Combine reconstruction (of the decoder's `logits`) and KL into the per-sample mean loss."""
+        """Reconstruction of the decoder's `logits` plus weighted KL: the per-sample mean loss."""
         x_hat = torch.sigmoid(logits)
         reconstruction = self.likelihood(x, x_hat, logits=logits)
         loss = (reconstruction + self.likelihood.kl_weight * kl_per_sample).mean()
