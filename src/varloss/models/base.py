@@ -3,8 +3,9 @@
 A family subclasses `ModelConfig` (adding its hyper-parameters) and `VAE` (implementing `encode`
 and `decode_logits`; every decoder ends in a sigmoid, which `decode` applies, so the Bernoulli
 loss can be computed from the logits: exact and cheaper than on probabilities). Iterative
-families whose posterior depends on the decoder state (DRAW) override `forward` too; their `encode` then follows the deterministic path z_t = mu_t, so that
-`decode(encode(x)[0])` is exactly the model's reconstruction.
+families whose posterior depends on the decoder state (DRAW) override `forward` too; their
+`encode` then follows the deterministic path z_t = mu_t, so that `decode(encode(x)[0])` is
+exactly the model's reconstruction.
 """
 
 from __future__ import annotations
