@@ -168,7 +168,9 @@ def test_refuses_to_overwrite_without_force_and_checks_resume_settings(tmp_path:
         train(_config(out, batch_size=0), force=True, progress=False)
 
 
-def test_cli_train_writes_a_run(tmp_path: Path) -> None:
+def test_cli_train_writes_a_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shlex
+
     from typer.testing import CliRunner
 
     from varloss.cli import app
@@ -193,11 +195,14 @@ def test_cli_train_writes_a_run(tmp_path: Path) -> None:
         "-q",
         "--no-report",
     ]
+    monkeypatch.setattr("sys.argv", ["varloss", *args])  # what a shell would give the command
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "variance loss, reconstructed" in result.output
     config = json.loads((out / "config.json").read_text())
     assert config["model"]["hidden_sizes"] == [32]
+    recorded = json.loads((out / "report.json").read_text())["settings"]["command"]
+    assert shlex.split(recorded) == ["varloss", *args]
     again = CliRunner().invoke(app, args)
     assert again.exit_code != 0 and "--force" in str(again.exception)
 

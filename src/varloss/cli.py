@@ -6,6 +6,9 @@ the CLI prints their one-sentence message and exits with a non-zero code, no tra
 
 from __future__ import annotations
 
+import shlex
+import sys
+
 import typer
 
 from varloss import __version__
@@ -32,6 +35,11 @@ def main(
     ),
 ) -> None:
     """Measure, explain and correct the variance loss of VAEs."""
+
+
+def command_line() -> str:
+    """This invocation as a shell command (`varloss ...`), recorded in results and reports."""
+    return shlex.join(["varloss", *sys.argv[1:]])
 
 
 # ---- commands are added below this line, one section per command (measure, data, train, ...) ----
@@ -147,16 +155,13 @@ def measure_command(
         raise InputError("give --reconstructed and/or --generated to compare with --real.")
     if maps is not None and not maps.lower().endswith(MAP_SUFFIXES):
         raise InputError(f"--maps {maps!r} must end with one of {', '.join(MAP_SUFFIXES)}.")
-    import shlex
-    import sys
-
     report = measure(
         real,
         reconstructed,
         generated,
         batch_size=batch_size,
         value_range=_parse_ranges(value_range),
-        settings={"command": shlex.join(["varloss", *sys.argv[1:]])},
+        settings={"command": command_line()},
     )
     result = report.to_dict()
     print_variance_table(result)
@@ -255,7 +260,8 @@ def train_command(
         data_path=data_path,
         fid=fid,
     )
-    result = train(config, resume=resume, force=force, progress=not quiet)
+    command = command_line()
+    result = train(config, resume=resume, force=force, progress=not quiet, command=command)
     if int(os.environ.get("RANK", "0")) != 0:
         return
     print_variance_table(result, title=f"{model} on {dataset}: test split")
@@ -263,12 +269,8 @@ def train_command(
         f"trained {len(result['history'])} epochs in {result['train_seconds']:.1f} s; wrote {out}"
     )
     if report:
-        import shlex
-        import sys
-
         from varloss.report import write_report
 
-        command = shlex.join(["varloss", *sys.argv[1:]])
         typer.echo(f"report: {write_report(out, command=command)}")
 
 
@@ -475,6 +477,7 @@ def correct_command(
         data_path=data_path,
         sampler_params=params,
         compute_fid=fid,
+        command=command_line(),
     )
     entries = report.get("methods") or {"prior": report["baseline"], report["method"]: report}
     table = Table(title=f"variance remedies: {report['settings']['run_dir']}")
@@ -500,12 +503,9 @@ def correct_command(
     out_dir = out or f"{run_dir.rstrip('/')}/correct"
     console.print(f"wrote {out_dir}/report.json, {out_dir}/samples.png, {out_dir}/samplers/")
     if report_html:
-        import shlex
-        import sys
-
         from varloss.report import write_report
 
-        command = shlex.join(["varloss", *sys.argv[1:]])
+        command = command_line()
         typer.echo(f"report: {write_report(out_dir, command=command)}")
 
 
@@ -524,12 +524,9 @@ def report_command(
     ),
 ) -> None:
     """Write DIR/report.html: one self-contained page of numbers, maps, images and settings."""
-    import shlex
-    import sys
-
     from varloss.report import write_report
 
-    command = shlex.join(["varloss", *sys.argv[1:]])
+    command = command_line()
     path = write_report(directory, command=command, recompute_maps=recompute_maps)
     typer.echo(str(path))
 
@@ -570,6 +567,7 @@ def study_command(
             scheduler=scheduler,
             device=device,
             progress=progress,
+            command=command_line(),
         )
     except KeyboardInterrupt:
         typer.echo(f"\ninterrupted; run the same command again to continue the study in {out}")
@@ -577,12 +575,9 @@ def study_command(
     for line in summary_lines(result):
         typer.echo(line)
     if report and result.rows:
-        import shlex
-        import sys
-
         from varloss.report import write_report
 
-        command = shlex.join(["varloss", *sys.argv[1:]])
+        command = command_line()
         typer.echo(f"report: {write_report(out, command=command)}")
     if result.failed:
         raise typer.Exit(1)
@@ -590,8 +585,6 @@ def study_command(
 
 def run() -> None:
     """Console-script entry point: user errors become one line on stderr and exit code 2."""
-    import sys
-
     from varloss.errors import InputError, TrainingError
 
     try:

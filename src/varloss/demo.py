@@ -23,7 +23,7 @@ def main(out: str | Path = OUT) -> int:
 
     jobs = max(1, min(2, os.cpu_count() or 1))
     try:
-        result = run_study("quick", out, jobs=jobs)
+        result = run_study("quick", out, jobs=jobs, command="make demo")
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

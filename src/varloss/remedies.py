@@ -1149,8 +1149,11 @@ def correct(
     compute_fid: bool = True,
     grid_size: int = 16,
     progress: bool = True,
+    command: str | None = None,
 ) -> dict[str, Any]:
     """Fit remedies on a `varloss train` run and measure what each gains; returns report.json.
+
+    `command` (the CLI passes its command line) is recorded in the settings.
 
     Writes `out/report.json`, `out/samples.png` and `out/samplers/<method>/`. Generated samples
     (as many as test images unless `n_samples`) are compared with the test split; every method
@@ -1239,6 +1242,7 @@ def correct(
         entry["fid_gain"] = None if before is None or after is None else before - after
 
     settings = {
+        **({"command": command} if command else {}),
         "run_dir": str(run_dir),
         "methods": methods,
         "dataset": dataset,

@@ -905,6 +905,7 @@ def run_study(
     progress: bool = True,
     dask_processes: bool = True,
     on_row: Callable[[dict[str, Any]], None] | None = None,
+    command: str | None = None,
 ) -> StudyResult:
     """Run (or continue) a study into `out` and write results.csv, fit.json and the figure.
 
@@ -913,7 +914,8 @@ def run_study(
     (`tcp://HOST:PORT`; `out` must then be a path every worker can reach) or to a LocalCluster
     of `jobs` workers. Finished runs are skipped, interrupted ones resumed; results.csv is
     rewritten after every finished run, so stopping at any moment loses at most the runs in
-    flight (which resume from their checkpoints next time).
+    flight (which resume from their checkpoints next time). `command` (the CLI passes its command
+    line) is recorded in fit.json's settings.
     """
     start = time.perf_counter()
     if not isinstance(spec, StudySpec):
@@ -939,7 +941,17 @@ def run_study(
     previous = _stop_on_sigterm()
     try:
         return _run_locked(
-            spec, out, executor, jobs, scheduler, device, progress, dask_processes, on_row, start
+            spec,
+            out,
+            executor,
+            jobs,
+            scheduler,
+            device,
+            progress,
+            dask_processes,
+            on_row,
+            start,
+            command,
         )
     finally:
         lock.release()
@@ -976,6 +988,7 @@ def _run_locked(
     dask_processes: bool,
     on_row: Callable[[dict[str, Any]], None] | None,
     start: float,
+    command: str | None,
 ) -> StudyResult:
     import yaml
 
@@ -1027,6 +1040,8 @@ def _run_locked(
 
     final_rows = ordered_rows()
     fit = fit_results(final_rows, spec)
+    if command:
+        fit.setdefault("settings", {})["command"] = command
     fit_path = out / FIT_FILE
     atomic_write_json(fit_path, fit)
     figure_path = None

@@ -299,13 +299,18 @@ def _diverged(loss: float | str, epoch: int, step: int, checkpoint_path: Path) -
 
 
 def train(
-    config: TrainConfig, resume: bool = False, force: bool = False, progress: bool = True
+    config: TrainConfig,
+    resume: bool = False,
+    force: bool = False,
+    progress: bool = True,
+    command: str | None = None,
 ) -> dict[str, Any]:
     """Train (or resume) the run `config` describes; returns the report dict written to report.json.
 
     `resume` continues from `out/checkpoint` up to `config.epochs` epochs in total (a finished run
     with as many epochs returns its report); without it an `out` that already holds a run is
-    refused unless `force`, which deletes that run first.
+    refused unless `force`, which deletes that run first. `command` (the CLI passes its command
+    line) is recorded in the report's settings.
     """
     from varloss.data import load
     from varloss.models import create_model, save_model
@@ -462,6 +467,7 @@ def train(
     train_seconds = train_seconds_before + sum(row["seconds"] for row in history[start_epoch:])
 
     settings = {
+        **({"command": command} if command else {}),
         "train": dataclasses.asdict(config),
         "device": str(device),
         "device_name": _device_name(device),
