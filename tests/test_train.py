@@ -194,6 +194,8 @@ def test_cli_train_writes_a_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         "hidden_sizes=[32]",
         "-q",
         "--no-report",
+        "--threads",
+        "1",
     ]
     monkeypatch.setattr("sys.argv", ["varloss", *args])  # what a shell would give the command
     result = CliRunner().invoke(app, args)
@@ -203,6 +205,7 @@ def test_cli_train_writes_a_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert config["model"]["hidden_sizes"] == [32]
     recorded = json.loads((out / "report.json").read_text())["settings"]["command"]
     assert shlex.split(recorded) == ["varloss", *args]
+    assert json.loads((out / "report.json").read_text())["settings"]["torch_threads"] == 1
     again = CliRunner().invoke(app, args)
     assert again.exit_code != 0 and "--force" in str(again.exception)
 

@@ -223,6 +223,9 @@ def train_command(
     device: str = typer.Option("auto", "--device", help="auto (CUDA if present), cpu, cuda:N."),
     compile_model: bool = typer.Option(False, "--compile", help="torch.compile the model (GPU)."),
     bf16: bool = typer.Option(False, "--bf16", help="bfloat16 autocast (GPU)."),
+    threads: int = typer.Option(
+        None, "--threads", help="CPU threads for torch (default: torch's; 1 on a busy machine)."
+    ),
     data_path: str = typer.Option(None, "--data-path", help="Where the data set lives."),
     fid: str = typer.Option(
         "auto", "--fid", help="FID (domain) of samples: auto (if cached), on (train it), off."
@@ -238,8 +241,15 @@ def train_command(
     """
     import os
 
+    from varloss.errors import InputError
     from varloss.train import TrainConfig, train
 
+    if threads is not None:
+        if threads < 1:
+            raise InputError(f"--threads must be a positive integer, got {threads}.")
+        import torch
+
+        torch.set_num_threads(threads)
     config = TrainConfig(
         family=model,
         dataset=dataset,

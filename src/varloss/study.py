@@ -1064,10 +1064,17 @@ def _run_locked(
     )
 
 
-def _ticking(outcomes: Iterator[Outcome], bar: Any, every: float = 1.0) -> Iterator[Outcome]:
+def _ticking(
+    outcomes: Iterator[Outcome], bar: Any, every: float | None = None
+) -> Iterator[Outcome]:
     """Pass the outcomes through while a thread redraws the bar every `every` seconds, so that
-    elapsed time and the estimate move during runs of several minutes."""
+    elapsed time and the estimate move during runs of several minutes. By default every second
+    on a terminal, every 30 s when stderr goes to a file or pipe (a log gets a line per redraw)."""
+    import sys
     import threading
+
+    if every is None:
+        every = 1.0 if sys.stderr.isatty() else 30.0
 
     stop = threading.Event()
 

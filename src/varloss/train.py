@@ -273,9 +273,13 @@ def _scheduler(optimizer: torch.optim.Optimizer, schedule: str, total_steps: int
 
 
 def _progress(total: int, initial: int, enabled: bool, desc: str):
+    """The training bar; redrawn at most every 30 s when stderr is a file or pipe."""
+    import sys
+
     from tqdm.auto import tqdm
 
     return tqdm(
+        mininterval=0.1 if sys.stderr.isatty() else 30.0,
         total=total,
         initial=initial,
         disable=not enabled,
@@ -472,6 +476,7 @@ def train(
         "device": str(device),
         "device_name": _device_name(device),
         "world_size": dist_info.world,
+        "torch_threads": torch.get_num_threads(),
         "optimizer": {"name": "Adam", "fused": fused},
         "versions": _versions(),
         "train_images": n,
