@@ -462,7 +462,15 @@ def test_study_without_figure_draws_the_scatter(tmp_path: Path) -> None:
     study, _ = make_study(tmp_path / "study", with_figure=False, preset="paper")
     page = parse(render_report(study))
     scatter = next(i for i in page.images if "by architecture family" in i["alt"])
-    assert _decode_png(scatter["src"]).size == (640, 500)
+    # The study's own two-panel figure (varloss.study.plot_study), drawn from results.csv.
+    from PIL import Image
+
+    from varloss.study import plot_study
+
+    with (study / "results.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    direct = plot_study(rows, json.loads((study / "fit.json").read_text()), tmp_path / "f.png")
+    assert _decode_png(scatter["src"]).size == Image.open(direct).size
     assert "QUICK" not in " ".join(page.text)
 
 

@@ -38,19 +38,12 @@ import numpy as np
 
 from varloss._io import atomic_write_text
 from varloss.errors import InputError
+from varloss.figures import map_image, pyplot, variance_map_panels, variance_maps_figure
 
 REPORT_NAME = "report.html"
 MAPS_NAME = "maps.npz"
 MAP_KEYS = ("var_real", "var_reconstructed", "var_generated")
 
-# The seed's colours for the study scatter; iterative models are yellow with a dark edge.
-FAMILY_COLOURS = {
-    "dense": "#1f5fbf",
-    "resnet": "#d62728",
-    "conv": "#2ca02c",
-    "draw": "#f2c500",
-    "convdraw": "#f2c500",
-}
 _PACKAGES = (
     "varloss",
     "torch",
@@ -1017,7 +1010,7 @@ def _study_maps_figure(directory: Path, rows: list[dict[str, Any]]) -> Figure | 
         maps, _ = _load_maps(folder)
         if "var_real" not in maps:
             continue
-        images = {key: _as_image(maps[key])[0] for key, _ in labels if key in maps}
+        images = {key: map_image(maps[key])[0] for key, _ in labels if key in maps}
         real = images["var_real"]
         diffs = {
             key: real - image
@@ -1035,7 +1028,7 @@ def _study_maps_figure(directory: Path, rows: list[dict[str, Any]]) -> Figure | 
     )
     columns = [(key, f"var, {label}", False) for key, label in labels]
     columns += [(key, f"real - {label}", True) for key, label in labels[1:]]
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(
         len(entries),
         len(columns),
@@ -1089,172 +1082,63 @@ def _study_maps_figure(directory: Path, rows: list[dict[str, Any]]) -> Figure | 
 
 
 def _study_scatter(rows: list[dict[str, Any]], fit: Mapping[str, Any]) -> Figure | None:
-    """Variance loss against MSE by family, drawn here when the study saved no figure.png."""
-    points = [
-        (
-            str(r.get("family", "")),
-            _number(r.get("mse")),
-            _number(r.get("variance_loss_reconstructed")),
-            _number(r.get("variance_loss_generated")),
+    """The study's figure (`varloss.study.plot_study`) drawn from results.csv, for a study folder
+    that holds no figure.png."""
+    import tempfile
+
+    from varloss.study import plot_study
+
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            path = plot_study(rows, fit, Path(folder) / "figure.png")
+        except (ValueError, KeyError, TypeError):
+            return None
+        figure = _file_figure(
+            path,
+            title="Variance loss against MSE",
+            caption="Drawn from results.csv (the study saved no figure.png). One point per run, "
+            "coloured by family; filled markers: reconstructions, hollow: generated samples; "
+            "dashed: y = x.",
+            alt="scatter of variance loss against MSE by architecture family",
         )
-        for r in rows
-    ]
-    points = [p for p in points if p[1] is not None and p[2] is not None]
-    if not points:
-        return None
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 5.0), dpi=100)
-    seen: set[str] = set()
-    for family, mse, loss_rec, loss_gen in points:
-        colour = FAMILY_COLOURS.get(family, "#7f7f7f")
-        label = family if family not in seen else None
-        seen.add(family)
-        ax.scatter(mse, loss_rec, s=40, color=colour, edgecolors="#333333", label=label, zorder=3)
-        if loss_gen is not None:
-            # Hollow yellow is invisible on white: iterative models get a darker yellow ring.
-            edge = "#b38f00" if colour == FAMILY_COLOURS["draw"] else colour
-            ax.scatter(
-                mse, loss_gen, s=40, facecolors="none", edgecolors=edge, linewidths=1.5, zorder=3
-            )
-    all_values = [v for p in points for v in p[1:] if v is not None]
-    top = max(all_values) * 1.1 if all_values else 1.0
-    low = min(0.0, min(all_values))
-    ax.plot([low, top], [low, top], "--", color="#555555", linewidth=1, label="y = x")
-    primary = _primary_fit(fit)
-    if primary is not None and _number(primary.get("slope")) is not None:
-        slope = float(primary["slope"])
-        intercept = _number(primary.get("intercept")) or 0.0
-        r2 = _number(primary.get("r2"))
-        xs = np.array([0.0, max(p[1] for p in points) * 1.05])
-        label = f"fit: slope {slope:.3f}" + (f", R² {r2:.3f}" if r2 is not None else "")
-        ax.plot(xs, slope * xs + intercept, color="black", linewidth=1.2, label=label)
-    ax.set_xlabel("reconstruction MSE (per pixel, squared intensity)")
-    ax.set_ylabel("variance loss (per pixel, squared intensity)")
-    ax.set_title("filled: reconstructed, hollow: generated", fontsize=9)
-    ax.legend(fontsize=8, loc="upper left")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return Figure(
-        title="Variance loss against MSE",
-        data_uri=_png_uri(_figure_bytes(fig)),
-        caption="Drawn from results.csv (the study saved no figure.png). Filled markers: "
-        "reconstructions; hollow: generated samples; dashed: y = x.",
-        alt="scatter of variance loss against MSE by architecture family",
-    )
+    figure.scroll_min_width = 760
+    return figure
 
 
 # ---------------------------------------------------------------------------------------------
 # figures
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _figure_bytes(fig: Any) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=fig.dpi, metadata={"Software": None})
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return buffer.getvalue()
-
-
-def _as_image(array: np.ndarray) -> tuple[np.ndarray, str]:
-    """A 2-D picture of a per-pixel map and a note on how it was folded."""
-    array = np.asarray(array, dtype=np.float64)
-    if array.ndim == 3:
-        if array.shape[0] == 1:
-            return array[0], ""
-        return array.mean(axis=0), f"mean over {array.shape[0]} channels"
-    if array.ndim == 2:
-        return array, ""
-    flat = array.reshape(-1)
-    side = math.isqrt(flat.size)
-    if side * side == flat.size:
-        return flat.reshape(side, side), ""
-    return flat.reshape(1, -1), "features in one row"
 
 
 def _maps_figure(maps: Mapping[str, np.ndarray], note: str | None) -> Figure:
     """Per-pixel variance maps (shared colour scale) and their differences, with colour bars.
 
-    Drawn twice: wide (variances in one row, differences below) and narrow (two columns) for
-    phones; the page picks one with <picture>.
+    Drawn twice with `varloss.figures.variance_maps_figure`: wide (variances in one row,
+    differences below) and narrow (two columns) for phones; the page picks one with <picture>.
     """
-    panels: list[tuple[str, np.ndarray]] = []
-    folds = set()
-    for key, label in (
-        ("var_real", "real"),
-        ("var_reconstructed", "reconstructed"),
-        ("var_generated", "generated"),
-    ):
-        if key in maps:
-            image, fold = _as_image(maps[key])
-            folds.add(fold)
-            panels.append((f"variance, {label}", image))
-    diffs: list[tuple[str, np.ndarray]] = []
-    if panels and panels[0][0] == "variance, real":
-        real = panels[0][1]
-        for label, image in panels[1:]:
-            if image.shape == real.shape:
-                diffs.append((f"real - {label.removeprefix('variance, ')}", real - image))
-    wide = [panels, diffs] if diffs else [panels]
-    flat = [panel for group in wide for panel in group]
-    narrow = [flat[i : i + 2] for i in range(0, len(flat), 2)]
+    panels, diffs, folds = variance_map_panels(maps)
     caption = (
         "Per-pixel variance across images (one colour scale for all sets), then where the "
         "variance is lost: real minus reconstructed or generated (red = lost)."
     )
-    folds.discard("")
     if folds:
         caption += " Maps shown as " + ", ".join(sorted(folds)) + "."
     if note:
         caption += " " + note
-    variance_max = max((float(np.max(image)) for _, image in panels), default=1.0) or 1.0
-    diff_max = max((float(np.max(np.abs(d))) for _, d in diffs), default=1.0) or 1.0
-    names = {label for label, _ in diffs}
-
-    def draw(layout: list[list[tuple[str, np.ndarray]]]) -> bytes:
-        plt = _pyplot()
-        columns = max(len(row) for row in layout)
-        fig, axes = plt.subplots(
-            len(layout),
-            columns,
-            figsize=(3.3 * columns, 3.0 * len(layout)),
-            dpi=100,
-            squeeze=False,
-        )
-        for r, row in enumerate(layout):
-            for c in range(columns):
-                ax = axes[r][c]
-                if c >= len(row):
-                    ax.axis("off")
-                    continue
-                label, image = row[c]
-                is_diff = label in names
-                shown = ax.imshow(
-                    image,
-                    cmap="RdBu_r" if is_diff else "viridis",
-                    vmin=-diff_max if is_diff else 0.0,
-                    vmax=diff_max if is_diff else variance_max,
-                    aspect="equal" if image.shape[0] > 1 else "auto",
-                    interpolation="nearest",
-                )
-                ax.set_title(f"{label}\nmean {fmt(image.mean())}", fontsize=9)
-                ax.set_xticks([])
-                ax.set_yticks([])
-                fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04)
-        fig.tight_layout()
-        return _figure_bytes(fig)
-
     return Figure(
         title="Per-pixel variance maps",
-        data_uri=_png_uri(draw(wide)),
-        narrow_uri=_png_uri(draw(narrow)) if len(flat) > 2 else None,
+        data_uri=_png_uri(_figure_bytes(variance_maps_figure(maps))),
+        narrow_uri=(
+            _png_uri(_figure_bytes(variance_maps_figure(maps, columns=2)))
+            if len(panels) + len(diffs) > 2
+            else None
+        ),
         caption=caption,
         alt="per-pixel variance maps of real, reconstructed and generated images",
     )
@@ -1276,7 +1160,7 @@ def _loss_curves(path: Path) -> Figure | None:
     marker = "o" if len(rows) < 30 else None
 
     def draw(stacked: bool) -> bytes:
-        plt = _pyplot()
+        plt = pyplot()
         from matplotlib.ticker import MaxNLocator
 
         shape = (len(panels), 1) if stacked else (1, len(panels))
