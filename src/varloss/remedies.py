@@ -47,6 +47,7 @@ from torch import nn
 
 from varloss._io import atomic_path, atomic_write_json
 from varloss.errors import InputError
+from varloss.losses import BalancedGaussian, gaussian_kl
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
@@ -744,9 +745,11 @@ class GMMSampler(Sampler):
 class LatentVAE(nn.Module):
     """The second-stage VAE: an MLP VAE on (standardised) first-stage codes.
 
-    Gaussian likelihood with the balanced rule (Asperti & Trentin 2020): the decoder variance
-    gamma^2 tracks a running mean of the reconstruction MSE, so reconstruction and KL stay
-    balanced as the fit improves. The running value is a buffer (saved with the weights).
+    Gaussian likelihood with the balanced rule of Asperti & Trentin (2020), the same
+    `varloss.losses.BalancedGaussian` the first-stage models use: gamma^2 is a running estimate
+    of the reconstruction MSE (mse <- min(mse, momentum mse + (1 - momentum) batch_mse)), so
+    reconstruction and KL stay balanced as the fit improves. The running value is a buffer
+    (saved with the weights).
     """
 
     def __init__(
@@ -766,7 +769,7 @@ class LatentVAE(nn.Module):
         hidden = [int(h) for h in hidden]
         self.encoder = mlp([self.dim, *hidden, 2 * self.latent_dim])
         self.decoder = mlp([self.latent_dim, *hidden[::-1], self.dim])
-        self.register_buffer("gamma2", torch.ones(()))
+        self.likelihood = BalancedGaussian(momentum=momentum)
 
     def encode(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mu, logvar = self.encoder(u).chunk(2, dim=-1)
@@ -782,16 +785,9 @@ class LatentVAE(nn.Module):
         mu, logvar = self.encode(u)
         v = mu + (0.5 * logvar).exp() * torch.randn_like(mu)
         u_hat = self.decode(v)
-        squared = (u - u_hat).pow(2)
-        mse = squared.mean()
-        if self.training:
-            with torch.no_grad():
-                self.gamma2.mul_(self.momentum).add_((1 - self.momentum) * mse.detach())
-        gamma2 = self.gamma2.clamp_min(1e-8)
-        reconstruction = squared.sum(-1) / (2 * gamma2) + 0.5 * self.dim * torch.log(
-            2 * math.pi * gamma2
-        )
-        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(-1)
+        reconstruction = self.likelihood(u, u_hat)  # in training mode also updates gamma
+        mse = (u - u_hat).detach().pow(2).mean()
+        kl = gaussian_kl(mu, logvar)
         return (reconstruction + kl_weight * kl).mean(), mse, kl.mean()
 
 
