@@ -885,7 +885,7 @@ class TwoStageSampler(Sampler):
         self.generated_std = raw.std(0, correction=0).clamp_min(1e-8)
 
     def _train(self, inputs: torch.Tensor) -> None:
-        from tqdm.auto import tqdm
+        from varloss._progress import progress_bar
 
         network = self.network
         network.train()
@@ -895,7 +895,9 @@ class TwoStageSampler(Sampler):
         order = torch.randperm(inputs.shape[0], generator=order_generator)
         position = 0
         warmup = int(self.warmup * self.steps)
-        bar = tqdm(range(self.steps), desc="two-stage", disable=not self.progress, leave=False)
+        bar = progress_bar(
+            range(self.steps), desc="two-stage", disable=not self.progress, leave=False
+        )
         for step in bar:
             if position + self.train_batch_size > inputs.shape[0]:  # a new epoch: reshuffle
                 order = torch.randperm(inputs.shape[0], generator=order_generator)
@@ -1175,9 +1177,8 @@ def correct(
             f"sampler_params names unknown methods {unknown}; known: {sorted(METHODS)}."
         )
 
-    from tqdm.auto import tqdm
-
     from varloss import data as data_module
+    from varloss._progress import progress_bar
     from varloss.models import load_model
 
     model = load_model(run_dir)
@@ -1191,7 +1192,7 @@ def correct(
     results: dict[str, dict[str, Any]] = {}
     grids: dict[str, np.ndarray] = {}
     fitted: dict[str, Sampler] = {}
-    bar = tqdm(methods, desc="correct", disable=not progress)
+    bar = progress_bar(methods, desc="correct", disable=not progress)
     for name in bar:
         bar.set_postfix(method=name)
         params = {"seed": seed, **sampler_params.get(name, {})}

@@ -1070,11 +1070,12 @@ def _ticking(
     """Pass the outcomes through while a thread redraws the bar every `every` seconds, so that
     elapsed time and the estimate move during runs of several minutes. By default every second
     on a terminal, every 30 s when stderr goes to a file or pipe (a log gets a line per redraw)."""
-    import sys
     import threading
 
+    from varloss._progress import LOG_INTERVAL_SECONDS, interactive
+
     if every is None:
-        every = 1.0 if sys.stderr.isatty() else 30.0
+        every = 1.0 if interactive() else LOG_INTERVAL_SECONDS
 
     stop = threading.Event()
 
@@ -1094,9 +1095,9 @@ def _ticking(
 
 
 def _progress_bar(total: int, done: int, *, enabled: bool, desc: str) -> Any:
-    from tqdm.auto import tqdm
+    from varloss._progress import progress_bar
 
-    return tqdm(
+    return progress_bar(
         total=total,
         initial=done,
         desc=f"study {desc}",

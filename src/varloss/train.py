@@ -273,13 +273,9 @@ def _scheduler(optimizer: torch.optim.Optimizer, schedule: str, total_steps: int
 
 
 def _progress(total: int, initial: int, enabled: bool, desc: str):
-    """The training bar; redrawn at most every 30 s when stderr is a file or pipe."""
-    import sys
+    from varloss._progress import progress_bar
 
-    from tqdm.auto import tqdm
-
-    return tqdm(
-        mininterval=0.1 if sys.stderr.isatty() else 30.0,
+    return progress_bar(
         total=total,
         initial=initial,
         disable=not enabled,

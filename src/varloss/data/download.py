@@ -51,7 +51,7 @@ def download_url(
     then is the file renamed into place. Raises DownloadError (ChecksumError for a mismatch) and
     leaves nothing behind on any failure.
     """
-    from tqdm.auto import tqdm
+    from varloss._progress import progress_bar
 
     target = Path(destination)
     md5_digest = hashlib.md5(usedforsecurity=False) if md5 else None
@@ -72,7 +72,7 @@ def download_url(
                 header = response.headers.get("Content-Length")
                 expected = int(header) if header and header.isdigit() else None
                 received = 0
-                bar = tqdm(
+                bar = progress_bar(
                     total=expected,
                     unit="B",
                     unit_scale=True,

@@ -266,7 +266,7 @@ def _download_files(
 def _celeba_arrays(
     path: Path, splits: Sequence[str], crop: tuple[int, int, int, int], size: int
 ) -> Arrays:
-    from tqdm.auto import tqdm
+    from varloss._progress import progress_bar
 
     images = CelebAImages(path)
     out: Arrays = {}
@@ -275,7 +275,9 @@ def _celeba_arrays(
         if not names:
             raise InputError(f"CelebA at {path} lists no images for split {split!r}.")
         pixels = np.empty((len(names), 3, size, size), dtype=np.uint8)
-        for i, name in enumerate(tqdm(names, desc=f"celeba {split}", unit="img", leave=False)):
+        for i, name in enumerate(
+            progress_bar(names, desc=f"celeba {split}", unit="img", leave=False)
+        ):
             with images.open(name) as image:
                 try:
                     pixels[i] = crop_resize(image, crop, size)

@@ -217,8 +217,8 @@ def train_domain_classifier(
     weights hash). An existing complete folder is returned as is.
     """
     from safetensors.torch import save_file
-    from tqdm.auto import tqdm
 
+    from varloss._progress import progress_bar
     from varloss.data import load
 
     name = _dataset_name(dataset)
@@ -261,7 +261,7 @@ def train_domain_classifier(
         steps = (n + batch_size - 1) // batch_size
         test = load_fn(name, "test")
         history = []
-        bar = tqdm(
+        bar = progress_bar(
             total=settings.epochs * steps,
             desc=f"training the {name} domain classifier ({architecture}, once, then cached)",
             disable=not progress,

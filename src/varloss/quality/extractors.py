@@ -60,10 +60,12 @@ class FeatureExtractor:
 
     def iter_features(self, images: torch.Tensor, progress: bool = False) -> Iterator[torch.Tensor]:
         """Yield float64 feature batches of N x C x H x W images in [0, 1] (bounded memory)."""
-        from tqdm.auto import tqdm
+        from varloss._progress import progress_bar
 
         starts = range(0, images.shape[0], self.batch_size)
-        bar = tqdm(starts, desc=f"features ({self.name})", disable=not progress, leave=False)
+        bar = progress_bar(
+            starts, desc=f"features ({self.name})", disable=not progress, leave=False
+        )
         for start in bar:
             batch = images[start : start + self.batch_size].to(self.device, torch.float32)
             with torch.no_grad():
