@@ -8,6 +8,6 @@ except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0"
 
 # `varloss.measure(...)` is the function (the module stays importable as `varloss.measure`).
-from varloss.measure import VarianceReport, measure  # noqa: E402
+from varloss.measure import VarianceReport, measure, measure_model  # noqa: E402
 
-__all__ = ["VarianceReport", "__version__", "measure"]
+__all__ = ["VarianceReport", "__version__", "measure", "measure_model"]

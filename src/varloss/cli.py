@@ -132,6 +132,16 @@ def measure_command(
         None, "--reconstructed", help="Reconstructions of --real, same count and order."
     ),
     generated: str = typer.Option(None, "--generated", help="Generated samples (any count)."),
+    model: str = typer.Option(
+        None,
+        "--model",
+        help="A varloss model or train-run folder: measure its reconstructions of --real and its "
+        "samples directly (instead of --reconstructed/--generated).",
+    ),
+    n_generated: int = typer.Option(
+        None, "--n-generated", help="With --model: samples to draw (default: as many as --real)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="With --model: seed of the samples."),
     json_out: str = typer.Option(None, "--json", help="Write the numbers and settings as JSON."),
     maps: str = typer.Option(
         None, "--maps", help="Write per-pixel variance maps: a figure (.png/.svg/.pdf) or .npz."
@@ -149,20 +159,39 @@ def measure_command(
     """
     from varloss.errors import InputError
     from varloss.figures import plot_variance_maps
-    from varloss.measure import measure
+    from varloss.measure import measure, measure_model
 
-    if reconstructed is None and generated is None:
-        raise InputError("give --reconstructed and/or --generated to compare with --real.")
+    if model is not None and (reconstructed is not None or generated is not None):
+        raise InputError("give either --model or --reconstructed/--generated, not both.")
+    if model is None and reconstructed is None and generated is None:
+        raise InputError(
+            "give --reconstructed and/or --generated (or --model) to compare with --real."
+        )
+    if model is None and n_generated is not None:
+        raise InputError("--n-generated is only used with --model.")
     if maps is not None and not maps.lower().endswith(MAP_SUFFIXES):
         raise InputError(f"--maps {maps!r} must end with one of {', '.join(MAP_SUFFIXES)}.")
-    report = measure(
-        real,
-        reconstructed,
-        generated,
-        batch_size=batch_size,
-        value_range=_parse_ranges(value_range),
-        settings={"command": command_line()},
-    )
+    if model is not None:
+        from varloss.models import load_model
+
+        report = measure_model(
+            load_model(model),
+            real,
+            n_generated=n_generated,
+            seed=seed,
+            batch_size=batch_size,
+            value_range=_parse_ranges(value_range),
+            settings={"command": command_line(), "model_dir": model},
+        )
+    else:
+        report = measure(
+            real,
+            reconstructed,
+            generated,
+            batch_size=batch_size,
+            value_range=_parse_ranges(value_range),
+            settings={"command": command_line()},
+        )
     result = report.to_dict()
     print_variance_table(result)
     if json_out:

@@ -1,18 +1,20 @@
 """`measure(real, reconstructed, generated)`: how much variance a model loses, and why.
 
 Inputs may be numpy arrays, torch tensors, iterables of batches, or paths (`.npy`, `.npz` with
-`file.npz:key`, or a folder of PNG/JPEG images sorted by name). Layouts N x D, N x H x W and N x C
-x H x W
-are accepted (N x H x W x C is detected for image files and for 4-D arrays whose last axis looks
-like
-channels). uint8 data is scaled to [0, 1]; float data is taken as it is. Everything streams through
-`varloss.stats` in float64, so memory stays O(D) for paths and iterables.
+`file.npz:key`, or a folder of PNG/JPEG images sorted by name). Layouts N x D, N x H x W and
+N x C x H x W are accepted (N x H x W x C is detected for image files and for 4-D arrays whose
+last axis looks like channels). uint8 data is scaled to [0, 1]; float data is taken as it is.
+Everything streams through `varloss.stats` in float64, so memory stays O(D) for paths and
+iterables. `measure_model(model, real)` runs a model (any framework's, through its
+`reconstruct`/`sample` or two functions) over the real set batch by batch and measures it the
+same way, without ever holding its outputs.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -489,13 +491,11 @@ def measure(
     """Variances of real, reconstructed and generated sets, variance losses, MSE decomposition.
 
     `reconstructed` must be paired with `real` sample by sample: same count, same order
-    (reconstruction i
-    is the model's output for real sample i); `generated` may have any size of at least 2. Each
-    set's
-    variance is the mean over features of the per-feature population variance across samples,
-    `np.mean(np.var(x, axis=0))`, accumulated in float64. `value_range` maps a set (or all sets)
-    from
-    (low, high) linearly to [0, 1] before measuring, e.g. `{"generated": (-1, 1)}`.
+    (reconstruction i is the model's output for real sample i); `generated` may have any size of
+    at least 2. Each set's variance is the mean over features of the per-feature population
+    variance across samples, `np.mean(np.var(x, axis=0))`, accumulated in float64.
+    `value_range` maps a set (or all sets) from (low, high) linearly to [0, 1] before measuring,
+    e.g. `{"generated": (-1, 1)}`.
     """
     if batch_size < 1:
         raise InputError(f"batch_size must be a positive integer, got {batch_size}.")
@@ -582,3 +582,116 @@ def measure(
         **(settings or {}),
     }
     return report
+
+
+# --------------------------------------------------------------------------------------------------
+# Models
+
+
+def _model_device(model: Any) -> torch.device:
+    parameters = getattr(model, "parameters", None)
+    if callable(parameters):
+        for parameter in parameters():
+            return parameter.device
+    return torch.device("cpu")
+
+
+def measure_model(
+    model: Any,
+    real: Source,
+    *,
+    reconstruct: Callable[[torch.Tensor], Any] | None = None,
+    generate: Callable[[int], Any] | None = None,
+    n_generated: int | None = None,
+    seed: int = 0,
+    batch_size: int = 256,
+    value_range: ValueRange | dict[str, ValueRange] | None = None,
+    settings: dict[str, Any] | None = None,
+) -> VarianceReport:
+    """`measure` a model directly: its reconstructions of `real` and its samples, streamed.
+
+    `real` is any `measure` input; each batch (scaled to floats, shaped N x C x H x W or as
+    given) goes through `reconstruct` (default: `model.reconstruct`) on the model's device, and
+    `n_generated` samples (default: as many as real samples) come from `generate(n)` (default:
+    `model.sample(n)`), drawn under a torch RNG seeded with `seed` so the numbers repeat. Either
+    side may be missing (`model=None` with only one function, or a model without `sample`).
+    An `nn.Module` is measured in eval mode and under `torch.no_grad()`, then put back as it was.
+    Outputs are checked like `measure`'s inputs (shape, count, NaN, value range).
+    """
+    if reconstruct is None and model is not None and callable(getattr(model, "reconstruct", None)):
+        reconstruct = model.reconstruct
+    if generate is None and model is not None and callable(getattr(model, "sample", None)):
+        generate = model.sample
+    if reconstruct is None and generate is None:
+        raise InputError(
+            f"model {type(model).__name__} has neither reconstruct(x) nor sample(n); pass "
+            "reconstruct= and/or generate= functions."
+        )
+    if n_generated is not None and (isinstance(n_generated, bool) or int(n_generated) < 2):
+        raise InputError(f"n_generated must be an integer of at least 2, got {n_generated!r}.")
+    if batch_size < 1:
+        raise InputError(f"batch_size must be a positive integer, got {batch_size}.")
+    ranges = _normalise_ranges(value_range)
+    device = _model_device(model)
+    real_set = _Checked(open_source(real, "real", batch_size=batch_size), ranges["real"])
+    outputs: deque[Any] = deque()
+
+    def real_batches() -> Iterator[torch.Tensor]:
+        # `measure` pairs the streams by pulling a real batch, then its reconstruction.
+        for batch in real_set:
+            images = batch.reshape(batch.shape[0], *real_set.dims)
+            if reconstruct is not None:
+                inputs = images.to(device=device, dtype=torch.float32)
+                outputs.append(_detached(reconstruct(inputs)))
+            yield images
+
+    def reconstructions() -> Iterator[Any]:
+        while outputs:
+            yield outputs.popleft()
+
+    def samples() -> Iterator[Any]:
+        total = int(n_generated) if n_generated is not None else real_set.count
+        devices = [device.index or 0] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            for start in range(0, total, batch_size):
+                yield _detached(generate(min(batch_size, total - start)))
+
+    training = getattr(model, "training", None)
+    if isinstance(model, torch.nn.Module):
+        model.eval()
+    try:
+        with torch.no_grad():
+            report = measure(
+                real_batches(),
+                reconstructions() if reconstruct is not None else None,
+                samples() if generate is not None else None,
+                batch_size=batch_size,
+                value_range={k: v for k, v in ranges.items() if v is not None and k != "real"},
+                settings={
+                    "model": type(model).__name__ if model is not None else None,
+                    "reconstructed_by": _function_name(reconstruct),
+                    "generated_by": _function_name(generate),
+                    "seed": seed,
+                    **(settings or {}),
+                },
+            )
+    finally:
+        if isinstance(model, torch.nn.Module) and training:
+            model.train()
+    report.settings["inputs"]["real"] = real_set.stream.description
+    if ranges["real"] is not None:
+        report.settings["value_range"]["real"] = list(ranges["real"])
+    return report
+
+
+def _detached(output: Any) -> Any:
+    return output.detach() if isinstance(output, torch.Tensor) else output
+
+
+def _function_name(function: Callable[..., Any] | None) -> str | None:
+    if function is None:
+        return None
+    owner = getattr(function, "__self__", None)
+    name = getattr(function, "__qualname__", None) or type(function).__name__
+    return f"{type(owner).__name__}.{function.__name__}" if owner is not None else name
