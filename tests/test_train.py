@@ -306,10 +306,23 @@ def test_bf16_autocast_trains_close_to_float32(tmp_path: Path) -> None:
     assert {t.dtype for t in weights.values()} == {torch.float32}
 
 
+def _torch_compile_works() -> str | None:
+    """None when torch.compile runs here, else why not (inductor needs a C++ toolchain)."""
+    try:
+        compiled = torch.compile(lambda x: torch.relu(x) * 2)
+        compiled(torch.randn(4))
+    except Exception as error:  # noqa: BLE001 - any toolchain failure means: cannot test here
+        return f"torch.compile does not run on this machine: {type(error).__name__}: {error}"
+    return None
+
+
 def test_compiled_training_follows_eager_and_resumes_exactly(tmp_path: Path) -> None:
     """--compile (torch.compile; inductor needs a C compiler, present here and in CI images).
     Fused kernels round differently, so losses follow the eager run closely (0.2% here, while
     another seed moves them 0.6-2.5%); resuming a compiled run equals running it straight."""
+    reason = _torch_compile_works()
+    if reason:
+        pytest.skip(reason)
     eager = train(_config(tmp_path / "eager", limit=120), progress=False)
     straight = train(_config(tmp_path / "straight", limit=120, compile=True), progress=False)
     train(_config(tmp_path / "resumed", epochs=1, limit=120, compile=True), progress=False)
