@@ -73,9 +73,27 @@ def test_files_folders_tensors_and_iterables_give_the_same_numbers(sets, tmp_pat
     batches = (gen8[i : i + 50] for i in range(0, len(gen8), 50))
     from_iterable = varloss.measure(list(np.array_split(real8, 7)), generated=batches)
     reference = np.var(real8.reshape(240, -1) / 255.0, axis=0).mean()
-    for report in (from_arrays, from_files, from_folder, from_iterable):
+    # PyTorch users' files: torch.save (a tensor, or a dict by key) and safetensors.
+    from safetensors.torch import save_file
+
+    torch.save(torch.from_numpy(real8), tmp_path / "real.pt")
+    torch.save({"samples": torch.from_numpy(gen8), "step": 3}, tmp_path / "gen.pth")
+    save_file({"samples": torch.from_numpy(gen8)}, str(tmp_path / "gen.safetensors"))
+    from_torch = varloss.measure(str(tmp_path / "real.pt"), generated=f"{tmp_path}/gen.pth:samples")
+    from_safetensors = varloss.measure(real8, generated=tmp_path / "gen.safetensors")
+    reports = (from_arrays, from_files, from_folder, from_iterable, from_torch, from_safetensors)
+    for report in reports:
         assert report.var_real == pytest.approx(reference, rel=1e-12)
         assert report.var_generated == pytest.approx(from_arrays.var_generated, rel=1e-12)
+    with pytest.raises(InputError, match="has no array 'x'; it holds: samples"):
+        varloss.measure(real8, generated=f"{tmp_path}/gen.safetensors:x")
+    with pytest.raises(InputError, match="holds one tensor, not named arrays"):
+        varloss.measure(f"{tmp_path}/real.pt:x", generated=gen8)
+    import datetime
+
+    torch.save(datetime.date(2026, 1, 1), tmp_path / "code.pt")  # a global: weights_only refuses
+    with pytest.raises(InputError, match="could not be read as a torch-saved tensor"):
+        varloss.measure(tmp_path / "code.pt", generated=gen8)
 
 
 def test_reconstructions_pair_across_different_batch_splits(sets) -> None:

@@ -127,7 +127,12 @@ def print_variance_table(report: dict, title: str = "variance loss") -> None:
 
 @app.command("measure")
 def measure_command(
-    real: str = typer.Option(..., "--real", help="Real images: .npy, .npz[:KEY] or image folder."),
+    real: str = typer.Option(
+        ...,
+        "--real",
+        help="Real images: .npy, .npz/.pt/.safetensors[:KEY], image folder or data set "
+        "(mnist:test).",
+    ),
     reconstructed: str = typer.Option(
         None, "--reconstructed", help="Reconstructions of --real, same count and order."
     ),
@@ -404,7 +409,9 @@ def data_info_command(
 def fid_command(
     real: str = typer.Option(..., "--real", help="Real images: data-set spec or path."),
     generated: str = typer.Option(
-        ..., "--generated", help="Generated images: .npy, .npz[:KEY], image folder or data spec."
+        ...,
+        "--generated",
+        help="Generated images: .npy, .npz/.pt/.safetensors[:KEY], image folder or data spec.",
     ),
     features: str = typer.Option("domain", "--features", help="domain or inception."),
     weights: str = typer.Option(

@@ -1,7 +1,8 @@
 """`measure(real, reconstructed, generated)`: how much variance a model loses, and why.
 
 Inputs may be numpy arrays, torch tensors, iterables of batches, or paths (`.npy`, `.npz` with
-`file.npz:key`, or a folder of PNG/JPEG images sorted by name). Layouts N x D, N x H x W and
+`file.npz:key`, `.pt`/`.pth` saved with torch.save and `.safetensors`, both with `file:key` for
+one of several tensors, or a folder of PNG/JPEG images sorted by name). Layouts N x D, N x H x W and
 N x C x H x W are accepted (N x H x W x C is detected for image files and for 4-D arrays whose
 last axis looks like channels). uint8 data is scaled to [0, 1]; float data is taken as it is.
 Everything streams through `varloss.stats` in float64, so memory stays O(D) for paths and
@@ -66,28 +67,68 @@ def _split_npz_key(text: str) -> tuple[Path, str | None]:
     return Path(head), key
 
 
+def _pick_key(keys: list[str], key: str | None, path: Path, name: str) -> str:
+    """The named array of a multi-array file, or its only one."""
+    if key is None:
+        if len(keys) != 1:
+            raise InputError(
+                f"{name} file {path} holds {len(keys)} arrays ({', '.join(keys) or 'none'}); "
+                f"name one as {path}:KEY."
+            )
+        return keys[0]
+    if key not in keys:
+        raise InputError(f"{name} file {path} has no array {key!r}; it holds: {', '.join(keys)}.")
+    return key
+
+
 def _open_npz(path: Path, key: str | None, name: str) -> np.ndarray:
     try:
         archive = np.load(path, allow_pickle=False)
     except Exception as error:  # noqa: BLE001 - any reader failure is a user-facing input problem
         raise InputError(f"{name} file {path} could not be read as .npz ({error}).") from None
     with archive:
-        keys = list(archive.files)
-        if key is None:
-            if len(keys) != 1:
-                raise InputError(
-                    f"{name} file {path} holds {len(keys)} arrays ({', '.join(keys) or 'none'}); "
-                    f"name one as {path}:KEY."
-                )
-            key = keys[0]
-        if key not in keys:
-            raise InputError(
-                f"{name} file {path} has no array {key!r}; it holds: {', '.join(keys)}."
-            )
+        key = _pick_key(list(archive.files), key, path, name)
         try:
             return archive[key]
         except Exception as error:  # noqa: BLE001
             raise InputError(f"{name} array {path}:{key} could not be read ({error}).") from None
+
+
+def _open_safetensors(path: Path, key: str | None, name: str) -> torch.Tensor:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as tensors:
+            key = _pick_key(list(tensors.keys()), key, path, name)
+            return tensors.get_tensor(key)
+    except InputError:
+        raise
+    except Exception as error:  # noqa: BLE001
+        raise InputError(
+            f"{name} file {path} could not be read as .safetensors ({error})."
+        ) from None
+
+
+def _open_torch(path: Path, key: str | None, name: str) -> torch.Tensor:
+    """A tensor saved with torch.save, or one tensor of a saved dict; loaded with
+    `weights_only=True` (no code runs) and memory-mapped."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:  # noqa: BLE001
+        raise InputError(
+            f"{name} file {path} could not be read as a torch-saved tensor ({error})."
+        ) from None
+    if isinstance(saved, dict):
+        tensors = {str(k): v for k, v in saved.items() if isinstance(v, torch.Tensor)}
+        saved = tensors[_pick_key(list(tensors), key, path, name)]
+    elif key is not None:
+        raise InputError(f"{name} file {path} holds one tensor, not named arrays; drop :{key}.")
+    if not isinstance(saved, torch.Tensor):
+        raise InputError(
+            f"{name} file {path} holds a {type(saved).__name__}; expected a tensor or a dict of "
+            "tensors."
+        )
+    return saved
 
 
 def _image_files(folder: Path, name: str) -> list[Path]:
@@ -196,6 +237,10 @@ def open_source(source: Source, name: str = "input", *, batch_size: int = 1024) 
         suffix = path.suffix.lower()
         if suffix == ".npz":
             array = _open_npz(path, key, name)
+        elif suffix == ".safetensors":
+            array = _open_safetensors(path, key, name)
+        elif suffix in (".pt", ".pth"):
+            array = _open_torch(path, key, name)
         elif suffix == ".npy":
             try:
                 array = np.load(path, mmap_mode="r", allow_pickle=False)
@@ -207,8 +252,8 @@ def open_source(source: Source, name: str = "input", *, batch_size: int = 1024) 
             return _Stream(name, text, 1, iter([_decode_image(path, name)[None]]))
         else:
             raise InputError(
-                f"{name} path {path} is not a .npy, .npz or image folder "
-                f"(got suffix {suffix or 'none'!r})."
+                f"{name} path {path} is not a .npy, .npz, .pt, .safetensors, image or image "
+                f"folder (got suffix {suffix or 'none'!r})."
             )
         return _Stream(
             name, text, len(array) if array.ndim else 0, _array_batches(array, batch_size)
