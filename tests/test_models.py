@@ -88,6 +88,22 @@ def test_family_learns_on_blobs(family: str, loss: str | None) -> None:
         assert loss_after < 0.8 * loss_before, (loss_before, loss_after)
 
 
+@pytest.mark.parametrize("side", [32, 64])
+@pytest.mark.parametrize("family", ["conv", "resnet", "convdraw"])
+def test_convolutional_families_learn_colour_images(family: str, side: int) -> None:
+    """CIFAR- and CelebA-sized inputs (3 x 32 x 32, 3 x 64 x 64): blobs in random colours."""
+    torch.manual_seed(0)
+    colours = torch.rand(32, 3, 1, 1, generator=torch.Generator().manual_seed(1))
+    x = blobs(32, side=side, channels=3) * colours
+    model = create_model(family, (3, side, side), 8, **SMALL[family])
+    loss_before, mse_before = evaluate(model, x)
+    train_steps(model, x, steps=40)
+    loss_after, mse_after = evaluate(model, x)
+    assert math.isfinite(loss_after)
+    assert loss_after < 0.8 * loss_before, (loss_before, loss_after)
+    assert mse_after < 0.6 * mse_before, (mse_before, mse_after)
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32), (3, 64, 64), (1, 8, 8)])
 def test_shapes_and_ranges(family: str, shape: tuple[int, int, int]) -> None:
