@@ -33,8 +33,24 @@ def main(
     version: bool = typer.Option(
         False, "--version", callback=_version_callback, is_eager=True, help="Show the version."
     ),
+    plugin: list[str] = typer.Option(
+        None,
+        "--plugin",
+        help="Import a module (or .py file) that registers your own model families, before the "
+        "command: `varloss --plugin my_models train --model mine ...`. Repeatable; also "
+        "VARLOSS_PLUGINS. Study runs in other processes get it through VARLOSS_PLUGINS too.",
+    ),
 ) -> None:
     """Measure, explain and correct the variance loss of VAEs."""
+    if plugin:
+        import os
+
+        from varloss.models import PLUGINS_ENV, load_plugins
+
+        load_plugins(plugin)
+        # worker processes (study --jobs, torchrun ranks) import them again from the environment
+        known = [p for p in os.environ.get(PLUGINS_ENV, "").split(",") if p]
+        os.environ[PLUGINS_ENV] = ",".join(dict.fromkeys([*known, *plugin]))
 
 
 def command_line() -> str:

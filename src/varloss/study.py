@@ -34,6 +34,7 @@ from varloss.errors import InputError
 
 __all__ = [
     "FAMILY_COLOURS",
+    "family_colour",
     "RESULT_COLUMNS",
     "RunSpec",
     "StudyResult",
@@ -186,6 +187,7 @@ class StudySpec:
     preset: str | None = None
     description: str = ""
     source: dict[str, Any] = field(default_factory=dict)
+    plugins: list[str] = field(default_factory=list)
 
     @property
     def quick(self) -> bool:
@@ -198,6 +200,7 @@ class StudySpec:
             "name": self.name,
             "preset": self.preset,
             "description": self.description,
+            "plugins": self.plugins,
             "spec": self.source,
             "resolved_runs": [{"run_id": r.run_id, **r.to_dict()} for r in self.runs],
         }
@@ -216,7 +219,7 @@ _RUN_FIELDS: dict[str, str] = {
     "hyper": "a mapping of model hyper-parameters",
     "data_path": "a path or null",
 }
-_TOP_FIELDS = ("name", "preset", "description", "defaults", "grid", "runs", "hyper")
+_TOP_FIELDS = ("name", "preset", "description", "plugins", "defaults", "grid", "runs", "hyper")
 _REQUIRED = ("family", "dataset", "latent", "epochs")
 
 
@@ -278,6 +281,17 @@ def parse_spec(
     spec_preset = data.get("preset", preset)
     if spec_preset is not None and not isinstance(spec_preset, str):
         raise InputError(f"{where} field 'preset' must be a string, got {spec_preset!r}.")
+    plugins = data.get("plugins") or []
+    if isinstance(plugins, str):
+        plugins = [plugins]
+    if not isinstance(plugins, list) or not all(isinstance(p, str) and p for p in plugins):
+        raise InputError(
+            f"{where} field 'plugins' must be a list of module names or .py files that register "
+            "model families."
+        )
+    from varloss.models import load_plugins
+
+    load_plugins(plugins)  # before the runs are validated: they may name the plugins' families
 
     defaults = data.get("defaults") or {}
     if not isinstance(defaults, Mapping):
@@ -332,7 +346,12 @@ def parse_spec(
             runs.append(run)
     source = _json_safe(dict(data))
     return StudySpec(
-        name=name, runs=runs, preset=spec_preset, description=description, source=source
+        name=name,
+        runs=runs,
+        preset=spec_preset,
+        description=description,
+        source=source,
+        plugins=list(plugins),
     )
 
 
@@ -433,13 +452,20 @@ def execute_run(
     device: str | None = None,
     threads: int | None = None,
     progress: bool = False,
+    plugins: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Train one run into `run_dir` (resuming a partial one) and return its results row.
 
     Module-level and given plain data so that a process pool or a Dask worker can run it. A run
     whose `report.json` exists is not trained again. `progress` shows the trainer's per-batch
-    bar (only where it has a terminal to itself: sequential runs in this process).
+    bar (only where it has a terminal to itself: sequential runs in this process). `plugins`
+    are imported first (modules registering the run's family; they must be importable where
+    the run executes).
     """
+    if plugins:
+        from varloss.models import load_plugins
+
+        load_plugins(plugins)
     spec = RunSpec(**run)
     directory = Path(run_dir)
     if not (directory / REPORT_FILE).is_file():
@@ -671,7 +697,7 @@ def plot_study(
     ys_all: list[float] = []
     for row in rows:
         family = str(row.get("family"))
-        colour = FAMILY_COLOURS.get(family, "#7f7f7f")
+        colour = family_colour(family)
         edge = _edge_colour(family)
         x = _float(row.get("mse"))
         marker = markers[str(row.get("dataset"))]
@@ -741,7 +767,7 @@ def plot_study(
                 marker="o",
                 linestyle="none",
                 markersize=8,
-                markerfacecolor=FAMILY_COLOURS.get(family, "#7f7f7f"),
+                markerfacecolor=family_colour(family),
                 markeredgecolor=_edge_colour(family),
                 label=_FAMILY_LABELS.get(family, family),
             )
@@ -812,6 +838,19 @@ def plot_study(
     return path
 
 
+# Families of one's own (plugins): colours the seed's four do not use, chosen by name so that a
+# family keeps its colour from study to study.
+_EXTRA_COLOURS = ("#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f")
+
+
+def family_colour(family: str) -> str:
+    """The seed's colour of a built-in family, else a stable colour from the name."""
+    if family in FAMILY_COLOURS:
+        return FAMILY_COLOURS[family]
+    digest = int(hashlib.sha256(family.encode()).hexdigest(), 16)
+    return _EXTRA_COLOURS[digest % len(_EXTRA_COLOURS)]
+
+
 def _edge_colour(family: str) -> str:
     # yellow on white needs a dark edge to be seen
     return "#5a4a00" if family in ("draw", "convdraw") else "#222222"
@@ -848,9 +887,7 @@ def _plot_decomposition(axis: Any, rows: Sequence[Mapping[str, Any]]) -> None:
     for tick, row in zip(axis.get_yticklabels(), rows, strict=True):
         family = str(row.get("family"))
         tick.set_color(
-            _edge_colour(family)
-            if family in ("draw", "convdraw")
-            else FAMILY_COLOURS.get(family, "#333333")
+            _edge_colour(family) if family in ("draw", "convdraw") else family_colour(family)
         )
     axis.set_xlabel("term of var(x) − var(x̂) = mse − bias² + cov term (units²)")
     axis.set_title("Decomposition per run (reconstructions)")
@@ -1019,7 +1056,17 @@ def _run_locked(
         # absolute paths: workers (other processes, other machines) have their own cwd
         tasks = [(run, str(run_dir(run).resolve())) for run in pending]
         outcomes = _ticking(
-            _execute(tasks, executor, jobs, scheduler, device, dask_processes, progress), bar
+            _execute(
+                tasks,
+                executor,
+                jobs,
+                scheduler,
+                device,
+                dask_processes,
+                progress,
+                spec.plugins,
+            ),
+            bar,
         )
         for run, outcome in outcomes:
             if isinstance(outcome, BaseException):
@@ -1120,6 +1167,7 @@ def _execute(
     device: str | None,
     dask_processes: bool,
     progress: bool = False,
+    plugins: Sequence[str] = (),
 ) -> Iterator[Outcome]:
     """Yield (run, row or the exception it raised) as runs finish, whatever the executor.
 
@@ -1127,19 +1175,28 @@ def _execute(
     overwrite each other, so there the overall bar alone reports progress."""
     if not tasks:
         return iter(())
+    plugins = list(plugins)
     if executor == "dask":
-        return _execute_dask(tasks, jobs, scheduler, device, dask_processes)
+        return _execute_dask(tasks, jobs, scheduler, device, dask_processes, plugins)
     if jobs == 1:
-        return _execute_sequential(tasks, device, progress)
-    return _execute_processes(tasks, jobs, device)
+        return _execute_sequential(tasks, device, progress, plugins)
+    return _execute_processes(tasks, jobs, device, plugins)
 
 
 def _execute_sequential(
-    tasks: Iterable[tuple[RunSpec, str]], device: str | None, progress: bool = False
+    tasks: Iterable[tuple[RunSpec, str]],
+    device: str | None,
+    progress: bool = False,
+    plugins: list[str] | None = None,
 ) -> Iterator[Outcome]:
     for run, directory in tasks:
         try:
-            yield run, execute_run(run.to_dict(), directory, device, progress=progress)
+            yield (
+                run,
+                execute_run(
+                    run.to_dict(), directory, device, progress=progress, plugins=plugins or ()
+                ),
+            )
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as error:  # one broken run must not sink the others
@@ -1151,7 +1208,7 @@ def _threads_per_job(jobs: int) -> int:
 
 
 def _execute_processes(
-    tasks: list[tuple[RunSpec, str]], jobs: int, device: str | None
+    tasks: list[tuple[RunSpec, str]], jobs: int, device: str | None, plugins: list[str]
 ) -> Iterator[Outcome]:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -1162,7 +1219,14 @@ def _execute_processes(
     )
     try:
         futures = {
-            pool.submit(execute_run, run.to_dict(), directory, device, _threads_per_job(jobs)): run
+            pool.submit(
+                execute_run,
+                run.to_dict(),
+                directory,
+                device,
+                _threads_per_job(jobs),
+                plugins=plugins,
+            ): run
             for run, directory in tasks
         }
         for future in as_completed(futures):
@@ -1184,6 +1248,7 @@ def _execute_dask(
     scheduler: str | None,
     device: str | None,
     processes: bool,
+    plugins: list[str],
 ) -> Iterator[Outcome]:
     try:
         from distributed import Client, LocalCluster, as_completed
@@ -1216,6 +1281,7 @@ def _execute_dask(
                 directory,
                 device,
                 threads,
+                plugins=plugins,
                 key=f"varloss-study-{run.run_id}",
                 pure=False,
             ): run

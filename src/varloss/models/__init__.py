@@ -2,14 +2,17 @@
 
 Families: dense (Chollet's Keras VAE by default), conv, resnet, draw (Gregor et al. 2015) and
 convdraw (GQN-like convolutional DRAW). `create_model`, `save_model` and `load_model` are the
-entry points; `MODEL_FAMILIES` maps family names to classes.
+entry points; `MODEL_FAMILIES` maps family names to classes. Your own families register with
+`@register` and are found through `load_plugins` (see `varloss.models.registry`).
 """
 
 from varloss.models.base import VAE, LossTerms, ModelConfig
 from varloss.models.registry import (
     MODEL_FAMILIES,
+    PLUGINS_ENV,
     create_model,
     load_model,
+    load_plugins,
     register,
     save_model,
 )
@@ -19,11 +22,13 @@ from varloss.models import conv, convdraw, dense, draw, resnet  # noqa: E402, F4
 
 __all__ = [
     "MODEL_FAMILIES",
+    "PLUGINS_ENV",
     "VAE",
     "LossTerms",
     "ModelConfig",
     "create_model",
     "load_model",
+    "load_plugins",
     "register",
     "save_model",
 ]

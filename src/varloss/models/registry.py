@@ -3,12 +3,26 @@
 A saved model is a folder with `config.json` (`{"family": ..., "model": {...config...}, ...extra}`)
 and `model.safetensors` (the full state dict, buffers included: the balanced rule's running MSE
 and a learned gamma travel with the weights). No pickles anywhere.
+
+Your own architectures: subclass `ModelConfig` and `VAE`, decorate the class with `@register`,
+and make its module known to varloss by one of
+- an installed package's entry point in the group `varloss.models`
+  (`[project.entry-points."varloss.models"] mine = "my_package.my_models"`),
+- the environment variable `VARLOSS_PLUGINS` (module names or `.py` files, comma-separated),
+- `varloss train --plugin MODULE` or a study spec's `plugins:` list.
+They are imported the first time a family name is not found; `varloss train --model mine`,
+`varloss study` and `load_model` then work as for the built-in families.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import importlib.util
 import json
+import os
+import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +33,16 @@ from varloss._io import atomic_path, atomic_write_json
 from varloss.errors import InputError
 from varloss.models.base import VAE
 
-__all__ = ["MODEL_FAMILIES", "create_model", "load_model", "register", "save_model"]
+__all__ = [
+    "MODEL_FAMILIES",
+    "PLUGIN_ENTRY_POINTS",
+    "PLUGINS_ENV",
+    "create_model",
+    "load_model",
+    "load_plugins",
+    "register",
+    "save_model",
+]
 
 MODEL_FAMILIES: dict[str, type[VAE]] = {}
 
@@ -37,10 +60,66 @@ def register(cls: type[VAE]) -> type[VAE]:
     return cls
 
 
+PLUGIN_ENTRY_POINTS = "varloss.models"
+PLUGINS_ENV = "VARLOSS_PLUGINS"
+_imported_plugins: set[str] = set()
+_entry_points_loaded = False
+
+
+def _import_plugin(name: str) -> None:
+    """Import a module by name, or a `.py` file by path (registered under its stem)."""
+    if name in _imported_plugins:
+        return
+    try:
+        if name.endswith(".py"):
+            path = Path(name)
+            if not path.is_file():
+                raise FileNotFoundError(f"no file {path}")
+            module_name = f"varloss_plugin_{path.stem}"
+            spec = importlib.util.spec_from_file_location(module_name, path)
+            module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+            sys.modules[module_name] = module
+            spec.loader.exec_module(module)  # type: ignore[union-attr]
+        else:
+            importlib.import_module(name)
+    except Exception as error:  # noqa: BLE001 - the plugin's own error, named once
+        raise InputError(
+            f"model plugin {name!r} could not be imported ({type(error).__name__}: {error})."
+        ) from None
+    _imported_plugins.add(name)
+
+
+def load_plugins(modules: Iterable[str] = ()) -> list[str]:
+    """Import the modules that register your own families: `modules`, those named in
+    `VARLOSS_PLUGINS` and (once) the `varloss.models` entry points. Returns what was imported."""
+    global _entry_points_loaded
+    names = [m.strip() for m in modules if m and m.strip()]
+    names += [m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(",") if m.strip()]
+    for name in names:
+        _import_plugin(name)
+    if not _entry_points_loaded:
+        _entry_points_loaded = True
+        from importlib.metadata import entry_points
+
+        for entry in entry_points(group=PLUGIN_ENTRY_POINTS):
+            try:
+                entry.load()
+            except Exception as error:  # noqa: BLE001
+                raise InputError(
+                    f"model plugin entry point {entry.name!r} ({entry.value}) could not be "
+                    f"loaded ({type(error).__name__}: {error})."
+                ) from None
+            names.append(entry.value)
+    return names
+
+
 def _family_class(family: str) -> type[VAE]:
     if family not in MODEL_FAMILIES:
+        load_plugins()
+    if family not in MODEL_FAMILIES:
         raise InputError(
-            f"model family must be one of {', '.join(MODEL_FAMILIES)}; got {family!r}."
+            f"model family must be one of {', '.join(MODEL_FAMILIES)}; got {family!r} (your own "
+            f"families: register them and name their module in {PLUGINS_ENV} or --plugin)."
         )
     return MODEL_FAMILIES[family]
 
