@@ -105,6 +105,27 @@ def test_a_failing_run_is_reported_and_the_others_finish(tmp_path: Path) -> None
     assert len(_read_csv(tmp_path / "out" / "results.csv")) == 1
 
 
+def test_skip_unavailable_leaves_out_runs_without_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = TINY.replace("family: [dense, conv]", "family: [dense]") + (
+        f"runs:\n  - {{family: dense, dataset: 'npz:{tmp_path}/missing.npz'}}\n"
+        f"  - {{family: conv, dataset: 'npz:{tmp_path}/missing.npz'}}\n"
+    )
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(text)
+    args = ["study", "--preset", str(spec), "--out", str(tmp_path / "out"), "--no-progress"]
+    result = CliRunner().invoke(app, [*args, "--no-report", "--skip-unavailable"])
+    assert result.exit_code == 0, result.output  # nothing failed: two runs left out
+    assert "1 trained now, 0 already done, 0 failed, 2 left out" in result.output
+    assert result.output.count("missing.npz") == 1  # one line for both runs
+    assert "left out 2 runs, data set unavailable" in result.output
+    assert len(_read_csv(tmp_path / "out" / "results.csv")) == 1
+    # Without the flag the same runs fail, and the exit code says so.
+    failing = CliRunner().invoke(app, [*args, "--no-report"])
+    assert failing.exit_code == 1 and "0 trained now, 1 already done, 2 failed" in failing.output
+
+
 def test_dask_local_cluster_two_workers_gives_the_same_rows(
     tmp_path: Path, local_study: tuple[Path, object]
 ) -> None:

@@ -616,6 +616,12 @@ def study_command(
         True, "--report/--no-report", help="Also write OUT/report.html when the study is done."
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    skip_unavailable: bool = typer.Option(
+        False,
+        "--skip-unavailable",
+        help="Leave out runs whose data set cannot be obtained (e.g. CIFAR-10 offline) instead "
+        "of failing them.",
+    ),
 ) -> None:
     """Train a zoo of VAEs and plot variance loss against MSE (re-runs skip finished runs)."""
     from varloss.study import run_study, summary_lines
@@ -630,6 +636,7 @@ def study_command(
             device=device,
             progress=progress,
             command=command_line(),
+            skip_unavailable=skip_unavailable,
         )
     except KeyboardInterrupt:
         typer.echo(f"\ninterrupted; run the same command again to continue the study in {out}")

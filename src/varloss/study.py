@@ -924,6 +924,7 @@ class StudyResult:
     failed: dict[str, str]
     seconds: float
     spec: StudySpec
+    unavailable: dict[str, str] = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
@@ -943,6 +944,7 @@ def run_study(
     dask_processes: bool = True,
     on_row: Callable[[dict[str, Any]], None] | None = None,
     command: str | None = None,
+    skip_unavailable: bool = False,
 ) -> StudyResult:
     """Run (or continue) a study into `out` and write results.csv, fit.json and the figure.
 
@@ -952,7 +954,9 @@ def run_study(
     of `jobs` workers. Finished runs are skipped, interrupted ones resumed; results.csv is
     rewritten after every finished run, so stopping at any moment loses at most the runs in
     flight (which resume from their checkpoints next time). `command` (the CLI passes its command
-    line) is recorded in fit.json's settings.
+    line) is recorded in fit.json's settings. With `skip_unavailable`, each data set is loaded
+    once up front and the runs whose data set cannot be obtained (say CIFAR-10 offline) are left
+    out with the reason instead of failing one by one.
     """
     start = time.perf_counter()
     if not isinstance(spec, StudySpec):
@@ -989,6 +993,7 @@ def run_study(
             on_row,
             start,
             command,
+            skip_unavailable,
         )
     finally:
         lock.release()
@@ -996,6 +1001,22 @@ def run_study(
             import signal
 
             signal.signal(signal.SIGTERM, previous)
+
+
+def _unavailable_data(
+    datasets: Iterable[tuple[str, str | None]],
+) -> dict[tuple[str, str | None], str]:
+    """Load each (data set, data_path) once, both splits; map those that fail to the reason."""
+    from varloss.data import load
+
+    reasons: dict[tuple[str, str | None], str] = {}
+    for dataset, data_path in sorted(datasets, key=lambda key: (key[0], key[1] or "")):
+        try:
+            for split in ("train", "test"):
+                load(dataset, split, data_path=data_path, limit=2)
+        except (InputError, OSError) as error:
+            reasons[(dataset, data_path)] = str(error)
+    return reasons
 
 
 def _stop_on_sigterm() -> Any:
@@ -1026,6 +1047,7 @@ def _run_locked(
     on_row: Callable[[dict[str, Any]], None] | None,
     start: float,
     command: str | None,
+    skip_unavailable: bool = False,
 ) -> StudyResult:
     import yaml
 
@@ -1043,6 +1065,15 @@ def _run_locked(
             skipped.append(run.run_id)
         else:
             pending.append(run)
+    unavailable: dict[str, str] = {}
+    if skip_unavailable and pending:
+        reasons = _unavailable_data({(run.dataset, run.data_path) for run in pending})
+        unavailable = {
+            run.run_id: reasons[(run.dataset, run.data_path)]
+            for run in pending
+            if (run.dataset, run.data_path) in reasons
+        }
+        pending = [run for run in pending if run.run_id not in unavailable]
     order = {run.run_id: i for i, run in enumerate(spec.runs)}
 
     def ordered_rows() -> list[dict[str, Any]]:
@@ -1051,7 +1082,9 @@ def _run_locked(
     results_path = write_results(ordered_rows(), out / RESULTS_FILE)
     ran: list[str] = []
     failed: dict[str, str] = {}
-    bar = _progress_bar(len(spec.runs), len(skipped), enabled=progress, desc=spec.name)
+    bar = _progress_bar(
+        len(spec.runs) - len(unavailable), len(skipped), enabled=progress, desc=spec.name
+    )
     try:
         # absolute paths: workers (other processes, other machines) have their own cwd
         tasks = [(run, str(run_dir(run).resolve())) for run in pending]
@@ -1108,6 +1141,7 @@ def _run_locked(
         failed=failed,
         seconds=time.perf_counter() - start,
         spec=spec,
+        unavailable=unavailable,
     )
 
 
@@ -1306,7 +1340,9 @@ def summary_lines(result: StudyResult) -> list[str]:
         f"study {spec.name}{' (QUICK version)' if spec.quick else ''}: "
         f"{len(result.rows)}/{len(spec.runs)} runs finished "
         f"({len(result.ran)} trained now, {len(result.skipped)} already done, "
-        f"{len(result.failed)} failed) in {result.seconds:.0f} s"
+        f"{len(result.failed)} failed"
+        + (f", {len(result.unavailable)} left out" if result.unavailable else "")
+        + f") in {result.seconds:.0f} s"
     ]
     for key, label in (
         ("reconstructed", "variance loss (reconstructions) vs MSE"),
@@ -1327,6 +1363,11 @@ def summary_lines(result: StudyResult) -> list[str]:
         )
     for run_id, message in result.failed.items():
         lines.append(f"failed: {run_id}: {message}")
+    reasons: dict[str, list[str]] = {}
+    for run_id, reason in result.unavailable.items():
+        reasons.setdefault(reason, []).append(run_id)
+    for reason, run_ids in reasons.items():
+        lines.append(f"left out {len(run_ids)} runs, data set unavailable: {reason}")
     if result.figure_path is not None:
         lines.append(f"figure: {result.figure_path} (and {result.figure_path.with_suffix('.svg')})")
     lines.append(f"results: {result.results_path}")
