@@ -4,6 +4,8 @@ Same in-memory float32 array for both (default 60000 x 3072, the size of CIFAR-1
 Prints wall time, the ratio numpy / varloss (> 1: varloss is faster) and the peak memory each one
 allocates on top of the input (numpy's np.var materialises x - mean, an N x D temporary; varloss
 works in small float64 chunks, O(D)). Each method runs in its own process (max RSS growth).
+np.var runs on one core; varloss reduces row blocks on `--threads` threads (default: torch's
+count), so `--threads 1` compares one core with one core.
 
     python benchmarks/bench_stats.py [--n 60000] [--d 3072] [--repeats 3] [--threads N]
 """

@@ -135,3 +135,45 @@ def test_both_chunk_kernels_match_numpy(monkeypatch, use_numpy: bool) -> None:
     np.testing.assert_allclose(acc.covariance().numpy(), cov, rtol=1e-12)
     single = MomentAccumulator().update(torch.from_numpy(x).to(torch.bfloat16))
     np.testing.assert_allclose(single.variance().numpy(), np.var(xf, axis=0), rtol=1e-12)
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_parallel_row_blocks_equal_one_thread_and_numpy(monkeypatch, threads: int) -> None:
+    """Large CPU batches are reduced in row blocks on `torch.get_num_threads()` threads and
+    merged in order: the same numbers as one thread (to rounding) and as numpy."""
+    import varloss.stats as stats
+
+    rng = np.random.default_rng(7)
+    x = (5.0 + rng.random((1001, 37))).astype(np.float32)
+    y = (x + 0.1 * rng.standard_normal(x.shape)).astype(np.float32)
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        single = PairedMomentAccumulator().update(x, y)
+        single_x = MomentAccumulator().update(x)
+        monkeypatch.setattr(stats, "_PARALLEL_MIN_VALUES", 0)
+        torch.set_num_threads(threads)
+        calls = []
+        original = stats._in_row_blocks
+
+        def counted(rows, reduce_block):
+            parts = original(rows, reduce_block)
+            calls.append(None if parts is None else len(parts))
+            return parts
+
+        monkeypatch.setattr(stats, "_in_row_blocks", counted)
+        parallel = PairedMomentAccumulator().update(x, y)
+        parallel_x = MomentAccumulator().update(x)
+    finally:
+        torch.set_num_threads(previous)
+    assert calls == [threads, threads]  # the parallel path really ran, with one block per thread
+    for a, b in ((single.real, parallel.real), (single_x, parallel_x)):
+        assert a.count == b.count == 1001
+        torch.testing.assert_close(a.mean, b.mean, rtol=1e-13, atol=0)
+        torch.testing.assert_close(a.m2, b.m2, rtol=1e-11, atol=0)
+    torch.testing.assert_close(single.comoment, parallel.comoment, rtol=1e-11, atol=0)
+    reference = np.var(x.astype(np.float64), axis=0)
+    np.testing.assert_allclose(parallel_x.variance().numpy(), reference, rtol=1e-12)
+    terms = parallel.terms()
+    mse = ((x.astype(np.float64) - y) ** 2).mean(axis=0)
+    np.testing.assert_allclose(terms["mse"].numpy(), mse, rtol=1e-10)

@@ -12,12 +12,17 @@ From the paired moments (all means over features of population moments across sa
     cov_term = 2 * mean cov(y, x - y)
 
 which holds to rounding because every term is computed from the same three moments.
+
+On CPU a large batch is cut into as many contiguous row blocks as torch has threads
+(`torch.get_num_threads()`, e.g. `--threads`); numpy releases the GIL, so the blocks are reduced
+in parallel threads and merged in order with the same formula (1.7x on 2 cores at 60000 x 3072).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -26,6 +31,8 @@ import torch
 # (upcast, mean, centre, products); measured ~10x faster than 32 MiB chunks at D = 3072.
 _CHUNK_BYTES = 2 * 2**20
 _MIN_ROWS = 16
+# Batches with fewer values are reduced on one thread (starting threads would cost more).
+_PARALLEL_MIN_VALUES = 4 * 2**20
 # dtypes that numpy can view without a copy; others (bfloat16, ...) are upcast by torch first.
 _NUMPY_DTYPES = {
     torch.float16,
@@ -83,6 +90,25 @@ def _chunk_moments(*sets: torch.Tensor):
         yield chunks[0].shape[0], means, chunks
 
 
+_Accumulator = TypeVar("_Accumulator")
+
+
+def _in_row_blocks(
+    rows: torch.Tensor, reduce_block: Callable[[int, int], _Accumulator]
+) -> list[_Accumulator] | None:
+    """`reduce_block(start, stop)` over contiguous row blocks in parallel threads, in order; None
+    when the batch should be reduced on one thread (small, not on CPU, or one torch thread)."""
+    n, d = rows.shape
+    threads = min(torch.get_num_threads(), n // _MIN_ROWS)
+    if rows.device.type != "cpu" or threads < 2 or n * d < _PARALLEL_MIN_VALUES:
+        return None
+    from concurrent.futures import ThreadPoolExecutor
+
+    bounds = np.linspace(0, n, threads + 1).astype(int).tolist()
+    with ThreadPoolExecutor(threads, thread_name_prefix="varloss-stats") as pool:
+        return list(pool.map(reduce_block, bounds[:-1], bounds[1:]))
+
+
 def _dot(a: Any, b: Any, device: torch.device) -> torch.Tensor:
     """Per-feature sum of products of two centred chunks, as a float64 tensor on `device`."""
     if isinstance(a, np.ndarray):
@@ -112,6 +138,14 @@ class MomentAccumulator:
     def update(self, batch: Any) -> MomentAccumulator:
         """Add a batch (N x ... array or tensor); returns self."""
         rows = as_rows(batch)
+        parts = _in_row_blocks(rows, lambda a, b: MomentAccumulator()._update_rows(rows[a:b]))
+        if parts is None:
+            return self._update_rows(rows)
+        for part in parts:
+            self.merge(part)
+        return self
+
+    def _update_rows(self, rows: torch.Tensor) -> MomentAccumulator:
         for n, (mean,), (centred,) in _chunk_moments(rows):
             self._merge(n, _vec(mean, rows.device), _dot(centred, centred, rows.device))
         return self
@@ -166,6 +200,18 @@ class PairedMomentAccumulator:
             raise ValueError(
                 f"real batch {tuple(x.shape)} and reconstructed batch {tuple(y.shape)} differ"
             )
+        if y.device != x.device:
+            y = y.to(x.device)
+        parts = _in_row_blocks(
+            x, lambda a, b: PairedMomentAccumulator()._update_rows(x[a:b], y[a:b])
+        )
+        if parts is None:
+            return self._update_rows(x, y)
+        for part in parts:
+            self.merge(part)
+        return self
+
+    def _update_rows(self, x: torch.Tensor, y: torch.Tensor) -> PairedMomentAccumulator:
         device = x.device
         for n, (mx, my), (dx, dy) in _chunk_moments(x, y):
             self._merge(
