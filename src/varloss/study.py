@@ -1367,7 +1367,8 @@ def summary_lines(result: StudyResult) -> list[str]:
     for run_id, reason in result.unavailable.items():
         reasons.setdefault(reason, []).append(run_id)
     for reason, run_ids in reasons.items():
-        lines.append(f"left out {len(run_ids)} runs, data set unavailable: {reason}")
+        runs = f"{len(run_ids)} run{'s' if len(run_ids) != 1 else ''}"
+        lines.append(f"left out {runs}, data set unavailable: {reason}")
     if result.figure_path is not None:
         lines.append(f"figure: {result.figure_path} (and {result.figure_path.with_suffix('.svg')})")
     lines.append(f"results: {result.results_path}")
