@@ -156,3 +156,29 @@ def test_small_resnet_classifier_learns_colour_images(tmp_path) -> None:
     near = fid(real, same, features=extractor)["fid"]
     far = fid(real, 1.0 - same, features=extractor)["fid"]
     assert 0 <= near < 0.1 * far, (near, far)
+
+
+def test_interrupted_training_resumes_to_the_same_classifier(tmp_path, monkeypatch) -> None:
+    import varloss.quality.domain as domain
+
+    options = dict(epochs=4, limit=300, batch_size=50, seed=2, progress=False)
+    straight = train_domain_classifier("digits", out_dir=tmp_path / "straight", **options)
+    original, calls = domain._accuracy, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # while evaluating epoch 2: epoch 1 is checkpointed
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(domain, "_accuracy", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_domain_classifier("digits", out_dir=tmp_path / "resumed", **options)
+    state = torch.load(tmp_path / "resumed" / domain.CHECKPOINT_FILE, weights_only=True)
+    assert state["epoch"] == 1 and not (tmp_path / "resumed" / "meta.json").exists()
+    monkeypatch.setattr(domain, "_accuracy", original)
+    resumed = train_domain_classifier("digits", out_dir=tmp_path / "resumed", **options)
+    first, second = (json.loads((f / "meta.json").read_text()) for f in (straight, resumed))
+    assert second["weights_sha256"] == first["weights_sha256"]
+    assert second["history"] == first["history"] and len(second["history"]) == 4
+    assert not (resumed / domain.CHECKPOINT_FILE).exists()

@@ -11,6 +11,7 @@ seed, epochs, data hash) under the varloss cache, keyed by data set, architectur
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import time
@@ -148,6 +149,8 @@ class DomainSettings:
 
 
 DEFAULT_EPOCHS = {"tiny-cnn": 30, "lenet": 3, "small-resnet": 8}
+# Written after every epoch while training, removed when the classifier is complete.
+CHECKPOINT_FILE = "checkpoint.pt"
 # Data sets that need more updates than their architecture's default to reach the target
 # accuracy (Fashion-MNIST: 87.7% test accuracy after 3 epochs of batch 128, below our 88%).
 DATASET_DEFAULTS: dict[str, dict[str, int]] = {"fashion-mnist": {"epochs": 4, "batch_size": 64}}
@@ -214,7 +217,9 @@ def train_domain_classifier(
     """Train (deterministically, CPU) and cache a domain classifier; return its folder.
 
     The folder holds `model.safetensors` and `meta.json` (settings, test accuracy, data hash,
-    weights hash). An existing complete folder is returned as is.
+    weights hash). An existing complete folder is returned as is. A checkpoint is written after
+    every epoch, so an interrupted training continues where it stopped, with the same result as
+    an uninterrupted one.
     """
     from safetensors.torch import save_file
 
@@ -260,13 +265,24 @@ def train_domain_classifier(
         n = images.shape[0]
         steps = (n + batch_size - 1) // batch_size
         test = load_fn(name, "test")
-        history = []
+        history: list[dict[str, Any]] = []
+        checkpoint_path = folder / CHECKPOINT_FILE
+        identity = {**asdict(settings), "image_shape": list(shape)}
+        first_epoch = 0
+        if checkpoint_path.is_file():
+            state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+            if state.get("settings") == identity:  # else: other settings, start afresh
+                model.load_state_dict(state["model"])
+                optimiser.load_state_dict(state["optimiser"])
+                generator.set_state(state["generator"])
+                history, first_epoch = list(state["history"]), int(state["epoch"])
         bar = progress_bar(
             total=settings.epochs * steps,
+            initial=first_epoch * steps,
             desc=f"training the {name} domain classifier ({architecture}, once, then cached)",
             disable=not progress,
         )
-        for epoch in range(settings.epochs):
+        for epoch in range(first_epoch, settings.epochs):
             model.train()
             order = torch.randperm(n, generator=generator)
             for step in range(steps):
@@ -281,6 +297,20 @@ def train_domain_classifier(
             accuracy = _accuracy(model, test.images.float(), test.labels, 512)
             history.append({"epoch": epoch + 1, "test_accuracy": accuracy})
             bar.set_postfix(test_accuracy=f"{accuracy:.4f}")
+            buffer = io.BytesIO()
+            torch.save(
+                {
+                    "settings": identity,
+                    "epoch": epoch + 1,
+                    "model": model.state_dict(),
+                    "optimiser": optimiser.state_dict(),
+                    "generator": generator.get_state(),
+                    "history": history,
+                },
+                buffer,
+            )
+            with atomic_path(checkpoint_path) as tmp:
+                tmp.write_bytes(buffer.getvalue())
         bar.close()
         model.eval()
         test_accuracy = _accuracy(model, test.images.float(), test.labels, 512)
@@ -301,6 +331,7 @@ def train_domain_classifier(
             "torch": torch.__version__,
         }
         atomic_write_json(folder / "meta.json", meta)
+        checkpoint_path.unlink(missing_ok=True)
     return folder
 
 
