@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -216,9 +217,10 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_ddp_with_gloo_on_two_processes(tmp_path: Path) -> None:
+def test_ddp_with_gloo_on_two_processes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """torchrun, 2 CPU ranks: training runs, rank 0 writes the run, and the sharded evaluation
-    merged through VarianceLoss equals a single-process evaluation of the same weights."""
+    merged through VarianceLoss equals a single-process evaluation of the same weights, FID of
+    the samples gathered from both ranks included."""
     from varloss.models import load_model
 
     out = tmp_path / "ddp"
@@ -257,18 +259,24 @@ def test_ddp_with_gloo_on_two_processes(tmp_path: Path) -> None:
         str(out),
         "-q",
         "--no-report",
+        "--fid",
+        "on",
     ]
-    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    cache = tmp_path / "cache"  # rank 0 trains the digits domain classifier here
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "VARLOSS_DATA_DIR": str(cache)}
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     assert report["settings"]["world_size"] == 2
     assert report["n_real"] == 121
     assert report["history"][-1]["loss"] < report["history"][0]["loss"]
-    config = _config(out, epochs=2, eval_limit=121, device="cpu", seed=0)
+    config = _config(out, epochs=2, eval_limit=121, device="cpu", seed=0, fid="on")
+    monkeypatch.setenv("VARLOSS_DATA_DIR", str(cache))
     single = evaluate(load_model(out), config)
     for key in MEASURE_KEYS:
         assert report[key] == pytest.approx(single[key], rel=1e-12), key
+    assert report["fid"]["n_generated"] == 121  # both ranks' samples
+    assert report["fid"]["fid"] == pytest.approx(single["fid"]["fid"], rel=1e-6)
 
 
 def test_fid_of_the_samples_is_reported_when_asked_or_cached(

@@ -532,7 +532,7 @@ def evaluate(
     # Draw every rank's codes from one stream so the samples do not depend on the world size.
     codes = torch.randn(n_test, model.latent_dim, generator=generator)[shard].to(device)
 
-    want_fid = _fid_wanted(config, dist_info)
+    want_fid = _fid_wanted(config, dist_info, device)
     kept: list[torch.Tensor] = []
     metric = VarianceLoss().to(device)
     first: dict[str, torch.Tensor] = {}
@@ -562,12 +562,13 @@ def evaluate(
         },
     }
     if want_fid:
-        report["fid"], report["fid_reason"] = _domain_fid(test_set, torch.cat(kept), config)
+        # Under DDP each rank generated a shard of the one seeded stream: rank 0 gets them all.
+        generated_all = _gather_on_main(torch.cat(kept), dist_info)
+        if dist_info.main:
+            report["fid"], report["fid_reason"] = _domain_fid(test_set, generated_all, config)
     elif config.fid != "off":
         report["fid_reason"] = (
-            "FID is computed by one process only"
-            if dist_info.world > 1
-            else f"no cached domain classifier for {config.dataset} (train one with "
+            f"no cached domain classifier for {config.dataset} (train one with "
             f"`varloss fid --real {config.dataset}:test ...` or use --fid on)"
         )
     if out is not None:
@@ -580,14 +581,34 @@ def evaluate(
     return report
 
 
-def _fid_wanted(config: TrainConfig, dist_info: _Dist) -> bool:
-    if config.fid == "off" or dist_info.world > 1:
+def _fid_wanted(config: TrainConfig, dist_info: _Dist, device: torch.device) -> bool:
+    """--fid on, or auto with a cached classifier; under DDP every rank must agree (they all
+    take part in gathering the samples), so a rank that cannot see the cache turns it off."""
+    if config.fid == "off":
         return False
-    if config.fid == "on":
-        return True
-    from varloss.quality.domain import domain_extractor_available
+    wanted = config.fid == "on"
+    if not wanted:
+        from varloss.quality.domain import domain_extractor_available
 
-    return domain_extractor_available(config.dataset)
+        wanted = domain_extractor_available(config.dataset)
+    if dist_info.world > 1:
+        import torch.distributed as dist
+
+        flag = torch.tensor([int(wanted)], device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        wanted = bool(flag.item())
+    return wanted
+
+
+def _gather_on_main(samples: torch.Tensor, dist_info: _Dist) -> torch.Tensor:
+    """Every rank's samples concatenated in rank order on rank 0 (other ranks: their own)."""
+    if dist_info.world == 1:
+        return samples
+    import torch.distributed as dist
+
+    parts: list[Any] | None = [None] * dist_info.world if dist_info.main else None
+    dist.gather_object(samples, parts, dst=0)
+    return torch.cat(parts) if parts is not None else samples
 
 
 def _domain_fid(real: Any, generated: torch.Tensor, config: TrainConfig):
