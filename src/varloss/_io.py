@@ -48,6 +48,14 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+def atomic_torch_save(path: str | os.PathLike[str], state: Any) -> None:
+    """`torch.save(state)` written atomically (checkpoints: tensors, numbers, lists, dicts)."""
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 

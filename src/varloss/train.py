@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from varloss._io import atomic_path, atomic_write_json, atomic_write_text
+from varloss._io import atomic_torch_save, atomic_write_json, atomic_write_text
 from varloss.errors import InputError, TrainingError
 
 REPORT_FILE = "report.json"
@@ -217,13 +217,6 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
         raise InputError(
             f"checkpoint {path} could not be read ({error}); use --force to restart."
         ) from None
-
-
-def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(buffer.getvalue())
 
 
 def _write_history(path: Path, history: list[dict[str, float]]) -> None:
@@ -450,7 +443,7 @@ def train(
                 }
             )
             if dist_info.main:
-                _save_checkpoint(
+                atomic_torch_save(
                     checkpoint_path,
                     {
                         "epoch": epoch + 1,

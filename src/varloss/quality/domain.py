@@ -11,7 +11,6 @@ seed, epochs, data hash) under the varloss cache, keyed by data set, architectur
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import time
@@ -24,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from varloss._io import atomic_path, atomic_write_json
+from varloss._io import atomic_path, atomic_torch_save, atomic_write_json
 from varloss.errors import InputError
 from varloss.quality.extractors import FeatureExtractor, file_sha256
 
@@ -297,8 +296,8 @@ def train_domain_classifier(
             accuracy = _accuracy(model, test.images.float(), test.labels, 512)
             history.append({"epoch": epoch + 1, "test_accuracy": accuracy})
             bar.set_postfix(test_accuracy=f"{accuracy:.4f}")
-            buffer = io.BytesIO()
-            torch.save(
+            atomic_torch_save(
+                checkpoint_path,
                 {
                     "settings": identity,
                     "epoch": epoch + 1,
@@ -307,10 +306,7 @@ def train_domain_classifier(
                     "generator": generator.get_state(),
                     "history": history,
                 },
-                buffer,
             )
-            with atomic_path(checkpoint_path) as tmp:
-                tmp.write_bytes(buffer.getvalue())
         bar.close()
         model.eval()
         test_accuracy = _accuracy(model, test.images.float(), test.labels, 512)
