@@ -633,7 +633,8 @@ def measure(
 # Models
 
 
-def _model_device(model: Any) -> torch.device:
+def model_device(model: Any) -> torch.device:
+    """Where a model's parameters live (CPU for objects without any)."""
     parameters = getattr(model, "parameters", None)
     if callable(parameters):
         for parameter in parameters():
@@ -677,7 +678,7 @@ def measure_model(
     if batch_size < 1:
         raise InputError(f"batch_size must be a positive integer, got {batch_size}.")
     ranges = _normalise_ranges(value_range)
-    device = _model_device(model)
+    device = model_device(model)
     real_set = _Checked(open_source(real, "real", batch_size=batch_size), ranges["real"])
     outputs: deque[Any] = deque()
 

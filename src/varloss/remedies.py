@@ -48,6 +48,7 @@ from torch import nn
 from varloss._io import atomic_path, atomic_write_json
 from varloss.errors import InputError
 from varloss.losses import BalancedGaussian, gaussian_kl
+from varloss.measure import model_device
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
@@ -74,12 +75,6 @@ def _as_images(train_images: Any) -> torch.Tensor:
     return images.detach().to("cpu", torch.float32)
 
 
-def _device(model: nn.Module) -> torch.device:
-    for parameter in model.parameters():
-        return parameter.device
-    return torch.device("cpu")
-
-
 def model_fingerprint(model: nn.Module) -> str:
     """A short sha256 of the model's state dict, so a saved sampler knows which model it fits."""
     digest = hashlib.sha256()
@@ -97,7 +92,7 @@ def encode_dataset(
     model: nn.Module, images: torch.Tensor, batch_size: int = 1024
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Encode `images` in batches; return (mu, logvar) as float64 CPU tensors, N x latent_dim."""
-    device = _device(model)
+    device = model_device(model)
     mus, logvars = [], []
     for start in range(0, images.shape[0], batch_size):
         batch = images[start : start + batch_size].to(device)
@@ -110,7 +105,7 @@ def encode_dataset(
 @torch.no_grad()
 def decode_codes(model: nn.Module, codes: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
     """Decode latent codes in batches; return float32 CPU images N x C x H x W."""
-    device = _device(model)
+    device = model_device(model)
     dtype = next(iter(model.parameters()), torch.empty(0)).dtype
     out = []
     for start in range(0, codes.shape[0], batch_size):
