@@ -26,13 +26,7 @@ SMALL: dict[str, dict] = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: faster than two on a shared 2-core machine, and deterministic."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def blobs(n: int = 64, side: int = 28, channels: int = 1, seed: int = 0) -> torch.Tensor:
