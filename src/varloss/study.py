@@ -675,11 +675,11 @@ def plot_study(
     per-run decomposition var(x) - var(x_hat) = mse - bias² + cov term as grouped bars, with
     the variance loss as a black tick. Writes `path` (PNG) and the same name with `.svg`.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
+
+    from varloss.figures import pyplot
+
+    plt = pyplot()
 
     path = Path(path)
     rows = list(rows)
