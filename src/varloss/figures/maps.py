@@ -1,12 +1,9 @@
-"""Matplotlib figures shared by the CLI, the trainer, the remedies and the report.
+"""Per-pixel variance maps: real, reconstructed and generated on one colour scale, then where
+variance is lost (real minus each, diverging colours).
 
-- `variance_maps_figure(maps)`: per-pixel variance of real, reconstructed and generated sets on one
-  colour scale, then where variance is lost (real minus each, diverging colours), with colour bars.
-- `plot_variance_maps(report, path)`: the same figure saved as a PNG.
-- `save_image_grid(rows, path)`: labelled rows of images (e.g. real / reconstructed / generated).
-
-Everything is written atomically (`varloss._io.atomic_path`); the Agg backend is used so that no
-display is needed.
+- `variance_maps_figure(maps)`: the figure (a matplotlib Figure), from a dict of maps.
+- `plot_variance_maps(report, path)`: the same figure saved as an image file.
+- `map_image`, `variance_map_panels`: the 2-D pictures the figure (and the HTML report) show.
 """
 
 from __future__ import annotations
@@ -18,23 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from varloss._io import atomic_path
+from varloss.figures.base import pyplot, save_figure
 
 VARIANCE_MAP_KEYS = (
     ("var_real", "real"),
     ("var_reconstructed", "reconstructed"),
     ("var_generated", "generated"),
 )
-
-
-def pyplot():
-    """matplotlib.pyplot on the Agg backend (headless)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def map_image(array: Any) -> tuple[np.ndarray, str]:
@@ -122,84 +109,7 @@ def variance_maps_figure(maps: Mapping[str, Any], *, columns: int | None = None)
     return fig
 
 
-def save_figure(fig: Any, path: str | Path, *, dpi: int | None = None) -> Path:
-    """Save a matplotlib figure atomically (format from the suffix) and close it."""
-    path = Path(path)
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=dpi or fig.dpi)
-    finally:
-        pyplot().close(fig)
-    return path
-
-
 def plot_variance_maps(report: Any, path: str | Path) -> Path:
     """Save the variance-maps figure of a `VarianceReport` (or a dict of maps) as an image file."""
     maps = report.maps if hasattr(report, "maps") else report
     return save_figure(variance_maps_figure(maps), path)
-
-
-def _as_images(images: Any) -> np.ndarray:
-    array = images.detach().cpu().numpy() if hasattr(images, "detach") else np.asarray(images)
-    array = np.asarray(array, dtype=np.float32)
-    if array.ndim == 3:  # N x H x W
-        array = array[:, None]
-    if array.ndim == 2:  # N x D: square single-channel images when possible
-        side = math.isqrt(array.shape[1])
-        if side * side != array.shape[1]:
-            raise ValueError(f"cannot show {array.shape[1]} features as a square image")
-        array = array.reshape(-1, 1, side, side)
-    if array.ndim != 4:
-        raise ValueError(f"images must be N x C x H x W, got shape {array.shape}")
-    return np.clip(array, 0.0, 1.0)
-
-
-def save_image_grid(
-    rows: Mapping[str, Any],
-    path: str | Path,
-    *,
-    per_row: int | None = None,
-    title: str | None = None,
-) -> Path:
-    """Labelled rows of images in [0, 1] (N x C x H x W, N x H x W or N x D) as one PNG.
-
-    `rows` maps a label ("real", "reconstructed", "generated", ...) to images; each row shows up to
-    `per_row` images (all by default), side by side with a 1-pixel white gutter.
-    """
-    if not rows:
-        raise ValueError("no image rows to draw")
-    strips = {}
-    for label, images in rows.items():
-        array = _as_images(images)
-        if per_row is not None:
-            array = array[:per_row]
-        n, c, h, w = array.shape
-        gutter = np.ones((c, h, 1), dtype=np.float32)
-        pieces = []
-        for image in array:
-            pieces += [image, gutter]
-        strips[label] = np.concatenate(pieces[:-1], axis=2) if pieces else np.ones((c, h, w))
-    width = max(strip.shape[2] for strip in strips.values())
-    height = max(strip.shape[1] for strip in strips.values())
-    plt = pyplot()
-    scale = max(1.0, 16.0 / height)  # small images (8 x 8) are drawn larger
-    fig_w = max(4.0, min(16.0, width * scale / 40.0))
-    fig, axes = plt.subplots(
-        len(strips),
-        1,
-        figsize=(fig_w, len(strips) * (fig_w * height / width + 0.35)),
-        dpi=100,
-        squeeze=False,
-    )
-    for ax, (label, strip) in zip(axes[:, 0], strips.items(), strict=True):
-        picture = strip.transpose(1, 2, 0)
-        if picture.shape[2] == 1:
-            ax.imshow(picture[..., 0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
-        else:
-            ax.imshow(picture[..., :3], interpolation="nearest")
-        ax.set_title(label, fontsize=9, loc="left")
-        ax.axis("off")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return save_figure(fig, path, dpi=max(100, int(100 * scale)))

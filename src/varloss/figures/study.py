@@ -1,0 +1,268 @@
+"""The study's figure: variance loss against MSE per run, and its decomposition per run.
+
+- `plot_study(rows, fit, path)`: left, one colour per model family (filled markers =
+  reconstructions, hollow = generated samples, marker shape = data set) with y = x and the fitted
+  lines; right, var(x) - var(x_hat) = mse - bias² + cov term per run as grouped bars.
+- `family_colour(family)`: the seed's colours for the built-in families (`FAMILY_COLOURS`), a
+  stable colour chosen by name for families of one's own (plugins).
+
+`rows` are results.csv rows (mappings with the study's column names); the figure reads nothing
+else, so the study pipeline and the HTML report draw the same picture.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from varloss._hashing import sha256_json
+from varloss._io import atomic_path
+from varloss.figures.base import pyplot
+
+__all__ = ["FAMILY_COLOURS", "FAMILY_LABELS", "family_colour", "plot_study"]
+
+# The seed's colours: dense blue, ResNet red, convolutional green, iterative (DRAW/GQN) yellow.
+FAMILY_COLOURS = {
+    "dense": "#1f5fbf",
+    "resnet": "#d62728",
+    "conv": "#2ca02c",
+    "draw": "#f2c500",
+    "convdraw": "#f2c500",
+}
+FAMILY_LABELS = {
+    "dense": "dense",
+    "conv": "convolutional",
+    "resnet": "ResNet-like",
+    "draw": "DRAW (iterative)",
+    "convdraw": "ConvDRAW (iterative)",
+}
+# Families of one's own (plugins): colours the seed's four do not use, chosen by name so that a
+# family keeps its colour from study to study.
+_EXTRA_COLOURS = ("#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f")
+_YELLOW_FAMILIES = ("draw", "convdraw")  # yellow on white needs a dark edge to be seen
+_DATASET_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
+# (results column, filled marker?) for the two points of each run
+_POINT_KINDS = (("variance_loss_reconstructed", True), ("variance_loss_generated", False))
+
+
+def family_colour(family: str) -> str:
+    """The seed's colour of a built-in family, else a stable colour from the name."""
+    if family in FAMILY_COLOURS:
+        return FAMILY_COLOURS[family]
+    return _EXTRA_COLOURS[int(sha256_json(family), 16) % len(_EXTRA_COLOURS)]
+
+
+def _edge_colour(family: str) -> str:
+    return "#5a4a00" if family in _YELLOW_FAMILIES else "#222222"
+
+
+def _float(value: Any) -> float:
+    """A results.csv cell as a float; empty or unreadable cells are NaN."""
+    if value is None or value == "":
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def plot_study(
+    rows: Sequence[Mapping[str, Any]],
+    fit: Mapping[str, Any],
+    path: str | Path,
+    *,
+    title: str | None = None,
+    quick: bool = False,
+) -> Path:
+    """The seed's figure: variance loss against MSE per run (left) and why (right).
+
+    Left: one colour per family, filled markers = reconstructions, hollow = generated samples,
+    marker shape = data set, the line y = x and the fitted line(s) with slope and R². Right: the
+    per-run decomposition var(x) - var(x_hat) = mse - bias² + cov term as grouped bars, with
+    the variance loss as a black tick. Writes `path` (PNG) and the same name with `.svg`.
+    """
+    plt = pyplot()
+    path = Path(path)
+    rows = list(rows)
+    height = max(5.0, 1.2 + 0.32 * len(rows))
+    fig, (scatter, bars) = plt.subplots(
+        1, 2, figsize=(14, height), gridspec_kw={"width_ratios": [1.1, 1.0]}
+    )
+    datasets = sorted({str(r.get("dataset")) for r in rows})
+    markers = {d: _DATASET_MARKERS[i % len(_DATASET_MARKERS)] for i, d in enumerate(datasets)}
+    points = _scatter_runs(scatter, rows, markers)
+    handles = _fit_lines(scatter, fit, points)
+    handles += _legend_handles(plt, rows, markers)
+    # below the axes: inside, a dozen entries would cover points wherever they sit
+    scatter.legend(
+        handles=handles, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.17), ncol=3
+    )
+    scatter.set_xlabel("reconstruction MSE (mean per pixel; pixel values in [0, 1], units²)")
+    scatter.set_ylabel("variance loss var(x) − var(x̂) (mean per pixel; units²)")
+    scatter.grid(True, alpha=0.3)
+    scatter.set_title("Variance loss against MSE")
+    _plot_decomposition(bars, rows)
+    heading = title or "Variance loss across VAE architectures"
+    if quick:
+        heading += " — QUICK version (small subsets, few epochs; not the paper study)"
+    fig.suptitle(heading, fontsize=12)
+    fig.tight_layout()
+    _save_png_and_svg(plt, fig, path)
+    return path
+
+
+def _scatter_runs(
+    axis: Any, rows: Sequence[Mapping[str, Any]], markers: Mapping[str, str]
+) -> list[tuple[float, float]]:
+    """Two points per run (reconstructions filled, generated hollow); returns the points drawn."""
+    points: list[tuple[float, float]] = []
+    for row in rows:
+        family = str(row.get("family"))
+        colour, edge = family_colour(family), _edge_colour(family)
+        x = _float(row.get("mse"))
+        marker = markers[str(row.get("dataset"))]
+        for key, filled in _POINT_KINDS:
+            y = _float(row.get(key))
+            if not (math.isfinite(x) and math.isfinite(y)):
+                continue
+            points.append((x, y))
+            if not filled and family in _YELLOW_FAMILIES:
+                # a yellow ring alone vanishes on white: outline it in a dark colour
+                axis.scatter(
+                    [x], [y], s=60, marker=marker, facecolors="none", edgecolors=edge,
+                    linewidths=3.4, zorder=3,
+                )  # fmt: skip
+            axis.scatter(
+                [x], [y], s=70 if filled else 60, marker=marker,
+                facecolors=colour if filled else "none", edgecolors=edge if filled else colour,
+                linewidths=1.0 if filled else 1.8, zorder=4,
+            )  # fmt: skip
+    return points
+
+
+def _fit_lines(
+    axis: Any, fit: Mapping[str, Any], points: Sequence[tuple[float, float]]
+) -> list[Any]:
+    """The line y = x and the fitted lines over the points' range; returns their legend handles."""
+    if not points:
+        return []
+    xs = [x for x, _ in points]
+    ys = [y for _, y in points]
+    low = min(0.0, min(xs), min(ys))
+    high = max(max(xs), max(ys)) * 1.08 or 1.0
+    line = np.linspace(low, high, 50)
+    (identity,) = axis.plot(line, line, "k--", linewidth=1.0, label="y = x", zorder=1)
+    handles = [identity]
+    for key, style, label in (
+        ("reconstructed", "-", "fit, reconstructions"),
+        ("generated", ":", "fit, generated samples"),
+    ):
+        values = fit.get(key) or {}
+        if values.get("slope") is None:
+            continue
+        r2 = values.get("r2")
+        r2_text = f"{r2:.3f}" if r2 is not None else "n/a"
+        (fitted,) = axis.plot(
+            line,
+            values["slope"] * line + values["intercept"],
+            style,
+            color="#444444",
+            linewidth=1.6,
+            label=f"{label}: slope {values['slope']:.3f}, R² {r2_text} (n={values['n']})",
+            zorder=2,
+        )
+        handles.append(fitted)
+    axis.set_xlim(low, high)
+    return handles
+
+
+def _legend_handles(
+    plt: Any, rows: Sequence[Mapping[str, Any]], markers: Mapping[str, str]
+) -> list[Any]:
+    """Legend entries: one per family (seed order first), filled/hollow, one per data set."""
+
+    def entry(label: str, **style: Any) -> Any:
+        style = {"marker": "o", "markerfacecolor": "#999999", "markeredgecolor": "#333333", **style}
+        return plt.Line2D([], [], linestyle="none", markersize=8, label=label, **style)
+
+    present = {str(r.get("family")) for r in rows}
+    families = [f for f in FAMILY_COLOURS if f in present]
+    families += sorted(present - set(families))
+    handles = [
+        entry(
+            FAMILY_LABELS.get(family, family),
+            markerfacecolor=family_colour(family),
+            markeredgecolor=_edge_colour(family),
+        )
+        for family in families
+    ]
+    handles.append(entry("filled: reconstructions"))
+    handles.append(
+        entry("hollow: generated samples", markerfacecolor="none", markeredgewidth=1.6)
+    )
+    if len(markers) > 1:
+        handles += [
+            entry(dataset, marker=marker, markerfacecolor="#bbbbbb")
+            for dataset, marker in markers.items()
+        ]
+    return handles
+
+
+def _plot_decomposition(axis: Any, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Grouped horizontal bars per run: mse, -bias², cov term; their sum is the variance loss."""
+    n = len(rows)
+    positions = np.arange(n)[::-1]  # first run on top
+    parts = (
+        ("mse", 1.0, "#8c8c8c", "mse"),
+        ("bias2", -1.0, "#9467bd", "− bias²"),
+        ("cov_term", 1.0, "#ff7f0e", "covariance term"),
+    )
+    width = 0.26
+    for index, (key, sign, colour, label) in enumerate(parts):
+        values = [sign * _float(r.get(key)) for r in rows]
+        axis.barh(positions + (1 - index) * width, values, height=width, color=colour, label=label)
+    losses = [_float(r.get("variance_loss_reconstructed")) for r in rows]
+    axis.scatter(
+        losses, positions, marker="|", s=260, color="black", linewidths=2.0, zorder=3,
+        label="variance loss (= sum)",
+    )  # fmt: skip
+    axis.axvline(0.0, color="black", linewidth=0.8)
+    axis.set_yticks(positions)
+    axis.set_yticklabels([_run_label(r) for r in rows], fontsize=7)
+    for tick, row in zip(axis.get_yticklabels(), rows, strict=True):
+        family = str(row.get("family"))
+        tick.set_color(
+            _edge_colour(family) if family in _YELLOW_FAMILIES else family_colour(family)
+        )
+    axis.set_xlabel("term of var(x) − var(x̂) = mse − bias² + cov term (units²)")
+    axis.set_title("Decomposition per run (reconstructions)")
+    # below the axis: inside it would cover the bars of the first or last runs
+    axis.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.17), ncol=4)
+    axis.grid(True, axis="x", alpha=0.3)
+    if n:
+        axis.set_ylim(-0.6, n - 0.4)
+
+
+def _run_label(row: Mapping[str, Any]) -> str:
+    return (
+        f"{row.get('family')} {row.get('dataset')} z{row.get('latent')} "
+        f"e{row.get('epochs')} s{row.get('seed')}"
+    )
+
+
+def _save_png_and_svg(plt: Any, fig: Any, path: Path) -> None:
+    """`path` as PNG and the same name as SVG (text kept as text: searchable), then close."""
+    try:
+        with atomic_path(path) as temporary:
+            fig.savefig(temporary, format="png", dpi=130, bbox_inches="tight")
+        with (
+            atomic_path(path.with_suffix(".svg")) as temporary,
+            plt.rc_context({"svg.fonttype": "none"}),
+        ):
+            fig.savefig(temporary, format="svg", bbox_inches="tight")
+    finally:
+        plt.close(fig)
