@@ -1,0 +1,359 @@
+"""The run-folder layer: the names of the files varloss writes, typed reads and atomic writes, a
+SHA-256 manifest that detects damage, and a lock so two processes never write one folder at once.
+
+Every pipeline (train, correct, study) writes its folder through `RunFolder`:
+
+    folder = RunFolder(out)
+    with folder.lock():                       # a second process gets InputError at once
+        folder.write_json(CONFIG_FILE, {...})  # atomic; its digest goes into manifest.json
+        with folder.atomic_path(MODEL_FILE) as tmp:
+            save_file(state, tmp)              # any writer that wants a file name
+        folder.seal()                          # LAST: the digests of every file in the folder
+
+and every reader checks what it reads against the manifest (`read_json`, `read_csv`, `verify`):
+a truncated or altered file gives one sentence naming the file and what to do, never a traceback
+and never a silently wrong number. Folders written before manifests existed have none; they are
+read unchecked.
+
+This module is ground layer: it imports only errors, _io, _hashing and third-party libraries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+
+from varloss._hashing import sha256_file
+from varloss._io import atomic_path as _atomic_path
+from varloss._io import atomic_write_json, atomic_write_text
+from varloss.errors import InputError
+
+__all__ = [
+    "CHECKPOINT_DIR",
+    "CHECKPOINT_FILE",
+    "CONFIG_FILE",
+    "CORRECT_DIR",
+    "FIGURE_FILE",
+    "FIT_FILE",
+    "HISTORY_FILE",
+    "HTML_FILE",
+    "LOCK_FILE",
+    "MANIFEST_FILE",
+    "MAPS_FILE",
+    "MODEL_FILE",
+    "REPORT_FILE",
+    "RESULTS_FILE",
+    "RUNS_DIR",
+    "RUN_TIMING_FILE",
+    "SAMPLERS_DIR",
+    "SAMPLER_STATE_FILE",
+    "SAMPLES_FILE",
+    "SPEC_FILE",
+    "TRAIN_RUN_FILES",
+    "RunFolder",
+]
+
+# A training run (`varloss train --out RUN`)
+CONFIG_FILE = "config.json"  # the model config (+ the train settings): `load_model` reads it
+MODEL_FILE = "model.safetensors"  # the weights
+REPORT_FILE = "report.json"  # the `varloss measure` keys; written last, so it marks a finished run
+HISTORY_FILE = "history.csv"  # one row per epoch
+MAPS_FILE = "maps.npz"  # per-pixel variance maps
+SAMPLES_FILE = "samples.png"  # real / reconstructed / generated grid
+HTML_FILE = "report.html"  # `varloss report`
+CHECKPOINT_DIR = "checkpoint"
+CHECKPOINT_FILE = f"{CHECKPOINT_DIR}/last.pt"  # model, optimiser, scheduler after the last epoch
+TRAIN_RUN_FILES = (CONFIG_FILE, MODEL_FILE, REPORT_FILE, HISTORY_FILE, SAMPLES_FILE, MAPS_FILE)
+
+# A study (`varloss study --out STUDY`)
+SPEC_FILE = "study.yaml"  # the spec as it was run
+RESULTS_FILE = "results.csv"  # one row per run
+FIT_FILE = "fit.json"  # the fitted variance-loss-vs-MSE line
+FIGURE_FILE = "figure.png"
+RUN_TIMING_FILE = "study_run.json"
+RUNS_DIR = "runs"  # one training run folder per spec row
+
+# Remedies (`varloss correct --model RUN`): RUN/correct/, one folder per fitted sampler
+CORRECT_DIR = "correct"
+SAMPLERS_DIR = "samplers"
+SAMPLER_STATE_FILE = "state.safetensors"  # beside the sampler's CONFIG_FILE
+
+# Bookkeeping of every folder
+MANIFEST_FILE = "manifest.json"
+LOCK_FILE = ".varloss.lock"
+MANIFEST_FORMAT = 1
+
+# What to do about a damaged file, by name (the default: write the folder again).
+_ADVICE = {
+    MODEL_FILE: "rebuild it from the run's checkpoint with `varloss train --resume` and the "
+    "run's settings, or train again with --force",
+    CHECKPOINT_FILE: "it cannot be resumed; start the run afresh with --force",
+    MANIFEST_FILE: "restore it, or delete it to use the folder without integrity checks",
+}
+_DEFAULT_ADVICE = "write the folder again (e.g. the same command with --force)"
+
+
+class RunFolder:
+    """A folder varloss writes: file names are relative to `path` ("checkpoint/last.pt" works)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._lock: FileLock | None = None
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    def file(self, name: str) -> Path:
+        """The path of `name` inside the folder."""
+        return self.path / name
+
+    def exists(self, name: str) -> bool:
+        return (self.path / name).is_file()
+
+    # ------------------------------------------------------------------------------------------
+    # The lock
+
+    def create(self) -> RunFolder:
+        """Make the folder (and its parents); an impossible path is an InputError."""
+        if self.path.exists() and not self.path.is_dir():
+            raise InputError(f"out {self.path} is a file; expected a folder (or a new path).")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise InputError(
+                f"out {self.path} cannot be created ({error.strerror or error}); choose a "
+                "writable folder."
+            ) from None
+        return self
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[RunFolder]:
+        """Hold the folder's lock for the block; another process (or another RunFolder of the same
+        folder) asking meanwhile gets InputError at once. The folder is created if needed."""
+        self.create()
+        lock_path = self.path / LOCK_FILE
+        lock = FileLock(str(lock_path))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            raise InputError(
+                f"{self.path} is in use by another varloss process (lock {lock_path}); wait for "
+                "it or choose another --out."
+            ) from None
+        except OSError as error:
+            raise InputError(
+                f"out {self.path} cannot hold a lock file ({error.strerror or error}); choose a "
+                "writable folder."
+            ) from None
+        self._lock = lock
+        try:
+            yield self
+        finally:
+            self._lock = None
+            lock.release()
+
+    # ------------------------------------------------------------------------------------------
+    # Writing (atomic; each written file's digest goes into the manifest)
+
+    @contextlib.contextmanager
+    def atomic_path(self, name: str) -> Iterator[Path]:
+        """Yield a temporary path beside `name`; on success it replaces `name` and its digest is
+        recorded in the manifest, on failure it is deleted."""
+        with _atomic_path(self.path / name) as tmp:
+            yield tmp
+        self.record(name)
+
+    def write_text(self, name: str, text: str) -> Path:
+        atomic_write_text(self.path / name, text)
+        self.record(name)
+        return self.path / name
+
+    def write_json(self, name: str, obj: Any) -> Path:
+        """`obj` as indented JSON (NaN refused: JSON has none), atomically."""
+        atomic_write_json(self.path / name, obj)
+        self.record(name)
+        return self.path / name
+
+    def write_csv(
+        self, name: str, rows: Iterable[Mapping[str, Any]], columns: Sequence[str]
+    ) -> Path:
+        """Rows (dicts) under a header of `columns`; missing values are written empty."""
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=list(columns), lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({column: row.get(column) for column in columns})
+        return self.write_text(name, text.getvalue())
+
+    def unlink(self, name: str) -> None:
+        """Delete `name` (if present) and its manifest entry."""
+        (self.path / name).unlink(missing_ok=True)
+        self.forget(name)
+
+    # ------------------------------------------------------------------------------------------
+    # Reading (checked against the manifest first)
+
+    def read_bytes(self, name: str) -> bytes:
+        self.verify(name, required=True)
+        return (self.path / name).read_bytes()
+
+    def read_json(self, name: str) -> Any:
+        """The parsed JSON of `name`, verified against the manifest; one sentence when it is
+        missing, damaged or not JSON."""
+        self.verify(name, required=True)
+        path = self.path / name
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise InputError(
+                f"{path} is damaged (not valid JSON: {_short(error)}); {_advice(name)}."
+            ) from None
+
+    def read_csv(self, name: str, typed: bool = True) -> list[dict[str, Any]]:
+        """The rows of `name` as dicts, verified against the manifest. With `typed`, numbers are
+        parsed (int when integral text, else float) and empty cells are None."""
+        self.verify(name, required=True)
+        path = self.path / name
+        try:
+            with path.open(newline="", encoding="utf-8") as handle:
+                rows = list(csv.DictReader(handle))
+        except (UnicodeDecodeError, csv.Error) as error:
+            raise InputError(
+                f"{path} is damaged (not valid CSV: {_short(error)}); {_advice(name)}."
+            ) from None
+        if typed:
+            rows = [{key: _parse_cell(value) for key, value in row.items()} for row in rows]
+        return rows
+
+    # ------------------------------------------------------------------------------------------
+    # The manifest
+
+    def manifest(self) -> dict[str, dict[str, Any]] | None:
+        """The recorded files ({name: {"sha256", "bytes"}}), or None when there is no manifest."""
+        path = self.path / MANIFEST_FILE
+        if not path.is_file():
+            return None
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            files = data["files"]
+            if not isinstance(files, dict) or not all(
+                isinstance(entry, dict) and isinstance(entry.get("sha256"), str)
+                for entry in files.values()
+            ):
+                raise TypeError("files is not a table of digests")
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as error:
+            raise InputError(
+                f"{path} is damaged ({_short(error)}); {_ADVICE[MANIFEST_FILE]}."
+            ) from None
+        return files
+
+    def verify(self, name: str, *, required: bool = False, advice: str | None = None) -> bool:
+        """Check `name` against the manifest: True when it matches, False when the folder has no
+        manifest or the manifest does not list it (nothing to check). A listed file that is
+        missing or whose size or SHA-256 differs is an InputError naming it and what to do.
+        With `required`, a missing file is an InputError even when unlisted."""
+        path = self.path / name
+        what_to_do = advice or _advice(name)
+        if required and not path.is_file():
+            raise InputError(f"{self.path} has no {name}; {what_to_do}.")
+        files = self.manifest()
+        entry = None if files is None else files.get(name)
+        if entry is None:
+            return False
+        if not path.is_file():
+            raise InputError(f"{path} is missing (it is listed in {MANIFEST_FILE}); {what_to_do}.")
+        size = path.stat().st_size
+        if ("bytes" in entry and entry["bytes"] != size) or sha256_file(path) != entry["sha256"]:
+            raise InputError(
+                f"{path} is damaged (its SHA-256 does not match {MANIFEST_FILE}); {what_to_do}."
+            )
+        return True
+
+    def record(self, *names: str) -> None:
+        """Put the current digests of `names` into the manifest (created if needed)."""
+        files = dict(self.manifest() or {})
+        for name in names:
+            files[name] = _entry(self.path / name)
+        self._write_manifest(files)
+
+    def forget(self, *names: str) -> None:
+        """Drop `names` from the manifest (their files are being rewritten or removed)."""
+        files = self.manifest()
+        if files is None or not any(name in files for name in names):
+            return
+        self._write_manifest({k: v for k, v in files.items() if k not in names})
+
+    def seal(self, names: Iterable[str] | None = None) -> Path:
+        """Write the manifest LAST: the digests of `names`, by default of every file in the folder
+        (hidden files and subfolders with a manifest of their own left out). Entries of files
+        that no longer exist are dropped."""
+        files = {
+            name: entry
+            for name, entry in (self.manifest() or {}).items()
+            if (self.path / name).is_file()
+        }
+        for name in self.files() if names is None else names:
+            files[name] = _entry(self.path / name)
+        return self._write_manifest(files)
+
+    def files(self) -> list[str]:
+        """Every file of the folder a seal covers, as names relative to it, sorted."""
+        found: list[str] = []
+        for root, folders, names in os.walk(self.path):
+            here = Path(root)
+            folders[:] = sorted(
+                folder
+                for folder in folders
+                if not folder.startswith(".") and not (here / folder / MANIFEST_FILE).is_file()
+            )
+            for name in names:
+                if name.startswith(".") or (here == self.path and name == MANIFEST_FILE):
+                    continue
+                found.append((here / name).relative_to(self.path).as_posix())
+        return sorted(found)
+
+    def _write_manifest(self, files: Mapping[str, Any]) -> Path:
+        path = self.path / MANIFEST_FILE
+        atomic_write_json(
+            path,
+            {
+                "format": MANIFEST_FORMAT,
+                "algorithm": "sha256",
+                "files": {name: files[name] for name in sorted(files)},
+            },
+        )
+        return path
+
+
+def _entry(path: Path) -> dict[str, Any]:
+    return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+
+
+def _advice(name: str) -> str:
+    return _ADVICE.get(name, _DEFAULT_ADVICE)
+
+
+def _short(error: BaseException) -> str:
+    text = str(error).strip().rstrip(".") or type(error).__name__
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _parse_cell(value: str | None) -> Any:
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        pass
+    try:
+        return float(value)
+    except ValueError:
+        return value
