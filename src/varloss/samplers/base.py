@@ -1,0 +1,242 @@
+"""The sampler base class, the `SAMPLERS` registry and saving/loading of fitted samplers.
+
+Every sampler follows the scikit-learn pattern: parameters in the constructor, `fit(model,
+train_images)` learns whatever it needs from the trained VAE and its training data, then
+`sample(n, generator)` returns images (N x C x H x W in the model's data range) and, where the
+method works in latent space, `sample_codes(n, generator)` returns the codes it decodes.
+`save(dir)` writes the fitted state (`state.safetensors` + `config.json`, never pickles) and
+`load_sampler(dir, model)` restores it, so a correction fitted once can be reused and audited.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from varloss._io import atomic_path, atomic_write_json
+from varloss.errors import InputError
+from varloss.samplers.latents import (
+    check_sample_count,
+    decode_codes,
+    model_fingerprint,
+    training_images,
+)
+
+FORMAT_VERSION = 1
+CONFIG_NAME = "config.json"
+STATE_NAME = "state.safetensors"
+
+SAMPLERS: dict[str, type[Sampler]] = {}
+"""Sampler classes by name; `register` adds to it, `load_sampler` reads the name back."""
+
+
+def register(cls: type[Sampler]) -> type[Sampler]:
+    """Class decorator: add a `Sampler` subclass to `SAMPLERS` under its `name`.
+
+    Refuses a class that is not a Sampler, has no name, or takes a name another class holds.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, Sampler)):
+        raise TypeError(f"only Sampler subclasses can be registered, got {cls!r}.")
+    name = cls.name
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{cls.__name__} needs a non-empty string `name` to be registered.")
+    holder = SAMPLERS.get(name)
+    if holder is not None and holder is not cls:
+        raise ValueError(
+            f"sampler name {name!r} is already taken by {holder.__module__}.{holder.__qualname__}."
+        )
+    SAMPLERS[name] = cls
+    return cls
+
+
+class Sampler(ABC):
+    """A fitted way of drawing images from a trained VAE.
+
+    Subclasses set `name`, take their parameters as keyword arguments of the constructor (stored
+    by `params()` and saved), and implement `_fit`, `sample_codes` or `sample`, and the
+    `_state`/`_set_state` pair that carries the fitted tensors and scalars through save/load.
+    """
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, seed: int = 0, batch_size: int = 1024) -> None:
+        self.seed = int(seed)
+        self.batch_size = int(batch_size)
+        self.model: nn.Module | None = None
+        self.latent_dim: int | None = None
+        self.image_shape: tuple[int, ...] | None = None
+        self.model_fingerprint: str | None = None
+        self.fitted = False
+        self.fit_seconds: float | None = None
+
+    # -- parameters ------------------------------------------------------------------------
+    def params(self) -> dict[str, Any]:
+        """Constructor parameters (JSON-safe); the saved config re-creates the sampler from them."""
+        return {"seed": self.seed, "batch_size": self.batch_size}
+
+    def settings(self) -> dict[str, Any]:
+        """Everything that determines this sampler's output: parameters plus fitted scalars."""
+        return {"method": self.name, **self.params(), **self._fitted_scalars()}
+
+    # -- fitting -----------------------------------------------------------------------------
+    def fit(self, model: nn.Module, train_images: Any) -> Sampler:
+        """Fit on a trained VAE and its training images (ImageSet, tensor or array)."""
+        images = training_images(train_images)
+        self.attach(model, check=False)
+        self.image_shape = tuple(int(s) for s in images.shape[1:])
+        model.eval()
+        started = time.perf_counter()
+        self._fit(model, images)
+        self.fit_seconds = time.perf_counter() - started
+        self.model_fingerprint = model_fingerprint(model)
+        self.fitted = True
+        return self
+
+    @abstractmethod
+    def _fit(self, model: nn.Module, images: torch.Tensor) -> None: ...
+
+    def attach(self, model: nn.Module, check: bool = True) -> Sampler:
+        """Attach the VAE whose decoder the sampler uses (after `load`); checks it is the same."""
+        latent_dim = int(model.latent_dim)
+        if check and self.latent_dim is not None and latent_dim != self.latent_dim:
+            raise InputError(
+                f"model has latent_dim {latent_dim} but the {self.name} sampler was fitted "
+                f"with latent_dim {self.latent_dim}."
+            )
+        if check and self.model_fingerprint is not None:
+            found = model_fingerprint(model)
+            if found != self.model_fingerprint:
+                raise InputError(
+                    f"model (fingerprint {found}) is not the one the {self.name} sampler was "
+                    f"fitted on (fingerprint {self.model_fingerprint})."
+                )
+        self.model = model
+        self.latent_dim = latent_dim
+        return self
+
+    def _require_model(self) -> nn.Module:
+        if not self.fitted:
+            raise InputError(f"the {self.name} sampler is not fitted; call fit(model, images).")
+        if self.model is None:
+            raise InputError(
+                f"the {self.name} sampler has no model attached; pass model= to load_sampler."
+            )
+        return self.model
+
+    # -- sampling ----------------------------------------------------------------------------
+    def sample_codes(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Latent codes (float32, N x latent_dim) that `sample` decodes."""
+        raise NotImplementedError(f"the {self.name} sampler does not work in latent space")
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Images N x C x H x W (float32, CPU). Seed `generator` for reproducible draws."""
+        model = self._require_model()
+        codes = self.sample_codes(check_sample_count(n), generator)
+        return decode_codes(model, codes, self.batch_size)
+
+    # -- persistence -------------------------------------------------------------------------
+    def _state(self) -> dict[str, torch.Tensor]:
+        """Fitted tensors to save (subclasses extend)."""
+        return {}
+
+    def _fitted_scalars(self) -> dict[str, Any]:
+        """Fitted JSON-safe values to save (subclasses extend)."""
+        return {}
+
+    def _set_state(self, tensors: dict[str, torch.Tensor], scalars: dict[str, Any]) -> None:
+        """Restore what `_state` and `_fitted_scalars` returned (nothing for stateless samplers)."""
+        del tensors, scalars
+
+    def config(self) -> dict[str, Any]:
+        """What `save` writes to config.json: the class, parameters and fitted scalars."""
+        return {
+            "sampler": self.name,
+            "format_version": FORMAT_VERSION,
+            "params": self.params(),
+            "fitted": self._fitted_scalars(),
+            "latent_dim": self.latent_dim,
+            "image_shape": list(self.image_shape) if self.image_shape else None,
+            "model_fingerprint": self.model_fingerprint,
+            "fit_seconds": self.fit_seconds,
+        }
+
+    def save(self, directory: str | Path) -> Path:
+        """Write `state.safetensors` then `config.json` (each atomically) into `directory`."""
+        if not self.fitted:
+            raise InputError(f"the {self.name} sampler is not fitted; nothing to save.")
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tensors = {
+            key: value.detach().to("cpu").contiguous() for key, value in self._state().items()
+        }
+        with atomic_path(directory / STATE_NAME) as tmp:
+            save_file(tensors, str(tmp), metadata={"sampler": self.name})
+        atomic_write_json(directory / CONFIG_NAME, self.config())
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path, model: nn.Module | None = None) -> Sampler:
+        """Restore a saved sampler; `model` (the VAE it was fitted on) is needed to sample."""
+        sampler = load_sampler(directory, model)
+        if cls is not Sampler and not isinstance(sampler, cls):
+            raise InputError(
+                f"{directory} holds a {sampler.name} sampler, not a {cls.name} sampler."
+            )
+        return sampler
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{key}={value!r}" for key, value in self.params().items())
+        return f"{type(self).__name__}({params})"
+
+
+def read_sampler_config(directory: str | Path) -> dict[str, Any]:
+    """The config.json of a saved sampler folder; InputError naming the folder otherwise."""
+    directory = Path(directory)
+    config_path, state_path = directory / CONFIG_NAME, directory / STATE_NAME
+    if not config_path.is_file() or not state_path.is_file():
+        raise InputError(
+            f"{directory} is not a saved sampler folder (expected {CONFIG_NAME} and {STATE_NAME})."
+        )
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise InputError(
+            f"{config_path} is not valid JSON; delete {directory} and fit the sampler again."
+        ) from None
+    if not isinstance(config, dict) or config.get("sampler") not in SAMPLERS:
+        name = config.get("sampler") if isinstance(config, dict) else None
+        raise InputError(
+            f"{config_path} names an unknown sampler {name!r}; known: {sorted(SAMPLERS)}."
+        )
+    return config
+
+
+def load_sampler(directory: str | Path, model: nn.Module | None = None) -> Sampler:
+    """Load any saved sampler from `directory` (its config names the class)."""
+    directory = Path(directory)
+    config = read_sampler_config(directory)
+    try:
+        tensors = load_file(str(directory / STATE_NAME))
+    except Exception as error:  # safetensors raises its own error types for damaged files
+        raise InputError(
+            f"{directory / STATE_NAME} cannot be read ({error}); delete {directory} and fit the "
+            "sampler again."
+        ) from None
+    sampler = SAMPLERS[config["sampler"]](**config.get("params", {}))
+    sampler.latent_dim = config.get("latent_dim")
+    shape = config.get("image_shape")
+    sampler.image_shape = tuple(shape) if shape else None
+    sampler.model_fingerprint = config.get("model_fingerprint")
+    sampler.fit_seconds = config.get("fit_seconds")
+    sampler._set_state(tensors, config.get("fitted", {}))
+    sampler.fitted = True
+    if model is not None:
+        sampler.attach(model)
+    return sampler

@@ -1,0 +1,167 @@
+"""`match`: decoded prior samples mapped per pixel onto the training data's mean and variance.
+
+A post-hoc calibration of pixel statistics, not a better generative model: it closes the
+variance gap by construction.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from varloss.errors import InputError
+from varloss.samplers.base import Sampler, register
+from varloss.samplers.latents import (
+    check_sample_count,
+    decode_codes,
+    seeded_generator,
+    standard_normal,
+)
+
+_STD_FLOOR = 1e-6  # a pixel whose generated std is below this does not vary
+
+
+@register
+class MatchSampler(Sampler):
+    """Prior samples mapped per pixel onto the training data's mean and variance, then clipped.
+
+    x' = clip(offset + scale * (x - m_gen)), with m_gen and the per-pixel (scale, offset) fitted
+    on `n_fit` seeded prior samples. The plain affine solution (offset = m_data, scale = s_data /
+    s_gen) loses variance again where clipping bites, so with `clip_aware=True` (the default)
+    scale and offset are refined by a per-pixel fixed-point iteration until the *clipped* samples
+    have the data's mean and standard deviation. Pixels the decoder never varies (s_gen ~ 0) get
+    the data mean.
+    """
+
+    name = "match"
+
+    def __init__(
+        self,
+        n_fit: int = 10000,
+        value_range: Sequence[float] | None = (0.0, 1.0),
+        clip_aware: bool = True,
+        iterations: int = 100,
+        tolerance: float = 1e-4,
+        seed: int = 0,
+        batch_size: int = 1024,
+    ) -> None:
+        super().__init__(seed=seed, batch_size=batch_size)
+        if value_range is not None:
+            if len(value_range) != 2 or not value_range[0] < value_range[1]:
+                raise InputError(
+                    f"value_range must be (low, high) with low < high, got {value_range!r}."
+                )
+            value_range = (float(value_range[0]), float(value_range[1]))
+        if int(n_fit) < 2:
+            raise InputError(f"n_fit must be at least 2, got {n_fit!r}.")
+        self.n_fit = int(n_fit)
+        self.value_range = value_range
+        self.clip_aware = bool(clip_aware)
+        self.iterations = int(iterations)
+        self.tolerance = float(tolerance)
+        self.data_mean: torch.Tensor | None = None
+        self.data_std: torch.Tensor | None = None
+        self.generated_mean: torch.Tensor | None = None
+        self.generated_std: torch.Tensor | None = None
+        self.scale: torch.Tensor | None = None
+        self.offset: torch.Tensor | None = None
+        self.fit_residual: float | None = None
+
+    def params(self) -> dict[str, Any]:
+        value_range = list(self.value_range) if self.value_range is not None else None
+        return {
+            "n_fit": self.n_fit,
+            "value_range": value_range,
+            "clip_aware": self.clip_aware,
+            "iterations": self.iterations,
+            "tolerance": self.tolerance,
+            **super().params(),
+        }
+
+    def _fit(self, model: nn.Module, images: torch.Tensor) -> None:
+        data = images.to(torch.float64)
+        self.data_mean = data.mean(0)
+        self.data_std = data.var(0, correction=0).sqrt()
+        codes = standard_normal(self.n_fit, int(self.latent_dim), seeded_generator(self.seed))
+        generated = decode_codes(model, codes, self.batch_size).to(torch.float64)
+        self.generated_mean = generated.mean(0)
+        self.generated_std = generated.var(0, correction=0).sqrt()
+        varies = self.generated_std > _STD_FLOOR
+        ratio = self.data_std / self.generated_std.clamp_min(_STD_FLOOR)
+        self.scale = torch.where(varies, ratio, torch.zeros_like(self.data_std))
+        self.offset = self.data_mean.clone()
+        if self.value_range is not None and self.clip_aware:
+            self.scale, self.offset, self.fit_residual = self._fit_clipped(generated)
+
+    def _fit_clipped(self, generated: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """Per-pixel (scale, offset) whose clipped samples have the data's mean and std.
+
+        Fixed point: shift the offset by the clipped mean's error, stretch the scale by the
+        ratio of standard deviations (both clipped moments grow monotonically in their
+        parameter). Each pixel keeps its best iterate (saturated pixels can oscillate); pixels
+        within `tolerance` drop out of the active set, so late iterations are cheap.
+        """
+        shape = self.data_mean.shape
+        centred = (generated - self.generated_mean).reshape(generated.shape[0], -1)
+        target_mean, target_std = self.data_mean.reshape(-1), self.data_std.reshape(-1)
+        best_scale, best_offset = self.scale.reshape(-1).clone(), self.offset.reshape(-1).clone()
+        best_error = torch.full_like(best_scale, math.inf)
+        scale, offset = best_scale.clone(), best_offset.clone()
+        active = torch.arange(best_scale.numel())
+        for _ in range(self.iterations + 1):
+            clipped = (offset[active] + scale[active] * centred[:, active]).clamp(*self.value_range)
+            mean, std = clipped.mean(0), clipped.var(0, correction=0).sqrt()
+            error = (target_mean[active] - mean).abs() + (target_std[active] - std).abs()
+            better = error < best_error[active]
+            improved = active[better]
+            best_error[improved] = error[better]
+            best_scale[improved], best_offset[improved] = scale[improved], offset[improved]
+            offset[active] += target_mean[active] - mean
+            ratio = torch.where(
+                std > _STD_FLOOR,
+                target_std[active] / std.clamp_min(_STD_FLOOR),
+                torch.ones_like(std),
+            )
+            scale[active] = (scale[active] * ratio.clamp(0.5, 2.0)).clamp(max=1e4)
+            active = active[best_error[active] > self.tolerance]
+            if active.numel() == 0:
+                break
+        residual = float(best_error.max())
+        return best_scale.reshape(shape), best_offset.reshape(shape), residual
+
+    def sample_codes(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        self._require_model()
+        return standard_normal(check_sample_count(n), int(self.latent_dim), generator)
+
+    def transform(self, images: torch.Tensor) -> torch.Tensor:
+        """Apply the fitted per-pixel affine map (and clipping) to decoded images."""
+        out = self.offset + self.scale * (images.to(torch.float64) - self.generated_mean)
+        if self.value_range is not None:
+            out = out.clamp(*self.value_range)
+        return out.to(torch.float32)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        model = self._require_model()
+        return self.transform(decode_codes(model, self.sample_codes(n, generator), self.batch_size))
+
+    def _fitted_scalars(self) -> dict[str, Any]:
+        return {"max_moment_error": self.fit_residual}
+
+    def _state(self) -> dict[str, torch.Tensor]:
+        return {
+            "data_mean": self.data_mean,
+            "data_std": self.data_std,
+            "generated_mean": self.generated_mean,
+            "generated_std": self.generated_std,
+            "scale": self.scale,
+            "offset": self.offset,
+        }
+
+    def _set_state(self, tensors: dict[str, torch.Tensor], scalars: dict[str, Any]) -> None:
+        for key in ("data_mean", "data_std", "generated_mean", "generated_std", "scale", "offset"):
+            setattr(self, key, tensors[key])
+        self.fit_residual = scalars.get("max_moment_error")

@@ -1,0 +1,50 @@
+"""The named methods `varloss correct` compares: samplers with settings (two-stage variants).
+
+A method is a registered sampler plus constructor overrides; the three two-stage methods share
+one fitted second stage and differ only in how its codes are renormalised.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from varloss.errors import InputError
+from varloss.samplers.base import SAMPLERS, Sampler
+
+# name -> (sampler registry name, constructor overrides). Two-stage variants share one fit.
+METHODS: dict[str, tuple[str, dict[str, Any]]] = {
+    "prior": ("prior", {}),
+    "two-stage": ("two-stage", {"renormalize": True, "target": "aggregate"}),
+    "two-stage-raw": ("two-stage", {"renormalize": False}),
+    "two-stage-spherical": ("two-stage", {"renormalize": True, "target": "spherical"}),
+    "temperature": ("temperature", {}),
+    "match": ("match", {}),
+    "gmm": ("gmm", {}),
+}
+ALL_METHODS: tuple[str, ...] = tuple(METHODS)
+BASELINE = "prior"
+"""The method every other one is compared with; always evaluated, always first."""
+
+
+def create_sampler(method: str, **params: Any) -> Sampler:
+    """A fresh sampler for a method name of `METHODS` (e.g. "two-stage-raw"), with overrides."""
+    if method not in METHODS:
+        raise InputError(f"method must be one of {sorted(METHODS)} (or 'all'), got {method!r}.")
+    registry_name, defaults = METHODS[method]
+    return SAMPLERS[registry_name](**{**defaults, **params})
+
+
+def parse_methods(method: str) -> list[str]:
+    """'all', one method name, or a comma-separated list -> validated method names (prior first)."""
+    names = [part.strip() for part in str(method).split(",") if part.strip()]
+    if not names:
+        raise InputError(f"method must be one of {sorted(METHODS)} or 'all', got {method!r}.")
+    if names == ["all"]:
+        return list(ALL_METHODS)
+    unknown = [name for name in names if name not in METHODS]
+    if unknown:
+        raise InputError(
+            f"method must be one of {sorted(METHODS)} or 'all', "
+            f"got {', '.join(map(repr, unknown))}."
+        )
+    return [BASELINE] + [name for name in dict.fromkeys(names) if name != BASELINE]
