@@ -219,7 +219,16 @@ def test_fid_with_module_matches_manual_reference(tmp_path, monkeypatch) -> None
     )
     assert result["trace_ratio"] < 0.5  # the generated set was shrunk to a quarter of the variance
     assert result["extractor"]["feature_dim"] == 8
-    assert len(result["extractor"]["weights_hash"]) == 64
+    # the weights identity follows the weights, not the object
+    twin = FixedProjection(36, 8)
+    assert fid(real, generated, features=twin)["extractor"]["weights_hash"] == (
+        result["extractor"]["weights_hash"]
+    )
+    with torch.no_grad():
+        twin.weight.mul_(2.0)
+    assert fid(real, generated, features=twin)["extractor"]["weights_hash"] != (
+        result["extractor"]["weights_hash"]
+    )
     assert result["warnings"] == []
     # batch size does not change the number
     again = fid(real, generated, features=module, batch_size=7)
@@ -290,3 +299,70 @@ def test_uint8_and_channel_last_inputs_are_read(tmp_path, monkeypatch) -> None:
         warnings.simplefilter("ignore")
         from_file = fid(as_float, str(tmp_path / "g.npy"), features=nn.Flatten())
     assert from_file["fid"] == pytest.approx(0.0, abs=1e-9)
+
+
+# ---- the extractor registry and the pipelines' FID entry ----
+
+
+def test_registered_extractor_is_used_by_name_and_checked(tmp_path, monkeypatch) -> None:
+    from varloss.quality import EXTRACTORS, ModuleExtractor, register_extractor
+
+    monkeypatch.setenv("VARLOSS_DATA_DIR", str(tmp_path))
+    calls = []
+
+    def flatten_factory(*, batch_size, device, **rest):
+        calls.append(rest)
+        return ModuleExtractor(nn.Flatten(), name="flat", batch_size=batch_size, device=device)
+
+    monkeypatch.setitem(EXTRACTORS, "flat", flatten_factory)
+    gen = torch.Generator().manual_seed(3)
+    real, generated = torch.rand(50, 1, 2, 2, generator=gen), torch.rand(40, 1, 2, 2, generator=gen)
+    result = fid(real, generated, features="flat", dataset="toy")
+    fr, fg = real.flatten(1).double().numpy(), generated.flatten(1).double().numpy()
+    reference = scipy_fid(
+        fr.mean(0), np.cov(fr, rowvar=False), fg.mean(0), np.cov(fg, rowvar=False)
+    )
+    assert result["fid"] == pytest.approx(reference, rel=1e-6)
+    assert result["extractor"]["name"] == "flat" and calls[0]["dataset"] == "toy"
+    with pytest.raises(InputError, match="already registered"):
+        register_extractor("flat", flatten_factory)
+    with pytest.raises(InputError, match="callable"):
+        register_extractor("other", "not a factory")
+    with pytest.raises(InputError, match="lower-case"):
+        register_extractor("Flat", flatten_factory)
+    with pytest.raises(InputError, match="'domain', 'inception', 'flat'"):
+        get_extractor("nope")
+
+
+def test_fid_or_reason_policy(tmp_path, monkeypatch) -> None:
+    import varloss.quality.policy as policy
+    from varloss.quality import fid_or_reason
+
+    monkeypatch.setenv("VARLOSS_DATA_DIR", str(tmp_path))
+    real = torch.rand(30, 1, 3, 3, generator=torch.Generator().manual_seed(4))
+    overshoot = real * 1.5 - 0.25  # a decoder's rounding: outside [0, 1], clamped for the FID
+    assert fid_or_reason(real, real, dataset="toy", mode="off") == (
+        None,
+        "not computed (--fid off)",
+    )
+    result, reason = fid_or_reason(real, real, dataset="digits", mode=False)
+    assert result is None and "--fid off" in reason
+    result, reason = fid_or_reason(real, real, dataset="digits", mode="auto")
+    assert result is None and "no cached domain classifier for 'digits'" in reason
+    # a registered or module extractor runs in "auto" (nothing to train)
+    result, reason = fid_or_reason(real, overshoot, dataset=None, features=nn.Flatten())
+    clamped = fid(real, overshoot.clamp(0, 1), features=nn.Flatten())
+    assert reason is None and result["fid"] == pytest.approx(clamped["fid"], rel=1e-12)
+    # the user's mistakes become the reason; bugs propagate
+    other_shape = torch.rand(30, 1, 4, 4)
+    result, reason = fid_or_reason(real, other_shape, dataset=None, features=nn.Flatten())
+    assert result is None and "same shape" in reason
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(policy, "fid", broken)
+    with pytest.raises(ZeroDivisionError):
+        fid_or_reason(real, real, dataset=None, features=nn.Flatten(), mode="on")
+    with pytest.raises(InputError, match="auto, on, off"):
+        fid_or_reason(real, real, dataset=None, mode="sometimes")

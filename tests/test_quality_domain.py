@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from varloss.data import load
 from varloss.errors import InputError
 from varloss.quality import (
     DomainExtractor,
@@ -37,7 +39,11 @@ def test_training_is_cached_deterministic_and_recorded(tiny_classifier) -> None:
     assert meta["settings"]["epochs"] == 6 and meta["settings"]["seed"] == 0
     assert meta["n_train"] == 400 and meta["n_test"] == 297
     assert 0.5 < meta["test_accuracy"] <= 1.0  # 48 steps already beat chance (0.1) by far
-    assert len(meta["data_hash"]) == 64
+    train = load("digits", "train", limit=400)
+    expected = hashlib.sha256(
+        train.images.float().numpy().tobytes() + train.labels.long().numpy().tobytes()
+    )
+    assert meta["data_hash"] == expected.hexdigest()
     stamp = (folder / "model.safetensors").stat().st_mtime_ns
     again = train_domain_classifier(
         "digits", epochs=6, limit=400, batch_size=50, seed=0, out_dir=folder, progress=False
@@ -130,6 +136,7 @@ def test_fid_cli_writes_json(tiny_classifier, tmp_path, monkeypatch) -> None:
     assert "FID (domain:digits" in result.output
 
 
+@pytest.mark.slow
 def test_small_resnet_classifier_learns_colour_images(tmp_path) -> None:
     """The CIFAR/CelebA-sized path (3 x 32 x 32, small ResNet): trained through the same code on
     a synthetic labelled set (class = colour of a noisy blob), then usable as FID features."""

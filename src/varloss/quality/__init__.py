@@ -4,9 +4,11 @@
     result = fid("mnist:test", samples, features="domain")   # JSON-safe dict
     result["fid"], result["terms"], result["trace_ratio"]
 
+Pipelines call `fid_or_reason` (one error policy: the FID dict, or None and why not).
 `frechet_distance` works on any (mean, covariance) pairs; `FeatureStatistics` accumulates them
-in float64 and merges exactly; `get_extractor` gives "domain" (a small classifier trained by
-varloss, offline), "inception" (FID Inception-v3 by weights path) or wraps any nn.Module.
+in float64 and merges exactly; `get_extractor` gives a registered extractor ("domain": a small
+classifier trained by varloss, offline; "inception": FID Inception-v3 by weights path; yours
+through `register_extractor`) or wraps any nn.Module.
 """
 
 from varloss.quality.domain import (
@@ -21,14 +23,22 @@ from varloss.quality.extractors import (
     FeatureExtractor,
     InceptionExtractor,
     ModuleExtractor,
-    get_extractor,
 )
 from varloss.quality.frechet import FrechetTerms, frechet_distance
+from varloss.quality.policy import FID_MODES, fid_mode, fid_or_reason
 from varloss.quality.prdc import density_coverage, prdc, precision_recall
+from varloss.quality.registry import (
+    EXTRACTORS,
+    extractor_names,
+    get_extractor,
+    register_extractor,
+)
 from varloss.quality.score import feature_statistics, fid
 from varloss.quality.statistics import FeatureStatistics, FrechetDistance
 
 __all__ = [
+    "EXTRACTORS",
+    "FID_MODES",
     "INCEPTION_WEIGHTS_NAME",
     "INCEPTION_WEIGHTS_SHA256",
     "DomainExtractor",
@@ -40,12 +50,16 @@ __all__ = [
     "ModuleExtractor",
     "density_coverage",
     "domain_extractor_available",
+    "extractor_names",
     "feature_statistics",
     "fid",
+    "fid_mode",
+    "fid_or_reason",
     "frechet_distance",
     "get_extractor",
     "load_domain_classifier",
     "prdc",
     "precision_recall",
+    "register_extractor",
     "train_domain_classifier",
 ]

@@ -10,7 +10,6 @@ seed, epochs, data hash) under the varloss cache, keyed by data set, architectur
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -21,11 +20,16 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from filelock import FileLock
+from safetensors.torch import load_file, save_file
 from torch import nn
 
+from varloss._hashing import sha256_arrays, sha256_file
 from varloss._io import atomic_path, atomic_torch_save, atomic_write_json
+from varloss._progress import progress_bar
+from varloss.data import data_dir, info, load
 from varloss.errors import InputError
-from varloss.quality.extractors import FeatureExtractor, file_sha256
+from varloss.quality.extractors import FeatureExtractor
 
 DOMAIN_FORMAT = 1
 
@@ -166,8 +170,6 @@ def default_batch_size(dataset: str) -> int:
 
 def domain_dir() -> Path:
     """$VARLOSS_DATA_DIR/domain-classifiers, else the varloss user cache."""
-    from varloss.data import data_dir
-
     return data_dir() / "domain-classifiers"
 
 
@@ -181,13 +183,6 @@ def _dataset_name(dataset: str | None) -> str:
     if sep and split in ("train", "test", "valid") and base:
         name = base
     return name.lower() if ":" not in name else name
-
-
-def _tensor_hash(*tensors: torch.Tensor) -> str:
-    digest = hashlib.sha256()
-    for tensor in tensors:
-        digest.update(tensor.contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 def _accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch: int) -> float:
@@ -220,11 +215,6 @@ def train_domain_classifier(
     every epoch, so an interrupted training continues where it stopped, with the same result as
     an uninterrupted one.
     """
-    from safetensors.torch import save_file
-
-    from varloss._progress import progress_bar
-    from varloss.data import load
-
     name = _dataset_name(dataset)
     load_fn = loader or load
     train = load_fn(name, "train", limit=limit)
@@ -248,8 +238,6 @@ def train_domain_classifier(
     folder = Path(out_dir) if out_dir is not None else domain_dir() / settings.folder_name()
     if (folder / "meta.json").exists() and (folder / "model.safetensors").exists():
         return folder
-    from filelock import FileLock
-
     folder.mkdir(parents=True, exist_ok=True)
     with FileLock(str(folder) + ".lock"):
         if (folder / "meta.json").exists():
@@ -321,8 +309,8 @@ def train_domain_classifier(
             "history": history,
             "n_train": int(n),
             "n_test": int(test.images.shape[0]),
-            "data_hash": _tensor_hash(images, labels),
-            "weights_sha256": file_sha256(folder / "model.safetensors"),
+            "data_hash": sha256_arrays(images, labels),
+            "weights_sha256": sha256_file(folder / "model.safetensors"),
             "train_seconds": round(time.perf_counter() - started, 1),
             "torch": torch.__version__,
         }
@@ -333,8 +321,6 @@ def train_domain_classifier(
 
 def load_domain_classifier(path: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Any]]:
     """(model in eval mode, metadata) from a folder (or its model.safetensors) written above."""
-    from safetensors.torch import load_file
-
     path = Path(path).expanduser()
     folder = path.parent if path.is_file() else path
     meta_path, weights_path = folder / "meta.json", folder / "model.safetensors"
@@ -355,8 +341,6 @@ def default_domain_folder(dataset: str, image_shape: tuple[int, int, int] | None
     """Where the default classifier of `dataset` is (or would be) cached."""
     name = _dataset_name(dataset)
     if image_shape is None:
-        from varloss.data import info
-
         image_shape = tuple(info(name, fetch=False)["shape"])  # type: ignore[assignment]
     architecture = architecture_for(image_shape)  # type: ignore[arg-type]
     settings = DomainSettings(

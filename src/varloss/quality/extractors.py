@@ -1,4 +1,7 @@
-"""Feature extractors for FID: Inception-v3 by path, varloss's domain classifiers, any Module.
+"""Feature extractors for FID: the base class, any Module, and Inception-v3 by path.
+
+The domain classifiers' extractor lives in `varloss.quality.domain`; `varloss.quality.registry`
+names them all (`get_extractor`, `register_extractor`).
 
 Every extractor records what it is (`name`, `weights_hash`, `resize_mode`, `feature_dim`) so
 every reported FID says which features produced it. Inputs are float images N x C x H x W in
@@ -7,7 +10,6 @@ every reported FID says which features produced it. Inputs are float images N x 
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +18,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from varloss._hashing import sha256_file, sha256_module
+from varloss._progress import progress_bar
+from varloss.data import data_dir
 from varloss.errors import InputError
 
 # torch-fidelity's FID Inception-v3 (the TF 2015-12-05 graph ported to PyTorch), as loaded by
@@ -60,8 +65,6 @@ class FeatureExtractor:
 
     def iter_features(self, images: torch.Tensor, progress: bool = False) -> Iterator[torch.Tensor]:
         """Yield float64 feature batches of N x C x H x W images in [0, 1] (bounded memory)."""
-        from varloss._progress import progress_bar
-
         starts = range(0, images.shape[0], self.batch_size)
         bar = progress_bar(
             starts, desc=f"features ({self.name})", disable=not progress, leave=False
@@ -80,16 +83,6 @@ class FeatureExtractor:
         return torch.cat(out)
 
 
-def module_hash(module: nn.Module) -> str:
-    """SHA-256 of a module's state_dict (names, shapes, dtypes, bytes): its weights identity."""
-    digest = hashlib.sha256()
-    for key, tensor in sorted(module.state_dict().items()):
-        value = tensor.detach().to("cpu").contiguous()
-        digest.update(f"{key}:{tuple(value.shape)}:{value.dtype}".encode())
-        digest.update(value.view(-1).view(torch.uint8).numpy().tobytes() if value.numel() else b"")
-    return digest.hexdigest()
-
-
 class ModuleExtractor(FeatureExtractor):
     """Any `torch.nn.Module` mapping N x C x H x W images in [0, 1] to N x ... features."""
 
@@ -103,7 +96,7 @@ class ModuleExtractor(FeatureExtractor):
         super().__init__(batch_size, device)
         self.module = module.to(self.device).eval()
         self.name = name or f"module:{type(module).__name__}"
-        self._hash = module_hash(module)
+        self._hash = sha256_module(module)
         self._dim: int | None = None
 
     @property
@@ -131,18 +124,8 @@ def _default_inception_locations() -> list[Path]:
     if configured:
         locations.append(Path(configured).expanduser())
     locations.append(Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_WEIGHTS_NAME)
-    from varloss.data import data_dir
-
     locations.append(data_dir() / "weights" / INCEPTION_WEIGHTS_NAME)
     return locations
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def find_inception_weights(weights: str | os.PathLike[str] | None = None) -> Path:
@@ -185,13 +168,13 @@ class InceptionExtractor(FeatureExtractor):
     ) -> None:
         super().__init__(batch_size, device)
         self.weights_path = find_inception_weights(weights)
-        digest = file_sha256(self.weights_path)
+        digest = sha256_file(self.weights_path)
         if digest != INCEPTION_WEIGHTS_SHA256:
             raise InputError(
                 f"Inception weights {str(self.weights_path)!r} have SHA-256 {digest}; expected "
                 f"{INCEPTION_WEIGHTS_SHA256} ({INCEPTION_WEIGHTS_NAME})."
             )
-        try:
+        try:  # here, not at the top: this module of torchmetrics needs the optional torch-fidelity
             from torchmetrics.image.fid import NoTrainInceptionV3
             from torchmetrics.utilities.imports import _TORCH_FIDELITY_AVAILABLE
         except ImportError as error:  # pragma: no cover - torchmetrics is a core dependency
@@ -226,47 +209,3 @@ class InceptionExtractor(FeatureExtractor):
         if isinstance(out, tuple | list):
             out = out[0]
         return out
-
-
-# ---- factory ----
-
-
-def get_extractor(
-    features: str | nn.Module | FeatureExtractor = "domain",
-    *,
-    dataset: str | None = None,
-    weights: str | os.PathLike[str] | None = None,
-    batch_size: int = 256,
-    device: str | torch.device = "cpu",
-    train: bool = True,
-    progress: bool = True,
-) -> FeatureExtractor:
-    """An extractor by name ("domain", "inception"), or wrapping a user `nn.Module`.
-
-    "domain" needs `dataset` (e.g. "mnist"); its classifier is trained on first use (with a
-    progress bar) and cached, unless `train` is False, or loaded from `weights` (a folder or
-    model.safetensors written by varloss).
-    """
-    if isinstance(features, FeatureExtractor):
-        return features
-    if isinstance(features, nn.Module):
-        return ModuleExtractor(features, batch_size=batch_size, device=device)
-    if not isinstance(features, str):
-        raise InputError(
-            f"features must be 'domain', 'inception' or an nn.Module, got {features!r}."
-        )
-    key = features.strip().lower()
-    if key == "inception":
-        return InceptionExtractor(weights, batch_size=min(batch_size, 64), device=device)
-    if key == "domain":
-        from varloss.quality.domain import DomainExtractor
-
-        return DomainExtractor.for_dataset(
-            dataset,
-            weights=weights,
-            batch_size=batch_size,
-            device=device,
-            train=train,
-            progress=progress,
-        )
-    raise InputError(f"features must be 'domain' or 'inception', got {features!r}.")

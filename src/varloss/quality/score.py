@@ -7,7 +7,6 @@ mode, so repeated evaluations against the same test split extract real features 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import warnings
 from collections.abc import Iterable
@@ -18,9 +17,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from varloss._hashing import sha256_arrays
 from varloss.errors import InputError
-from varloss.quality.extractors import FeatureExtractor, get_extractor
+from varloss.quality.extractors import FeatureExtractor
 from varloss.quality.frechet import frechet_distance
+from varloss.quality.prdc import prdc as compute_prdc
+from varloss.quality.registry import get_extractor
 from varloss.quality.statistics import FeatureStatistics, load_cached, store_cached
 
 STATS_CACHE_FORMAT = 1
@@ -103,12 +105,6 @@ def feature_statistics(
     return statistics, (torch.cat(kept) if keep_features else None)
 
 
-def _pixel_hash(images: torch.Tensor) -> str:
-    return hashlib.sha256(
-        images.contiguous().view(-1).view(torch.uint8).numpy().tobytes()
-    ).hexdigest()
-
-
 def fid(
     real: Any,
     generated: Any,
@@ -164,7 +160,7 @@ def fid(
             "dataset": real_origin["dataset"],
             "split": real_origin.get("split"),
             "n": int(real_images.shape[0]),
-            "pixels_sha256": _pixel_hash(real_images),
+            "pixels_sha256": sha256_arrays(real_images),
             "extractor": extractor.name,
             "weights_hash": extractor.weights_hash,
             "resize_mode": extractor.resize_mode,
@@ -219,8 +215,6 @@ def fid(
         "warnings": notes,
     }
     if prdc:
-        from varloss.quality.prdc import prdc as compute_prdc
-
         assert real_features is not None and generated_features is not None
         result.update(compute_prdc(real_features, generated_features))
     return result

@@ -13,7 +13,6 @@ which, unlike raw sums of squares, does not lose precision when the mean is larg
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -21,10 +20,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from torchmetrics import Metric
 
+from varloss._hashing import sha256_json
 from varloss._io import atomic_path, atomic_write_json
+from varloss.data import data_dir
 from varloss.errors import InputError
+from varloss.quality.frechet import frechet_distance
 
 STATS_FORMAT = 1
 
@@ -130,8 +133,6 @@ class FeatureStatistics:
 
     def save(self, path: str | os.PathLike[str], metadata: dict[str, Any] | None = None) -> None:
         """Write safetensors (mean, m2, count) plus a JSON sidecar of metadata, atomically."""
-        from safetensors.torch import save_file
-
         if self.mean is None or self.m2 is None:
             raise InputError("cannot save empty feature statistics.")
         path = Path(path)
@@ -146,8 +147,6 @@ class FeatureStatistics:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> FeatureStatistics:
-        from safetensors.torch import load_file
-
         tensors = load_file(str(path))
         state = cls(int(tensors["mean"].shape[0]))
         state.mean = tensors["mean"].to(torch.float64)
@@ -198,8 +197,6 @@ class FrechetDistance(Metric):
             setattr(self, name, state.to_packed().to(self.device))
 
     def compute(self) -> dict[str, Any]:
-        from varloss.quality.frechet import frechet_distance
-
         real = FeatureStatistics.from_packed(self.real_state)
         generated = FeatureStatistics.from_packed(self.generated_state)
         return frechet_distance(
@@ -212,15 +209,12 @@ class FrechetDistance(Metric):
 
 def stats_cache_dir() -> Path:
     """$VARLOSS_DATA_DIR/fid-stats, else the user cache directory varloss/fid-stats."""
-    from varloss.data import data_dir
-
     return data_dir() / "fid-stats"
 
 
 def cache_key(key: dict[str, Any]) -> str:
     """A file stem naming the data set and split, plus a hash of everything in `key`."""
-    text = json.dumps(key, sort_keys=True)
-    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    digest = sha256_json(key, 16)
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(key.get("dataset", "x")))
     return f"{safe}-{key.get('split', 'x')}-{key.get('extractor', 'x')}-{digest}"
 

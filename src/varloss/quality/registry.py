@@ -1,0 +1,100 @@
+"""The feature-extractor registry: name -> factory, like torch-fidelity's `registry.py`.
+
+This module imports the extractor modules (never the reverse), so adding an extractor is one
+`register_extractor` call and `get_extractor` never grows an if/elif chain:
+
+    def my_factory(*, dataset, weights, batch_size, device, train, progress) -> FeatureExtractor:
+        ...
+    register_extractor("my-features", my_factory)
+    fid(real, generated, features="my-features")
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from varloss.errors import InputError
+from varloss.quality.domain import DomainExtractor
+from varloss.quality.extractors import FeatureExtractor, InceptionExtractor, ModuleExtractor
+
+# A factory gets every keyword below (it may ignore those it does not use) and returns an
+# extractor: dataset (str | None), weights (path | None), batch_size, device, train, progress.
+ExtractorFactory = Callable[..., FeatureExtractor]
+
+EXTRACTORS: dict[str, ExtractorFactory] = {}
+
+
+def register_extractor(name: str, factory: ExtractorFactory, *, replace: bool = False) -> None:
+    """Make `features=name` mean `factory(...)` in `get_extractor`, `fid` and the CLI."""
+    if not isinstance(name, str) or not name.strip() or name != name.strip().lower():
+        raise InputError(f"an extractor name must be a non-empty lower-case string, got {name!r}.")
+    if not callable(factory):
+        raise InputError(f"the factory of extractor {name!r} must be callable, got {factory!r}.")
+    if name in EXTRACTORS and not replace:
+        raise InputError(
+            f"an extractor named {name!r} is already registered; pass replace=True to replace it."
+        )
+    EXTRACTORS[name] = factory
+
+
+def extractor_names() -> list[str]:
+    """The registered extractor names, in registration order."""
+    return list(EXTRACTORS)
+
+
+def _domain(*, dataset, weights, batch_size, device, train, progress) -> FeatureExtractor:
+    return DomainExtractor.for_dataset(
+        dataset,
+        weights=weights,
+        batch_size=batch_size,
+        device=device,
+        train=train,
+        progress=progress,
+    )
+
+
+def _inception(*, weights, batch_size, device, **_unused) -> FeatureExtractor:
+    # Inception-v3 at 299 x 299 is memory hungry: at most 64 images per batch.
+    return InceptionExtractor(weights, batch_size=min(batch_size, 64), device=device)
+
+
+register_extractor("domain", _domain)
+register_extractor("inception", _inception)
+
+
+def get_extractor(
+    features: str | nn.Module | FeatureExtractor = "domain",
+    *,
+    dataset: str | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+    train: bool = True,
+    progress: bool = True,
+) -> FeatureExtractor:
+    """An extractor by registered name ("domain", "inception", ...), or wrapping an `nn.Module`.
+
+    "domain" needs `dataset` (e.g. "mnist"); its classifier is trained on first use (with a
+    progress bar) and cached, unless `train` is False, or loaded from `weights` (a folder or
+    model.safetensors written by varloss).
+    """
+    if isinstance(features, FeatureExtractor):
+        return features
+    if isinstance(features, nn.Module):
+        return ModuleExtractor(features, batch_size=batch_size, device=device)
+    names = ", ".join(repr(name) for name in EXTRACTORS)
+    key = features.strip().lower() if isinstance(features, str) else None
+    if key not in EXTRACTORS:
+        raise InputError(f"features must be one of {names} or an nn.Module, got {features!r}.")
+    return EXTRACTORS[key](
+        dataset=dataset,
+        weights=weights,
+        batch_size=batch_size,
+        device=device,
+        train=train,
+        progress=progress,
+    )
