@@ -1,0 +1,172 @@
+"""The page of a `varloss correct` folder, and the remedies table a train run's page shows.
+
+`varloss correct` writes one schema for one method or many: report.json holds `baseline` (the
+prior sampler's numbers), `methods` (method name -> its numbers, the baseline included as
+`prior`) and `settings`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from varloss.errors import InputError
+from varloss.report.files import embed, read_object
+from varloss.report.html import Cell, Table, fmt, num_cell, number, percent
+from varloss.report.kinds import Context, ReportKind
+from varloss.report.sections import (
+    correct_command,
+    fid_value,
+    headline_table,
+    settings_section,
+    train_command,
+)
+from varloss.runs import CONFIG_FILE, CORRECT_DIR, HTML_FILE, REPORT_FILE, SAMPLES_FILE, RunFolder
+
+_COLUMNS = (
+    ("method", None),
+    ("variance, generated", "var_generated"),
+    ("variance loss, generated", "variance_loss_generated"),
+    ("gap closed", "gap_closed"),
+    ("FID before", "fid_before"),
+    ("FID after", "fid_after"),
+    ("FID gain", "fid_gain"),
+)
+
+
+def remedies_section(report: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    """The table of remedies (one row per method: variance, gap closed, FID before and after)
+    and the sentences that sum it up."""
+    baseline, methods = report.get("baseline"), report.get("methods")
+    if not isinstance(baseline, Mapping) or not isinstance(methods, Mapping):
+        raise InputError(
+            f"{path} has no `baseline` and `methods` tables (an older `varloss correct` wrote "
+            "it); run `varloss correct` again to rewrite it."
+        )
+    rows = []
+    for name, entry in methods.items():
+        cells = [Cell("prior (baseline)" if name == "prior" else name, name)]
+        for column, key in _COLUMNS[1:]:
+            cells.append(num_cell(entry.get(key), percent=column == "gap closed"))
+        rows.append(cells)
+    notes = []
+    if fid_value(baseline.get("fid")) is None and baseline.get("fid_reason"):
+        notes.append(f"FID not computed: {baseline['fid_reason']}")
+    table = Table(
+        columns=[column for column, _ in _COLUMNS],
+        rows=rows,
+        sortable=True,
+        id="remedies",
+        numeric_columns=[False] + [True] * (len(_COLUMNS) - 1),
+    )
+    return {"table": table, "sentences": _remedies_sentences(baseline, methods), "notes": notes}
+
+
+def _remedies_sentences(baseline: Mapping[str, Any], methods: Mapping[str, Any]) -> list[str]:
+    sentences = []
+    var_real, var_base = number(baseline.get("var_real")), number(baseline.get("var_generated"))
+    if var_real is not None and var_base is not None:
+        sentences.append(
+            f"With the plain prior sampler, generated images keep {percent(var_base, var_real)} "
+            f"of the real variance: a gap of {fmt(var_real - var_base)}."
+        )
+    # `match` closes the gap by construction; it is discussed apart from the real remedies.
+    remedies = {
+        name: number(entry.get("gap_closed"))
+        for name, entry in methods.items()
+        if name not in ("prior", "match") and number(entry.get("gap_closed")) is not None
+    }
+    if remedies:
+        best = max(remedies, key=lambda name: remedies[name])
+        entry = methods[best]
+        text = f"The remedy that closes most of it is {best}: {remedies[best]:.0%} of the gap"
+        before, after = number(entry.get("fid_before")), number(entry.get("fid_after"))
+        if before is not None and after is not None:
+            text += f", with FID going from {fmt(before)} to {fmt(after)}"
+        sentences.append(text + ".")
+    if "match" in methods:
+        sentences.append(
+            "Output variance matching (match) calibrates pixel statistics and closes the gap by "
+            "construction; judge it by the FID column."
+        )
+    return sentences
+
+
+def detects(directory: Path) -> bool:
+    folder = RunFolder(directory)
+    return folder.exists(REPORT_FILE) and "baseline" in read_object(folder, REPORT_FILE)
+
+
+def build(directory: Path, source: Path | None) -> Context:
+    folder = RunFolder(directory)
+    report = read_object(folder, REPORT_FILE)
+    settings = report.get("settings") or {}
+    remedies = remedies_section(report, folder.file(REPORT_FILE))
+    context: Context = {
+        "title": f"Variance remedies: {settings.get('model_family') or 'VAE'} on "
+        f"{settings.get('dataset') or 'data'}",
+        "subtitle": directory.name,
+        "headline": headline_table(report["baseline"], generated_label="generated (prior)"),
+        # The remedies' sentences already state the prior's variance gap: they are the summary.
+        "sentences": remedies["sentences"],
+        "correct": {**remedies, "sentences": []},
+    }
+    samples = embed(
+        folder,
+        SAMPLES_FILE,
+        title="Samples per method",
+        caption="One row per sampler: the plain prior (baseline) and each remedy, from the "
+        "same seeded noise; the label gives the mean per-pixel variance.",
+        alt="grid of samples from each variance remedy",
+    )
+    context["grids"] = [samples] if samples else []
+    run_config = _run_config(settings.get("run_dir"))
+    command = settings.get("command")
+    # The numbers come from `varloss correct`; the training command is context, labelled so.
+    context["settings"] = settings_section(
+        [
+            ("command", command),
+            ("command (equivalent)", None if command else correct_command(settings, directory)),
+            ("training command (equivalent)", train_command(run_config.get("train") or {})),
+            ("seed", settings.get("seed")),
+            ("data set", settings.get("dataset")),
+            ("model family", settings.get("model_family")),
+            ("latent size", settings.get("latent_dim")),
+            ("varloss version", settings.get("varloss_version")),
+        ],
+        settings,
+        model=run_config.get("model"),
+    )
+    if _parent_run(directory) is not None:
+        context["links"] = [("Training run", f"../{HTML_FILE}")]
+    return context
+
+
+def _run_config(run_dir: Any) -> dict[str, Any]:
+    """config.json of the train run the remedies were fitted on, or {} when it is gone."""
+    if not run_dir or not (Path(run_dir) / CONFIG_FILE).is_file():
+        return {}
+    return read_object(RunFolder(run_dir), CONFIG_FILE)
+
+
+def _parent_run(directory: Path) -> Path | None:
+    """The train run a `correct` folder sits in (RUN/correct), when there is one."""
+    parent = directory.resolve().parent
+    is_run = (parent / CONFIG_FILE).is_file() and (parent / REPORT_FILE).is_file()
+    return parent if directory.name == CORRECT_DIR and is_run else None
+
+
+def related(directory: Path) -> list[Path]:
+    """The train run's page shows the remedies too: rewrite it with this one."""
+    parent = _parent_run(directory)
+    return [parent] if parent is not None else []
+
+
+KIND = ReportKind(
+    name="correct",
+    description="report.json from `varloss correct`",
+    detects=detects,
+    build=build,
+    related=related,
+)

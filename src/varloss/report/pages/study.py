@@ -1,0 +1,243 @@
+"""The page of a `varloss study` folder: what the study writes (results.csv, fit.json,
+figure.png, study.yaml) and each run's samples.png and maps.npz under runs/."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from varloss.report.files import embed, read_maps, read_object
+from varloss.report.html import Cell, Figure, Table, fmt, num_cell, number
+from varloss.report.kinds import Context, ReportKind
+from varloss.report.plots import runs_maps
+from varloss.report.sections import settings_section
+from varloss.runs import (
+    FIGURE_FILE,
+    FIT_FILE,
+    HTML_FILE,
+    MAPS_FILE,
+    RESULTS_FILE,
+    RUNS_DIR,
+    SAMPLES_FILE,
+    SPEC_FILE,
+    RunFolder,
+)
+
+_MAX_RUN_GRIDS = 60
+_MAX_RUN_MAPS = 24
+# fit.json's fitted relations (varloss study's fit_results), in the order the table shows them.
+_FITS = (
+    ("reconstructed", "reconstructed"),
+    ("generated", "generated"),
+    ("origin", "origin"),
+    ("generated_origin", "generated origin"),
+)
+
+
+def detects(directory: Path) -> bool:
+    return (directory / RESULTS_FILE).is_file() or (directory / FIT_FILE).is_file()
+
+
+def build(directory: Path, source: Path | None) -> Context:
+    folder = RunFolder(directory)
+    rows = folder.read_csv(RESULTS_FILE) if folder.exists(RESULTS_FILE) else []
+    fit = read_object(folder, FIT_FILE) if folder.exists(FIT_FILE) else {}
+    name = fit.get("name") or directory.name
+    context: Context = {
+        "title": f"Study: variance loss against MSE ({name})",
+        "subtitle": f"{len(rows)} finished run{'s' if len(rows) != 1 else ''}",
+        "notices": [],
+        "sentences": _explain_study(rows, fit),
+    }
+    if fit.get("quick"):
+        context["notices"].append(
+            "This is the QUICK version of the study (preset `quick`): small training subsets "
+            "and few epochs so that it runs on a laptop CPU in minutes. The `paper` preset "
+            "trains the full zoo on four data sets and is meant for a GPU."
+        )
+    elif fit.get("preset"):
+        context["subtitle"] += f", preset {fit['preset']}"
+    figure = embed(
+        folder,
+        FIGURE_FILE,
+        title="Variance loss against MSE",
+        caption="One point per run, coloured by family; filled markers are reconstructions, "
+        "hollow markers generated samples; the dashed line is y = x.",
+        alt="scatter of variance loss against MSE by architecture family",
+    )
+    if figure is not None:
+        figure.scroll_min_width = 760
+    elif rows:
+        context["notices"].append(
+            f"The study folder has no {FIGURE_FILE} (varloss study draws it once every run has "
+            "finished); run the study command again to draw it."
+        )
+    context["study"] = {
+        "figures": [figure] if figure else [],
+        "fit_table": _fit_table(fit),
+        "results": _results_table(rows, directory),
+        "runs": _run_grids(directory, rows),
+    }
+    context["maps"] = _runs_maps(directory, rows)
+    context["settings"] = _study_settings(folder, fit)
+    return context
+
+
+def _study_settings(folder: RunFolder, fit: Mapping[str, Any]) -> dict[str, Any]:
+    settings = fit.get("settings") or {}
+    command = settings.get("command")
+    equivalent = None
+    preset = fit.get("preset")
+    # Re-running the study command in the same folder redraws it (finished runs are skipped).
+    if not command and preset and resources.files("varloss").joinpath(
+        "presets", f"{preset}.yaml"
+    ).is_file():
+        equivalent = shlex.join(["varloss", "study", "--preset", preset, "--out", str(folder.path)])
+    spec_text = None
+    if folder.exists(SPEC_FILE):
+        spec_text = folder.read_bytes(SPEC_FILE).decode("utf-8", errors="replace")
+    return settings_section(
+        [("command", command), ("command (equivalent)", equivalent), ("preset", preset)],
+        {key: value for key, value in settings.items() if key != "spec"},
+        spec_text=spec_text,
+    )
+
+
+def _fit_table(fit: Mapping[str, Any]) -> Table | None:
+    """fit.json as a table: one row per fitted relation."""
+    rows = [
+        [
+            Cell(label),
+            *(num_cell(fit[key].get(column)) for column in ("slope", "intercept", "r2", "n")),
+        ]
+        for key, label in _FITS
+        if isinstance(fit.get(key), Mapping)
+    ]
+    if not rows:
+        return None
+    return Table(
+        columns=["fit", "slope", "intercept", "R²", "n"],
+        rows=rows,
+        id="fit",
+        numeric_columns=[False] + [True] * 4,
+    )
+
+
+def _explain_study(rows: list[dict[str, Any]], fit: Mapping[str, Any]) -> list[str]:
+    sentences = []
+    if rows:
+        families = sorted({str(r["family"]) for r in rows if r.get("family")})
+        datasets = sorted({str(r["dataset"]) for r in rows if r.get("dataset")})
+        sentences.append(
+            f"{len(rows)} VAEs were trained ({', '.join(families) or 'unknown families'} on "
+            f"{', '.join(datasets) or 'unknown data'}); each point compares the variance the "
+            "model loses with its reconstruction error."
+        )
+    line = fit.get("reconstructed") or {}
+    slope, r2, intercept = (number(line.get(key)) for key in ("slope", "r2", "intercept"))
+    if slope is None:
+        return sentences
+    text = (
+        "A least-squares line through the reconstructions gives variance loss ≈ "
+        f"{fmt(slope, 3)} × MSE"
+    )
+    if intercept is not None:
+        text += f" {'+' if intercept >= 0 else '-'} {fmt(abs(intercept), 3)}"
+    if r2 is not None:
+        text += f" (R² = {r2:.3f})"
+    sentences.append(text + ".")
+    if 0.8 <= slope <= 1.25 and (r2 is None or r2 >= 0.9):
+        sentences.append(
+            "The slope is close to 1: across architectures, the variance a VAE loses is "
+            "about its reconstruction error, as the decomposition MSE - bias² + covariance "
+            "term predicts when bias and covariance are small."
+        )
+    else:
+        sentences.append(
+            "The slope is away from 1 or the fit is loose: look at the decomposition panel "
+            "and the bias² and covariance columns to see which runs depart and why."
+        )
+    return sentences
+
+
+def _results_table(rows: list[dict[str, Any]], directory: Path) -> Table | None:
+    """results.csv, sortable; a run's id links to its page when it has one."""
+    if not rows:
+        return None
+    columns = list(rows[0])
+    numeric = [
+        all(number(row[column]) is not None for row in rows if row[column] is not None)
+        for column in columns
+    ]
+    table_rows = []
+    for row in rows:
+        cells = []
+        for column, is_numeric in zip(columns, numeric, strict=True):
+            value = row[column]
+            if is_numeric and value is not None:
+                cells.append(num_cell(value))
+                continue
+            text = "" if value is None else str(value)
+            link = f"{RUNS_DIR}/{text}/{HTML_FILE}"
+            if column != "run_id" or not (directory / link).is_file():
+                link = None
+            cells.append(Cell(text, text, link=link))
+        table_rows.append(cells)
+    return Table(
+        columns=columns, rows=table_rows, sortable=True, id="results", numeric_columns=numeric
+    )
+
+
+def _run_folders(directory: Path, rows: list[dict[str, Any]], name: str) -> list[RunFolder]:
+    """The run folders under runs/ that hold `name`, in results.csv order (others after)."""
+    runs = directory / RUNS_DIR
+    if not runs.is_dir():
+        return []
+    order = {str(row["run_id"]): index for index, row in enumerate(rows)}
+    found = [path for path in runs.iterdir() if (path / name).is_file()]
+    found.sort(key=lambda path: (order.get(path.name, len(order)), path.name))
+    return [RunFolder(path) for path in found]
+
+
+def _run_grids(directory: Path, rows: list[dict[str, Any]]) -> list[Figure]:
+    by_id = {str(row["run_id"]): row for row in rows}
+    figures = []
+    for run in _run_folders(directory, rows, SAMPLES_FILE)[:_MAX_RUN_GRIDS]:
+        row = by_id.get(run.path.name, {})
+        parts = [
+            f"{label} {fmt(row[key])}"
+            for key, label in (("mse", "MSE"), ("variance_loss_reconstructed", "variance loss"))
+            if number(row.get(key)) is not None
+        ]
+        figure = embed(
+            run,
+            SAMPLES_FILE,
+            title=run.path.name,
+            caption=", ".join(parts),
+            alt=f"samples of run {run.path.name}",
+        )
+        figures.append(figure)
+    return figures
+
+
+def _runs_maps(directory: Path, rows: list[dict[str, Any]]) -> Figure | None:
+    """Every run's maps.npz in one figure, one row per run (at most 24), labelled by family and
+    data set."""
+    by_id = {str(row["run_id"]): row for row in rows}
+    entries = []
+    for run in _run_folders(directory, rows, MAPS_FILE)[:_MAX_RUN_MAPS]:
+        row = by_id.get(run.path.name, {})
+        label = ", ".join(str(row[k]) for k in ("family", "dataset") if row.get(k))
+        entries.append((label or run.path.name, read_maps(run, MAPS_FILE)))
+    return runs_maps(entries) if entries else None
+
+
+KIND = ReportKind(
+    name="study",
+    description="results.csv and fit.json from `varloss study`",
+    detects=detects,
+    build=build,
+)

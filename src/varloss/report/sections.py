@@ -1,0 +1,319 @@
+"""Sections shared by the pages: the headline numbers explained in words, the FID rows, the
+remedies table, and the settings that produced the numbers (with an equivalent command line).
+
+Each reads the keys its producer writes: `varloss.measure`'s VarianceReport keys, the FID dict
+of `varloss.quality.fid`, and the methods table of `varloss correct`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import platform
+import shlex
+from collections.abc import Mapping
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from varloss.report.html import Cell, Table, fmt, num_cell, number, percent
+
+# ---------------------------------------------------------------------------------------------
+# the measure keys, in words and in a table
+
+
+def explain_variance(report: Mapping[str, Any]) -> list[str]:
+    """Plain-words sentences that explain a measure report's headline numbers."""
+    var_real = number(report.get("var_real"))
+    if var_real is None:
+        return []
+    sentences = _explain_reconstructed(report, var_real)
+    var_gen = number(report.get("var_generated"))
+    if var_gen is not None:
+        gen_loss = var_real - var_gen
+        text = (
+            f"Generated samples keep {percent(var_gen, var_real)} of the real variance "
+            f"({fmt(var_gen)}): a variance loss of {fmt(gen_loss)}"
+        )
+        var_rec = number(report.get("var_reconstructed"))
+        if var_rec is not None and gen_loss != var_real - var_rec:
+            more = gen_loss > var_real - var_rec
+            text += f", {'more' if more else 'less'} than the reconstructions lose"
+        if gen_loss > 0:
+            text += ". Samples with less variance than the data look blurry and alike"
+        sentences.append(text + ".")
+    fid = fid_value(report.get("fid"))
+    if fid is not None:
+        sentences.append(
+            f"The Fréchet distance between real and generated features is {fmt(fid)} "
+            "(lower is better)."
+        )
+    return sentences
+
+
+def _explain_reconstructed(report: Mapping[str, Any], var_real: float) -> list[str]:
+    var_rec = number(report.get("var_reconstructed"))
+    if var_rec is None:
+        return []
+    mse, bias2, cov = (number(report.get(key)) for key in ("mse", "bias2", "cov_term"))
+    loss = var_real - var_rec
+    text = (
+        f"The reconstructions keep {percent(var_rec, var_real)} of the real images' "
+        f"per-pixel variance ({fmt(var_rec)} of {fmt(var_real)}): a variance loss of {fmt(loss)}"
+    )
+    if mse is not None and mse > 0:
+        text += f", {loss / mse:.2f} times the reconstruction MSE ({fmt(mse)})."
+    else:
+        text += "."
+    sentences = [text]
+    if mse is None or bias2 is None or cov is None or mse <= 0:
+        return sentences
+    if max(abs(bias2), abs(cov)) <= 0.1 * mse:
+        sentences.append(
+            "Variance loss = MSE - bias² + covariance term; here bias² "
+            f"({fmt(bias2)}) and the covariance term ({fmt(cov)}) are small, so the "
+            "variance lost is essentially the reconstruction error: a decoder that "
+            "cannot predict a detail outputs its average, and the spread of that "
+            "detail is gone."
+        )
+    else:
+        sentences.append(
+            "Variance loss = MSE - bias² + covariance term; here bias² removes "
+            f"{fmt(bias2)} and the covariance term adds {fmt(cov)} to the MSE, so the "
+            f"lost variance differs from the reconstruction error by {fmt(cov - bias2)}."
+        )
+    return sentences
+
+
+# (VarianceReport key, label, meaning); "identity" is computed here from mse, bias2 and cov_term.
+_HEADLINE = (
+    ("var_real", "variance, real", "mean over pixels of the per-pixel variance across images"),
+    ("var_reconstructed", "variance, reconstructed", "the same for the reconstructions"),
+    ("var_generated", "variance, generated", "the same for samples from the model"),
+    (
+        "variance_loss_reconstructed",
+        "variance loss, reconstructed",
+        "variance real - variance reconstructed",
+    ),
+    ("variance_loss_generated", "variance loss, generated", "variance real - variance generated"),
+    ("mse", "MSE", "mean squared error of the reconstructions, per pixel"),
+    (
+        "ratio_reconstructed",
+        "ratio variance loss / MSE",
+        "1 when the lost variance is the reconstruction error",
+    ),
+    ("bias2", "bias²", "mean over pixels of (mean real - mean reconstructed)²"),
+    ("cov_term", "covariance term", "2 × mean over pixels of cov(reconstruction, error)"),
+    ("identity", "MSE - bias² + covariance term", "equals the variance loss (an exact identity)"),
+)
+_COUNTS = (
+    ("n_real", "images, real"),
+    ("n_reconstructed", "images, reconstructed"),
+    ("n_generated", "images, generated"),
+)
+
+
+def headline_table(report: Mapping[str, Any], generated_label: str | None = None) -> Table:
+    """The measure keys of `report` with their meanings, then its FID rows."""
+    values = dict(report)
+    mse, bias2, cov = (number(values.get(key)) for key in ("mse", "bias2", "cov_term"))
+    if mse is not None and bias2 is not None and cov is not None:
+        values["identity"] = mse - bias2 + cov
+    rows: list[list[Cell]] = []
+    for key, label, meaning in _HEADLINE:
+        value = number(values.get(key))
+        if value is None:
+            continue
+        if key == "var_generated" and generated_label:
+            label = f"variance, {generated_label}"
+        rows.append([Cell(label), num_cell(value), Cell(meaning)])
+    for key, label in _COUNTS:
+        if isinstance(values.get(key), int):
+            rows.append([Cell(label), num_cell(values[key]), Cell("samples the numbers use")])
+    rows += fid_rows(values.get("fid"))
+    return Table(
+        columns=["quantity", "value", "meaning"],
+        rows=rows,
+        id="headline",
+        numeric_columns=[False, True, False],
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# FID (the dict `varloss.quality.fid` returns)
+
+
+def fid_value(fid: Any) -> float | None:
+    """The FID number of a `varloss.quality.fid` result (None when there is none)."""
+    return number(fid.get("fid")) if isinstance(fid, Mapping) else None
+
+
+_PRDC = (
+    ("precision", "share of generated samples inside the real manifold (Kynkäänniemi 2019)"),
+    ("recall", "share of real samples inside the generated manifold"),
+    ("density", "how densely generated samples crowd real neighbourhoods (Naeem 2020)"),
+    ("coverage", "share of real neighbourhoods that hold a generated sample"),
+)
+
+
+def fid_rows(fid: Any) -> list[list[Cell]]:
+    """FID, its four terms, the feature trace ratio and precision/recall/density/coverage."""
+    value = fid_value(fid)
+    if value is None:
+        return []
+    meaning = "Fréchet distance of real and generated features"
+    extractor = fid.get("extractor")
+    if isinstance(extractor, Mapping) and extractor.get("name"):
+        meaning += f" ({extractor['name']} features)"
+    rows = [[Cell("FID"), num_cell(value), Cell(meaning)]]
+    for name, term in (fid.get("terms") or {}).items():
+        if number(term) is not None:
+            rows.append(
+                [
+                    Cell(f"FID term: {name.replace('_', ' ')}"),
+                    num_cell(term),
+                    Cell("FID = mean term + trace real + trace generated - cross term"),
+                ]
+            )
+    if number(fid.get("trace_ratio")) is not None:
+        rows.append(
+            [
+                Cell("feature trace ratio"),
+                num_cell(fid["trace_ratio"]),
+                Cell("Tr Σ generated / Tr Σ real: variance kept in feature space"),
+            ]
+        )
+    for key, key_meaning in _PRDC:
+        if number(fid.get(key)) is not None:
+            rows.append([Cell(key), num_cell(fid[key]), Cell(key_meaning)])
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# settings
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, str]:
+    """Nested settings as dotted keys -> text (short lists as JSON)."""
+    out: dict[str, str] = {}
+    if isinstance(value, Mapping):
+        for key, inner in value.items():
+            out.update(flatten(inner, f"{prefix}{key}." if prefix or key else ""))
+        if not value and prefix:
+            out[prefix.rstrip(".")] = "{}"
+        return out
+    text = json.dumps(value) if isinstance(value, list | tuple) and len(str(value)) < 400 else value
+    out[prefix.rstrip(".")] = "–" if text is None else str(text)
+    return out
+
+
+def settings_section(
+    key_facts: list[tuple[str, Any]],
+    recorded: Mapping[str, Any] | None = None,
+    *,
+    versions: Mapping[str, Any] | None = None,
+    model: Mapping[str, Any] | None = None,
+    spec_text: str | None = None,
+) -> dict[str, Any]:
+    """What produced the numbers: the key facts (missing ones left out), the package versions
+    the run recorded, the model configuration, every recorded setting, the study spec."""
+    facts = [(label, _fact_text(value)) for label, value in key_facts if value not in (None, "")]
+    recorded = dict(recorded or {})
+    recorded.pop("versions", None)
+    return {
+        "key_facts": facts,
+        "versions": [(str(k), str(v)) for k, v in (versions or {}).items()],
+        "all": list(flatten(recorded).items()),
+        "model": list(flatten(model).items()) if model else [],
+        "spec": spec_text,
+    }
+
+
+def _fact_text(value: Any) -> str:
+    return " ".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+
+
+# TrainConfig field -> `varloss train` option, in the order the CLI lists them.
+_TRAIN_OPTIONS = (
+    ("family", "--model"),
+    ("dataset", "--dataset"),
+    ("epochs", "--epochs"),
+    ("latent", "--latent"),
+    ("seed", "--seed"),
+    ("loss", "--loss"),
+    ("limit", "--limit"),
+    ("eval_limit", "--eval-limit"),
+    ("batch_size", "--batch-size"),
+    ("lr", "--lr"),
+    ("schedule", "--schedule"),
+    ("device", "--device"),
+    ("data_path", "--data-path"),
+    ("out", "--out"),
+)
+
+
+def train_command(train: Mapping[str, Any]) -> str | None:
+    """The `varloss train` command line that reproduces a recorded TrainConfig, or None."""
+    if not train.get("family") or not train.get("dataset"):
+        return None
+    argv = ["varloss", "train"]
+    for key, option in _TRAIN_OPTIONS:
+        if train.get(key) is not None:
+            argv += [option, str(train[key])]
+    for key, value in (train.get("hyper") or {}).items():
+        argv += ["--set", f"{key}={json.dumps(value)}"]
+    argv += [flag for key, flag in (("compile", "--compile"), ("bf16", "--bf16")) if train.get(key)]
+    return shlex.join(argv)
+
+
+def correct_command(settings: Mapping[str, Any], directory: Path) -> str | None:
+    """The `varloss correct` command line for a correct folder's recorded settings, or None.
+
+    Covers the run, methods, seed, fitting limit, sample count, FID switch and output folder;
+    per-sampler parameters (e.g. second-stage steps) are in the recorded sampler settings.
+    """
+    run_dir, methods = settings.get("run_dir"), settings.get("methods")
+    if not run_dir or not methods:
+        return None
+    argv = ["varloss", "correct", str(run_dir), "--method", ",".join(map(str, methods))]
+    if settings.get("seed") is not None:
+        argv += ["--seed", str(settings["seed"])]
+    if settings.get("train_limit") is not None:
+        argv += ["--limit", str(settings["train_limit"])]
+    n_generated, n_test = settings.get("n_generated"), settings.get("n_test")
+    if n_generated is not None and n_generated != n_test:
+        argv += ["--n-samples", str(n_generated)]
+    if settings.get("fid_features") is None:
+        argv.append("--no-fid")
+    if directory.resolve() != (Path(run_dir) / "correct").resolve():
+        argv += ["--out", str(directory)]
+    return shlex.join(argv)
+
+
+_PACKAGES = (
+    "varloss",
+    "torch",
+    "numpy",
+    "scipy",
+    "scikit-learn",
+    "torchmetrics",
+    "matplotlib",
+    "jinja2",
+    "safetensors",
+)
+
+
+def rendered_by(command: str | None) -> list[tuple[str, str]]:
+    """When, by which command and with which packages this page was rendered."""
+    rows = [
+        ("rendered at", _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")),
+        ("command", command or "varloss.report.write_report (Python API)"),
+        ("python", platform.python_version()),
+        ("platform", platform.platform()),
+    ]
+    for package in _PACKAGES:
+        try:
+            rows.append((package, version(package)))
+        except PackageNotFoundError:
+            continue
+    return rows
