@@ -14,7 +14,8 @@ import torch
 
 from varloss.data import available_names, ensure, info, load, resolve_dataset_spec
 from varloss.data import registry as registry_module
-from varloss.data.cache import array_sha256, load_split, read_manifest, store
+from varloss._hashing import sha256_arrays
+from varloss.data.cache import load_split, read_manifest, store
 from varloss.errors import InputError
 
 
@@ -77,7 +78,7 @@ def test_cache_round_trip_and_corruption_is_discarded(cache_dir: Path, capsys) -
     labels = np.arange(5, dtype=np.uint8)
     entry = cache_dir / "toy"
     manifest = store(entry, {"train": (images, labels)}, source="unit test")
-    assert manifest["splits"]["train"]["images_sha256"] == array_sha256(images)
+    assert manifest["splits"]["train"]["images_sha256"] == sha256_arrays(images)
     mapped, mapped_labels, _ = load_split(entry, "train")
     assert isinstance(mapped, np.memmap)
     np.testing.assert_array_equal(mapped, images)

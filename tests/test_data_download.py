@@ -16,7 +16,7 @@ import pytest
 
 from varloss.data import ChecksumError, DownloadError, download_url, load
 from varloss.data import registry as registry_module
-from varloss.data.cache import array_sha256
+from varloss._hashing import sha256_arrays
 from varloss.data.formats import write_idx
 from varloss.errors import InputError
 
@@ -127,7 +127,7 @@ def _tiny_mnist(monkeypatch: pytest.MonkeyPatch, files: dict[str, bytes], arrays
         counts={"train": 6, "test": 4},
         files={n: hashlib.md5(b, usedforsecurity=False).hexdigest() for n, b in files.items()},
         pins={
-            s: {"images": array_sha256(x[:, None]), "labels": array_sha256(y)}
+            s: {"images": sha256_arrays(x[:, None]), "labels": sha256_arrays(y)}
             for s, (x, y) in arrays.items()
         },
     )

@@ -1,15 +1,19 @@
-"""Data sets for varloss: a registry of names, verified sources, and a memory-mapped cache.
+"""The one input layer of varloss: readers by suffix, one converter, the data-set catalogue.
 
-    from varloss.data import load
+    from varloss.data import load, read_images, to_images
     train = load("mnist", "train")          # ImageSet: float32 N x 1 x 28 x 28 in [0, 1]
-    faces = load("celeba", "test", data_path="~/data/celeba")
+    images = read_images("samples.npz:x")   # any input `varloss measure` accepts, float64
+    batch = to_images(array)                # N x H x W x C uint8 -> float32 N x C x H x W
 
-Names: mnist, fashion-mnist, cifar10, celeba, digits, folder:PATH, npz:PATH[:KEY].
+Data-set names: mnist, fashion-mnist, cifar10, celeba, digits, folder:PATH, npz:PATH[:KEY].
 """
 
 from varloss.data.cache import data_dir
+from varloss.data.convert import to_images
 from varloss.data.download import ChecksumError, DownloadError, download_url
+from varloss.data.files import IMAGE_SUFFIXES, register_reader
 from varloss.data.imageset import ImageSet
+from varloss.data.readers import CheckedStream, Stream, open_source, read_images
 from varloss.data.registry import (
     DATASETS,
     available_names,
@@ -22,9 +26,12 @@ from varloss.data.registry import (
 
 __all__ = [
     "DATASETS",
+    "IMAGE_SUFFIXES",
+    "CheckedStream",
     "ChecksumError",
     "DownloadError",
     "ImageSet",
+    "Stream",
     "available_names",
     "data_dir",
     "download_url",
@@ -32,5 +39,9 @@ __all__ = [
     "fetch",
     "info",
     "load",
+    "open_source",
+    "read_images",
+    "register_reader",
     "resolve_dataset_spec",
+    "to_images",
 ]

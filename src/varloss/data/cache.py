@@ -7,7 +7,6 @@ Writers hold a file lock on the entry, so concurrent processes never interleave 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -16,8 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from platformdirs import user_cache_dir
 
+from varloss._hashing import sha256_arrays
 from varloss._io import atomic_path, atomic_write_json
+from varloss.errors import InputError
 
 ENV_DATA_DIR = "VARLOSS_DATA_DIR"
 MANIFEST = "manifest.json"
@@ -28,25 +30,31 @@ def data_dir() -> Path:
     """The cache root: $VARLOSS_DATA_DIR, else the user cache directory of varloss."""
     configured = os.environ.get(ENV_DATA_DIR)
     if configured:
-        return Path(configured).expanduser()
-    from platformdirs import user_cache_dir
-
+        return _checked_data_dir(Path(configured).expanduser())
     return Path(user_cache_dir("varloss"))
+
+
+def _checked_data_dir(folder: Path) -> Path:
+    """$VARLOSS_DATA_DIR if it is (or can become) a folder varloss may read and write."""
+    problem = None
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        problem = f"{existing} is a file"
+    elif not os.access(existing, os.R_OK | os.W_OK | os.X_OK):
+        problem = f"{existing} cannot be read and written by this user"
+    if problem is not None:
+        raise InputError(
+            f"{ENV_DATA_DIR}={folder} cannot hold the data cache: {problem}; point it at a "
+            "folder you can write, or unset it to use the user cache directory."
+        )
+    return folder
 
 
 def say(message: str) -> None:
     """Progress and fallback messages go to stderr so --json output on stdout stays clean."""
     print(f"varloss.data: {message}", file=sys.stderr, flush=True)
-
-
-def array_sha256(array: np.ndarray) -> str:
-    """SHA-256 of an array's C-order bytes (the value pinned for each decoded set)."""
-    digest = hashlib.sha256()
-    flat = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
-    step = 1 << 24
-    for start in range(0, flat.size, step):
-        digest.update(flat[start : start + step].data)
-    return digest.hexdigest()
 
 
 def entry_lock(entry: Path) -> Any:
@@ -94,7 +102,7 @@ def store(
         record: dict[str, Any] = {
             "count": int(images.shape[0]),
             "shape": [int(s) for s in images.shape[1:]],
-            "images_sha256": array_sha256(images),
+            "images_sha256": sha256_arrays(images),
             "labels_sha256": None,
         }
         if labels is not None:
@@ -102,7 +110,7 @@ def store(
             with atomic_path(entry / f"{split}-labels.npy") as tmp:
                 with open(tmp, "wb") as handle:
                     np.save(handle, labels, allow_pickle=False)
-            record["labels_sha256"] = array_sha256(labels)
+            record["labels_sha256"] = sha256_arrays(labels)
         manifest["splits"][split] = record
     atomic_write_json(entry / MANIFEST, manifest)
     return manifest
@@ -147,9 +155,9 @@ def load_split(
         elif verify:
             expected_images = (pins or {}).get("images") or record["images_sha256"]
             expected_labels = (pins or {}).get("labels") or record.get("labels_sha256")
-            if array_sha256(images) != expected_images:
+            if sha256_arrays(images) != expected_images:
                 problem = f"{split} images fail their SHA-256 check"
-            elif labels is not None and array_sha256(labels) != expected_labels:
+            elif labels is not None and sha256_arrays(labels) != expected_labels:
                 problem = f"{split} labels fail their SHA-256 check"
         if problem is None:
             return images, labels, manifest

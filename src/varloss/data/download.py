@@ -26,15 +26,6 @@ class ChecksumError(DownloadError):
     """The bytes arrived but their checksum is not the one pinned for them."""
 
 
-def file_digest(path: str | os.PathLike[str], algorithm: str = "sha256") -> str:
-    """Hex digest of a file, read in chunks."""
-    digest = hashlib.new(algorithm)
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def download_url(
     url: str,
     destination: str | os.PathLike[str],

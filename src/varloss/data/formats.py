@@ -1,7 +1,8 @@
 """Readers for the on-disk formats the data sets come in. Each returns uint8 N x C x H x W arrays.
 
 IDX (MNIST, Fashion-MNIST), the classic `mnist.pkl.gz`, the CIFAR-10 python batches, the CelebA
-aligned JPEGs (folder or zip) with their partition list, Debian packages, image folders and npz.
+aligned JPEGs (folder or zip) with their partition list, Debian packages. (Array files, images
+and image folders are read by `varloss.data.files`.)
 Pickled formats are read with an unpickler that only admits numpy arrays, never arbitrary code.
 """
 
@@ -22,8 +23,6 @@ from typing import Any
 import numpy as np
 
 from varloss.errors import InputError
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 
 # ---- IDX ----
 
@@ -295,105 +294,3 @@ class CelebAImages:
                 )
             return self.all_names()
         return read_celeba_partition(self.partition)[split]
-
-
-# ---- image folders and npz ----
-
-
-def read_image_folder(path: str | os.PathLike[str]) -> np.ndarray:
-    """Load every image in a folder (sorted by name) as uint8 N x C x H x W.
-
-    All-grayscale folders keep one channel; anything with colour becomes RGB (alpha dropped).
-    """
-    from PIL import Image
-
-    root = Path(path)
-    if not root.is_dir():
-        raise InputError(f"Image folder {root} does not exist or is not a folder.")
-    files = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if not files:
-        raise InputError(f"Image folder {root} holds no images ({', '.join(IMAGE_SUFFIXES)}).")
-    images = [Image.open(f) for f in files]
-    gray = all(im.mode in ("1", "L", "LA", "I;16", "I", "F", "P") and _is_gray(im) for im in images)
-    arrays = []
-    first_size = images[0].size
-    for file, image in zip(files, images, strict=True):
-        if image.size != first_size:
-            raise InputError(
-                f"Image folder {root} mixes sizes: {file.name} is {image.size[0]} x "
-                f"{image.size[1]}, expected {first_size[0]} x {first_size[1]} like the first."
-            )
-        if gray:
-            array = _gray_uint8(image)[None]
-        else:
-            array = np.asarray(image.convert("RGB"), dtype=np.uint8).transpose(2, 0, 1)
-        arrays.append(array)
-    return np.stack(arrays)
-
-
-def _is_gray(image: Any) -> bool:
-    if image.mode != "P":
-        return True
-    rgb = np.asarray(image.convert("RGB"))
-    return bool(
-        np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2])
-    )
-
-
-def _gray_uint8(image: Any) -> np.ndarray:
-    if image.mode in ("I;16", "I"):
-        return (np.asarray(image, dtype=np.float64) / 65535.0 * 255.0).round().astype(np.uint8)
-    if image.mode == "F":
-        return (np.clip(np.asarray(image, dtype=np.float64), 0, 1) * 255).round().astype(np.uint8)
-    return np.asarray(image.convert("L"), dtype=np.uint8)
-
-
-def to_nchw(array: np.ndarray, what: str) -> np.ndarray:
-    """Bring N x H x W, N x C x H x W or N x H x W x C (C in 1, 3, 4) to N x C x H x W."""
-    if array.ndim == 3:
-        return array[:, None]
-    if array.ndim == 4:
-        if array.shape[1] in (1, 3):
-            return array
-        if array.shape[-1] in (1, 3, 4):
-            return np.moveaxis(array[..., :3] if array.shape[-1] == 4 else array, -1, 1)
-    raise InputError(
-        f"{what} has shape {tuple(array.shape)}; "
-        "expected N x H x W, N x C x H x W or N x H x W x C."
-    )
-
-
-def read_npz(
-    path: str | os.PathLike[str], key: str | None = None
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Images (N x C x H x W, values kept) and optional labels from an .npz (or .npy) file.
-
-    Without `key` the array is `images`, `x` or the only array; labels come from `labels` or `y`.
-    """
-    file = Path(path)
-    if not file.is_file():
-        raise InputError(f"Array file {file} does not exist.")
-    if file.suffix == ".npy":
-        return to_nchw(np.load(file, allow_pickle=False), f"array file {file}"), None
-    with np.load(file, allow_pickle=False) as archive:
-        names = list(archive.files)
-        if key is None:
-            for guess in ("images", "x", "X", "arr_0"):
-                if guess in names:
-                    key = guess
-                    break
-            else:
-                if len(names) != 1:
-                    raise InputError(
-                        f"Array file {file} holds {names}; name the images as npz:{file}:KEY."
-                    )
-                key = names[0]
-        if key not in names:
-            raise InputError(f"Array file {file} has no array {key!r}; it holds {names}.")
-        images = to_nchw(archive[key], f"array {key!r} of {file}")
-        labels = None
-        for guess in ("labels", "y"):
-            if guess in names and guess != key and archive[guess].shape[:1] == images.shape[:1]:
-                labels = archive[guess]
-                break
-    return images, labels

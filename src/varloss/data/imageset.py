@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
+
+from varloss.data.convert import to_images
 
 
 @dataclass
@@ -42,16 +43,15 @@ def uint8_to_imageset(
     source: str,
     limit: int | None = None,
 ) -> ImageSet:
-    """Turn uint8 N x C x H x W pixels (possibly memory-mapped) into an ImageSet with values k/255.
+    """Turn uint8 N x C x H x W pixels (possibly memory-mapped) into an ImageSet with values k/255
+    (by `to_images`, the one converter).
 
     Only the first `limit` rows are read, so a limited load of a memory-mapped set touches little.
     """
     if limit is not None:
         images = images[:limit]
         labels = None if labels is None else labels[:limit]
-    with warnings.catch_warnings():  # a read-only memory-map feeds a temporary, never written
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        pixels = torch.from_numpy(np.ascontiguousarray(images)).to(torch.float32).div_(255.0)
+    pixels = to_images(images, name=f"data set {name} ({split})")
     label_tensor = (
         None if labels is None else torch.from_numpy(np.asarray(labels, dtype=np.int64).copy())
     )

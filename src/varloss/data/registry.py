@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from varloss._hashing import sha256_arrays
 from varloss.data import sources as src
 from varloss.data.cache import (
-    array_sha256,
     data_dir,
     entry_lock,
     load_split,
@@ -29,15 +29,21 @@ from varloss.data.cache import (
     say,
     store,
 )
+from varloss.data.convert import to_images
 from varloss.data.download import DownloadError, download_url
+from varloss.data.files import (
+    npz_keys,
+    pick_key,
+    read_array_file,
+    read_image_folder,
+    split_key,
+)
 from varloss.data.formats import (
     CelebAImages,
     crop_resize,
     read_cifar10,
-    read_image_folder,
     read_mnist_pickle,
     read_mnist_wheel,
-    read_npz,
 )
 from varloss.data.imageset import ImageSet, uint8_to_imageset
 from varloss.errors import InputError
@@ -205,9 +211,9 @@ def _verify(dataset: Dataset, arrays: Arrays, *, canonical: bool) -> str | None:
         if pins:
             if images.shape[0] != dataset.counts[split]:
                 return f"{split} has {images.shape[0]} images, expected {dataset.counts[split]}"
-            if array_sha256(images) != pins["images"]:
+            if sha256_arrays(images) != pins["images"]:
                 return f"{split} images do not match their pinned SHA-256"
-            if labels is None or array_sha256(labels) != pins["labels"]:
+            if labels is None or sha256_arrays(labels) != pins["labels"]:
                 return f"{split} labels do not match their pinned SHA-256"
         elif canonical and split in dataset.counts and images.shape[0] != dataset.counts[split]:
             return f"{split} has {images.shape[0]} images, expected {dataset.counts[split]}"
@@ -484,18 +490,56 @@ def _digits(split: str) -> tuple[np.ndarray, np.ndarray]:
     return images[cut:], labels[cut:]
 
 
-def _to_unit_float(array: np.ndarray, what: str) -> torch.Tensor:
-    """uint8 -> k/255; floats must already lie in [0, 1]; other integers are rejected."""
-    if array.dtype == np.uint8:
-        return torch.from_numpy(np.ascontiguousarray(array)).to(torch.float32).div_(255.0)
-    if np.issubdtype(array.dtype, np.floating):
-        values = np.asarray(array, dtype=np.float32)
-        if values.size and (not np.isfinite(values).all() or values.min() < 0 or values.max() > 1):
+NPZ_SPLIT_KEYS = ("train", "test")
+"""An .npz with arrays named `train` and `test` holds the two splits (labels: `train_labels`,
+`test_labels`); any other .npz (or .npy) is one set, served as both splits, said on stderr."""
+
+
+def _npz_split_arrays(
+    path: Path, key: str | None, split: str, what: str
+) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """(images, labels or None, which part of the file they are) for one split of `npz:PATH`."""
+    if path.suffix.lower() == ".npy":
+        return read_array_file(path, key, what), None, "the whole file"
+    keys = npz_keys(path, what)
+    split_keys = [k for k in NPZ_SPLIT_KEYS if k in keys]
+    if key is None and split_keys:
+        if split not in keys:
             raise InputError(
-                f"{what} holds floats outside [0, 1]; expected uint8 or [0, 1] values."
+                f"{what} {path} has a {split_keys[0]!r} array but no {split!r} array; add one, "
+                f"or measure a named array as npz:{path}:{split_keys[0]}."
             )
-        return torch.from_numpy(np.ascontiguousarray(values))
-    raise InputError(f"{what} has dtype {array.dtype}; expected uint8 or floats in [0, 1].")
+        with np.load(path, allow_pickle=False) as archive:
+            labels_key = f"{split}_labels"
+            labels = archive[labels_key] if labels_key in keys else None
+            return archive[split], labels, f"array {split!r}"
+    chosen = pick_key(keys, key, path, what)
+    with np.load(path, allow_pickle=False) as archive:
+        images = archive[chosen]
+        labels = archive["labels"] if "labels" in keys and chosen != "labels" else None
+    if labels is not None and labels.shape[:1] != images.shape[:1]:
+        labels = None
+    return images, labels, f"array {chosen!r}, the whole file"
+
+
+def _load_npz(name: str, argument: str, split: str, limit: int | None) -> ImageSet:
+    path, key = split_key(argument)
+    what = f"data set {name}"
+    if not path.is_file():
+        raise InputError(f"Array file {path} of {what} does not exist.")
+    images, labels, part = _npz_split_arrays(path, key, split, what)
+    if part.endswith("the whole file"):
+        say(
+            f"{name} has no separate {split} split: its {split} split is {part} "
+            "(train and test are the same images)."
+        )
+    if limit is not None:
+        images, labels = images[:limit], None if labels is None else labels[:limit]
+    tensor = to_images(images, name=f"{what} ({split})", check_unit_range=True)
+    label_tensor = None if labels is None else torch.from_numpy(np.asarray(labels, np.int64))
+    loaded = ImageSet(tensor, label_tensor, name, split, source=str(path))
+    loaded.extra["split_source"] = part
+    return loaded
 
 
 def _split_folder(root: Path, split: str) -> Path:
@@ -543,23 +587,15 @@ def load(
     if kind == "folder":
         assert argument is not None
         folder = _split_folder(Path(argument).expanduser(), split)
-        pixels = read_image_folder(folder)
+        if not folder.is_dir():
+            raise InputError(f"Image folder {folder} does not exist or is not a folder.")
+        pixels = read_image_folder(folder, f"data set {name}")
         return uint8_to_imageset(
             pixels, None, name=name, split=split, source=str(folder), limit=limit
         )
     if kind == "npz":
         assert argument is not None
-        path, key = argument, ""
-        if not Path(argument).exists() and ":" in argument:  # npz:PATH:KEY
-            path, _, key = argument.rpartition(":")
-        images, labels = read_npz(Path(path).expanduser(), key or None)
-        if limit is not None:
-            images, labels = images[:limit], None if labels is None else labels[:limit]
-        tensor = _to_unit_float(images, f"array file {path}")
-        label_tensor = (
-            None if labels is None else torch.from_numpy(np.asarray(labels, dtype=np.int64))
-        )
-        return ImageSet(tensor, label_tensor, name, split, source=str(path))
+        return _load_npz(name, argument, split, limit)
     dataset = DATASETS[kind]
     _check_split(dataset, split)
     if kind == "digits":
@@ -567,7 +603,7 @@ def load(
         if limit is not None:
             images, labels = images[:limit], labels[:limit]
         return ImageSet(
-            torch.from_numpy(images.copy()),
+            to_images(images),
             torch.from_numpy(labels.copy()),
             kind,
             split,
@@ -619,11 +655,12 @@ def info(
     """
     kind, argument = parse_name(name)
     if kind in ("folder", "npz"):
-        # Both splits are the same data unless a folder has train/ and test/ subfolders.
-        loaded = {"train": load(name, "train")}
-        separate = kind == "folder" and (Path(str(argument)).expanduser() / "test").is_dir()
-        loaded["test"] = load(name, "test") if separate else loaded["train"]
-        splits = {split: {"count": len(images)} for split, images in loaded.items()}
+        # Both splits are the same data unless a folder has train/ and test/ subfolders or
+        # an .npz has train and test arrays.
+        loaded = {split: load(name, split) for split in ("train", "test")}
+        splits = {
+            split: {"count": len(images), **_split_note(images)} for split, images in loaded.items()
+        }
         return {
             "name": name,
             "description": f"user data at {argument}",
@@ -674,6 +711,11 @@ def info(
     if errors:
         result["reason"] = errors[0]
     return result
+
+
+def _split_note(images: ImageSet) -> dict[str, str]:
+    part = images.extra.get("split_source")
+    return {"from": part} if part else {}
 
 
 def resolve_dataset_spec(spec: str) -> ImageSet | None:

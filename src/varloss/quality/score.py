@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from varloss._hashing import sha256_arrays
+from varloss.data import ImageSet, read_images, resolve_dataset_spec, to_images
 from varloss.errors import InputError
 from varloss.quality.extractors import FeatureExtractor
 from varloss.quality.frechet import frechet_distance
@@ -29,32 +30,15 @@ STATS_CACHE_FORMAT = 1
 
 
 def _unit_images(array: Any, what: str) -> torch.Tensor:
-    """N x C x H x W float32 in [0, 1] from N x H x W, N x C x H x W or N x H x W x C (C in 1, 3)
-    arrays or tensors; uint8 is divided by 255, other values must already lie in [0, 1]."""
-    if isinstance(array, np.ndarray):
-        array = torch.from_numpy(np.ascontiguousarray(array))
-    if not isinstance(array, torch.Tensor):
+    """float32 N x C x H x W in [0, 1] on the CPU, by `varloss.data.to_images` (the one rule)."""
+    if not isinstance(array, np.ndarray | torch.Tensor):
         raise InputError(f"{what} must be images (array, tensor, file or data set), got {array!r}.")
-    tensor = array.detach().to("cpu")
-    if tensor.dtype == torch.uint8:
-        tensor = tensor.to(torch.float32) / 255.0
-    else:
-        tensor = tensor.to(torch.float32)
-    if tensor.ndim == 3:
-        tensor = tensor.unsqueeze(1)
-    elif tensor.ndim == 4 and tensor.shape[1] not in (1, 3) and tensor.shape[3] in (1, 3):
-        tensor = tensor.permute(0, 3, 1, 2).contiguous()
+    tensor = to_images(array, name=what, check_unit_range=True).to("cpu")
     if tensor.ndim != 4:
         raise InputError(
-            f"{what} must be shaped N x H x W or N x C x H x W, got {list(tensor.shape)}."
+            f"{what} must be shaped N x H x W, N x C x H x W or N x H x W x C, got "
+            f"{list(tensor.shape)}."
         )
-    if tensor.numel():
-        low, high = float(tensor.min()), float(tensor.max())
-        if low < -0.01 or high > 1.01:
-            raise InputError(
-                f"{what} must hold pixel values in [0, 1] (or uint8), got range [{low:.3g}, "
-                f"{high:.3g}]."
-            )
     return tensor
 
 
@@ -62,12 +46,9 @@ def load_images(source: Any, what: str) -> tuple[torch.Tensor, dict[str, Any]]:
     """(images N x C x H x W in [0, 1], provenance) from a data-set spec, ImageSet, path,
     array/tensor, or an iterable of batches. Provenance names the data set when there is one.
 
-    Files, folders and iterables are read by `varloss.measure.read_images`, the same reader as
+    Files, folders and iterables are read by `varloss.data.read_images`, the same reader as
     `varloss measure`, so both commands accept exactly the same inputs.
     """
-    from varloss.data import ImageSet, resolve_dataset_spec
-    from varloss.measure import read_images
-
     if isinstance(source, ImageSet):
         return source.images.to(torch.float32), {"dataset": source.name, "split": source.split}
     if isinstance(source, np.ndarray | torch.Tensor):

@@ -1,0 +1,200 @@
+"""`measure(real, reconstructed, generated)`: how much variance a model loses, and why.
+
+Inputs are anything `varloss.data.readers.open_source` accepts (arrays, tensors, iterables of
+batches, files, image folders, data sets), converted by `varloss.data.to_images`, the one rule.
+Everything streams through `varloss.stats` in float64, so memory stays O(D) for paths and
+iterables. When two sets are on visibly different value ranges (say [0, 1] and [-1, 1]) measure
+stops and asks for the range to be declared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from varloss._version import __version__
+from varloss.data.convert import ValueRange, check_value_range, shape_text
+from varloss.data.readers import CheckedStream, Source, open_source
+from varloss.errors import InputError
+from varloss.stats import MomentAccumulator, PairedMomentAccumulator
+from varloss.variance.report import VarianceReport, report_from_moments
+
+SET_NAMES = ("real", "reconstructed", "generated")
+
+__all__ = ["SET_NAMES", "Source", "ValueRange", "measure", "normalise_ranges"]
+
+
+def _aligned(
+    a: Iterator[torch.Tensor], b: Iterator[torch.Tensor]
+) -> Iterator[tuple[torch.Tensor, ...]]:
+    """Pairs of equally long row blocks from two batch streams that may be split differently."""
+    rest_a = rest_b = None
+    while True:
+        if rest_a is None or len(rest_a) == 0:
+            rest_a = next(a, None)
+        if rest_b is None or len(rest_b) == 0:
+            rest_b = next(b, None)
+        if rest_a is None or rest_b is None:
+            # drain the longer stream so that a count mismatch can be reported exactly
+            for _ in a:
+                pass
+            for _ in b:
+                pass
+            return
+        k = min(len(rest_a), len(rest_b))
+        yield rest_a[:k], rest_b[:k].to(rest_a.device)
+        rest_a, rest_b = rest_a[k:], rest_b[k:]
+
+
+def _range_kind(low: float, high: float) -> str | None:
+    """The conventional value range a set appears to use, or None when it is not clear."""
+    if low >= -0.05 and high <= 1.05:
+        return "[0, 1]"
+    if -1.05 <= low < -0.5 and high <= 1.05:
+        return "[-1, 1]"
+    if low >= -0.5 and 2.0 < high <= 255.5:
+        return "[0, 255]"
+    return None
+
+
+def _check_ranges(real: CheckedStream, other: CheckedStream) -> None:
+    kind_real, kind_other = _range_kind(real.low, real.high), _range_kind(other.low, other.high)
+    if kind_real and kind_other and kind_real != kind_other:
+        name = other.stream.name
+        raise InputError(
+            f"{name} values lie in [{other.low:.3g}, {other.high:.3g}] (a {kind_other} range) "
+            "but real values "
+            f"in [{real.low:.3g}, {real.high:.3g}] (a {kind_real} range); rescale one of them "
+            "or declare "
+            f"its range, e.g. --range {name}={kind_other[1:-1].replace(' ', '')} "
+            f"(value_range={{'{name}': ({kind_other[1:-1]})}} in Python)."
+        )
+
+
+def normalise_ranges(value_range: Any) -> dict[str, ValueRange | None]:
+    """Per-set (low, high) pairs from one pair, a dict of pairs, or None; checked."""
+    if value_range is None:
+        return dict.fromkeys(SET_NAMES)
+    if isinstance(value_range, dict):
+        unknown = set(value_range) - set(SET_NAMES)
+        if unknown:
+            raise InputError(
+                f"value_range names unknown sets {sorted(unknown)}; expected {list(SET_NAMES)}."
+            )
+        ranges = {name: value_range.get(name) for name in SET_NAMES}
+    else:
+        ranges = dict.fromkeys(SET_NAMES, value_range)
+    for name, pair in ranges.items():
+        if pair is not None:
+            ranges[name] = check_value_range(pair, name)
+    return ranges
+
+
+def _require_samples(checked: CheckedStream) -> None:
+    name = checked.stream.name
+    if checked.count == 0:
+        raise InputError(f"{name} is empty; expected at least 2 samples.")
+    if checked.count < 2:
+        raise InputError(f"{name} has 1 sample; a variance needs at least 2.")
+
+
+def measure(
+    real: Source,
+    reconstructed: Source | None = None,
+    generated: Source | None = None,
+    *,
+    batch_size: int = 1024,
+    value_range: ValueRange | dict[str, ValueRange] | None = None,
+    settings: dict[str, Any] | None = None,
+) -> VarianceReport:
+    """Variances of real, reconstructed and generated sets, variance losses, MSE decomposition.
+
+    `reconstructed` must be paired with `real` sample by sample: same count, same order
+    (reconstruction i is the model's output for real sample i); `generated` may have any size of
+    at least 2. Each set's variance is the mean over features of the per-feature population
+    variance across samples, `np.mean(np.var(x, axis=0))`, accumulated in float64.
+    `value_range` maps a set (or all sets) from (low, high) linearly to [0, 1] before measuring,
+    e.g. `{"generated": (-1, 1)}`.
+    """
+    if batch_size < 1:
+        raise InputError(f"batch_size must be a positive integer, got {batch_size}.")
+    ranges = normalise_ranges(value_range)
+    sources = {"real": real, "reconstructed": reconstructed, "generated": generated}
+    checked = {
+        name: CheckedStream(open_source(source, name, batch_size=batch_size), ranges[name])
+        for name, source in sources.items()
+        if source is not None
+    }
+    real_set, recon, gen = checked["real"], checked.get("reconstructed"), checked.get("generated")
+    paired = None if recon is None else _paired_moments(real_set, recon)
+    real_moments = MomentAccumulator() if paired is None else paired.real
+    if paired is None:
+        for batch in real_set:
+            real_moments.update(batch)
+    _require_samples(real_set)
+    if recon is not None:
+        _require_samples(recon)
+        _check_ranges(real_set, recon)
+    generated_moments = None if gen is None else _generated_moments(real_set, gen)
+
+    report = report_from_moments(list(real_set.dims), real_moments, paired, generated_moments)
+    report.settings = {
+        "inputs": {name: c.stream.description for name, c in checked.items()},
+        "dtypes": {name: c.dtype for name, c in checked.items()},
+        "observed_ranges": {name: [c.low, c.high] for name, c in checked.items()},
+        "value_range": {
+            name: list(r) for name, r in ranges.items() if r is not None and name in checked
+        },
+        "batch_size": batch_size,
+        "variance": "mean over features of the population variance (ddof=0) across samples, "
+        "float64",
+        "varloss_version": __version__,
+        **(settings or {}),
+    }
+    return report
+
+
+def _check_pairing(n_real: int, n_recon: int) -> None:
+    if n_recon != n_real:
+        raise InputError(
+            f"reconstructed has {n_recon} samples but real has {n_real}; "
+            "reconstructions must be paired with real samples one to one, in the same order."
+        )
+
+
+def _paired_moments(real: CheckedStream, recon: CheckedStream) -> PairedMomentAccumulator:
+    """Moments of real and reconstructed sets, streamed side by side; counts and shapes checked."""
+    if None not in (recon.stream.count, real.stream.count):
+        _check_pairing(real.stream.count, recon.stream.count)
+    paired = PairedMomentAccumulator()
+    for x, y in _aligned(iter(real), iter(recon)):
+        if recon.dims != real.dims:
+            break  # reported below, once both shapes are known
+        paired.update(x, y)
+    if None not in (recon.dims, real.dims) and recon.dims != real.dims:
+        raise InputError(
+            f"reconstructed samples are {shape_text(recon.dims)} but real samples are "
+            f"{shape_text(real.dims)}; they must have the same shape."
+        )
+    _check_pairing(real.count, recon.count)
+    return paired
+
+
+def _generated_moments(real: CheckedStream, gen: CheckedStream) -> MomentAccumulator:
+    """Moments of the generated set, whose samples must have the real samples' size."""
+    moments = MomentAccumulator()
+    size = 1
+    for d in real.dims:
+        size *= d
+    for batch in gen:
+        if batch.shape[1] != size:
+            raise InputError(
+                f"generated samples have {batch.shape[1]} values but real samples have "
+                f"{size} ({shape_text(real.dims)}); they must have the same size."
+            )
+        moments.update(batch)
+    _require_samples(gen)
+    _check_ranges(real, gen)
+    return moments

@@ -1,0 +1,136 @@
+"""`measure_model(model, real)`: a model's variance loss, measured without saving its outputs.
+
+The model may be any framework's: its `reconstruct(x)`/`sample(n)`, or two functions. The real
+set streams batch by batch through the model and into `measure`, so outputs are never held.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+
+from varloss.data.readers import CheckedStream, Source, open_source
+from varloss.errors import InputError
+from varloss.variance.measurement import ValueRange, measure, normalise_ranges
+from varloss.variance.report import VarianceReport
+
+
+def model_device(model: Any) -> torch.device:
+    """Where a model's parameters live (CPU for objects without any)."""
+    parameters = getattr(model, "parameters", None)
+    if callable(parameters):
+        for parameter in parameters():
+            return parameter.device
+    return torch.device("cpu")
+
+
+def measure_model(
+    model: Any,
+    real: Source,
+    *,
+    reconstruct: Callable[[torch.Tensor], Any] | None = None,
+    generate: Callable[[int], Any] | None = None,
+    n_generated: int | None = None,
+    seed: int = 0,
+    batch_size: int = 256,
+    value_range: ValueRange | dict[str, ValueRange] | None = None,
+    settings: dict[str, Any] | None = None,
+) -> VarianceReport:
+    """`measure` a model directly: its reconstructions of `real` and its samples, streamed.
+
+    `real` is any `measure` input; each batch (scaled to floats, shaped N x C x H x W or as
+    given) goes through `reconstruct` (default: `model.reconstruct`) on the model's device, and
+    `n_generated` samples (default: as many as real samples) come from `generate(n)` (default:
+    `model.sample(n)`), drawn under a torch RNG seeded with `seed` so the numbers repeat. Either
+    side may be missing (`model=None` with only one function, or a model without `sample`).
+    An `nn.Module` is measured in eval mode and under `torch.no_grad()`, then put back as it was.
+    Outputs are checked like `measure`'s inputs (shape, count, NaN, value range).
+    """
+    reconstruct, generate = _model_functions(model, reconstruct, generate)
+    if n_generated is not None and (isinstance(n_generated, bool) or int(n_generated) < 2):
+        raise InputError(f"n_generated must be an integer of at least 2, got {n_generated!r}.")
+    if batch_size < 1:
+        raise InputError(f"batch_size must be a positive integer, got {batch_size}.")
+    ranges = normalise_ranges(value_range)
+    device = model_device(model)
+    real_set = CheckedStream(open_source(real, "real", batch_size=batch_size), ranges["real"])
+    outputs: deque[Any] = deque()
+
+    def real_batches() -> Iterator[torch.Tensor]:
+        # `measure` pairs the streams by pulling a real batch, then its reconstruction.
+        for batch in real_set:
+            images = batch.reshape(batch.shape[0], *real_set.dims)
+            if reconstruct is not None:
+                inputs = images.to(device=device, dtype=torch.float32)
+                outputs.append(_detached(reconstruct(inputs)))
+            yield images
+
+    def reconstructions() -> Iterator[Any]:
+        while outputs:
+            yield outputs.popleft()
+
+    def samples() -> Iterator[Any]:
+        total = int(n_generated) if n_generated is not None else real_set.count
+        devices = [device.index or 0] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            for start in range(0, total, batch_size):
+                yield _detached(generate(min(batch_size, total - start)))
+
+    training = getattr(model, "training", None)
+    if isinstance(model, torch.nn.Module):
+        model.eval()
+    try:
+        with torch.no_grad():
+            report = measure(
+                real_batches(),
+                reconstructions() if reconstruct is not None else None,
+                samples() if generate is not None else None,
+                batch_size=batch_size,
+                value_range={k: v for k, v in ranges.items() if v is not None and k != "real"},
+                settings={
+                    "model": type(model).__name__ if model is not None else None,
+                    "reconstructed_by": _function_name(reconstruct),
+                    "generated_by": _function_name(generate),
+                    "seed": seed,
+                    **(settings or {}),
+                },
+            )
+    finally:
+        if isinstance(model, torch.nn.Module) and training:
+            model.train()
+    report.settings["inputs"]["real"] = real_set.stream.description
+    if ranges["real"] is not None:
+        report.settings["value_range"]["real"] = list(ranges["real"])
+    return report
+
+
+def _model_functions(
+    model: Any, reconstruct: Callable | None, generate: Callable | None
+) -> tuple[Callable | None, Callable | None]:
+    """The reconstruct and generate functions: as given, else the model's own."""
+    if reconstruct is None and model is not None and callable(getattr(model, "reconstruct", None)):
+        reconstruct = model.reconstruct
+    if generate is None and model is not None and callable(getattr(model, "sample", None)):
+        generate = model.sample
+    if reconstruct is None and generate is None:
+        raise InputError(
+            f"model {type(model).__name__} has neither reconstruct(x) nor sample(n); pass "
+            "reconstruct= and/or generate= functions."
+        )
+    return reconstruct, generate
+
+
+def _detached(output: Any) -> Any:
+    return output.detach() if isinstance(output, torch.Tensor) else output
+
+
+def _function_name(function: Callable[..., Any] | None) -> str | None:
+    if function is None:
+        return None
+    owner = getattr(function, "__self__", None)
+    name = getattr(function, "__qualname__", None) or type(function).__name__
+    return f"{type(owner).__name__}.{function.__name__}" if owner is not None else name
