@@ -10,7 +10,6 @@ method works in latent space, `sample_codes(n, generator)` returns the codes it 
 
 from __future__ import annotations
 
-import json
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -20,8 +19,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from varloss._io import atomic_path, atomic_write_json
 from varloss.errors import InputError
+from varloss.runs import CONFIG_FILE, MANIFEST_FILE, SAMPLER_STATE_FILE, RunFolder
 from varloss.samplers.latents import (
     check_sample_count,
     decode_codes,
@@ -30,8 +29,8 @@ from varloss.samplers.latents import (
 )
 
 FORMAT_VERSION = 1
-CONFIG_NAME = "config.json"
-STATE_NAME = "state.safetensors"
+CONFIG_NAME = CONFIG_FILE  # the parameters and fitted scalars, JSON
+STATE_NAME = SAMPLER_STATE_FILE  # the fitted tensors, safetensors
 
 SAMPLERS: dict[str, type[Sampler]] = {}
 """Sampler classes by name; `register` adds to it, `load_sampler` reads the name back."""
@@ -168,18 +167,25 @@ class Sampler(ABC):
         }
 
     def save(self, directory: str | Path) -> Path:
-        """Write `state.safetensors` then `config.json` (each atomically) into `directory`."""
+        """Write `state.safetensors`, `config.json` and (last) their manifest into `directory`.
+
+        Each file is written atomically; `load_sampler` checks both against the manifest.
+        """
         if not self.fitted:
             raise InputError(f"the {self.name} sampler is not fitted; nothing to save.")
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+        folder = RunFolder(directory).create()
+        try:
+            folder.forget(STATE_NAME, CONFIG_NAME)  # a crash mid-save leaves no stale digests
+        except InputError:  # a damaged manifest: this save replaces everything it listed
+            folder.file(MANIFEST_FILE).unlink()
         tensors = {
             key: value.detach().to("cpu").contiguous() for key, value in self._state().items()
         }
-        with atomic_path(directory / STATE_NAME) as tmp:
+        with folder.atomic_path(STATE_NAME) as tmp:
             save_file(tensors, str(tmp), metadata={"sampler": self.name})
-        atomic_write_json(directory / CONFIG_NAME, self.config())
-        return directory
+        folder.write_json(CONFIG_NAME, self.config())
+        folder.seal([STATE_NAME, CONFIG_NAME])
+        return folder.path
 
     @classmethod
     def load(cls, directory: str | Path, model: nn.Module | None = None) -> Sampler:
@@ -196,38 +202,39 @@ class Sampler(ABC):
         return f"{type(self).__name__}({params})"
 
 
+_REFIT = "delete the folder and fit the sampler again"
+
+
 def read_sampler_config(directory: str | Path) -> dict[str, Any]:
-    """The config.json of a saved sampler folder; InputError naming the folder otherwise."""
-    directory = Path(directory)
-    config_path, state_path = directory / CONFIG_NAME, directory / STATE_NAME
-    if not config_path.is_file() or not state_path.is_file():
+    """The config.json of a saved sampler folder, checked against its manifest (when it has one);
+    InputError naming the folder or the damaged file otherwise."""
+    folder = RunFolder(directory)
+    if not folder.exists(CONFIG_NAME) or not folder.exists(STATE_NAME):
         raise InputError(
-            f"{directory} is not a saved sampler folder (expected {CONFIG_NAME} and {STATE_NAME})."
+            f"{folder.path} is not a saved sampler folder (expected {CONFIG_NAME} and "
+            f"{STATE_NAME})."
         )
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    folder.verify(CONFIG_NAME, advice=_REFIT)
+    config = folder.read_json(CONFIG_NAME)
+    name = config.get("sampler") if isinstance(config, dict) else None
+    if name not in SAMPLERS:
         raise InputError(
-            f"{config_path} is not valid JSON; delete {directory} and fit the sampler again."
-        ) from None
-    if not isinstance(config, dict) or config.get("sampler") not in SAMPLERS:
-        name = config.get("sampler") if isinstance(config, dict) else None
-        raise InputError(
-            f"{config_path} names an unknown sampler {name!r}; known: {sorted(SAMPLERS)}."
+            f"{folder.file(CONFIG_NAME)} names an unknown sampler {name!r}; known: "
+            f"{sorted(SAMPLERS)}."
         )
     return config
 
 
 def load_sampler(directory: str | Path, model: nn.Module | None = None) -> Sampler:
     """Load any saved sampler from `directory` (its config names the class)."""
-    directory = Path(directory)
     config = read_sampler_config(directory)
+    folder = RunFolder(directory)
+    folder.verify(STATE_NAME, advice=_REFIT)
     try:
-        tensors = load_file(str(directory / STATE_NAME))
+        tensors = load_file(str(folder.file(STATE_NAME)))
     except Exception as error:  # safetensors raises its own error types for damaged files
         raise InputError(
-            f"{directory / STATE_NAME} cannot be read ({error}); delete {directory} and fit the "
-            "sampler again."
+            f"{folder.file(STATE_NAME)} cannot be read ({error}); {_REFIT}."
         ) from None
     sampler = SAMPLERS[config["sampler"]](**config.get("params", {}))
     sampler.latent_dim = config.get("latent_dim")

@@ -14,7 +14,9 @@ import torch
 from torch import nn
 
 from varloss._hashing import sha256_state
+from varloss.data import to_images
 from varloss.errors import InputError
+from varloss.variance import model_device
 
 FINGERPRINT_LENGTH = 16
 
@@ -24,27 +26,18 @@ def model_fingerprint(model: nn.Module) -> str:
     return sha256_state(model.state_dict())[:FINGERPRINT_LENGTH]
 
 
-def model_device(model: nn.Module) -> torch.device:
-    """Where a model's parameters live (CPU for a model without any)."""
-    for parameter in model.parameters():
-        return parameter.device
-    return torch.device("cpu")
-
-
 def training_images(train_images: Any) -> torch.Tensor:
-    """An ImageSet, tensor or array shaped N x C x H x W (N >= 2) as a float32 CPU tensor."""
-    images = getattr(train_images, "images", train_images)
-    if isinstance(images, np.ndarray):
-        images = torch.from_numpy(images)
-    if not isinstance(images, torch.Tensor):
-        raise InputError(
-            f"train_images must be an ImageSet, a tensor or an array, got {type(images).__name__}."
-        )
+    """An ImageSet, tensor or array of at least 2 images as float32 N x C x H x W on the CPU.
+
+    Arrays go through `varloss.data.to_images` (uint8 scaled, channels-last moved).
+    """
+    images = to_images(getattr(train_images, "images", train_images), name="train_images")
     if images.ndim != 4 or images.shape[0] < 2:
         raise InputError(
-            f"train_images must be shaped N x C x H x W with N >= 2, got {tuple(images.shape)}."
+            "train_images must hold at least 2 images (N x C x H x W, N x H x W or "
+            f"N x H x W x C), got shape {tuple(images.shape)}."
         )
-    return images.detach().to("cpu", torch.float32)
+    return images.to("cpu")
 
 
 @torch.no_grad()

@@ -1,0 +1,388 @@
+"""`correct`: fit the samplers on a `varloss train` run and report the variance gap each closes.
+
+    report = correct("runs/mnist", "all")      # writes runs/mnist/correct/
+
+The folder it writes (`out`, by default RUN/correct), under its lock, every file atomically and
+the manifest last:
+
+- `samplers/<method>/`: each fitted sampler (safetensors + JSON, with its own manifest); a later
+  call with the same model and parameters loads it instead of fitting again;
+- `samples.png`: one row of samples per method under the real test images;
+- `report.json`: ONE schema, whether one method was asked for or several:
+  `{"method", "baseline", "methods": {name: row}, "table": [...], "settings"}`. `baseline` is the
+  prior's row, `methods` has one row per method (the prior first) with the `varloss measure`
+  keys of its samples against the test split, `gap_closed`, `fid`, `fid_before`, `fid_after`,
+  `fid_gain` and the sampler's settings; `table` is the short summary the CLI prints.
+
+Every method draws from the same seeded generator, so latent-space methods show matched samples.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from varloss._progress import progress_bar
+from varloss._version import __version__
+from varloss.data import load as load_dataset
+from varloss.errors import InputError
+from varloss.figures import save_image_grid
+from varloss.models import load_model
+from varloss.quality import fid_mode, fid_or_reason
+from varloss.runs import (
+    CONFIG_FILE,
+    CORRECT_DIR,
+    MODEL_FILE,
+    REPORT_FILE,
+    SAMPLERS_DIR,
+    SAMPLES_FILE,
+    RunFolder,
+)
+from varloss.samplers import (
+    ALL_METHODS,
+    BASELINE,
+    METHODS,
+    Sampler,
+    create_sampler,
+    load_sampler,
+    model_fingerprint,
+    parse_methods,
+    read_sampler_config,
+)
+from varloss.variance import measure
+
+GAP_CLOSED_DEFINITION = "1 - |var_real - var_generated| / |var_real - var_generated(prior)|"
+
+
+def gap_closed(var_real: float, var_baseline: float, var_corrected: float) -> float | None:
+    """Fraction of the baseline variance gap closed: 1 - |gap after| / |gap before|.
+
+    1 means the generated variance equals the real one; overshooting counts as remaining gap;
+    negative values mean the remedy moved further away. None when the baseline has no gap.
+    """
+    before = var_real - var_baseline
+    if before == 0 or not math.isfinite(before):
+        return None
+    return float(1.0 - abs(var_real - var_corrected) / abs(before))
+
+
+@dataclass
+class _Inputs:
+    """What every method is evaluated on: the run's model and its train and test data."""
+
+    run_dir: Path
+    run_config: dict[str, Any]
+    dataset: str
+    train_limit: int | None
+    model: nn.Module
+    fingerprint: str
+    train_images: torch.Tensor
+    test_set: Any  # the ImageSet, so the FID can cache its feature statistics
+    test_images: torch.Tensor
+    n_generated: int
+
+
+def correct(
+    run_dir: str | Path,
+    method: str = "all",
+    out: str | Path | None = None,
+    *,
+    n_samples: int | None = None,
+    seed: int = 0,
+    train_limit: int | None = None,
+    data_path: str | None = None,
+    sampler_params: dict[str, dict[str, Any]] | None = None,
+    fid: str | bool = "auto",
+    grid_size: int = 16,
+    progress: bool = True,
+    command: str | None = None,
+    compute_fid: bool | None = None,
+) -> dict[str, Any]:
+    """Fit remedies on a `varloss train` run and measure what each gains; returns report.json.
+
+    `method`: a name of `METHODS`, a comma-separated list or "all" (the prior is always added).
+    `n_samples`: generated samples per method (default: as many as test images). `fid`: "auto"
+    (only with a cached domain classifier), "on" (train it if needed) or "off"; True/False mean
+    "on"/"off". `command` (the CLI passes its command line) is recorded in the settings.
+    `compute_fid` is the deprecated name of `fid`.
+    """
+    if compute_fid is not None:
+        warnings.warn(
+            "correct(compute_fid=...) is deprecated; use fid='auto'|'on'|'off'",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        fid = bool(compute_fid)
+    fid = fid_mode(fid)
+    methods = parse_methods(method)
+    _check_arguments(n_samples, sampler_params or {})
+    inputs = _load_inputs(Path(run_dir), n_samples, train_limit, data_path)
+    folder = RunFolder(out if out is not None else inputs.run_dir / CORRECT_DIR)
+    with folder.lock():
+        rows: dict[str, dict[str, Any]] = {}
+        grids: dict[str, torch.Tensor] = {}
+        fitted: dict[str, Sampler] = {}
+        bar = progress_bar(methods, desc="correct", disable=not progress)
+        for name in bar:
+            bar.set_postfix(method=name)
+            params = {"seed": seed, **(sampler_params or {}).get(name, {})}
+            sampler, source = _fit_or_load(name, params, inputs, folder, fitted)
+            rows[name], samples = _evaluate(name, sampler, inputs, seed, fid)
+            rows[name].update(sampler_dir=str(_sampler_dir(folder, name)), sampler_source=source)
+            grids[name] = samples[:grid_size]
+        _compare_with_baseline(rows)
+        settings = _settings(inputs, methods, seed, fid, rows[BASELINE], command)
+        report = _json_safe(_report(methods, rows, settings))
+        _write_outputs(folder, inputs, rows, grids, report, grid_size)
+    return report
+
+
+def _check_arguments(n_samples: int | None, sampler_params: dict[str, dict[str, Any]]) -> None:
+    """Refuse bad arguments before anything is loaded or written."""
+    if n_samples is not None and int(n_samples) < 2:
+        raise InputError(f"n_samples must be at least 2, got {n_samples!r}.")
+    unknown = sorted(set(sampler_params) - set(METHODS))
+    if unknown:
+        raise InputError(
+            f"sampler_params names unknown methods {unknown}; known: {sorted(METHODS)}."
+        )
+
+
+def _read_run(run_dir: Path) -> dict[str, Any]:
+    """The run's config.json, with it and the weights checked against the run's manifest."""
+    if not run_dir.is_dir():
+        raise InputError(f"run folder {run_dir} does not exist.")
+    run = RunFolder(run_dir)
+    if not run.exists(CONFIG_FILE) or not run.exists(MODEL_FILE):
+        raise InputError(
+            f"run folder {run_dir} has no saved model (expected {CONFIG_FILE} and {MODEL_FILE} "
+            "written by `varloss train`)."
+        )
+    run.verify(MODEL_FILE)
+    config = run.read_json(CONFIG_FILE)
+    if not isinstance(config, dict):
+        raise InputError(f"{run.file(CONFIG_FILE)} is not a JSON object; expected a run config.")
+    return config
+
+
+def _load_inputs(
+    run_dir: Path, n_samples: int | None, train_limit: int | None, data_path: str | None
+) -> _Inputs:
+    """Read the run, load its model and its data set's train and test splits."""
+    run_config = _read_run(run_dir)
+    train_config = run_config.get("train") or {}
+    dataset = train_config.get("dataset")
+    if not dataset:
+        raise InputError(
+            f"{run_dir / CONFIG_FILE} does not name the training dataset (train.dataset)."
+        )
+    limit = train_limit if train_limit is not None else train_config.get("limit")
+    model = load_model(run_dir)
+    model.eval()
+    train_set = load_dataset(dataset, "train", data_path=data_path, limit=limit)
+    test_set = load_dataset(dataset, "test", data_path=data_path)
+    test_images = test_set.images.detach().to("cpu", torch.float32)
+    return _Inputs(
+        run_dir=run_dir,
+        run_config=run_config,
+        dataset=dataset,
+        train_limit=limit,
+        model=model,
+        fingerprint=model_fingerprint(model),
+        train_images=train_set.images,
+        test_set=test_set,
+        test_images=test_images,
+        n_generated=int(n_samples) if n_samples is not None else int(test_images.shape[0]),
+    )
+
+
+def _sampler_dir(folder: RunFolder, method: str) -> Path:
+    return folder.file(f"{SAMPLERS_DIR}/{method}")
+
+
+def _fit_or_load(
+    method: str,
+    params: dict[str, Any],
+    inputs: _Inputs,
+    folder: RunFolder,
+    fitted: dict[str, Sampler],
+) -> tuple[Sampler, str]:
+    """The method's sampler and where it came from: "loaded", "variant" or "fitted".
+
+    A saved sampler is loaded when it was fitted on this model with these parameters (a damaged
+    or stale folder is fitted again); two-stage variants reuse one trained second stage.
+    """
+    is_two_stage = METHODS[method][0] == "two-stage"
+    if is_two_stage:
+        params.setdefault("progress", False)
+    wanted = create_sampler(method, **params)
+    directory = _sampler_dir(folder, method)
+    if directory.is_dir():
+        try:
+            config = read_sampler_config(directory)
+            same_params = config.get("params") == _json_safe(wanted.params())
+            if config.get("model_fingerprint") == inputs.fingerprint and same_params:
+                sampler = load_sampler(directory, inputs.model)
+                if is_two_stage:
+                    fitted.setdefault("two-stage", sampler)
+                return sampler, "loaded"
+        except InputError:
+            pass  # damaged or from another version: fitted again below
+    shared = fitted.get("two-stage")
+    if is_two_stage and shared is not None:
+        # The trained second stage is reused when only the renormalisation setting differs.
+        variant = shared.variant(wanted.renormalize, wanted.target)
+        if variant.params() == wanted.params():
+            variant.save(directory)
+            return variant, "variant"
+    sampler = wanted.fit(inputs.model, inputs.train_images)
+    sampler.save(directory)
+    if is_two_stage:
+        fitted["two-stage"] = sampler
+    return sampler, "fitted"
+
+
+def _evaluate(
+    name: str, sampler: Sampler, inputs: _Inputs, seed: int, fid: str
+) -> tuple[dict[str, Any], torch.Tensor]:
+    """One method's row (its samples measured against the test split, FID) and its samples."""
+    started = time.perf_counter()
+    samples = sampler.sample(inputs.n_generated, torch.Generator().manual_seed(seed))
+    sample_seconds = time.perf_counter() - started
+    measured = measure(
+        inputs.test_images,
+        generated=samples,
+        settings={
+            "method": name,
+            "dataset": inputs.dataset,
+            "split": "test",
+            "n_generated": inputs.n_generated,
+        },
+    ).to_dict()
+    fid_result, fid_reason = fid_or_reason(
+        inputs.test_set, samples, dataset=inputs.dataset, mode=fid
+    )
+    row = {
+        **measured,
+        "measured_by": "varloss.measure",
+        "fid": fid_result,
+        "fid_reason": fid_reason,
+        "sampler": sampler.settings(),
+        "fit_seconds": sampler.fit_seconds,
+        "sample_seconds": sample_seconds,
+    }
+    return row, samples
+
+
+def _fid_value(result: dict[str, Any] | None) -> float | None:
+    return None if not result else float(result["fid"])
+
+
+def _compare_with_baseline(rows: dict[str, dict[str, Any]]) -> None:
+    """Add to every row the gap it closes and its FID gain over the prior (the baseline)."""
+    baseline = rows[BASELINE]
+    before = _fid_value(baseline["fid"])
+    for row in rows.values():
+        row["gap_closed"] = gap_closed(
+            row["var_real"], baseline["var_generated"], row["var_generated"]
+        )
+        after = _fid_value(row["fid"])
+        row["fid_before"], row["fid_after"] = before, after
+        row["fid_gain"] = None if before is None or after is None else before - after
+
+
+def _settings(
+    inputs: _Inputs,
+    methods: list[str],
+    seed: int,
+    fid: str,
+    baseline: dict[str, Any],
+    command: str | None,
+) -> dict[str, Any]:
+    """Everything that produced the report (recorded in it)."""
+    return {
+        **({"command": command} if command else {}),
+        "run_dir": str(inputs.run_dir),
+        "methods": methods,
+        "dataset": inputs.dataset,
+        "train_limit": inputs.train_limit,
+        "n_train": int(inputs.train_images.shape[0]),
+        "n_test": int(inputs.test_images.shape[0]),
+        "n_generated": inputs.n_generated,
+        "seed": seed,
+        "model_fingerprint": inputs.fingerprint,
+        "model_family": inputs.run_config.get("family"),
+        "latent_dim": int(inputs.model.latent_dim),
+        "fid": fid,
+        "fid_features": "domain" if baseline["fid"] is not None else None,
+        "gap_closed_definition": GAP_CLOSED_DEFINITION,
+        "varloss_version": __version__,
+    }
+
+
+def _report(
+    methods: list[str], rows: dict[str, dict[str, Any]], settings: dict[str, Any]
+) -> dict[str, Any]:
+    """report.json: the same schema for one method and for several (the methods table)."""
+    return {
+        "method": "all" if methods == list(ALL_METHODS) else ",".join(methods),
+        "baseline": rows[BASELINE],
+        "methods": {name: rows[name] for name in methods},
+        "table": method_table(rows),
+        "settings": settings,
+    }
+
+
+def method_table(rows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One short row per method: the numbers `varloss correct` prints."""
+    return [
+        {
+            "method": name,
+            "var_real": row["var_real"],
+            "var_generated": row["var_generated"],
+            "variance_loss_generated": row.get("variance_loss_generated"),
+            "gap_closed": row.get("gap_closed"),
+            "fid": row.get("fid_after"),
+            "fid_gain": row.get("fid_gain"),
+        }
+        for name, row in rows.items()
+    ]
+
+
+def _write_outputs(
+    folder: RunFolder,
+    inputs: _Inputs,
+    rows: dict[str, dict[str, Any]],
+    grids: dict[str, torch.Tensor],
+    report: dict[str, Any],
+    grid_size: int,
+) -> None:
+    """samples.png, then report.json, then the manifest (last), each written atomically."""
+    real_label = f"real (test)  var={rows[BASELINE]['var_real']:.4f}"
+    picture = {real_label: inputs.test_images[:grid_size]}
+    for name, samples in grids.items():
+        label = "prior (baseline)" if name == BASELINE else name
+        picture[f"{label}  var={rows[name]['var_generated']:.4f}"] = samples
+    save_image_grid(picture, folder.file(SAMPLES_FILE))
+    folder.write_json(REPORT_FILE, report)
+    folder.seal()
+
+
+def _json_safe(value: Any) -> Any:
+    """`value` as JSON would give it back (tuples become lists, numpy scalars numbers)."""
+
+    def default(item: Any) -> Any:
+        if isinstance(item, np.generic):
+            return item.item()
+        raise TypeError(f"not JSON serialisable: {type(item).__name__}")
+
+    return json.loads(json.dumps(value, default=default))
