@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from varloss.errors import InputError, TrainingError
-from varloss.train import TrainConfig, evaluate, train
+from varloss.pipelines.train import TrainConfig, evaluate, train
 
 MEASURE_KEYS = (
     "var_real",
@@ -123,11 +123,11 @@ def test_same_weights_give_the_same_report(tmp_path: Path) -> None:
 def test_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sync_each_step: bool
 ) -> None:
-    import varloss.train
+    import varloss.pipelines.train
     from varloss.models.base import VAE
 
     if not sync_each_step:  # the accelerator path: flags kept on the device, checked every 20
-        monkeypatch.setattr(varloss.train, "SYNC_EACH_STEP_DEVICES", ())
+        monkeypatch.setattr(varloss.pipelines.train, "SYNC_EACH_STEP_DEVICES", ())
 
     original = VAE.loss_terms
     calls = {"n": 0}

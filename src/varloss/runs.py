@@ -98,7 +98,10 @@ _ADVICE = {
     CHECKPOINT_FILE: "it cannot be resumed; start the run afresh with --force",
     MANIFEST_FILE: "restore it, or delete it to use the folder without integrity checks",
 }
-_DEFAULT_ADVICE = "write the folder again (e.g. the same command with --force)"
+_DEFAULT_ADVICE = (
+    "write the folder again (the same command with --force; a training run's files are rebuilt "
+    "from its checkpoint by `varloss train --resume`)"
+)
 
 
 class RunFolder:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import importlib.util
-import json
 import os
 import sys
 from collections.abc import Iterable
@@ -29,9 +28,9 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from varloss._io import atomic_path, atomic_write_json
 from varloss.errors import InputError
 from varloss.models.base import VAE
+from varloss.runs import CONFIG_FILE, MODEL_FILE, RunFolder
 
 __all__ = [
     "MODEL_FAMILIES",
@@ -47,8 +46,7 @@ __all__ = [
 MODEL_FAMILIES: dict[str, type[VAE]] = {}
 
 _POSITIONAL = {"image_shape", "latent_dim", "loss"}
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
+WEIGHTS_FILE = MODEL_FILE  # the older name
 
 
 def register(cls: type[VAE]) -> type[VAE]:
@@ -152,44 +150,57 @@ def create_model(
 
 
 def save_model(model: VAE, directory: str | Path, extra: dict[str, Any] | None = None) -> Path:
-    """Write `config.json` and `model.safetensors` into `directory` (atomically, file by file)."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    """Write `config.json` and `model.safetensors` into `directory` (atomically, file by file;
+    their SHA-256 digests go into the folder's manifest, which `load_model` checks)."""
     extra = dict(extra or {})
     clash = sorted({"family", "model"} & set(extra))
     if clash:
         raise InputError(f"extra keys {clash} are reserved in config.json; use other names.")
+    folder = RunFolder(directory).create()
     # Clone each tensor: safetensors refuses shared or non-contiguous storage.
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    with atomic_path(directory / WEIGHTS_FILE) as tmp:
+    with folder.atomic_path(MODEL_FILE) as tmp:
         save_file(state, str(tmp), metadata={"family": model.config.family})
     config = {"family": model.config.family, "model": model.config.to_dict(), **extra}
-    atomic_write_json(directory / CONFIG_FILE, config)
-    return directory
+    folder.write_json(CONFIG_FILE, config)
+    return folder.path
 
 
 def load_model(directory: str | Path, map_location: str | torch.device = "cpu") -> VAE:
-    """Rebuild a model saved by `save_model`; outputs are identical to the saved model's."""
-    directory = Path(directory)
-    config_path = directory / CONFIG_FILE
-    weights_path = directory / WEIGHTS_FILE
-    for path in (config_path, weights_path):
-        if not path.is_file():
-            raise InputError(
-                f"model folder {directory} has no {path.name}; expected a saved model."
-            )
+    """Rebuild a model saved by `save_model`; outputs are identical to the saved model's.
+
+    Both files are checked against the folder's manifest first (when it has one): a damaged or
+    truncated file is an InputError naming it and what to do, never a traceback.
+    """
+    folder = RunFolder(directory)
+    if not folder.path.is_dir():
+        raise InputError(f"model folder {folder.path} does not exist; expected a saved model.")
+    for name in (CONFIG_FILE, MODEL_FILE):
+        if not folder.exists(name):
+            raise InputError(f"model folder {folder.path} has no {name}; expected a saved model.")
+        folder.verify(name)
+    saved = folder.read_json(CONFIG_FILE)
     try:
-        saved = json.loads(config_path.read_text(encoding="utf-8"))
         family = saved["family"]
         settings = saved["model"]
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
+    except (KeyError, TypeError) as error:
         raise InputError(
-            f"{config_path} is not a varloss model config (needs 'family' and 'model' keys)."
+            f"{folder.file(CONFIG_FILE)} is not a varloss model config (needs 'family' and "
+            "'model' keys)."
         ) from error
     cls = _family_class(family)
     model = cls(cls.config_class.from_dict(settings))
-    state = load_file(str(weights_path), device=str(map_location))
-    model.load_state_dict(state, strict=True)
+    weights = folder.file(MODEL_FILE)
+    try:
+        state = load_file(str(weights), device=str(map_location))
+        model.load_state_dict(state, strict=True)
+    except Exception as error:  # noqa: BLE001 - any unreadable weights file is a user problem
+        reason = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
+        raise InputError(
+            f"{weights} could not be read as this model's weights ({reason}); it is damaged or "
+            "belongs to another model: train the run again, or rebuild it with `varloss train "
+            "--resume` from its checkpoint."
+        ) from None
     model.to(map_location)
     model.eval()
     return model

@@ -1,0 +1,84 @@
+"""`TrainConfig`: everything that determines a training run, checked at the boundary.
+
+It lives apart from the loop so that `evaluate` and the study's run specs can use it without
+importing the trainer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from varloss.errors import InputError
+
+SCHEDULES = ("constant", "cosine", "step")
+# FID (domain features) of the prior samples in report.json: "auto" when the data set's domain
+# classifier is already cached, "on" trains it first if needed (minutes on a CPU), "off" never.
+FID_MODES = ("auto", "on", "off")
+# Settings that may change between a run and its resumption (they do not change the numbers).
+RESUMABLE_CHANGES = ("epochs", "out", "device", "compile", "data_path", "fid")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a training run (recorded in config.json and report.json).
+
+    `family` is the model family (`varloss train --family`); `hyper` holds its hyper-parameters
+    (e.g. `hidden_sizes` for dense, `steps` for draw); `loss=None` is the family's default
+    likelihood; `limit` trains on the first N training images; `eval_limit` evaluates on the first
+    N test images (None: the whole test split); `fid` is one of FID_MODES.
+    """
+
+    family: str = "dense"
+    dataset: str = "mnist"
+    epochs: int = 10
+    latent: int = 2
+    seed: int = 0
+    out: str = "runs/train"
+    loss: str | None = None
+    limit: int | None = None
+    batch_size: int = 100
+    lr: float = 1e-3
+    schedule: str = "constant"
+    device: str = "auto"
+    compile: bool = False
+    bf16: bool = False
+    hyper: dict[str, Any] = field(default_factory=dict)
+    data_path: str | None = None
+    eval_limit: int | None = None
+    fid: str = "auto"
+
+    def validate(self) -> None:
+        """Reject settings that cannot work, naming the setting and what was expected."""
+        for name in ("epochs", "latent", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"{name} must be a positive integer, got {value!r}.")
+        for name in ("limit", "eval_limit"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 2
+            ):
+                raise InputError(f"{name} must be an integer of at least 2, got {value!r}.")
+        if not (isinstance(self.lr, int | float) and self.lr > 0 and math.isfinite(self.lr)):
+            raise InputError(f"lr must be a positive number, got {self.lr!r}.")
+        if self.fid not in FID_MODES:
+            raise InputError(f"fid must be one of {', '.join(FID_MODES)}, got {self.fid!r}.")
+        if self.schedule not in SCHEDULES:
+            raise InputError(
+                f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}."
+            )
+        if not isinstance(self.hyper, dict):
+            raise InputError(f"hyper must be a dict of hyper-parameters, got {self.hyper!r}.")
+
+    def identity(self) -> dict[str, Any]:
+        """Settings that must match for a checkpoint to be resumed (all but RESUMABLE_CHANGES)."""
+        data = dataclasses.asdict(self)
+        for key in RESUMABLE_CHANGES:
+            data.pop(key)
+        return data
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

@@ -1,0 +1,125 @@
+"""Evaluate a trained model on the test split: the `varloss measure` numbers of its
+reconstructions and prior samples, the FID of the samples when wanted, and the sample grid and
+per-pixel maps of a run folder.
+
+Seeded: the same weights and the same config give the same numbers, bit for bit. Under torchrun
+the test split is sharded over the ranks and merged through `VarianceLoss` (Chan's formula), so
+the numbers equal a single-process evaluation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from varloss.data import load
+from varloss.errors import InputError
+from varloss.figures import save_image_grid
+from varloss.pipelines.config import TrainConfig
+from varloss.pipelines.runtime import Ranks, epoch_seed
+from varloss.quality import domain_extractor_available, fid
+from varloss.runs import MAPS_FILE, SAMPLES_FILE, RunFolder
+from varloss.variance import VarianceLoss
+
+GRID_SIZE = 12  # images per row of samples.png
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    config: TrainConfig,
+    *,
+    ranks: Ranks | None = None,
+    out: str | Path | RunFolder | None = None,
+    settings: dict[str, Any] | None = None,
+    batch_size: int = 500,
+    dist_info: Ranks | None = None,
+) -> dict[str, Any]:
+    """Seeded evaluation on the test split: real vs reconstructions decode(mu), and real vs as many
+    prior samples as test images. Same weights, same config -> the same numbers, bit for bit.
+
+    With `out` (a folder), also writes samples.png and maps.npz there. `dist_info` is the old
+    name of `ranks`.
+    """
+    ranks = ranks or dist_info or Ranks()
+    test_set = load(config.dataset, "test", data_path=config.data_path, limit=config.eval_limit)
+    device = next(model.parameters()).device
+    model.eval()
+    n_test = test_set.images.shape[0]
+    shard = torch.arange(n_test).tensor_split(ranks.world)[ranks.rank]
+    real = test_set.images[shard].to(device)
+    generator = torch.Generator(device="cpu").manual_seed(epoch_seed(config.seed, -1))
+    # Draw every rank's codes from one stream so the samples do not depend on the world size.
+    codes = torch.randn(n_test, model.latent_dim, generator=generator)[shard].to(device)
+
+    want_fid = ranks.all_agree(fid_wanted(config), device)  # every rank takes part in the gather
+    kept: list[torch.Tensor] = []
+    metric = VarianceLoss().to(device)
+    first: dict[str, torch.Tensor] = {}
+    for start in range(0, real.shape[0], batch_size):
+        x = real[start : start + batch_size]
+        reconstructed = model.reconstruct(x).float()
+        generated = model.decode(codes[start : start + batch_size]).float()
+        metric.update(x, reconstructed=reconstructed, generated=generated)
+        if want_fid:
+            kept.append(generated.cpu())
+        if not first:
+            first = {"real": x, "reconstructed": reconstructed, "generated": generated}
+    result = metric.sync_report(dims=list(test_set.images.shape[1:]))
+    report = result.to_dict()
+    report["settings"] = {
+        **(settings or {}),
+        "evaluation": {
+            "split": "test",
+            "test_images": n_test,
+            "test_source": test_set.source,
+            "reconstructions": "decode(mu)",
+            "generated": f"decode(z), z ~ N(0, I), {n_test} codes seeded from seed {config.seed}",
+        },
+    }
+    if want_fid:
+        # Under DDP each rank generated a shard of the one seeded stream: rank 0 gets them all.
+        generated_all = ranks.gather_on_main(torch.cat(kept))
+        if ranks.main:
+            report["fid"], report["fid_reason"] = sample_fid(test_set, generated_all, config)
+    elif config.fid != "off":
+        report["fid_reason"] = (
+            f"no cached domain classifier for {config.dataset} (train one with "
+            f"`varloss fid --real {config.dataset}:test ...` or use --fid on)"
+        )
+    if out is not None:  # both writers are atomic; the run's seal records their digests
+        folder = out if isinstance(out, RunFolder) else RunFolder(out)
+        save_image_grid(
+            {name: images[:GRID_SIZE].cpu() for name, images in first.items()},
+            folder.file(SAMPLES_FILE),
+            title=f"{config.family} on {config.dataset}: real / reconstructed / generated",
+        )
+        result.save_maps(folder.file(MAPS_FILE))
+    return report
+
+
+def fid_wanted(config: TrainConfig) -> bool:
+    """--fid on, or auto with the data set's domain classifier already cached; never with off."""
+    if config.fid == "off":
+        return False
+    return config.fid == "on" or domain_extractor_available(config.dataset)
+
+
+def sample_fid(
+    test_set: Any, generated: torch.Tensor, config: TrainConfig
+) -> tuple[dict[str, Any] | None, str | None]:
+    """FID (domain features) of the prior samples against the test split, or None and why: a
+    missing classifier must not fail a finished training run."""
+    try:
+        result = fid(
+            test_set,
+            generated.clamp(0.0, 1.0),
+            features="domain",
+            dataset=config.dataset,
+            train_domain=config.fid == "on",
+        )
+    except InputError as error:
+        return None, str(error)
+    return result, None
