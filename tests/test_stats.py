@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from varloss.stats import MomentAccumulator, PairedMomentAccumulator, channel_means, feature_mean
+from varloss.stats import (
+    MomentAccumulator,
+    PairedMomentAccumulator,
+    chan_merge,
+    channel_means,
+    feature_mean,
+)
 
 
 def _pair(rng: np.random.Generator, n: int = 600, d: int = 40) -> tuple[np.ndarray, np.ndarray]:
@@ -177,3 +183,20 @@ def test_parallel_row_blocks_equal_one_thread_and_numpy(monkeypatch, threads: in
     terms = parallel.terms()
     mse = ((x.astype(np.float64) - y) ** 2).mean(axis=0)
     np.testing.assert_allclose(terms["mse"].numpy(), mse, rtol=1e-10)
+
+
+@pytest.mark.parametrize("outer", [False, True])
+def test_chan_merge_of_two_halves_equals_numpy_on_the_whole(outer: bool) -> None:
+    """The one Chan merge (used by MomentAccumulator and quality's FeatureStatistics)."""
+    x = np.random.default_rng(7).normal(3.0, 2.0, size=(91, 6))
+    a, b = torch.from_numpy(x[:40]), torch.from_numpy(x[40:])
+
+    def m2(part: torch.Tensor) -> torch.Tensor:
+        centred = part - part.mean(0)
+        return centred.T @ centred if outer else (centred * centred).sum(0)
+
+    count, mean, merged_m2 = chan_merge(40, a.mean(0), m2(a), 51, b.mean(0), m2(b), outer=outer)
+    assert count == 91
+    np.testing.assert_allclose(mean.numpy(), x.mean(0), rtol=1e-12)
+    expected = np.cov(x.T, ddof=0) * 91 if outer else np.var(x, axis=0) * 91
+    np.testing.assert_allclose(merged_m2.numpy(), expected, rtol=1e-10)

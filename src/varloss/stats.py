@@ -127,6 +127,25 @@ def _chan(
     return mean_b - mean_a, n_a * n_b / (n_a + n_b)
 
 
+def chan_merge(
+    n_a: int,
+    mean_a: torch.Tensor,
+    m2_a: torch.Tensor,
+    n_b: int,
+    mean_b: torch.Tensor,
+    m2_b: torch.Tensor,
+    *,
+    outer: bool = False,
+) -> tuple[int, torch.Tensor, torch.Tensor]:
+    """Merge two sets' (count, mean, M2) with Chan, Golub and LeVeque's parallel formula (1979):
+    mean = mean_a + delta * n_b / n and M2 = M2_a + M2_b + delta delta^T * n_a n_b / n, with
+    delta = mean_b - mean_a. M2 holds per-feature sums of squared deviations, or with `outer`
+    the full matrix of centred outer products (a covariance times n). Both sets non-empty."""
+    delta, weight = _chan(n_a, n_b, mean_a, mean_b)
+    spread = torch.outer(delta, delta) if outer else delta * delta
+    return n_a + n_b, mean_a + delta * (n_b / (n_a + n_b)), m2_a + m2_b + spread * weight
+
+
 @dataclass
 class MomentAccumulator:
     """Count, per-feature mean and sum of squared deviations of one set, in float64."""
@@ -165,10 +184,8 @@ class MomentAccumulator:
                 f"cannot merge moments of {mean_b.numel()} features into {self.mean.numel()}"
             )
         mean_b, m2_b = mean_b.to(self.mean.device), m2_b.to(self.mean.device)
-        delta, weight = _chan(self.count, n_b, self.mean, mean_b)
-        self.mean = self.mean + delta * (n_b / (self.count + n_b))
-        self.m2 = self.m2 + m2_b + delta * delta * weight
-        self.count += n_b
+        merged = chan_merge(self.count, self.mean, self.m2, n_b, mean_b, m2_b)
+        self.count, self.mean, self.m2 = merged
 
     def variance(self) -> torch.Tensor:
         """Per-feature population variance (divides by N, like `np.var`)."""

@@ -28,6 +28,7 @@ from varloss._io import atomic_path, atomic_write_json
 from varloss.data import data_dir
 from varloss.errors import InputError
 from varloss.quality.frechet import frechet_distance
+from varloss.stats import chan_merge
 
 STATS_FORMAT = 1
 
@@ -77,11 +78,9 @@ class FeatureStatistics:
         if self.count == 0:
             self.count, self.mean, self.m2 = count, mean.clone(), m2.clone()
             return
-        total = self.count + count
-        delta = mean - self.mean
-        self.mean = self.mean + delta * (count / total)
-        self.m2 = self.m2 + m2 + torch.outer(delta, delta) * (self.count * count / total)
-        self.count = total
+        self.count, self.mean, self.m2 = chan_merge(
+            self.count, self.mean, self.m2, count, mean, m2, outer=True
+        )
 
     def update(self, batch: Any) -> FeatureStatistics:
         """Add a batch of N x d features (any float dtype; accumulated in float64)."""
