@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from varloss.data import available_names, ensure, info, load, resolve_dataset_spec
+from varloss.data import acquire as acquire_module
 from varloss.data import registry as registry_module
 from varloss._hashing import sha256_arrays
 from varloss.data.cache import load_split, read_manifest, store
@@ -116,7 +117,7 @@ def test_concurrent_loads_fetch_once(cache_dir: Path, tmp_path: Path, monkeypatc
         time.sleep(0.3)
         return fake
 
-    monkeypatch.setattr(registry_module, "read_cifar10", slow_reader)
+    monkeypatch.setattr(acquire_module, "read_cifar10", slow_reader)
     (tmp_path / "cifar").mkdir()
     results, errors = [], []
 

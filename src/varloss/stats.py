@@ -21,6 +21,7 @@ in parallel threads and merged in order with the same formula (1.7x on 2 cores a
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -102,8 +103,6 @@ def _in_row_blocks(
     threads = min(torch.get_num_threads(), n // _MIN_ROWS)
     if rows.device.type != "cpu" or threads < 2 or n * d < _PARALLEL_MIN_VALUES:
         return None
-    from concurrent.futures import ThreadPoolExecutor
-
     bounds = np.linspace(0, n, threads + 1).astype(int).tolist()
     with ThreadPoolExecutor(threads, thread_name_prefix="varloss-stats") as pool:
         return list(pool.map(reduce_block, bounds[:-1], bounds[1:]))

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from filelock import FileLock
 from platformdirs import user_cache_dir
 
 from varloss._hashing import sha256_arrays
@@ -59,8 +60,6 @@ def say(message: str) -> None:
 
 def entry_lock(entry: Path) -> Any:
     """A FileLock on one cache entry (created beside it so `entry` itself can be replaced)."""
-    from filelock import FileLock
-
     entry.parent.mkdir(parents=True, exist_ok=True)
     return FileLock(str(entry.parent / f".{entry.name}.lock"), timeout=LOCK_TIMEOUT_S)
 

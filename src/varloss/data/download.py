@@ -12,8 +12,10 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from varloss._io import atomic_path
+from varloss._progress import progress_bar
 
 CHUNK = 1 << 20
 
@@ -42,8 +44,6 @@ def download_url(
     then is the file renamed into place. Raises DownloadError (ChecksumError for a mismatch) and
     leaves nothing behind on any failure.
     """
-    from varloss._progress import progress_bar
-
     target = Path(destination)
     md5_digest = hashlib.md5(usedforsecurity=False) if md5 else None
     sha_digest = hashlib.sha256() if sha256 else None
@@ -94,16 +94,15 @@ def download_url(
                     raise DownloadError(
                         f"transfer of {url} was truncated: {received} of {expected} bytes arrived"
                     )
-            if md5_digest is not None and md5_digest.hexdigest() != md5.lower():
-                raise ChecksumError(
-                    f"{url} has MD5 {md5_digest.hexdigest()}, expected {md5.lower()}"
-                )
-            if sha_digest is not None and sha_digest.hexdigest() != sha256.lower():  # type: ignore[union-attr]
-                raise ChecksumError(
-                    f"{url} has SHA-256 {sha_digest.hexdigest()}, expected {sha256.lower()}"  # type: ignore[union-attr]
-                )
+            _check_digest(url, "MD5", md5_digest, md5)
+            _check_digest(url, "SHA-256", sha_digest, sha256)
     except DownloadError:
         raise
     except OSError as error:  # disk full, permission: still a failed fetch, nothing kept
         raise DownloadError(f"could not store {url} at {target}: {error}") from error
     return target
+
+
+def _check_digest(url: str, kind: str, digest: Any, expected: str | None) -> None:
+    if digest is not None and expected is not None and digest.hexdigest() != expected.lower():
+        raise ChecksumError(f"{url} has {kind} {digest.hexdigest()}, expected {expected.lower()}")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from varloss.errors import InputError
 
@@ -224,8 +225,6 @@ def crop_resize(image: Any, crop: tuple[int, int, int, int], size: int) -> np.nd
     The defaults used for CelebA (45:173, 25:153, then 64) follow the two-stage VAE papers' code.
     Returns uint8 3 x size x size.
     """
-    from PIL import Image
-
     top, bottom, left, right = crop
     rgb = image.convert("RGB")
     if rgb.height < bottom or rgb.width < right:
@@ -269,8 +268,6 @@ class CelebAImages:
                 break
 
     def open(self, filename: str) -> Any:
-        from PIL import Image
-
         if self.zip is not None:
             if filename not in self.names:
                 raise InputError(f"CelebA zip lacks image {filename}.")
