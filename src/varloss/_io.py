@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from varloss.errors import InputError
+
 
 def _read_umask() -> int:
     mask = os.umask(0o022)
@@ -62,3 +64,35 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n")
+
+
+def check_output_path(path: str | os.PathLike[str], what: str, *, folder: bool = False) -> Path:
+    """Refuse, before any work is done, an output that cannot be written: InputError naming
+    `what` (e.g. "--json") when `path` is a folder given as a file (or a file given as a
+    folder), lies under a regular file, is a device or /proc entry, or its folder refuses
+    new files. Nothing is created: the probe file is deleted at once."""
+    target = Path(path).expanduser()
+    shown = f"{what} {str(path)!r}"
+    if target.exists() or target.is_symlink():
+        if folder and not target.is_dir():
+            raise InputError(f"{shown} is a file; expected a folder (or a new folder's name).")
+        if not folder and target.is_dir():
+            raise InputError(f"{shown} is a folder; expected a file name, e.g. {target}/out.")
+        if not folder and not target.is_file():
+            raise InputError(f"{shown} exists and is not a regular file; expected a file name.")
+    elif not folder and str(path).endswith(("/", os.sep)):
+        raise InputError(f"{shown} ends with a path separator; expected a file name.")
+    existing = target if folder and target.is_dir() else target.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"{shown} lies under {str(existing)!r}, which is a file, not a folder.")
+    try:  # the only reliable test: permissions, read-only mounts, /proc, root or not
+        with tempfile.TemporaryFile(dir=existing, prefix=".varloss-probe-"):
+            pass
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise InputError(
+            f"{shown} cannot be written: folder {str(existing)!r} refuses new files ({reason})."
+        ) from None
+    return target

@@ -16,7 +16,6 @@ They are imported the first time a family name is not found; `varloss train --mo
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import importlib.util
 import os
@@ -30,6 +29,7 @@ from safetensors.torch import load_file, save_file
 
 from varloss.errors import InputError
 from varloss.models.base import VAE
+from varloss.models.hyper import check_hyper
 from varloss.runs import CONFIG_FILE, MODEL_FILE, RunFolder
 
 __all__ = [
@@ -45,7 +45,6 @@ __all__ = [
 
 MODEL_FAMILIES: dict[str, type[VAE]] = {}
 
-_POSITIONAL = {"image_shape", "latent_dim", "loss"}
 WEIGHTS_FILE = MODEL_FILE  # the older name
 
 
@@ -132,17 +131,12 @@ def create_model(
     """Build a model of `family` for images C x H x W; `loss=None` is the family's default.
 
     `hyper` are the family's config fields (e.g. `hidden_sizes` for dense, `steps` for draw) and
-    the shared `kl_weight` / `loss_options`; unknown names raise InputError listing valid ones.
+    the shared `kl_weight` / `loss_options`; unknown names and values of the wrong type raise
+    InputError (`check_hyper`: a list for a tuple field is fine, "64" for one is not).
     """
     cls = _family_class(family)
     config_class = cls.config_class
-    settable = sorted({f.name for f in dataclasses.fields(config_class)} - _POSITIONAL)
-    unknown = sorted(set(hyper) - set(settable))
-    if unknown:
-        raise InputError(
-            f"{family} model hyper-parameters {unknown} are unknown; valid: {', '.join(settable)}."
-        )
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in hyper.items()}
+    values = check_hyper(config_class, hyper, family)  # names and types, lists become tuples
     config = config_class(
         image_shape=tuple(image_shape), latent_dim=latent_dim, loss=loss or "", **values
     )

@@ -1,0 +1,62 @@
+"""What several commands share: the variance table and the small option parsers."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from varloss.errors import InputError
+
+
+def number(value: float | None, digits: int = 6) -> str:
+    return "—" if value is None else f"{value:.{digits}g}"
+
+
+def _counts(report: dict) -> str:
+    keys = ("n_real", "n_reconstructed", "n_generated")
+    return " / ".join("—" if report.get(k) is None else str(report[k]) for k in keys)
+
+
+# (row label, report key, significant digits, meaning)
+VARIANCE_ROWS = [
+    ("var(real)", "var_real", 6, "mean per-pixel variance across images"),
+    ("var(reconstructed)", "var_reconstructed", 6, ""),
+    ("var(generated)", "var_generated", 6, ""),
+    (
+        "variance loss, reconstructed",
+        "variance_loss_reconstructed",
+        6,
+        "var(real) - var(reconstructed)",
+    ),
+    ("variance loss, generated", "variance_loss_generated", 6, "var(real) - var(generated)"),
+    ("mse", "mse", 6, "reconstruction mean squared error"),
+    ("bias²", "bias2", 6, "mean over pixels of (mean real - mean recon)²"),
+    ("covariance term", "cov_term", 6, "2 · mean cov(recon, real - recon)"),
+    ("ratio loss / mse, reconstructed", "ratio_reconstructed", 4, "= 1 - (bias² - cov term) / mse"),
+    ("ratio loss / mse, generated", "ratio_generated", 4, ""),
+]
+
+
+def print_variance_table(report: dict, title: str = "variance loss") -> None:
+    """The measure keys of a report dict as a rich table, with the ratio variance loss / MSE."""
+    table = Table(title=title)
+    table.add_column("quantity")
+    table.add_column("value", justify="right")
+    table.add_column("meaning")
+    counts = _counts(report)
+    if counts != "— / — / —":
+        table.add_row("n real / reconstructed / generated", counts, "")
+    for label, key, digits, meaning in VARIANCE_ROWS:
+        if report.get(key) is not None:
+            table.add_row(label, number(report[key], digits), meaning)
+    Console().print(table)
+
+
+def parse_crop(crop: str | None) -> tuple[int, ...] | None:
+    """`--crop TOP,BOTTOM,LEFT,RIGHT` as integers."""
+    if crop is None:
+        return None
+    try:
+        return tuple(int(part) for part in crop.split(","))
+    except ValueError:
+        raise InputError(f"--crop must be TOP,BOTTOM,LEFT,RIGHT integers, got {crop!r}.") from None

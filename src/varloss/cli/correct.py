@@ -1,0 +1,121 @@
+"""`varloss correct RUN`: fit variance remedies on a trained VAE, report the gap each closes."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from varloss._io import check_output_path
+from varloss.cli.app import command, command_line
+from varloss.errors import InputError
+
+FID_MODES = ("auto", "on", "off")
+
+
+def sampler_params(stage2_steps: int | None, tau: float | None, gmm_components: int | None):
+    """The per-method settings given by --stage2-steps, --tau and --gmm-components."""
+    from varloss.samplers import METHODS  # start-up cost: see cli/__init__.py
+
+    params: dict[str, dict] = {}
+    if stage2_steps is not None:
+        for name, (registry, _) in METHODS.items():
+            if registry == "two-stage":
+                params.setdefault(name, {})["steps"] = stage2_steps
+    if tau is not None:
+        params.setdefault("temperature", {})["tau"] = tau
+    if gmm_components is not None:
+        params.setdefault("gmm", {})["n_components"] = gmm_components
+    return params
+
+
+def _cell(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def print_methods(report: dict) -> None:
+    """The methods table of correct's report.json: variance kept, gap closed, FID."""
+    # A report of one method written before `correct` had one schema has no "methods" table.
+    entries = report.get("methods") or {"prior": report["baseline"], report["method"]: report}
+    table = Table(title=f"variance remedies: {report['settings']['run_dir']}")
+    for column in ("method", "var_real", "var_generated", "gap closed", "FID"):
+        table.add_column(column, justify="left" if column == "method" else "right")
+    for name, entry in entries.items():
+        table.add_row(
+            name,
+            _cell(entry["var_real"], ".5f"),
+            _cell(entry["var_generated"], ".5f"),
+            _cell(entry.get("gap_closed"), ".1%"),
+            _cell(entry.get("fid_after"), ".2f"),
+        )
+    console = Console()
+    console.print(table)
+    reason = report["baseline"].get("fid_reason")
+    if reason:
+        console.print(f"FID: {reason}")
+
+
+@command("correct", fid=("on", FID_MODES))
+def correct_command(
+    run_dir: str = typer.Argument(..., help="A `varloss train` run folder."),
+    method: str = typer.Option(
+        "all",
+        "--method",
+        "-m",
+        help="{methods}, a comma-separated list, or all.",
+    ),
+    out: str = typer.Option(None, "--out", "-o", help="Output folder [default: RUN_DIR/correct]."),
+    n_samples: int = typer.Option(
+        None, "--n-samples", help="Generated samples per method [default: test split size]."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed for fitting and sampling."),
+    limit: int = typer.Option(
+        None, "--limit", help="Training images used to fit [default: the run's limit]."
+    ),
+    data_path: str = typer.Option(None, "--data-path", help="Dataset location, if not cached."),
+    fid: str = typer.Option(
+        "auto",
+        "--fid",
+        help="FID (domain features) of each method's samples: auto (if the classifier is "
+        "cached), on (train it if needed; --fid alone), off (also --no-fid).",
+    ),
+    no_fid: bool = typer.Option(False, "--no-fid", help="Same as --fid off.", hidden=True),
+    stage2_steps: int = typer.Option(None, "--stage2-steps", help="Second-stage training steps."),
+    tau: float = typer.Option(None, "--tau", help="Fixed temperature instead of the search."),
+    gmm_components: int = typer.Option(None, "--gmm-components", help="Mixture components."),
+    report_html: bool = typer.Option(
+        True, "--report/--no-report", help="Also write report.html in the output folder."
+    ),
+) -> None:
+    """Fit variance remedies on a trained VAE and report the variance gap each one closes."""
+    # start-up cost: see cli/__init__.py
+    from varloss.remedies import correct
+    from varloss.report import write_report
+
+    if fid not in FID_MODES:
+        raise InputError(f"--fid must be one of {', '.join(FID_MODES)}, got {fid!r}.")
+    fid = "off" if no_fid else fid
+    out_dir = out or str(Path(run_dir) / "correct")
+    check_output_path(out_dir, "--out", folder=True)
+    # until correct(fid="auto"|"on"|"off") lands everywhere, the older compute_fid switch
+    accepted = inspect.signature(correct).parameters
+    fid_argument = {"fid": fid} if "fid" in accepted else {"compute_fid": fid != "off"}
+    report = correct(
+        run_dir,
+        method,
+        out,
+        n_samples=n_samples,
+        seed=seed,
+        train_limit=limit,
+        data_path=data_path,
+        sampler_params=sampler_params(stage2_steps, tau, gmm_components),
+        command=command_line(),
+        **fid_argument,
+    )
+    print_methods(report)
+    typer.echo(f"wrote {out_dir}/report.json, {out_dir}/samples.png, {out_dir}/samplers/")
+    if report_html:
+        typer.echo(f"report: {write_report(out_dir, command=command_line())}")

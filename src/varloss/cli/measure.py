@@ -1,0 +1,124 @@
+"""`varloss measure`: the variance loss of reconstructions and samples, from files or a model."""
+
+from __future__ import annotations
+
+import typer
+
+from varloss._io import check_output_path
+from varloss.cli.app import command, command_line
+from varloss.cli.common import print_variance_table
+from varloss.errors import InputError
+
+MAP_SUFFIXES = (".png", ".svg", ".pdf", ".npz")
+
+
+def parse_ranges(values: list[str] | None) -> dict[str, tuple[float, float]] | None:
+    """`--range LOW,HIGH` (all sets) or `--range SET=LOW,HIGH`, repeatable."""
+    from varloss.variance import SET_NAMES  # start-up cost: see varloss/cli/__init__.py
+
+    if not values:
+        return None
+    ranges: dict[str, tuple[float, float]] = {}
+    for value in values:
+        name, _, pair = value.rpartition("=")
+        if name and name not in SET_NAMES:
+            raise InputError(f"--range {value!r} names set {name!r}; expected one of {SET_NAMES}.")
+        try:
+            low, high = (float(part) for part in pair.split(","))
+        except ValueError:
+            raise InputError(
+                f"--range {value!r} must be LOW,HIGH or SET=LOW,HIGH, e.g. generated=-1,1."
+            ) from None
+        for one in [name] if name else SET_NAMES:
+            ranges[one] = (low, high)
+    return ranges
+
+
+def _check_arguments(model, reconstructed, generated, n_generated, json_out, maps) -> None:
+    if model is not None and (reconstructed is not None or generated is not None):
+        raise InputError("give either --model or --reconstructed/--generated, not both.")
+    if model is None and reconstructed is None and generated is None:
+        raise InputError(
+            "give --reconstructed and/or --generated (or --model) to compare with --real."
+        )
+    if model is None and n_generated is not None:
+        raise InputError("--n-generated is only used with --model.")
+    if maps is not None and not maps.lower().endswith(MAP_SUFFIXES):
+        raise InputError(f"--maps {maps!r} must end with one of {', '.join(MAP_SUFFIXES)}.")
+    if json_out is not None:
+        check_output_path(json_out, "--json")
+    if maps is not None:
+        check_output_path(maps, "--maps")
+
+
+@command("measure")
+def measure_command(
+    real: str = typer.Option(
+        ...,
+        "--real",
+        help="Real images: .npy, .npz/.pt/.safetensors[:KEY], image folder or data set "
+        "(mnist:test; registered: {datasets}).",
+    ),
+    reconstructed: str = typer.Option(
+        None, "--reconstructed", help="Reconstructions of --real, same count and order."
+    ),
+    generated: str = typer.Option(None, "--generated", help="Generated samples (any count)."),
+    model: str = typer.Option(
+        None,
+        "--model",
+        help="A varloss model or train-run folder: measure its reconstructions of --real and its "
+        "samples directly (instead of --reconstructed/--generated).",
+    ),
+    n_generated: int = typer.Option(
+        None, "--n-generated", help="With --model: samples to draw (default: as many as --real)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="With --model: seed of the samples."),
+    json_out: str = typer.Option(None, "--json", help="Write the numbers and settings as JSON."),
+    maps: str = typer.Option(
+        None, "--maps", help="Write per-pixel variance maps: a figure (.png/.svg/.pdf) or .npz."
+    ),
+    value_range: list[str] = typer.Option(
+        None, "--range", help="Map a set from LOW,HIGH to [0,1]: 'SET=LOW,HIGH' or 'LOW,HIGH'."
+    ),
+    batch_size: int = typer.Option(1024, "--batch-size", help="Samples read per batch."),
+) -> None:
+    """How much variance reconstructions and samples lose, and the MSE decomposition behind it.
+
+    var(x) is the mean over pixels of each pixel's variance across the set; the variance loss of
+    reconstructions equals mse - bias² + covariance term exactly (law of total variance).
+    uint8 inputs are scaled to [0, 1]; float inputs are taken as they are.
+    """
+    # start-up cost: see varloss/cli/__init__.py
+    from varloss.figures import plot_variance_maps
+    from varloss.models import load_model
+    from varloss.variance import measure, measure_model
+
+    _check_arguments(model, reconstructed, generated, n_generated, json_out, maps)
+    ranges = parse_ranges(value_range)
+    if model is not None:
+        settings = {"command": command_line(), "model_dir": model}
+        report = measure_model(
+            load_model(model),
+            real,
+            n_generated=n_generated,
+            seed=seed,
+            batch_size=batch_size,
+            value_range=ranges,
+            settings=settings,
+        )
+    else:
+        settings = {"command": command_line()}
+        report = measure(
+            real, reconstructed, generated, batch_size=batch_size, value_range=ranges,
+            settings=settings,
+        )  # fmt: skip
+    print_variance_table(report.to_dict())
+    if json_out:
+        report.to_json(json_out)
+        typer.echo(f"wrote {json_out}")
+    if maps:
+        if maps.lower().endswith(".npz"):
+            report.save_maps(maps)
+        else:
+            plot_variance_maps(report, maps)
+        typer.echo(f"wrote {maps}")

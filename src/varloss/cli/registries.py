@@ -1,0 +1,73 @@
+"""Registry names for help texts, read from the registries when a help page is shown.
+
+Help texts name a registry as `{families}`, `{losses}`, `{methods}`, `{extractors}`,
+`{executors}` or `{datasets}`; `fill_registry_names` puts in the names registered at that
+moment, plugins included (the group callback has imported --plugin modules by then).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+
+def _families() -> list[str]:
+    from varloss.models import MODEL_FAMILIES, load_plugins
+
+    load_plugins()  # VARLOSS_PLUGINS and installed entry points
+    return list(MODEL_FAMILIES)
+
+
+def _losses() -> list[str]:
+    from varloss.losses import LIKELIHOODS
+
+    return list(LIKELIHOODS)
+
+
+def _methods() -> list[str]:
+    from varloss.samplers import METHODS
+
+    return list(METHODS)
+
+
+def _extractors() -> list[str]:
+    from varloss.quality import extractor_names
+
+    return extractor_names()
+
+
+def _executors() -> list[str]:
+    from varloss.pipelines.study.executors import EXECUTORS
+
+    return list(EXECUTORS)
+
+
+def _datasets() -> list[str]:
+    from varloss.data.registry import DATASETS
+
+    return list(DATASETS)
+
+
+# Imports inside these functions, not at the top: `varloss --help` and every command's own
+# `--help` would otherwise import the whole library (measured in varloss/cli/__init__.py).
+REGISTRIES: dict[str, Callable[[], list[str]]] = {
+    "families": _families,
+    "losses": _losses,
+    "methods": _methods,
+    "extractors": _extractors,
+    "executors": _executors,
+    "datasets": _datasets,
+}
+
+
+def registry_names(registry: str) -> str:
+    """The names in `registry` (a key of REGISTRIES), comma-separated."""
+    return ", ".join(REGISTRIES[registry]())
+
+
+def fill_registry_names(text: str) -> str:
+    """`text` with each `{registry}` placeholder replaced by that registry's names."""
+    for registry in REGISTRIES:
+        placeholder = "{" + registry + "}"
+        if placeholder in text:
+            text = text.replace(placeholder, registry_names(registry))
+    return text

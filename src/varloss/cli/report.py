@@ -1,0 +1,25 @@
+"""`varloss report DIR`: one self-contained HTML page of a varloss output folder."""
+
+from __future__ import annotations
+
+import typer
+
+from varloss.cli.app import command, command_line
+
+
+@command("report")
+def report_command(
+    directory: str = typer.Argument(
+        ..., help="A varloss output folder: train run, correct folder, study, or measure JSON."
+    ),
+    recompute_maps: bool = typer.Option(
+        True,
+        "--recompute-maps/--no-recompute-maps",
+        help="Recompute variance maps from a train run's model when it saved no maps.npz.",
+    ),
+) -> None:
+    """Write DIR/report.html: one self-contained page of numbers, maps, images and settings."""
+    from varloss.report import write_report  # start-up cost: see cli/__init__.py
+
+    path = write_report(directory, command=command_line(), recompute_maps=recompute_maps)
+    typer.echo(str(path))
