@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from varloss.errors import InputError
+from varloss.figures import FAMILY_COLOURS, family_colour
 from varloss.models import (
     MODEL_FAMILIES,
     create_model,
@@ -21,6 +22,7 @@ from varloss.models import (
     registry,
     save_model,
 )
+from varloss.pipelines.study import run_study
 
 PLUGIN = '''
 """A user's own VAE family, outside the varloss package."""
@@ -115,6 +117,7 @@ def test_bad_plugins_are_named(tmp_path: Path) -> None:
         load_plugins([str(broken)])
 
 
+@pytest.mark.slow
 def test_cli_train_then_measure_with_the_plugin(plugin_file: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     trained = _varloss(
@@ -137,9 +140,8 @@ def test_cli_train_then_measure_with_the_plugin(plugin_file: Path, tmp_path: Pat
     assert numbers["var_reconstructed"] == pytest.approx(report["var_reconstructed"], rel=1e-9)
 
 
+@pytest.mark.slow
 def test_a_study_of_a_plugin_family_in_worker_processes(plugin_file: Path, tmp_path: Path) -> None:
-    from varloss.study import run_study
-
     spec = tmp_path / "mine.yaml"
     spec.write_text(
         f"name: mine\nplugins: [{plugin_file}]\n"
@@ -151,9 +153,12 @@ def test_a_study_of_a_plugin_family_in_worker_processes(plugin_file: Path, tmp_p
     assert not result.failed, result.failed
     assert sorted(row["family"] for row in result.rows) == ["dense", "tiny"]
     assert (tmp_path / "study" / "figure.png").stat().st_size > 0
-    # A family of one's own gets a colour of its own in the figure, the same in every study.
-    from varloss.study import FAMILY_COLOURS, family_colour
-
-    assert family_colour("tiny") == family_colour("tiny")
+    # A family of one's own gets a colour of its own in the figure, the same in every study
+    # (every process: not Python's salted hash()).
     assert family_colour("tiny") not in FAMILY_COLOURS.values()
     assert family_colour("dense") == FAMILY_COLOURS["dense"]
+    elsewhere = subprocess.run(
+        [sys.executable, "-c", "from varloss.figures import family_colour as f; print(f('tiny'))"],
+        capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "7"}, check=True,
+    )  # fmt: skip
+    assert elsewhere.stdout.strip() == family_colour("tiny")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import math
@@ -10,20 +11,25 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from varloss.cli import app
 from varloss.errors import InputError
-from varloss.study import (
+from varloss.figures import plot_study
+from varloss.pipelines.config import TrainConfig
+from varloss.pipelines.study import (
+    EXECUTORS,
     RESULT_COLUMNS,
+    RUN_FIELDS,
     RunSpec,
     fit_line,
     fit_origin,
     fit_results,
     load_spec,
     parse_spec,
-    plot_study,
     preset_names,
+    register_executor,
     write_results,
 )
 
@@ -92,8 +98,10 @@ def test_run_id_is_readable_and_hashes_every_setting_but_the_data_path() -> None
         ("grid: {family: dense, dataset: digits, latent: 2, epochs: 1}\nfoo: 1", ["'foo'"]),
         ("grid: {family: dense, dataset: digits, latent: 2, epoch: 1}", ["grid", "'epoch'"]),
         ("grid: {family: mlp, dataset: digits, latent: 2, epochs: 1}", ["'family'", "mlp"]),
-        ("grid: {family: dense, dataset: digits, latent: 0, epochs: 1}", ["'latent'", "positive"]),
-        ("grid: {family: dense, dataset: digits, latent: 2.5, epochs: 1}", ["'latent'"]),
+        ("grid: {family: dense, dataset: digits, latent: 0, epochs: 1}", ["latent", "positive"]),
+        ("grid: {family: dense, dataset: digits, latent: 2.5, epochs: 1}", ["latent", "2.5"]),
+        ("grid: {family: dense, dataset: digits, latent: true, epochs: 1}", ["'latent'"]),
+        ("grid: {family: dense, dataset: digits, latent: 2, epochs: 1, seed: -1}", ["'seed'"]),
         ("grid: {family: dense, dataset: imagenet, latent: 2, epochs: 1}", ["'dataset'"]),
         ("grid: {family: dense, dataset: digits, latent: [], epochs: 1}", ["latent", "empty"]),
         ("grid: {family: dense, dataset: digits, latent: 2}", ["no 'epochs'"]),
@@ -101,7 +109,7 @@ def test_run_id_is_readable_and_hashes_every_setting_but_the_data_path() -> None
             "runs:\n  - {family: dense, dataset: digits, latent: 2, epochs: 1, loss: l1}",
             ["runs[0]"],
         ),
-        ("runs:\n  - {family: dense, dataset: digits, latent: 2, epochs: 1, lr: -1}", ["'lr'"]),
+        ("runs:\n  - {family: dense, dataset: digits, latent: 2, epochs: 1, lr: -1}", ["lr", "-1"]),
         ("name: empty", ["no runs"]),
         ("grid: [family: dense", ["not valid YAML"]),
         ("- 1\n- 2", ["mapping"]),
@@ -225,7 +233,6 @@ def test_fit_results_and_figure(tmp_path: Path) -> None:
         sum(r["mse"] * r["variance_loss_reconstructed"] for r in rows) / float(x @ x), rel=1e-12
     )
     json.dumps(fit)  # JSON-safe
-    from PIL import Image
 
     png = plot_study(rows, fit, tmp_path / "figure.png", quick=True)
     with Image.open(png) as image:
@@ -243,3 +250,53 @@ def test_cli_rejects_unknown_preset_and_executor(tmp_path: Path) -> None:
         app, ["study", "--preset", "quick", "--out", str(tmp_path), "--executor", "slurm"]
     )
     assert "--executor must be one of local, dask" in str(result.exception)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("limit", 1),  # the study used to accept it, training refused it
+        ("limit", 0),
+        ("latent", 0),
+        ("epochs", -2),
+        ("batch_size", 0),
+        ("batch_size", 2.5),
+        ("lr", 0),
+        ("lr", math.inf),
+        ("lr", "0.01"),
+    ],
+)
+def test_a_study_run_and_training_refuse_the_same_values(field: str, value: object) -> None:
+    with pytest.raises(InputError) as by_training:
+        TrainConfig(**{field: value}).validate()
+    run = {"family": "dense", "dataset": "digits", "latent": 2, "epochs": 1, field: value}
+    with pytest.raises(InputError) as by_spec:
+        parse_spec({"runs": [run]}, where="spec.yaml")
+    # the same sentence, with the spec's place in front
+    assert str(by_spec.value) == f"spec.yaml runs[0]: {by_training.value}"
+
+
+def test_values_training_accepts_are_accepted_by_the_study() -> None:
+    run = {"family": "dense", "dataset": "digits", "latent": 1, "epochs": 1, "limit": 2}
+    (spec_run,) = parse_spec({"runs": [{**run, "batch_size": 1, "lr": 1e-6}]}).runs
+    spec_run.train_config(out="x").validate()
+    assert (spec_run.limit, spec_run.batch_size, spec_run.lr) == (2, 1, 1e-6)
+
+
+def test_run_fields_are_train_config_fields() -> None:
+    trainer = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    assert set(RUN_FIELDS) <= set(trainer)
+    for name in ("seed", "loss", "limit", "data_path"):  # optional run fields: the same default
+        default = next(f.default for f in dataclasses.fields(RunSpec) if f.name == name)
+        assert default == trainer[name].default, name
+
+
+def test_executor_registry_refuses_clashes_and_bad_names() -> None:
+    assert set(EXECUTORS) == {"local", "dask"}
+    with pytest.raises(ValueError, match="already registered"):
+        register_executor("local", lambda tasks, settings: iter(()))
+    with pytest.raises(ValueError, match="executor name"):
+        register_executor("Not A Name", lambda tasks, settings: iter(()))
+    with pytest.raises(TypeError, match="callable"):
+        register_executor("queue", "not a function")  # type: ignore[arg-type]
+    assert "queue" not in EXECUTORS

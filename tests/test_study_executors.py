@@ -7,15 +7,22 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import sys
-import types
 from pathlib import Path
-from typing import Any
 
 import pytest
+import torch
 
-from varloss import study
-from varloss.study import parse_spec, run_study
+from varloss.errors import InputError
+from varloss.pipelines.config import TrainConfig
+from varloss.pipelines.study import executors, parse_spec, run_study
+from varloss.runs import (
+    CHECKPOINT_DIR,
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    MODEL_FILE,
+    REPORT_FILE,
+    RunFolder,
+)
 
 SPEC = """
 name: fake
@@ -24,22 +31,6 @@ grid:
   family: [dense, conv, resnet, draw]
   latent: [2, 4]
 """
-
-
-@dataclasses.dataclass
-class FakeTrainConfig:
-    family: str
-    dataset: str
-    epochs: int
-    latent: int
-    seed: int
-    out: str
-    loss: str | None = None
-    limit: int | None = None
-    batch_size: int = 64
-    lr: float = 1e-3
-    device: str = "cpu"
-    hyper: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 CALLS: list[tuple[str, bool]] = []
@@ -65,43 +56,34 @@ def expected_metrics(family: str, latent: int) -> dict[str, float]:
 
 
 def fake_train(
-    config: FakeTrainConfig, resume: bool = False, force: bool = False, progress: bool = True
+    config: TrainConfig, resume: bool = False, force: bool = False, progress: bool = True
 ) -> dict:
-    out = Path(config.out)
-    CALLS.append((out.name, resume))
-    (out / "checkpoint").mkdir(parents=True, exist_ok=True)
+    folder = RunFolder(config.out)
+    CALLS.append((folder.path.name, resume))
+    folder.file(CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
+    with folder.atomic_path(CHECKPOINT_FILE) as temporary:
+        temporary.write_bytes(b"state")
     if config.family in INTERRUPT:
         INTERRUPT.discard(config.family)
         raise KeyboardInterrupt  # Ctrl-C in the middle of this run: a checkpoint, no report
-    (out / "config.json").write_text(
-        json.dumps({"family": config.family, "model": {"loss": "bernoulli"}})
-    )
-    (out / "model.safetensors").write_bytes(b"weights")
-    import torch
-
+    folder.write_json(CONFIG_FILE, {"family": config.family, "model": {"loss": "bernoulli"}})
+    with folder.atomic_path(MODEL_FILE) as temporary:
+        temporary.write_bytes(b"weights")
     calls = {
         "pid": os.getpid(),
         "resume": resume,
         "threads": torch.get_num_threads(),
         "progress": progress,
     }
-    (out / "calls.json").write_text(json.dumps(calls))
+    folder.write_json("calls.json", calls)
     report = {**expected_metrics(config.family, config.latent), "train_seconds": 2.5}
-    (out / "report.json").write_text(json.dumps(report))
+    folder.write_json(REPORT_FILE, report)
     return report
-
-
-# the names of `varloss.train`, for the worker processes that load this file in its place
-TrainConfig = FakeTrainConfig
-train = fake_train
 
 
 @pytest.fixture()
 def fake_trainer(monkeypatch: pytest.MonkeyPatch) -> None:
-    module = types.ModuleType("varloss.train")
-    module.TrainConfig = FakeTrainConfig  # type: ignore[attr-defined]
-    module.train = fake_train  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "varloss.train", module)
+    monkeypatch.setattr(executors, "train", fake_train)
     CALLS.clear()
     INTERRUPT.clear()
 
@@ -161,20 +143,17 @@ def test_spec_settings_reach_the_trainer(fake_trainer: None, tmp_path: Path) -> 
     )
     (run,) = parse_spec(text).runs
     config = run.train_config(tmp_path / "x", device="cpu")
-    assert dataclasses.asdict(config) == {
-        "family": "dense",
-        "dataset": "digits",
-        "epochs": 2,
-        "latent": 3,
-        "seed": 7,
-        "out": str(tmp_path / "x"),
-        "loss": "bernoulli",
-        "limit": None,
-        "batch_size": 16,
-        "lr": 0.01,
-        "device": "cpu",
-        "hyper": {"hidden_sizes": [8]},
-    }
+    expected = TrainConfig(
+        family="dense", dataset="digits", epochs=2, latent=3, seed=7, out=str(tmp_path / "x"),
+        loss="bernoulli", batch_size=16, lr=0.01, device="cpu", hyper={"hidden_sizes": [8]},
+    )  # fmt: skip
+    assert dataclasses.asdict(config) == dataclasses.asdict(expected)
+    # settings the spec leaves out are the trainer's defaults
+    (short,) = parse_spec("runs: [{family: dense, dataset: digits, latent: 3, epochs: 2}]").runs
+    config = short.train_config(tmp_path / "y")
+    out = str(tmp_path / "y")
+    plain = TrainConfig(family="dense", dataset="digits", epochs=2, latent=3, out=out)
+    assert dataclasses.asdict(config) == {**dataclasses.asdict(plain), "loss": "bernoulli"}
 
 
 def test_dask_threads_cluster_gathers_the_same_rows(fake_trainer: None, tmp_path: Path) -> None:
@@ -190,29 +169,30 @@ def test_dask_threads_cluster_gathers_the_same_rows(fake_trainer: None, tmp_path
 
 def test_run_study_rejects_bad_executor_settings(tmp_path: Path) -> None:
     spec = parse_spec(SPEC)
-    with pytest.raises(study.InputError, match="--jobs must be a positive integer"):
+    with pytest.raises(InputError, match="--jobs must be a positive integer"):
         run_study(spec, tmp_path, jobs=0)
-    with pytest.raises(study.InputError, match="--scheduler is only used with --executor dask"):
+    with pytest.raises(InputError, match="--scheduler is only used with --executor dask"):
         run_study(spec, tmp_path, scheduler="tcp://127.0.0.1:1")
 
 
 def test_second_study_on_the_same_folder_is_refused(fake_trainer: None, tmp_path: Path) -> None:
-    from filelock import FileLock
-
-    with FileLock(str(tmp_path / ".study.lock")):
-        with pytest.raises(study.InputError, match="in use by another"):
+    with RunFolder(tmp_path).lock():  # as another `varloss study` (or train) would hold it
+        with pytest.raises(InputError, match="in use by another"):
             run_study(parse_spec(SPEC), tmp_path, progress=False)
+    assert CALLS == []  # nothing trained
 
 
 SITECUSTOMIZE = """
-import importlib.util, sys
-spec = importlib.util.spec_from_file_location("varloss.train", {path!r})
+import importlib.util
+from varloss.pipelines.study import executors
+spec = importlib.util.spec_from_file_location("fake_study_trainer", {path!r})
 module = importlib.util.module_from_spec(spec)
-sys.modules["varloss.train"] = module
 spec.loader.exec_module(module)
+executors.train = module.fake_train
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("executor", ["local", "dask"])
 def test_worker_processes_gather_the_same_rows(
     executor: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -1,0 +1,237 @@
+"""How the study's runs execute: the task (`execute_run`) and the executors that run it.
+
+An executor takes the runs still to do, as (RunSpec, absolute run folder) pairs, and yields
+(run, results row or the exception it raised) as runs finish, in any order. `EXECUTORS` maps a
+name (`varloss study --executor NAME`) to one; `register_executor` adds another (say, a batch
+queue). Built in:
+
+- `local`: one run after another in this process (`jobs=1`, the trainer's bar shown), or
+  `jobs` spawned worker processes;
+- `dask`: one task per run on a Dask cluster (`scheduler`) or a LocalCluster of `jobs` workers.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from varloss.errors import InputError
+from varloss.models import load_plugins
+from varloss.pipelines.study.results import collect_row
+from varloss.pipelines.study.spec import RunSpec
+from varloss.pipelines.train import train
+from varloss.runs import CHECKPOINT_FILE, REPORT_FILE, RUN_TIMING_FILE, RunFolder
+
+__all__ = ["EXECUTORS", "ExecutorSettings", "Outcome", "execute_run", "register_executor"]
+
+Task = tuple[RunSpec, str]  # a run and its folder (absolute: workers have their own cwd)
+Outcome = tuple[RunSpec, "dict[str, Any] | BaseException"]
+
+
+@dataclass
+class ExecutorSettings:
+    """What `varloss study` passes to every executor (each uses what applies to it)."""
+
+    jobs: int = 1
+    scheduler: str | None = None  # dask: tcp://HOST:PORT of a running cluster
+    device: str | None = None
+    dask_processes: bool = True  # dask LocalCluster: worker processes (False: threads)
+    progress: bool = False  # the trainer's per-batch bar (sequential runs only)
+    plugins: list[str] = field(default_factory=list)
+
+
+Executor = Callable[[list[Task], ExecutorSettings], Iterator[Outcome]]
+EXECUTORS: dict[str, Executor] = {}
+
+
+def register_executor(name: str, executor: Executor) -> Executor:
+    """Make `executor` available as `varloss study --executor NAME`; returns it."""
+    if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_-]*", name):
+        raise ValueError(f"executor name must be lower-case letters, digits, - or _: {name!r}")
+    if name in EXECUTORS:
+        raise ValueError(f"executor {name!r} is already registered")
+    if not callable(executor):
+        raise TypeError(f"executor {name!r} must be callable, got {executor!r}")
+    EXECUTORS[name] = executor
+    return executor
+
+
+# ---------------------------------------------------------------------------------------------
+# the task
+
+
+def execute_run(
+    run: Mapping[str, Any],
+    run_dir: str,
+    device: str | None = None,
+    threads: int | None = None,
+    progress: bool = False,
+    plugins: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Train one run into `run_dir` (resuming a partial one) and return its results row.
+
+    Module-level and given plain data so that a process pool or a Dask worker can run it. A run
+    whose `report.json` exists is not trained again. `progress` shows the trainer's per-batch
+    bar (only where it has a terminal to itself: sequential runs in this process). `plugins`
+    are imported first (modules registering the run's family; they must be importable where
+    the run executes).
+    """
+    load_plugins(plugins)
+    spec = RunSpec(**run)
+    folder = RunFolder(run_dir)
+    if not folder.exists(REPORT_FILE):
+        if threads:
+            torch.set_num_threads(threads)
+        resume = folder.exists(CHECKPOINT_FILE)
+        config = spec.train_config(folder.path, device)
+        start = time.perf_counter()
+        train(config, resume=resume, force=not resume and folder.path.exists(), progress=progress)
+        seconds = time.perf_counter() - start
+        previous = (
+            folder.read_json(RUN_TIMING_FILE).get("study_seconds", 0.0)
+            if folder.exists(RUN_TIMING_FILE)
+            else 0.0
+        )
+        timing = {
+            "run_id": spec.run_id,
+            "settings": spec.settings(),
+            "study_seconds": float(previous) + seconds,
+            "resumed": resume,
+        }
+        folder.write_json(RUN_TIMING_FILE, timing)
+    return collect_row(spec, folder.path)
+
+
+def _threads_per_job(jobs: int) -> int:
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
+# ---------------------------------------------------------------------------------------------
+# local: in this process, or in worker processes
+
+
+def run_locally(tasks: list[Task], settings: ExecutorSettings) -> Iterator[Outcome]:
+    """`jobs=1`: one run after another here; more: that many spawned worker processes."""
+    if settings.jobs == 1:
+        return _run_sequentially(tasks, settings)
+    return _run_in_processes(tasks, settings)
+
+
+def _run_sequentially(tasks: Iterable[Task], settings: ExecutorSettings) -> Iterator[Outcome]:
+    for run, directory in tasks:
+        try:
+            row = execute_run(
+                run.to_dict(),
+                directory,
+                settings.device,
+                progress=settings.progress,
+                plugins=settings.plugins,
+            )
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as error:  # one broken run must not sink the others
+            yield run, error
+        else:
+            yield run, row
+
+
+def _run_in_processes(tasks: list[Task], settings: ExecutorSettings) -> Iterator[Outcome]:
+    # spawn, not fork: a forked child of a process that already ran torch can deadlock.
+    pool = ProcessPoolExecutor(
+        max_workers=min(settings.jobs, len(tasks)),
+        mp_context=multiprocessing.get_context("spawn"),
+    )
+    threads = _threads_per_job(settings.jobs)
+    try:
+        futures = {
+            pool.submit(
+                execute_run,
+                run.to_dict(),
+                directory,
+                settings.device,
+                threads,
+                plugins=settings.plugins,
+            ): run
+            for run, directory in tasks
+        }
+        for future in as_completed(futures):
+            error = future.exception()
+            yield futures[future], error if error is not None else future.result()
+    except BaseException:
+        # stopped (Ctrl-C, kill): stop the runs in flight too; they resume from checkpoints
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    else:
+        pool.shutdown(wait=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# dask
+
+
+def run_on_dask(tasks: list[Task], settings: ExecutorSettings) -> Iterator[Outcome]:
+    """One task per run on the cluster at `scheduler`, or on a LocalCluster of `jobs` workers."""
+    try:
+        # optional dependency (varloss[dask]): imported only when this executor is chosen
+        from distributed import Client, LocalCluster
+        from distributed import as_completed as dask_completed
+    except ImportError:
+        raise InputError(
+            "--executor dask needs Dask distributed; install it with `pip install varloss[dask]`."
+        ) from None
+    cluster = None
+    if settings.scheduler is None:
+        processes = settings.dask_processes
+        cluster = LocalCluster(
+            n_workers=settings.jobs,
+            threads_per_worker=1,
+            processes=processes,
+            # loopback only; an in-process (threads) cluster talks inproc:// and takes no host
+            **({"host": "127.0.0.1"} if processes else {}),
+            dashboard_address=":0",  # a free port: 8787 may be taken
+        )
+        client = Client(cluster)
+        threads = _threads_per_job(settings.jobs) if processes else None
+    else:
+        if not re.match(r"^[a-z]+://", settings.scheduler):
+            raise InputError(
+                f"--scheduler must look like tcp://HOST:PORT, got {settings.scheduler!r}."
+            )
+        client = Client(settings.scheduler, timeout="30s")
+        threads = None  # a remote worker knows its own machine
+    try:
+        futures = {
+            client.submit(
+                execute_run,
+                run.to_dict(),
+                directory,
+                settings.device,
+                threads,
+                plugins=settings.plugins,
+                key=f"varloss-study-{run.run_id}",
+                pure=False,
+            ): run
+            for run, directory in tasks
+        }
+        for future in dask_completed(futures):
+            run = futures[future]
+            yield run, future.result() if future.status == "finished" else future.exception()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+register_executor("local", run_locally)
+register_executor("dask", run_on_dask)
+

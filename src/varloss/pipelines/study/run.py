@@ -1,0 +1,260 @@
+"""Running a study: spec -> `varloss train` runs -> results.csv, fit.json and the figure.
+
+The study folder OUT holds study.yaml (the spec as run), results.csv (rewritten after every
+finished run), fit.json, figure.png/.svg and runs/<run-id>/, one ordinary training run folder
+per run. A finished run (it has report.json) is skipped on a re-run and an interrupted one
+resumes from its checkpoint, so the same command continues a study where it stopped. OUT is
+locked while a study writes it (`varloss.runs.RunFolder.lock`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from varloss._progress import LOG_INTERVAL_SECONDS, interactive, progress_bar
+from varloss.data import load
+from varloss.errors import InputError
+from varloss.figures import plot_study
+from varloss.pipelines.study.executors import EXECUTORS, ExecutorSettings, Outcome
+from varloss.pipelines.study.fit import fit_results
+from varloss.pipelines.study.results import StudyResult, collect_row, write_results
+from varloss.pipelines.study.spec import RunSpec, StudySpec, load_spec
+from varloss.runs import (
+    FIGURE_FILE,
+    FIT_FILE,
+    REPORT_FILE,
+    RESULTS_FILE,
+    RUNS_DIR,
+    SPEC_FILE,
+    RunFolder,
+)
+
+__all__ = ["run_study"]
+
+
+def run_study(
+    spec: StudySpec | str | Path,
+    out: str | Path,
+    *,
+    executor: str = "local",
+    jobs: int = 1,
+    scheduler: str | None = None,
+    device: str | None = None,
+    progress: bool = True,
+    dask_processes: bool = True,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
+    command: str | None = None,
+    skip_unavailable: bool = False,
+) -> StudyResult:
+    """Run (or continue) a study into `out` and write results.csv, fit.json and the figure.
+
+    `executor="local"` trains runs one after another in this process (`jobs=1`) or in `jobs`
+    processes; `"dask"` submits each run as a task to the cluster at `scheduler`
+    (`tcp://HOST:PORT`; `out` must then be a path every worker can reach) or to a LocalCluster
+    of `jobs` workers. Finished runs are skipped, interrupted ones resumed; results.csv is
+    rewritten after every finished run, so stopping at any moment loses at most the runs in
+    flight (which resume from their checkpoints next time). `command` (the CLI passes its command
+    line) is recorded in fit.json's settings. With `skip_unavailable`, each data set is loaded
+    once up front and the runs whose data set cannot be obtained (say CIFAR-10 offline) are left
+    out with the reason instead of failing one by one.
+    """
+    start = time.perf_counter()
+    if not isinstance(spec, StudySpec):
+        spec = load_spec(spec)
+    if executor not in EXECUTORS:
+        raise InputError(f"--executor must be one of {', '.join(EXECUTORS)}, got {executor!r}.")
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise InputError(f"--jobs must be a positive integer, got {jobs!r}.")
+    if scheduler is not None and executor != "dask":
+        raise InputError("--scheduler is only used with --executor dask.")
+    settings = ExecutorSettings(jobs, scheduler, device, dask_processes, progress, spec.plugins)
+    study = _Study(spec, RunFolder(out), executor, settings, on_row)
+    with study.folder.lock(), _sigterm_as_interrupt():
+        study.folder.file(RUNS_DIR).mkdir(exist_ok=True)
+        study.plan(skip_unavailable)
+        study.run_pending()
+        return study.finish(command, start)
+
+
+@dataclass
+class _Study:
+    """The state of one study call while it holds the folder's lock."""
+
+    spec: StudySpec
+    folder: RunFolder
+    executor: str
+    settings: ExecutorSettings
+    on_row: Callable[[dict[str, Any]], None] | None
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)  # finished runs, by id
+    skipped: list[str] = field(default_factory=list)
+    pending: list[RunSpec] = field(default_factory=list)
+    unavailable: dict[str, str] = field(default_factory=dict)
+    ran: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+    def run_folder(self, run: RunSpec) -> Path:
+        # absolute: workers (other processes, other machines) have their own cwd
+        return (self.folder.path / RUNS_DIR / run.run_id).resolve()
+
+    def ordered_rows(self) -> list[dict[str, Any]]:
+        order = {run.run_id: i for i, run in enumerate(self.spec.runs)}
+        return sorted(self.rows.values(), key=lambda row: order[row["run_id"]])
+
+    def write_results(self) -> Path:
+        return write_results(self.ordered_rows(), self.folder.file(RESULTS_FILE))
+
+    def plan(self, skip_unavailable: bool) -> None:
+        """Write the spec, gather finished runs, leave out those without data (if asked)."""
+        self.folder.write_text(SPEC_FILE, yaml.safe_dump(self.spec.to_dict(), sort_keys=False))
+        for run in self.spec.runs:
+            if (self.run_folder(run) / REPORT_FILE).is_file():
+                self.rows[run.run_id] = collect_row(run, self.run_folder(run))
+                self.skipped.append(run.run_id)
+            else:
+                self.pending.append(run)
+        if skip_unavailable and self.pending:
+            reasons = _unavailable_data({(run.dataset, run.data_path) for run in self.pending})
+            self.unavailable = {
+                run.run_id: reasons[(run.dataset, run.data_path)]
+                for run in self.pending
+                if (run.dataset, run.data_path) in reasons
+            }
+            self.pending = [run for run in self.pending if run.run_id not in self.unavailable]
+        self.write_results()
+
+    def run_pending(self) -> None:
+        """Train the pending runs with the executor; results.csv after each finished one."""
+        bar = _progress_bar(
+            len(self.spec.runs) - len(self.unavailable),
+            len(self.skipped),
+            enabled=self.settings.progress,
+            desc=self.spec.name,
+        )
+        tasks = [(run, str(self.run_folder(run))) for run in self.pending]
+        executor = EXECUTORS[self.executor]
+        outcomes = _ticking(executor(tasks, self.settings) if tasks else iter(()), bar)
+        try:
+            for run, outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    self.failed[run.run_id] = f"{type(outcome).__name__}: {outcome}"
+                    bar.write(f"run {run.run_id} failed: {self.failed[run.run_id]}")
+                else:
+                    self.rows[run.run_id] = outcome
+                    self.ran.append(run.run_id)
+                    self.write_results()
+                    if self.on_row is not None:
+                        self.on_row(outcome)
+                bar.update(1)
+                bar.set_postfix_str(f"last: {run.family}/{run.dataset}", refresh=True)
+        finally:
+            outcomes.close()  # stops the ticking thread and the runs in flight
+            bar.close()
+
+    def finish(self, command: str | None, start: float) -> StudyResult:
+        """fit.json and the figure from every finished run (`start`: when the call began)."""
+        rows = self.ordered_rows()
+        fit = fit_results(rows, self.spec)
+        if command:
+            fit.setdefault("settings", {})["command"] = command
+        fit_path = self.folder.write_json(FIT_FILE, fit)
+        figure_path = None
+        if rows:
+            title = f"Study {self.spec.name}"
+            figure_path = plot_study(
+                rows, fit, self.folder.file(FIGURE_FILE), title=title, quick=self.spec.quick
+            )
+            self.folder.record(FIGURE_FILE, figure_path.with_suffix(".svg").name)
+        return StudyResult(
+            out=self.folder.path,
+            rows=rows,
+            fit=fit,
+            results_path=self.folder.file(RESULTS_FILE),
+            fit_path=fit_path,
+            figure_path=figure_path,
+            ran=self.ran,
+            skipped=self.skipped,
+            failed=self.failed,
+            seconds=time.perf_counter() - start,
+            spec=self.spec,
+            unavailable=self.unavailable,
+        )
+
+
+def _unavailable_data(
+    datasets: Iterable[tuple[str, str | None]],
+) -> dict[tuple[str, str | None], str]:
+    """Load each (data set, data_path) once, both splits; map those that fail to the reason."""
+    reasons: dict[tuple[str, str | None], str] = {}
+    for dataset, data_path in sorted(datasets, key=lambda key: (key[0], key[1] or "")):
+        try:
+            for split in ("train", "test"):
+                load(dataset, split, data_path=data_path, limit=2)
+        except (InputError, OSError) as error:
+            reasons[(dataset, data_path)] = str(error)
+    return reasons
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Make `kill` stop the study like Ctrl-C (worker processes ended, lock released).
+
+    Handlers can only be set in the main thread; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _ticking(
+    outcomes: Iterator[Outcome], bar: Any, every: float | None = None
+) -> Iterator[Outcome]:
+    """Pass the outcomes through while a thread redraws the bar every `every` seconds, so that
+    elapsed time and the estimate move during runs of several minutes. By default every second
+    on a terminal, every 30 s when stderr goes to a file or pipe (a log gets a line per redraw)."""
+    if every is None:
+        every = 1.0 if interactive() else LOG_INTERVAL_SECONDS
+    stop = threading.Event()
+
+    def tick() -> None:
+        while not stop.wait(every):
+            bar.refresh()
+
+    thread = threading.Thread(target=tick, name="study-progress", daemon=True)
+    if not bar.disable:
+        thread.start()
+    try:
+        yield from outcomes
+    finally:
+        stop.set()
+        if thread.is_alive():
+            thread.join()
+
+
+def _progress_bar(total: int, done: int, *, enabled: bool, desc: str) -> Any:
+    return progress_bar(
+        total=total,
+        initial=done,
+        desc=f"study {desc}",
+        unit="run",
+        disable=not enabled,
+        dynamic_ncols=True,
+        bar_format="{desc}: {n_fmt}/{total_fmt} runs |{bar}| elapsed {elapsed}, "
+        "ETA {remaining}{postfix}",
+    )

@@ -1,0 +1,348 @@
+"""The study spec: YAML (a preset or a file) -> a validated `StudySpec` of `RunSpec`s.
+
+A run of the study is a `varloss train` run, so `RunSpec` holds a subset of `TrainConfig`'s fields
+(`RUN_FIELDS`, with the same names and meanings) and is validated by `TrainConfig.validate`: a
+value the trainer refuses (say `limit: 1`) is refused when the spec is read, before anything
+trains, with the trainer's sentence. The spec adds what only it can check up front: that the
+family, the data set and the likelihood are registered names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from varloss._hashing import sha256_json
+from varloss.data import available_names
+from varloss.errors import InputError
+from varloss.losses import LIKELIHOODS
+from varloss.models import MODEL_FAMILIES, load_plugins
+from varloss.pipelines.config import TrainConfig
+
+__all__ = ["RUN_FIELDS", "RunSpec", "StudySpec", "load_spec", "parse_spec", "preset_names"]
+
+_PRESET_FOLDER = "presets"
+_PRESET_SUFFIX = ".yaml"
+_TOP_FIELDS = ("name", "preset", "description", "plugins", "defaults", "grid", "runs", "hyper")
+_REQUIRED = ("family", "dataset", "latent", "epochs")
+_DATASET_FORMS = ("folder", "npz")  # folder:PATH and npz:PATH besides the registered names
+
+
+@dataclass
+class RunSpec:
+    """One training run of the study: the `TrainConfig` settings that define it.
+
+    Every field is the `TrainConfig` field of the same name. `loss=None` means the family's
+    default likelihood, `limit=None` the whole training split, `batch_size`/`lr=None` the
+    trainer's defaults; `data_path` says where the data lives and is not part of the run's
+    identity.
+    """
+
+    family: str
+    dataset: str
+    latent: int
+    epochs: int
+    loss: str | None = None
+    seed: int = 0
+    limit: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    hyper: dict[str, Any] = field(default_factory=dict)
+    data_path: str | None = None
+
+    def settings(self) -> dict[str, Any]:
+        """The settings that determine the result (JSON-safe, canonical key order)."""
+        data = dataclasses.asdict(self)
+        data.pop("data_path")
+        data["hyper"] = {k: _json_safe(v) for k, v in sorted(self.hyper.items())}
+        return data
+
+    @property
+    def run_id(self) -> str:
+        """Readable and stable: the main settings plus a hash of all of them.
+
+        e.g. `conv-mnist-z16-e2-bernoulli-s0-1a2b3c4d`; equal settings give equal ids on every
+        machine, different settings (limit, lr, hyper-parameters...) give different ids.
+        """
+        digest = sha256_json(self.settings(), 8)
+        dataset = re.sub(r"[^A-Za-z0-9]+", "_", self.dataset).strip("_")[:24] or "data"
+        loss = self.loss or "default"
+        return f"{self.family}-{dataset}-z{self.latent}-e{self.epochs}-{loss}-s{self.seed}-{digest}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """All fields (data_path included), JSON-safe; `RunSpec(**d)` rebuilds it."""
+        return {**self.settings(), "data_path": self.data_path}
+
+    def train_config(self, out: str | Path, device: str | None = None) -> TrainConfig:
+        """The `TrainConfig` of this run writing into `out` (None fields: the trainer's default)."""
+        values = {name: getattr(self, name) for name in RUN_FIELDS}
+        values["hyper"] = dict(self.hyper)
+        values.update(out=str(out), device=device)
+        return TrainConfig(**{k: v for k, v in values.items() if v is not None})
+
+
+# The spec's run fields: all of RunSpec's, each a TrainConfig field (checked at import below).
+RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunSpec))
+_NOT_TRAINER_FIELDS = set(RUN_FIELDS) - {f.name for f in dataclasses.fields(TrainConfig)}
+if _NOT_TRAINER_FIELDS:  # a programming error, not bad input: RunSpec and TrainConfig drifted
+    raise TypeError(f"RunSpec fields {sorted(_NOT_TRAINER_FIELDS)} are not TrainConfig fields")
+
+
+@dataclass
+class StudySpec:
+    """A validated study: its name, the preset it came from (if any) and the runs, in order."""
+
+    name: str
+    runs: list[RunSpec]
+    preset: str | None = None
+    description: str = ""
+    source: dict[str, Any] = field(default_factory=dict)
+    plugins: list[str] = field(default_factory=list)
+
+    @property
+    def quick(self) -> bool:
+        """True for the quick preset (small subsets, few epochs): results say so."""
+        return self.preset == "quick"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as written (`source`) plus the resolved list of runs with their ids."""
+        return {
+            "name": self.name,
+            "preset": self.preset,
+            "description": self.description,
+            "plugins": self.plugins,
+            "spec": self.source,
+            "resolved_runs": [{"run_id": r.run_id, **r.to_dict()} for r in self.runs],
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# reading a spec
+
+
+def preset_names() -> list[str]:
+    """The built-in study presets (YAML files shipped in `varloss/presets/`)."""
+    folder = resources.files("varloss") / _PRESET_FOLDER
+    return sorted(
+        p.name.removesuffix(_PRESET_SUFFIX)
+        for p in folder.iterdir()
+        if p.name.endswith(_PRESET_SUFFIX)
+    )
+
+
+def load_spec(preset_or_path: str | Path) -> StudySpec:
+    """Read a built-in preset (`quick`, `paper`) or a YAML file into a validated StudySpec."""
+    text_name = str(preset_or_path)
+    if text_name in preset_names():
+        preset_file = resources.files("varloss") / _PRESET_FOLDER / (text_name + _PRESET_SUFFIX)
+        text = preset_file.read_text("utf-8")
+        return parse_spec(text, where=f"preset {text_name}", preset=text_name)
+    path = Path(preset_or_path)
+    if not path.is_file():
+        raise InputError(
+            f"study spec {text_name!r} is neither a preset ({', '.join(preset_names())}) "
+            "nor an existing YAML file."
+        )
+    return parse_spec(path.read_text("utf-8"), where=str(path))
+
+
+def parse_spec(
+    text_or_mapping: str | Mapping[str, Any],
+    *,
+    where: str = "study spec",
+    preset: str | None = None,
+) -> StudySpec:
+    """Validate a spec (YAML text or an already-parsed mapping) into a StudySpec.
+
+    Layout: `name`, optional `preset`/`description`/`plugins`, `defaults` (run fields applied to
+    every run), `grid` (a mapping or a list of mappings whose list values are crossed), `runs` (a
+    list of explicit runs) and `hyper` (family -> hyper-parameters). Every error names the field.
+    """
+    data = _read_mapping(text_or_mapping, where)
+    name = _string_field(data, "name", where) or preset or "study"
+    description = _string_field(data, "description", where) or ""
+    spec_preset = _string_field(data, "preset", where) if "preset" in data else preset
+    plugins = _plugins_field(data, where)
+    load_plugins(plugins)  # before the runs are validated: they may name the plugins' families
+    defaults = data.get("defaults") or {}
+    if not isinstance(defaults, Mapping):
+        raise InputError(f"{where} field 'defaults' must be a mapping of run fields.")
+    _check_keys(defaults, f"{where} defaults")
+    family_hyper = data.get("hyper") or {}
+    if not isinstance(family_hyper, Mapping) or not all(
+        isinstance(v, Mapping) for v in family_hyper.values()
+    ):
+        raise InputError(f"{where} field 'hyper' must map family names to mappings.")
+    raw_runs = _grid_runs(data.get("grid"), where) + _explicit_runs(data.get("runs"), where)
+    if not raw_runs:
+        raise InputError(f"{where} lists no runs; give a `grid` and/or `runs`.")
+    runs: dict[str, RunSpec] = {}  # by run id: a grid and an explicit run may name the same run
+    for label, raw in raw_runs:
+        merged = {**defaults, **raw}
+        family = merged.get("family")
+        hyper = dict(family_hyper.get(family, {})) if isinstance(family, str) else {}
+        hyper.update(defaults.get("hyper") or {})
+        hyper.update(raw.get("hyper") or {})
+        run = _validate_run({**merged, "hyper": hyper}, label)
+        runs.setdefault(run.run_id, run)
+    return StudySpec(
+        name=name,
+        runs=list(runs.values()),
+        preset=spec_preset,
+        description=description,
+        source=_json_safe(dict(data)),
+        plugins=plugins,
+    )
+
+
+def _read_mapping(text_or_mapping: str | Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The spec as a mapping with known top-level fields only."""
+    if isinstance(text_or_mapping, str):
+        try:
+            data = yaml.safe_load(text_or_mapping)
+        except yaml.YAMLError as error:
+            raise InputError(f"{where} is not valid YAML: {str(error).splitlines()[0]}") from None
+    else:
+        data = dict(text_or_mapping)
+    if not isinstance(data, Mapping):
+        raise InputError(f"{where} must be a YAML mapping with `grid` and/or `runs`.")
+    unknown = sorted(str(k) for k in data if k not in _TOP_FIELDS)
+    if unknown:
+        raise InputError(
+            f"{where} field {unknown[0]!r} is unknown; expected one of {', '.join(_TOP_FIELDS)}."
+        )
+    return dict(data)
+
+
+def _string_field(data: Mapping[str, Any], name: str, where: str) -> str | None:
+    value = data.get(name)
+    if value is not None and not isinstance(value, str):
+        raise InputError(f"{where} field {name!r} must be a string, got {value!r}.")
+    return value
+
+
+def _plugins_field(data: Mapping[str, Any], where: str) -> list[str]:
+    plugins = data.get("plugins") or []
+    if isinstance(plugins, str):
+        plugins = [plugins]
+    if not isinstance(plugins, list) or not all(isinstance(p, str) and p for p in plugins):
+        raise InputError(
+            f"{where} field 'plugins' must be a list of module names or .py files that register "
+            "model families."
+        )
+    return list(plugins)
+
+
+def _grid_runs(grids: Any, where: str) -> list[tuple[str, dict[str, Any]]]:
+    """(label, run fields) for every combination of every grid, in order."""
+    if grids is None:
+        return []
+    grid_list = [grids] if isinstance(grids, Mapping) else grids
+    if not isinstance(grid_list, list) or not all(isinstance(g, Mapping) for g in grid_list):
+        raise InputError(f"{where} field 'grid' must be a mapping or a list of mappings.")
+    runs = []
+    for index, grid in enumerate(grid_list):
+        label = f"{where} grid" if isinstance(grids, Mapping) else f"{where} grid[{index}]"
+        _check_keys(grid, label)
+        axes = []
+        for key, value in grid.items():
+            values = value if isinstance(value, list) and key != "hyper" else [value]
+            if not values:
+                raise InputError(f"{label}.{key} is an empty list; expected values to cross.")
+            axes.append([(key, v) for v in values])
+        runs += [(label, dict(combination)) for combination in itertools.product(*axes)]
+    return runs
+
+
+def _explicit_runs(explicit: Any, where: str) -> list[tuple[str, dict[str, Any]]]:
+    if explicit is None:
+        return []
+    if not isinstance(explicit, list) or not all(isinstance(r, Mapping) for r in explicit):
+        raise InputError(f"{where} field 'runs' must be a list of mappings of run fields.")
+    runs = []
+    for index, run in enumerate(explicit):
+        label = f"{where} runs[{index}]"
+        _check_keys(run, label)
+        runs.append((label, dict(run)))
+    return runs
+
+
+def _check_keys(mapping: Mapping[str, Any], label: str) -> None:
+    unknown = sorted(str(k) for k in mapping if k not in RUN_FIELDS)
+    if unknown:
+        raise InputError(
+            f"{label} field {unknown[0]!r} is unknown; expected one of {', '.join(RUN_FIELDS)}."
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# one run
+
+
+def _validate_run(values: Mapping[str, Any], label: str) -> RunSpec:
+    """A RunSpec from one run's fields: names checked here, every value by the trainer's rules."""
+    for name in _REQUIRED:
+        if values.get(name) is None:
+            raise InputError(f"{label} has no {name!r}; every run needs {', '.join(_REQUIRED)}.")
+    for name, value in values.items():
+        if isinstance(value, bool):  # YAML's yes/no: no run field is a switch
+            raise InputError(f"{label} field {name!r} must not be a yes/no value, got {value!r}.")
+    _check_names(values, label)
+    seed = values.get("seed", 0)
+    if not isinstance(seed, int) or seed < 0:
+        raise InputError(f"{label} field 'seed' must be a non-negative integer, got {seed!r}.")
+    if not isinstance(values.get("hyper") or {}, Mapping):
+        raise InputError(f"{label} field 'hyper' must be a mapping of model hyper-parameters.")
+    data_path = values.get("data_path")
+    if data_path is not None and not isinstance(data_path, str):
+        raise InputError(f"{label} field 'data_path' must be a path, got {data_path!r}.")
+    run = RunSpec(**{**values, "seed": seed, "hyper": dict(values.get("hyper") or {})})
+    # null means the family's default likelihood; resolved so that the run id names it
+    run.loss = run.loss or MODEL_FAMILIES[run.family].config_class.default_loss
+    try:
+        run.train_config(out=".").validate()
+    except InputError as error:
+        raise InputError(f"{label}: {error}") from None
+    if run.lr is not None:
+        run.lr = float(run.lr)
+    return run
+
+
+def _check_names(values: Mapping[str, Any], label: str) -> None:
+    """Family, data set and likelihood must be registered names (plugins included)."""
+    family = values["family"]
+    if family not in MODEL_FAMILIES:
+        raise InputError(
+            f"{label} field 'family' must be one of {', '.join(MODEL_FAMILIES)}, got {family!r}."
+        )
+    dataset = values["dataset"]
+    names = available_names()
+    if not isinstance(dataset, str) or dataset.split(":", 1)[0] not in {*names, *_DATASET_FORMS}:
+        raise InputError(
+            f"{label} field 'dataset' must be one of {', '.join(names)}, "
+            f"folder:PATH or npz:PATH, got {dataset!r}."
+        )
+    loss = values.get("loss")
+    if loss is not None and loss not in LIKELIHOODS:
+        raise InputError(
+            f"{label} field 'loss' must be one of {', '.join(LIKELIHOODS)} or null, got {loss!r}."
+        )
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
