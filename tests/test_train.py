@@ -3,12 +3,11 @@ and DistributedDataParallel with gloo on 2 CPU processes."""
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,16 @@ from safetensors.torch import load_file
 
 from varloss.errors import InputError, TrainingError
 from varloss.pipelines.train import TrainConfig, evaluate, train
+from varloss.runs import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    HISTORY_FILE,
+    MANIFEST_FILE,
+    MODEL_FILE,
+    REPORT_FILE,
+    TRAIN_RUN_FILES,
+    RunFolder,
+)
 
 MEASURE_KEYS = (
     "var_real",
@@ -67,34 +76,25 @@ def test_every_family_learns_and_writes_the_run_folder(tmp_path: Path, family: s
     )
     history = report["history"]
     assert history[-1]["loss"] < history[0]["loss"], history
-    for name in (
-        "config.json",
-        "model.safetensors",
-        "report.json",
-        "samples.png",
-        "history.csv",
-        "maps.npz",
-        "checkpoint/last.pt",
-    ):
-        assert (out / name).is_file(), name
-    saved = json.loads((out / "report.json").read_text())
-    for key in MEASURE_KEYS:
-        assert isinstance(saved[key], float), key
+    folder = RunFolder(out)
+    for name in (*TRAIN_RUN_FILES, CHECKPOINT_FILE):  # each one sealed in the manifest
+        assert folder.verify(name), name
+    saved = folder.read_json(REPORT_FILE)
     assert saved["n_real"] == saved["n_reconstructed"] == saved["n_generated"] == 120
     assert saved["variance_loss_reconstructed"] == pytest.approx(
         saved["mse"] - saved["bias2"] + saved["cov_term"], abs=1e-12
     )
     assert saved["settings"]["train"]["family"] == family
-    with (out / "history.csv").open() as handle:
-        rows = list(csv.DictReader(handle))
-    assert [int(row["epoch"]) for row in rows] == [1, 2, 3, 4]
-    assert all(float(row["seconds"]) > 0 and float(row["cpu_seconds"]) > 0 for row in rows)
+    rows = folder.read_csv(HISTORY_FILE)
+    assert [row["epoch"] for row in rows] == [1, 2, 3, 4]
+    assert [row["loss"] for row in rows] == pytest.approx([row["loss"] for row in history])
+    assert all(row["seconds"] > 0 and row["cpu_seconds"] > 0 for row in rows)
 
 
 def test_resume_equals_uninterrupted_training_bitwise(tmp_path: Path) -> None:
     whole = train(_config(tmp_path / "whole", epochs=3), progress=False)
     train(_config(tmp_path / "parts", epochs=1), progress=False)
-    assert (tmp_path / "parts" / "report.json").is_file()
+    assert (tmp_path / "parts" / REPORT_FILE).is_file()
     resumed = train(_config(tmp_path / "parts", epochs=3), resume=True, progress=False)
     a = load_file(tmp_path / "whole" / "model.safetensors")
     b = load_file(tmp_path / "parts" / "model.safetensors")
@@ -144,9 +144,9 @@ def test_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(
     value = "nan" if sync_each_step else "non-finite"
     with pytest.raises(TrainingError, match=rf"loss became {value} at epoch 2, batch 6.*epoch 1"):
         train(_config(out, epochs=3), progress=False)
-    checkpoint = torch.load(out / "checkpoint" / "last.pt", weights_only=True)
+    checkpoint = torch.load(out / CHECKPOINT_FILE, weights_only=True)
     assert checkpoint["epoch"] == 1
-    assert not (out / "report.json").exists()
+    assert not (out / REPORT_FILE).exists()
     assert all(torch.isfinite(v).all() for v in checkpoint["model"].values())
 
 
@@ -173,7 +173,7 @@ def test_cli_train_writes_a_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     out = tmp_path / "cli"
     args = [
         "train",
-        "--model",
+        "--family",
         "dense",
         "--dataset",
         "digits",
@@ -196,11 +196,13 @@ def test_cli_train_writes_a_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "variance loss, reconstructed" in result.output
-    config = json.loads((out / "config.json").read_text())
+    folder = RunFolder(out)
+    config = folder.read_json(CONFIG_FILE)
     assert config["model"]["hidden_sizes"] == [32]
-    recorded = json.loads((out / "report.json").read_text())["settings"]["command"]
+    settings = folder.read_json(REPORT_FILE)["settings"]
+    recorded = settings["command"]
     assert shlex.split(recorded) == ["varloss", *args]
-    assert json.loads((out / "report.json").read_text())["settings"]["torch_threads"] == 1
+    assert settings["torch_threads"] == 1
     again = CliRunner().invoke(app, args)
     assert again.exit_code != 0 and "--force" in str(again.exception)
 
@@ -211,6 +213,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_ddp_with_gloo_on_two_processes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """torchrun, 2 CPU ranks: training runs, rank 0 writes the run, and the sharded evaluation
     merged through VarianceLoss equals a single-process evaluation of the same weights, FID of
@@ -231,7 +234,7 @@ def test_ddp_with_gloo_on_two_processes(tmp_path: Path, monkeypatch: pytest.Monk
         "-m",
         "varloss",
         "train",
-        "--model",
+        "--family",
         "dense",
         "--dataset",
         "digits",
@@ -260,7 +263,7 @@ def test_ddp_with_gloo_on_two_processes(tmp_path: Path, monkeypatch: pytest.Monk
     env = {**os.environ, "OMP_NUM_THREADS": "1", "VARLOSS_DATA_DIR": str(cache)}
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads((out / "report.json").read_text())
+    report = RunFolder(out).read_json(REPORT_FILE)
     assert report["settings"]["world_size"] == 2
     assert report["n_real"] == 121
     assert report["history"][-1]["loss"] < report["history"][0]["loss"]
@@ -318,6 +321,7 @@ def _torch_compile_works() -> str | None:
     return None
 
 
+@pytest.mark.slow
 def test_compiled_training_follows_eager_and_resumes_exactly(tmp_path: Path) -> None:
     """--compile (torch.compile; inductor needs a C compiler, present here and in CI images).
     Fused kernels round differently, so losses follow the eager run closely (0.2% here, while
@@ -340,3 +344,134 @@ def test_compiled_training_follows_eager_and_resumes_exactly(tmp_path: Path) -> 
     # Checkpoints hold the plain module's names (no torch.compile prefix): they load eagerly.
     weights = load_file(str(tmp_path / "resumed" / "model.safetensors"))
     assert not any(name.startswith("_orig_mod") for name in weights)
+
+
+# ----------------------------------------------------------------------------------------------
+# The run folder guards itself: one writer at a time, damage named, never trained on
+
+
+def _hold_lock(folder: Path) -> subprocess.Popen:
+    """Another process holding the folder's lock (as a running `varloss train` does)."""
+    script = (
+        "import sys\nfrom varloss.runs import RunFolder\n"
+        f"with RunFolder({str(folder)!r}).lock():\n"
+        "    print('locked', flush=True)\n    sys.stdin.read()\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout.readline().strip() == "locked"
+    return holder
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.name.startswith(".")
+    }
+
+
+def test_train_into_a_folder_in_use_is_refused_at_once(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    holder = _hold_lock(out)
+    try:
+        with pytest.raises(InputError, match=r"run is in use by another varloss process"):
+            train(_config(out, epochs=1), progress=False)
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    assert _files(out) == {}  # nothing written by the refused run
+    report = train(_config(out, epochs=1), progress=False)  # the folder is free again
+    assert RunFolder(out).read_json(REPORT_FILE)["mse"] == report["mse"]
+
+
+@pytest.mark.slow
+def test_two_concurrent_cli_trains_into_one_folder(tmp_path: Path) -> None:
+    """Two real `varloss train` processes: the second stops at once, the first finishes."""
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "varloss", "train", "--family", "dense", "--dataset", "digits"]
+    args += ["--latent", "2", "--limit", "300", "--batch-size", "30", "--set", "hidden_sizes=[64]"]
+    args += ["--out", str(out), "-q", "--no-report", "--threads", "1", "--fid", "off"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.Popen(
+        [*args, "--epochs", "150"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / CHECKPOINT_FILE).exists():  # the first one is training, lock held
+            assert first.poll() is None and time.monotonic() < deadline, first.stderr.read()
+            time.sleep(0.1)
+        second = subprocess.run(
+            [*args, "--epochs", "1", "--force"], env=env, capture_output=True, text=True
+        )
+        assert second.returncode != 0
+        assert "is in use by another varloss process" in second.stderr + second.stdout
+        assert "Traceback" not in second.stderr
+    finally:
+        _, stderr = first.communicate(timeout=300)
+    assert first.returncode == 0, stderr[-2000:]
+    assert RunFolder(out).read_json(REPORT_FILE)["settings"]["train"]["epochs"] == 150
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_a_damaged_checkpoint_is_refused_on_resume(tmp_path: Path, damage: str) -> None:
+    out = tmp_path / "run"
+    train(_config(out, epochs=1), progress=False)
+    path = out / CHECKPOINT_FILE
+    data = path.read_bytes()
+    if damage == "flip":  # one byte inside the weights: torch.load alone would not notice
+        middle = len(data) // 2
+        path.write_bytes(data[:middle] + bytes([data[middle] ^ 0x01]) + data[middle + 1 :])
+    else:
+        path.write_bytes(data[: len(data) // 3])
+    before = _files(out)
+    with pytest.raises(InputError, match=r"checkpoint/last.pt is damaged .*afresh with --force"):
+        train(_config(out, epochs=2), resume=True, progress=False)
+    assert _files(out) == before  # nothing trained, nothing rewritten
+
+
+def test_an_unreadable_checkpoint_without_manifest_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    train(_config(out, epochs=1), progress=False)
+    (out / MANIFEST_FILE).unlink()  # a folder from before manifests: nothing to check against
+    (out / CHECKPOINT_FILE).write_bytes((out / CHECKPOINT_FILE).read_bytes()[:200])
+    with pytest.raises(InputError, match=r"last.pt could not be read .*afresh with --force"):
+        train(_config(out, epochs=2), resume=True, progress=False)
+
+
+def test_a_truncated_model_is_named_and_rebuilt_from_the_checkpoint(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from varloss.models import load_model
+
+    out = tmp_path / "run"
+    report = train(_config(out, epochs=2), progress=False)
+    weights = out / MODEL_FILE
+    original = weights.read_bytes()
+    weights.write_bytes(original[: len(original) // 2])
+    with pytest.raises(InputError, match=r"model.safetensors is damaged .*varloss train --resume"):
+        load_model(out)
+    with caplog.at_level("WARNING", logger="varloss"):
+        rebuilt = train(_config(out, epochs=2), resume=True, progress=False)
+    assert "model.safetensors is damaged" in caplog.text and "Rebuilding the run" in caplog.text
+    assert weights.read_bytes() == original  # the checkpoint held the final weights
+    assert {k: rebuilt[k] for k in MEASURE_KEYS} == {k: report[k] for k in MEASURE_KEYS}
+    assert all(RunFolder(out).verify(name) for name in (MODEL_FILE, REPORT_FILE, CHECKPOINT_FILE))
+
+
+def test_a_broken_config_or_manifest_is_one_sentence(tmp_path: Path) -> None:
+    from varloss.models import load_model
+
+    out = tmp_path / "run"
+    train(_config(out, epochs=1), progress=False)
+    (out / CONFIG_FILE).write_text('{"family": "dense", "model": ')
+    with pytest.raises(InputError, match=r"config.json is damaged \(its SHA-256"):
+        load_model(out)
+    (out / MANIFEST_FILE).write_text('{"files": ')
+    for attempt in (
+        lambda: load_model(out),
+        lambda: train(_config(out, epochs=1), resume=True, progress=False),
+    ):
+        with pytest.raises(InputError, match=r"manifest.json is damaged .*delete it"):
+            attempt()
