@@ -10,7 +10,7 @@ import torch
 import torch.multiprocessing as mp
 
 import varloss
-from varloss.metrics import VarianceLoss
+from varloss.variance import VarianceLoss
 
 KEYS = (
     "var_real",
@@ -104,6 +104,7 @@ def _worker(rank: int, world: int, port: int, queue) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_equal_one_process() -> None:
     context = mp.get_context("spawn")
     queue = context.Queue()
