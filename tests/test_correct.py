@@ -66,6 +66,10 @@ def test_correct_rejects_bad_arguments(quick_run, tmp_path):
         correct(quick_run, "match", n_samples=1)
     with pytest.raises(InputError, match="unknown methods"):
         correct(quick_run, "match", sampler_params={"sharpen": {}})
+    save_model(untrained_vae(), tmp_path / "no-dataset")
+    with pytest.raises(InputError, match="does not name the training dataset"):
+        correct(tmp_path / "no-dataset", "match")
+    assert not (tmp_path / "no-dataset" / "correct").exists()
     assert not (quick_run / "correct").exists()  # nothing written for a refused call
 
 

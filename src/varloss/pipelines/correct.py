@@ -125,9 +125,11 @@ def correct(
     fid = fid_mode(fid)
     methods = parse_methods(method)
     _check_arguments(n_samples, sampler_params or {})
-    inputs = _load_inputs(Path(run_dir), n_samples, train_limit, data_path)
-    folder = RunFolder(out if out is not None else inputs.run_dir / CORRECT_DIR)
-    with folder.lock():
+    run_dir = Path(run_dir)
+    run_config = _read_run(run_dir)
+    folder = RunFolder(out if out is not None else run_dir / CORRECT_DIR)
+    with folder.lock():  # taken before the data loads: a second process is told at once
+        inputs = _load_inputs(run_dir, run_config, n_samples, train_limit, data_path)
         rows: dict[str, dict[str, Any]] = {}
         grids: dict[str, torch.Tensor] = {}
         fitted: dict[str, Sampler] = {}
@@ -158,7 +160,8 @@ def _check_arguments(n_samples: int | None, sampler_params: dict[str, dict[str, 
 
 
 def _read_run(run_dir: Path) -> dict[str, Any]:
-    """The run's config.json, with it and the weights checked against the run's manifest."""
+    """The run's config.json (naming its data set), it and the weights checked against the
+    run's manifest."""
     if not run_dir.is_dir():
         raise InputError(f"run folder {run_dir} does not exist.")
     run = RunFolder(run_dir)
@@ -169,22 +172,25 @@ def _read_run(run_dir: Path) -> dict[str, Any]:
         )
     run.verify(MODEL_FILE)
     config = run.read_json(CONFIG_FILE)
-    if not isinstance(config, dict):
-        raise InputError(f"{run.file(CONFIG_FILE)} is not a JSON object; expected a run config.")
+    train = config.get("train") if isinstance(config, dict) else None
+    if not isinstance(train, dict) or not train.get("dataset"):
+        raise InputError(
+            f"{run.file(CONFIG_FILE)} does not name the training dataset (train.dataset); "
+            "expected a config written by `varloss train`."
+        )
     return config
 
 
 def _load_inputs(
-    run_dir: Path, n_samples: int | None, train_limit: int | None, data_path: str | None
+    run_dir: Path,
+    run_config: dict[str, Any],
+    n_samples: int | None,
+    train_limit: int | None,
+    data_path: str | None,
 ) -> _Inputs:
-    """Read the run, load its model and its data set's train and test splits."""
-    run_config = _read_run(run_dir)
+    """Load the run's model and its data set's train and test splits."""
     train_config = run_config.get("train") or {}
-    dataset = train_config.get("dataset")
-    if not dataset:
-        raise InputError(
-            f"{run_dir / CONFIG_FILE} does not name the training dataset (train.dataset)."
-        )
+    dataset = train_config["dataset"]
     limit = train_limit if train_limit is not None else train_config.get("limit")
     model = load_model(run_dir)
     model.eval()
