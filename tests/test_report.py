@@ -1,225 +1,99 @@
 """The HTML report: kind detection, the numbers on the page against numpy, sections that appear
-only when their data exists, self-containment, and clean failures on bad folders.
+only when their data exists, self-containment, and clean failures on bad input.
 
-The folders are built here the way `varloss train`, `varloss correct` and `varloss study` lay
-them out (numbers computed with numpy), so these tests do not depend on training anything.
+The folders are written by varloss itself (a tiny real `train` run on the digits set, `correct`
+on it, a two-run `study`, `measure` outputs), so the page is tested on what the pipelines
+really write; the numbers are checked against numpy computed from the data and the saved model.
 """
 
 from __future__ import annotations
 
 import base64
-import csv
 import io
 import json
 import re
+import shlex
+import shutil
+import subprocess
+import sys
 from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
+import torch
+import typer
 from PIL import Image
 
+import varloss
+from varloss import data
+from varloss.cli import app
 from varloss.errors import InputError
+from varloss.models import load_model
+from varloss.pipelines.config import TrainConfig
+from varloss.pipelines.correct import correct
+from varloss.pipelines.study import run_study
+from varloss.pipelines.train import train
 from varloss.report import (
+    REPORT_KINDS,
+    ReportKind,
     detect_kind,
     explain_variance,
     fmt,
+    register_report_kind,
     render_report,
     save_maps,
     write_report,
 )
+from varloss.runs import MAPS_FILE, RunFolder
 
 # ---------------------------------------------------------------------------------------------
-# folders as the producers write them
+# folders written by varloss
+
+TRAIN = {"epochs": 2, "latent": 2, "seed": 3, "limit": 200, "eval_limit": 120, "fid": "off"}
+REMEDIES = "prior,temperature,match"
 
 
-def _measure_numbers(real: np.ndarray, rec: np.ndarray | None, gen: np.ndarray | None) -> dict:
-    """The `varloss measure` keys, computed directly with numpy (population variances)."""
-    out: dict[str, Any] = {"n_real": len(real), "dims": list(real.shape[1:])}
-    out["var_real"] = float(np.mean(np.var(real, axis=0)))
-    if rec is not None:
-        error = real - rec
-        out.update(
-            n_reconstructed=len(rec),
-            var_reconstructed=float(np.mean(np.var(rec, axis=0))),
-            mse=float(np.mean(error**2)),
-            bias2=float(np.mean(np.mean(error, axis=0) ** 2)),
-            cov_term=float(
-                2 * np.mean(np.mean((rec - rec.mean(0)) * (error - error.mean(0)), axis=0))
-            ),
-        )
-        out["variance_loss_reconstructed"] = out["var_real"] - out["var_reconstructed"]
-    if gen is not None:
-        out.update(n_generated=len(gen), var_generated=float(np.mean(np.var(gen, axis=0))))
-        out["variance_loss_generated"] = out["var_real"] - out["var_generated"]
-    return out
+def build_train_run(path: Path, command: str | None = "varloss train (test)") -> Path:
+    """A finished tiny `varloss train` run (dense VAE on digits, about 2 s)."""
+    config = TrainConfig(family="dense", dataset="digits", out=str(path), **TRAIN)
+    train(config, progress=False, command=command)
+    return path
 
 
-def _grid_png(path: Path, rows: int = 3, seed: int = 0) -> None:
-    rng = np.random.default_rng(seed)
-    pixels = (rng.random((rows * 10, 80)) * 255).astype(np.uint8)
-    Image.fromarray(pixels).resize((320, rows * 40), Image.NEAREST).save(path)
+def build_study(path: Path) -> Path:
+    """A finished two-run `varloss study` (dense VAEs on digits, latent 2 and 3)."""
+    spec = path.parent / f"{path.name}-spec.yaml"
+    spec.write_text(
+        "name: tiny\n"
+        "defaults: {family: dense, dataset: digits, epochs: 1, limit: 150, seed: 0}\n"
+        "grid:\n  - latent: [2, 3]\n"
+    )
+    run_study(spec, path, progress=False, command=f"varloss study --preset {spec} --out {path}")
+    return path
 
 
-def make_train_run(
-    path: Path, *, with_correct: bool = False, with_maps: bool = True, channels: int = 1
-) -> tuple[Path, dict[str, Any]]:
-    """A finished `varloss train` run folder; returns it and the arrays behind its numbers."""
-    rng = np.random.default_rng(7)
-    real = rng.random((300, channels, 8, 8))
-    rec = 0.6 * real + 0.2 + 0.05 * rng.standard_normal(real.shape)
-    gen = 0.25 * rng.random((200, channels, 8, 8)) + 0.35
-    numbers = _measure_numbers(real, rec, gen)
-    settings = {
-        "dataset": "digits",
-        "split": "test",
-        "seed": 3,
-        "device": "cpu",
-        "command": "varloss train --model dense --dataset digits --epochs 3 --seed 3",
-        "versions": {"torch": "2.13.0", "numpy": np.__version__},
-    }
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "report.json").write_text(json.dumps({**numbers, "settings": settings}))
-    config = {
-        "family": "dense",
-        "model": {"family": "dense", "image_shape": [channels, 8, 8], "latent_dim": 4},
-        "train": {"family": "dense", "dataset": "digits", "epochs": 3, "seed": 3, "latent": 4},
-    }
-    (path / "config.json").write_text(json.dumps(config))
-    if with_maps:
-        save_maps(
-            {
-                "var_real": real.var(0),
-                "var_reconstructed": rec.var(0),
-                "var_generated": gen.var(0),
-            },
-            path / "maps.npz",
-        )
-    _grid_png(path / "samples.png")
-    with (path / "history.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["epoch", "loss", "reconstruction", "kl", "mse", "seconds"])
-        for epoch in range(1, 4):
-            writer.writerow([epoch, 40 / epoch, 35 / epoch, 5.0, 0.05 / epoch, 1.25])
-    if with_correct:
-        make_correct(path / "correct", run_dir=path)
-    return path, {"real": real, "rec": rec, "gen": gen, **numbers}
+@pytest.fixture(scope="module")
+def train_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_train_run(tmp_path_factory.mktemp("train") / "run")
 
 
-CORRECT_METHODS = {
-    # name: (var_generated, fid_after)
-    "prior": (0.040, 30.0),
-    "two-stage": (0.070, 21.5),
-    "temperature": (0.095, 26.0),
-    "match": (0.080, 24.0),
-}
+@pytest.fixture(scope="module")
+def corrected_run(tmp_path_factory: pytest.TempPathFactory, train_run: Path) -> Path:
+    run = tmp_path_factory.mktemp("corrected") / "run"
+    shutil.copytree(train_run, run)
+    correct(run, REMEDIES, fid="off", progress=False, train_limit=200)
+    return run
 
 
-def make_correct(path: Path, run_dir: Path | None = None) -> tuple[Path, dict[str, Any]]:
-    """A `varloss correct --method all` folder with gap closed computed from its definition."""
-    var_real = 0.08
-    base_var, base_fid = CORRECT_METHODS["prior"]
-    methods = {}
-    for name, (var_gen, fid_after) in CORRECT_METHODS.items():
-        methods[name] = {
-            "var_real": var_real,
-            "var_generated": var_gen,
-            "variance_loss_generated": var_real - var_gen,
-            "gap_closed": 1 - abs(var_real - var_gen) / abs(var_real - base_var),
-            "fid": {"fid": fid_after},
-            "fid_before": base_fid,
-            "fid_after": fid_after,
-            "fid_gain": base_fid - fid_after,
-        }
-    report = {
-        "method": "all",
-        "baseline": methods["prior"],
-        "methods": methods,
-        "settings": {
-            "run_dir": str(run_dir or path.parent),
-            "dataset": "digits",
-            "seed": 0,
-            "model_family": "dense",
-        },
-    }
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "report.json").write_text(json.dumps(report))
-    _grid_png(path / "samples.png", rows=4, seed=1)
-    return path, report
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_study(tmp_path_factory.mktemp("study") / "study")
 
 
-FAMILIES = ("dense", "conv", "resnet", "draw")
-
-
-def make_study(
-    path: Path,
-    *,
-    with_figure: bool = True,
-    preset: str = "quick",
-    n: int = 8,
-    with_maps: bool = True,
-) -> tuple[Path, list[dict[str, Any]]]:
-    """A `varloss study` folder: results.csv, fit.json (numpy least squares), runs/*/samples.png
-    and runs/*/maps.npz."""
-    rng = np.random.default_rng(11)
-    rows = []
-    for index in range(n):
-        mse = 0.01 + 0.004 * index + 0.001 * rng.random()
-        loss_rec = 0.97 * mse + 0.0005 * rng.standard_normal()
-        rows.append(
-            {
-                "run_id": f"{FAMILIES[index % 4]}-mnist-{index}",
-                "family": FAMILIES[index % 4],
-                "dataset": "mnist",
-                "latent": 16,
-                "epochs": 2,
-                "loss": "bernoulli",
-                "seed": index,
-                "mse": mse,
-                "var_real": 0.1,
-                "var_reconstructed": 0.1 - loss_rec,
-                "var_generated": 0.1 - 1.3 * mse,
-                "variance_loss_reconstructed": loss_rec,
-                "variance_loss_generated": 1.3 * mse,
-                "bias2": 1e-4,
-                "cov_term": loss_rec - mse + 1e-4,
-                "train_seconds": 10.0 + index,
-            }
-        )
-    path.mkdir(parents=True, exist_ok=True)
-    with (path / "results.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    x = np.array([r["mse"] for r in rows])
-    y = np.array([r["variance_loss_reconstructed"] for r in rows])
-    slope, intercept = np.polyfit(x, y, 1)
-    r2 = 1 - np.sum((y - (slope * x + intercept)) ** 2) / np.sum((y - y.mean()) ** 2)
-    fit = {
-        "preset": preset,
-        "reconstructed": {"slope": slope, "intercept": intercept, "r2": r2, "n": n},
-        "origin": {"slope": float(x @ y / (x @ x)), "n": n},
-    }
-    (path / "fit.json").write_text(json.dumps(fit))
-    for row in rows:
-        run = path / "runs" / row["run_id"]
-        run.mkdir(parents=True, exist_ok=True)
-        _grid_png(run / "samples.png", seed=row["seed"])
-        if with_maps:
-            real = 0.1 + 0.1 * rng.random((1, 8, 8))
-            save_maps(
-                {
-                    "var_real": real,
-                    "var_reconstructed": real * (1 - 0.1 * row["seed"] / n),
-                    "var_generated": real * 0.5,
-                },
-                run / "maps.npz",
-            )
-    if with_figure:
-        _grid_png(path / "figure.png", rows=6, seed=99)
-    return path, rows
+def _copy(folder: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(folder, tmp_path / folder.name))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -227,7 +101,7 @@ def make_study(
 
 
 class _Page(HTMLParser):
-    """Tables by id (cells with text and data-value), <img> sources, notices, all text."""
+    """Tables by id (cells with text and data-value), <img> attributes, all text."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -284,203 +158,266 @@ def headline(page: _Page) -> dict[str, float]:
     return {row[0][0]: float(row[1][1]) for row in page.tables["headline"] if row[1][1]}
 
 
-def _decode_png(uri: str) -> Image.Image:
+def key_facts(html: str) -> dict[str, str]:
+    """The settings' label -> value pairs (the first of each label: the run's facts come before
+    the rendering's)."""
+    pairs = re.findall(r'<th scope="row">([^<]*)</th><td><code>([^<]*)</code>', html)
+    facts: dict[str, str] = {}
+    for key, value in pairs:
+        facts.setdefault(unescape(key), unescape(value))
+    return facts
+
+
+def decode_png(uri: str) -> Image.Image:
     assert uri.startswith("data:image/png;base64,")
     image = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
     image.load()
     return image
 
 
-def _assert_self_contained(html: str) -> None:
+def image_bytes(page: _Page, alt: str) -> bytes:
+    source = next(image["src"] for image in page.images if alt in image["alt"])
+    return base64.b64decode(source.split(",", 1)[1])
+
+
+def assert_self_contained(html: str) -> None:
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)
     assert "url(http" not in html and "@import" not in html
     assert '<meta name="viewport"' in html
 
 
+def cli_params(command: str, argv: list[str]) -> dict:
+    """The parameters the real CLI parses from `argv` (nothing is run)."""
+    return typer.main.get_command(app).commands[command].make_context(command, argv).params
+
+
 # ---------------------------------------------------------------------------------------------
-# tests
+# train runs
 
 
-def test_detect_kind_of_each_output(tmp_path: Path) -> None:
-    run, _ = make_train_run(tmp_path / "run", with_correct=True)
-    study, _ = make_study(tmp_path / "study")
-    measure = tmp_path / "measure"
-    measure.mkdir()
-    (measure / "numbers.json").write_text(json.dumps({"var_real": 0.1, "var_generated": 0.05}))
-    assert detect_kind(run) == "train"
-    assert detect_kind(run / "correct") == "correct"
-    assert detect_kind(study) == "study"
-    assert detect_kind(measure) == "measure"
+@pytest.mark.slow  # trains a tiny VAE (module fixture), a few seconds
+def test_detect_kind_of_each_output(corrected_run: Path, tmp_path: Path) -> None:
+    measure_folder = tmp_path / "measure"
+    measure_folder.mkdir()
+    varloss.measure(np.random.default_rng(0).random((20, 4))).to_json(measure_folder / "m.json")
+    assert detect_kind(corrected_run) == "train"
+    assert detect_kind(corrected_run / "correct") == "correct"
+    assert detect_kind(measure_folder) == "measure"
+    assert list(REPORT_KINDS) == ["study", "correct", "train", "measure"]
 
 
-def test_train_report_numbers_match_numpy(tmp_path: Path) -> None:
-    run, ref = make_train_run(tmp_path / "run")
+@pytest.mark.slow  # trains a tiny VAE (module fixture), a few seconds
+def test_train_report_numbers_match_numpy(train_run: Path, tmp_path: Path) -> None:
+    run = _copy(train_run, tmp_path)
     path = write_report(run, command="varloss report RUN")
-    assert path == run / "report.html"
     html = path.read_text()
-    _assert_self_contained(html)
+    assert_self_contained(html)
     page = parse(html)
     numbers = headline(page)
-    real, rec, gen = ref["real"], ref["rec"], ref["gen"]
-    var_real = np.var(real, axis=0).mean()
-    var_rec = np.var(rec, axis=0).mean()
+    # Independent: the saved model's reconstructions of the test images, in numpy float64.
+    real = data.load("digits", "test", limit=TRAIN["eval_limit"]).images
+    with torch.no_grad():
+        rec = load_model(run).eval().reconstruct(real).double().numpy()
+    real = real.double().numpy()
+    var_real, var_rec = np.var(real, axis=0).mean(), np.var(rec, axis=0).mean()
     mse = np.mean((real - rec) ** 2)
-    assert numbers["variance, real"] == pytest.approx(var_real, rel=1e-12)
-    assert numbers["variance, generated"] == pytest.approx(np.var(gen, axis=0).mean(), rel=1e-12)
-    assert numbers["ratio variance loss / MSE"] == pytest.approx((var_real - var_rec) / mse, 1e-12)
+    assert numbers["variance, real"] == pytest.approx(var_real, rel=1e-9)
+    assert numbers["variance, reconstructed"] == pytest.approx(var_rec, rel=1e-6)
+    assert numbers["MSE"] == pytest.approx(mse, rel=1e-6)
+    assert numbers["ratio variance loss / MSE"] == pytest.approx((var_real - var_rec) / mse, 1e-5)
     # The identity row is computed by the page from mse, bias² and cov; numpy gives the loss.
-    assert numbers["MSE - bias² + covariance term"] == pytest.approx(var_real - var_rec, rel=1e-9)
-    assert numbers["images, generated"] == 200
-    # The shown text is the 4-significant-digit rendering of the same value.
+    assert numbers["MSE - bias² + covariance term"] == pytest.approx(var_real - var_rec, 1e-5)
+    assert numbers["images, generated"] == TRAIN["eval_limit"]
     row = next(r for r in page.tables["headline"] if r[0][0] == "MSE")
-    assert row[1][0] == f"{mse:.4g}"
+    assert row[1][0] == fmt(float(row[1][1]))
     text = " ".join(page.text)
     assert f"keep {var_rec / var_real:.0%} of the real images' per-pixel variance" in text
-    assert f"{(var_real - var_rec) / mse:.2f} times the reconstruction MSE" in text
-    # maps (from maps.npz), training curves, samples; all decodable PNG data URIs.
+    # The maps are the run's maps.npz (its real map averages to the real variance), the
+    # curves come from history.csv and the samples are samples.png byte for byte.
+    with np.load(run / MAPS_FILE) as maps:
+        assert maps["var_real"].mean() == pytest.approx(var_real, rel=1e-9)
     alts = [image["alt"] for image in page.images]
     assert any("variance maps" in alt for alt in alts)
     assert any("loss and MSE per epoch" in alt for alt in alts)
-    assert any("grid of real, reconstructed and generated" in alt for alt in alts)
-    sizes = [_decode_png(image["src"]).size for image in page.images]
-    assert all(w > 100 and h > 50 for w, h in sizes)
-    samples = next(
-        i for i in page.images if "grid of real, reconstructed and generated" in i["alt"]
-    )
-    assert base64.b64decode(samples["src"].split(",", 1)[1]) == (run / "samples.png").read_bytes()
-    # settings: the recorded command, seed and data set; the rendering command and versions.
-    assert "varloss train --model dense --dataset digits --epochs 3 --seed 3" in text
+    samples = image_bytes(page, "grid of real, reconstructed and generated")
+    assert samples == (run / "samples.png").read_bytes()
+    assert all(decode_png(image["src"]).size[0] > 100 for image in page.images)
+    facts = key_facts(html)
+    assert facts["command"] == "varloss train (test)"
+    assert facts["seed"] == "3" and facts["data set"] == "digits" and facts["split"] == "test"
     assert "varloss report RUN" in text
     assert "remedies" not in page.tables  # no correct/ folder, no remedies section
 
 
-def test_train_report_without_maps_says_why(tmp_path: Path) -> None:
-    run, _ = make_train_run(tmp_path / "run", with_maps=False)
-    html = render_report(run, recompute_maps=True)  # no model.safetensors: cannot recompute
-    page = parse(html)
+@pytest.mark.slow  # trains a tiny VAE (module fixture), a few seconds
+def test_train_run_without_maps_says_so_and_runs_no_model(train_run: Path, tmp_path: Path) -> None:
+    run = _copy(train_run, tmp_path)
+    RunFolder(run).unlink(MAPS_FILE)
+    (run / "model.safetensors").unlink()  # a report that re-ran the model would fail now
+    page = parse(render_report(run))
     assert not any("variance maps" in image["alt"] for image in page.images)
-    assert "saved no maps.npz and no model to recompute them" in html
+    assert "the run folder has no maps.npz" in " ".join(page.text)
     assert len(page.images) == 2  # curves and samples are still there
 
 
-def test_multichannel_maps_are_folded(tmp_path: Path) -> None:
-    run, _ = make_train_run(tmp_path / "run", channels=3)
-    html = render_report(run)
-    assert "mean over 3 channels" in html
+@pytest.mark.slow  # trains a tiny VAE (module fixture), a few seconds
+def test_damaged_maps_are_named(train_run: Path, tmp_path: Path) -> None:
+    run = _copy(train_run, tmp_path)
+    (run / MAPS_FILE).write_bytes((run / MAPS_FILE).read_bytes()[:100])
+    with pytest.raises(InputError, match="maps.npz"):
+        render_report(run)
 
 
-def test_correct_table_gap_closed_and_fid(tmp_path: Path) -> None:
-    run, _ = make_train_run(tmp_path / "run")
-    folder, report = make_correct(run / "correct", run_dir=run)
+@pytest.mark.slow  # trains a tiny VAE (module fixture), a few seconds
+def test_multichannel_maps_are_folded(train_run: Path, tmp_path: Path) -> None:
+    run = _copy(train_run, tmp_path)
+    rng = np.random.default_rng(0)
+    maps = {"var_real": rng.random((3, 8, 8)), "var_generated": rng.random((3, 8, 8))}
+    folder = RunFolder(run)
+    with folder.atomic_path(MAPS_FILE) as tmp:
+        save_maps(maps, tmp)
+    assert "mean over 3 channels" in render_report(run)
+
+
+@pytest.mark.slow  # trains a tiny VAE (module fixture), a few seconds
+def test_equivalent_train_command_parses_back_to_the_recorded_config(tmp_path: Path) -> None:
+    run = build_train_run(tmp_path / "run", command=None)
+    facts = key_facts(render_report(run))
+    argv = shlex.split(facts["command (equivalent)"])
+    assert argv[:2] == ["varloss", "train"]
+    params = cli_params("train", argv[2:])
+    recorded = json.loads((run / "report.json").read_text())["settings"]["train"]
+    assert params["family"] == recorded["family"] == "dense"
+    assert params["dataset"] == recorded["dataset"] == "digits"
+    keys = ("epochs", "latent", "seed", "limit", "eval_limit", "batch_size", "lr", "out", "fid")
+    for key in keys:
+        assert params[key] == recorded[key], key
+
+
+# ---------------------------------------------------------------------------------------------
+# correct
+
+
+@pytest.mark.slow  # trains a tiny VAE (module fixture), a few seconds
+def test_correct_table_gap_closed_and_links(corrected_run: Path, tmp_path: Path) -> None:
+    run = _copy(corrected_run, tmp_path)
+    folder = run / "correct"
     page = parse(write_report(folder).read_text())
+    report = json.loads((folder / "report.json").read_text())
     rows = {row[0][1]: row for row in page.tables["remedies"]}
-    assert list(rows) == list(CORRECT_METHODS)
+    assert list(rows) == REMEDIES.split(",")
     assert page.headers["remedies"][3:6] == ["gap closed", "FID before", "FID after"]
-    base_var = CORRECT_METHODS["prior"][0]
-    for name, (var_gen, fid_after) in CORRECT_METHODS.items():
-        gap = 1 - abs(0.08 - var_gen) / abs(0.08 - base_var)
-        cells = rows[name]
-        assert float(cells[1][1]) == pytest.approx(var_gen)
-        assert float(cells[3][1]) == pytest.approx(gap, abs=1e-12)
-        assert cells[3][0] == f"{gap:.1%}"
-        assert float(cells[4][1]) == 30.0 and float(cells[5][1]) == fid_after
-        assert float(cells[6][1]) == pytest.approx(30.0 - fid_after)
+    var_real = report["baseline"]["var_real"]
+    var_prior = report["baseline"]["var_generated"]
+    gaps = {}
+    for name, cells in rows.items():
+        var_gen = report["methods"][name]["var_generated"]
+        gaps[name] = 1 - abs(var_real - var_gen) / abs(var_real - var_prior)
+        assert float(cells[1][1]) == var_gen
+        assert float(cells[3][1]) == pytest.approx(gaps[name], abs=1e-12)
+        assert cells[3][0] == f"{gaps[name]:.1%}"
+        assert cells[4][0] == cells[5][0] == "–"  # FID was off
     text = " ".join(page.text)
-    # temperature overshoots (0.095): |0.08-0.095|/0.04 leaves 62.5% closed; two-stage closes 75%.
-    assert "The remedy that closes most of it is two-stage: 75% of the gap" in text
-    assert "FID going from 30 to 21.5" in text
-    assert "keep 50% of the real variance" in text
+    assert f"The remedy that closes most of it is temperature: {gaps['temperature']:.0%}" in text
+    assert f"keep {var_prior / var_real:.0%} of the real variance" in text
     # The run's page is rewritten with the same table and the corrected samples; the two
     # pages link to each other.
     run_html = (run / "report.html").read_text()
     assert 'href="correct/report.html"' in run_html
     assert 'href="../report.html"' in (folder / "report.html").read_text()
     run_page = parse(run_html)
-    assert [row[0][1] for row in run_page.tables["remedies"]] == list(CORRECT_METHODS)
-    assert any("each variance remedy" in image["alt"] for image in run_page.images)
+    assert [row[0][1] for row in run_page.tables["remedies"]] == list(rows)
+    assert image_bytes(run_page, "each variance remedy") == (folder / "samples.png").read_bytes()
 
 
-def test_correct_single_method_layout(tmp_path: Path) -> None:
+@pytest.mark.slow  # trains a tiny VAE (module fixture), a few seconds
+def test_correct_page_names_the_correct_command_and_the_training_one(
+    corrected_run: Path, tmp_path: Path
+) -> None:
+    run = _copy(corrected_run, tmp_path)
+    out = tmp_path / "elsewhere"
+    correct(run, "prior,temperature", out, fid="off", progress=False, n_samples=50, seed=4)
+    facts = key_facts(render_report(out))
+    # The training command is context, labelled so it is not taken for the remedies' command.
+    assert facts["training command (equivalent)"].startswith("varloss train ")
+    argv = shlex.split(facts["command (equivalent)"])
+    assert argv[:2] == ["varloss", "correct"]
+    params = cli_params("correct", argv[2:])
+    assert params["run_dir"] == str(run) and params["method"] == "prior,temperature"
+    assert params["seed"] == 4 and params["n_samples"] == 50 and params["out"] == str(out)
+    assert params["fid"] == "off"
+
+
+def test_correct_report_of_an_older_layout_is_refused(tmp_path: Path) -> None:
     folder = tmp_path / "correct"
     folder.mkdir()
-    baseline = {"var_real": 0.1, "var_generated": 0.05, "gap_closed": 0.0, "fid": None}
-    report = {
-        "method": "temperature",
-        "var_real": 0.1,
-        "var_generated": 0.09,
-        "gap_closed": 0.8,
-        "baseline": baseline,
-        "settings": {"dataset": "digits", "seed": 1},
-    }
-    (folder / "report.json").write_text(json.dumps(report))
-    page = parse(render_report(folder))
-    names = [row[0][1] for row in page.tables["remedies"]]
-    assert names == ["prior", "temperature"]
-    assert float(page.tables["remedies"][1][3][1]) == pytest.approx(0.8)
-    assert page.tables["remedies"][1][4][0] == "–"  # no FID recorded
+    old = {"method": "temperature", "var_real": 0.1, "var_generated": 0.09, "baseline": {}}
+    (folder / "report.json").write_text(json.dumps(old))
+    with pytest.raises(InputError, match="run `varloss correct` again"):
+        render_report(folder)
 
 
-def test_study_report_tables_fit_and_quick_notice(tmp_path: Path) -> None:
-    study, rows = make_study(tmp_path / "study")
-    html = write_report(study).read_text()
-    _assert_self_contained(html)
+# ---------------------------------------------------------------------------------------------
+# study
+
+
+@pytest.mark.slow
+def test_study_report_tables_fit_and_figure(study: Path) -> None:
+    html = render_report(study)
+    assert_self_contained(html)
     page = parse(html)
-    assert "QUICK version of the study" in html
-    results = page.tables["results"]
-    assert len(results) == len(rows)
-    assert page.headers["results"] == list(rows[0])
-    mse_column = list(rows[0]).index("mse")
-    assert [float(r[mse_column][1]) for r in results] == [r["mse"] for r in rows]
-    x = np.array([r["mse"] for r in rows])
-    y = np.array([r["variance_loss_reconstructed"] for r in rows])
-    slope, intercept = np.polyfit(x, y, 1)
+    results = RunFolder(study).read_csv("results.csv")
+    assert len(page.tables["results"]) == len(results) == 2
+    assert page.headers["results"] == list(results[0])
+    mse_column = list(results[0]).index("mse")
+    assert [float(r[mse_column][1]) for r in page.tables["results"]] == [
+        r["mse"] for r in results
+    ]
+    x = np.array([r["mse"] for r in results])
+    y = np.array([r["variance_loss_reconstructed"] for r in results])
+    slope, _ = np.polyfit(x, y, 1)
     fit_rows = {row[0][0]: row for row in page.tables["fit"]}
-    assert float(fit_rows["reconstructed"][1][1]) == pytest.approx(slope, rel=1e-12)
-    assert float(fit_rows["origin"][1][1]) == pytest.approx(x @ y / (x @ x), rel=1e-12)
+    assert float(fit_rows["reconstructed"][1][1]) == pytest.approx(slope, rel=1e-9)
+    assert float(fit_rows["origin"][1][1]) == pytest.approx(x @ y / (x @ x), rel=1e-9)
     assert f"variance loss ≈ {fmt(slope, 3)} × MSE" in html
-    # figure.png from the study is embedded byte for byte; one sample grid per run.
-    figure = next(i for i in page.images if "by architecture family" in i["alt"])
-    assert base64.b64decode(figure["src"].split(",", 1)[1]) == (study / "figure.png").read_bytes()
-    assert sum("samples of run" in i["alt"] for i in page.images) == len(rows)
-    assert 'class="sortable"' in html
-    # The study recorded no command: the page gives the one that re-runs it (CLI-parsed here).
-    import shlex
-
-    import typer
-
-    from varloss.cli import app
-
-    facts = dict(re.findall(r'<th scope="row">([^<]*)</th><td><code>([^<]*)</code>', html))
-    argv = shlex.split(unescape(facts["command (equivalent)"]))
-    command = typer.main.get_command(app).commands["study"]
-    params = command.make_context("study", argv[2:]).params
-    assert argv[:2] == ["varloss", "study"]
-    assert params["preset"] == "quick" and params["out"] == str(study)
+    assert image_bytes(page, "by architecture family") == (study / "figure.png").read_bytes()
+    assert sum("samples of run" in i["alt"] for i in page.images) == len(results)
+    assert key_facts(html)["command"].startswith("varloss study --preset ")
+    assert "QUICK" not in html  # not the quick preset
+    assert "Study: variance loss against MSE (tiny)" in html
 
 
-def test_study_without_figure_draws_the_scatter(tmp_path: Path) -> None:
-    study, _ = make_study(tmp_path / "study", with_figure=False, preset="paper")
-    page = parse(render_report(study))
-    scatter = next(i for i in page.images if "by architecture family" in i["alt"])
-    # The study's own two-panel figure (varloss.study.plot_study), drawn from results.csv.
-    from PIL import Image
+@pytest.mark.slow
+def test_study_maps_one_row_per_run_and_missing_figure(study: Path, tmp_path: Path) -> None:
+    folder = _copy(study, tmp_path)
+    alt = "per-pixel variance maps of every run in the study"
+    both = decode_png(image_bytes_uri(render_report(folder), alt))
+    run = next((folder / "runs").iterdir())
+    RunFolder(run).unlink(MAPS_FILE)
+    RunFolder(folder).unlink("figure.png")
+    html = render_report(folder)
+    one = decode_png(image_bytes_uri(html, alt))
+    assert one.size == (both.size[0], both.size[1] - 145)  # one row of 1.45 in at 100 dpi fewer
+    assert "The study folder has no figure.png" in html
+    assert not any("by architecture family" in i["alt"] for i in parse(html).images)
 
-    from varloss.study import plot_study
 
-    with (study / "results.csv").open() as handle:
-        rows = list(csv.DictReader(handle))
-    direct = plot_study(rows, json.loads((study / "fit.json").read_text()), tmp_path / "f.png")
-    assert _decode_png(scatter["src"]).size == Image.open(direct).size
-    assert "QUICK" not in " ".join(page.text)
+def image_bytes_uri(html: str, alt: str) -> str:
+    return next(i["src"] for i in parse(html).images if i["alt"] == alt)
 
 
-def test_measure_json_with_maps_figure(tmp_path: Path) -> None:
+# ---------------------------------------------------------------------------------------------
+# measure outputs
+
+
+def test_measure_json_numbers_and_maps(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     real, gen = rng.random((50, 16)), 0.5 * rng.random((40, 16))
     folder = tmp_path / "m"
     folder.mkdir()
-    (folder / "numbers.json").write_text(json.dumps(_measure_numbers(real, None, gen)))
-    _grid_png(folder / "maps.png")
+    result = varloss.measure(real, generated=gen)
+    result.to_json(folder / "numbers.json")
+    Image.new("L", (80, 40), 128).save(folder / "maps.png")
     page = parse(write_report(folder).read_text())
     numbers = headline(page)
     assert numbers["variance, real"] == pytest.approx(np.var(real, axis=0).mean(), rel=1e-12)
@@ -489,10 +426,45 @@ def test_measure_json_with_maps_figure(tmp_path: Path) -> None:
     )
     assert "ratio variance loss / MSE" not in numbers  # no reconstructions, no MSE
     assert [image["alt"] for image in page.images] == ["maps.png"]
-    # maps.npz of flat features (D=16) is folded into a 4 x 4 picture.
-    save_maps({"var_real": real.var(0), "var_generated": gen.var(0)}, folder / "maps.npz")
+    # With maps.npz (flat features, D=16) the maps are drawn, folded into a 4 x 4 picture.
+    result.save_maps(folder / "maps.npz")
     page = parse(render_report(folder))
     assert len(page.images) == 1 and "variance maps" in page.images[0]["alt"]
+
+
+def test_measure_json_file_as_target(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    small, large = rng.random((30, 4)), 2 * rng.random((30, 4))
+    varloss.measure(small).to_json(tmp_path / "a.json")
+    varloss.measure(large).to_json(tmp_path / "b.json")
+    path = write_report(tmp_path / "b.json")
+    assert path == tmp_path / "report.html"
+    numbers = headline(parse(path.read_text()))
+    assert numbers["variance, real"] == pytest.approx(np.var(large, axis=0).mean(), rel=1e-12)
+
+
+def test_fid_terms_and_prdc_rows(tmp_path: Path) -> None:
+    # One-dimensional Gaussians: FID = d² + a + b - 2 sqrt(a b) in closed form.
+    d, a, b = 0.3, 2.0, 0.5
+    terms = {"mean_term": d**2, "trace_real": a, "trace_generated": b, "cross_term": 2.0}
+    fid = {
+        "fid": 0.09 + 2.5 - 2.0,
+        "terms": terms,
+        "trace_ratio": b / a,
+        "extractor": {"name": "domain", "weights_hash": "abc"},
+        "precision": 0.75,
+        "recall": 0.5,
+    }
+    (tmp_path / "report.json").write_text(json.dumps({"var_real": 0.1, "fid": fid}))
+    html = render_report(tmp_path)
+    rows = headline(parse(html))
+    shown = [rows[f"FID term: {name.replace('_', ' ')}"] for name in terms]
+    assert shown[0] + shown[1] + shown[2] - shown[3] == pytest.approx(rows["FID"], rel=1e-12)
+    assert rows["FID"] == pytest.approx(d**2 + a + b - 2 * np.sqrt(a * b), rel=1e-12)
+    assert rows["feature trace ratio"] == 0.25
+    assert rows["precision"] == 0.75 and rows["recall"] == 0.5
+    assert "(domain features)" in html
+    assert "Fréchet distance between real and generated features is 0.59" in unescape(html)
 
 
 def test_explain_variance_branches() -> None:
@@ -511,215 +483,69 @@ def test_explain_variance_branches() -> None:
         "Generated samples keep 70% of the real variance (0.07): a variance loss of 0.03. "
         "Samples with less variance than the data look blurry and alike."
     ]
+    assert explain_variance({"var_generated": 0.07}) == []
 
 
-def test_bad_folders_raise_input_error_and_write_nothing(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="does not exist"):
-        write_report(tmp_path / "missing")
-    with pytest.raises(InputError, match="holds no varloss output"):
-        write_report(tmp_path)
-    broken = tmp_path / "broken"
-    broken.mkdir()
-    (broken / "report.json").write_text("{not json")
-    with pytest.raises(InputError, match="is not valid JSON"):
-        write_report(broken)
-    assert sorted(p.name for p in broken.iterdir()) == ["report.json"]
+# ---------------------------------------------------------------------------------------------
+# bad input and the registry
 
 
-def test_cli_report(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda tmp: tmp / "missing", "does not exist"),
+        (lambda tmp: tmp, "holds no varloss output"),
+        (lambda tmp: _write(tmp / "notes.txt", b"hello"), "is not a `varloss measure --json`"),
+        (lambda tmp: _write(tmp / "blob.bin", bytes(range(256))), "is not a `varloss measure"),
+        (lambda tmp: _write(tmp / "x" / "report.json", b"{not json"), "not valid JSON"),
+        (lambda tmp: _write(tmp / "x" / "report.json", b"[1, 2]"), "must hold a JSON object"),
+    ],
+)
+def test_bad_targets_raise_one_sentence_and_write_nothing(tmp_path, make, message) -> None:
+    target = make(tmp_path)
+    if target.name == "report.json":
+        (target.parent / "config.json").write_text("{}")  # looks like a train run
+        target = target.parent
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    with pytest.raises(InputError, match=message) as caught:
+        write_report(target)
+    assert "\n" not in str(caught.value) and str(caught.value).endswith(".")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+def _write(path: Path, content: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    return path
+
+
+def test_report_kind_registry_refuses_a_second_kind_of_one_name() -> None:
+    kind = ReportKind("train", "twice", detects=lambda folder: False, build=lambda f, s: {})
+    with pytest.raises(InputError, match="already registered"):
+        register_report_kind(kind)
+
+
+@pytest.mark.slow  # trains a tiny VAE (module fixture), a few seconds
+def test_cli_report(train_run: Path, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from varloss.cli import app
-
-    run, _ = make_train_run(tmp_path / "run")
-    result = CliRunner().invoke(app, ["report", str(run), "--no-recompute-maps"])
+    run = _copy(train_run, tmp_path)
+    result = CliRunner().invoke(app, ["report", str(run)])
     assert result.exit_code == 0, result.output
     assert result.output.strip() == str(run / "report.html")
     assert "varloss report" in (run / "report.html").read_text()
 
 
-def test_cli_report_bad_folder_exits_2_without_traceback(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
+def test_cli_report_on_a_file_exits_2_without_traceback(tmp_path: Path) -> None:
+    target = _write(tmp_path / "notes.txt", b"not a report")
     result = subprocess.run(
-        [sys.executable, "-c", "from varloss.cli import run; run()", "report", str(tmp_path)],
+        [sys.executable, "-c", "from varloss.cli import run; run()", "report", str(target)],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=120,
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert result.stderr.strip().startswith("error: report folder")
+    assert "is not a `varloss measure --json` file" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "report.html").exists()
-
-
-def test_fid_terms_and_prdc_rows(tmp_path: Path) -> None:
-    # One-dimensional Gaussians: FID = d² + a + b - 2 sqrt(a b) in closed form.
-    d, a, b = 0.3, 2.0, 0.5
-    terms = {
-        "mean_term": d**2,
-        "trace_real": a,
-        "trace_generated": b,
-        "cross_term": 2 * np.sqrt(a * b),
-    }
-    fid = {
-        "fid": d**2 + a + b - 2 * np.sqrt(a * b),
-        "terms": terms,
-        "trace_ratio": b / a,
-        "extractor": {"name": "domain", "weights_hash": "abc"},
-        "precision": 0.75,
-        "recall": 0.5,
-    }
-    folder = tmp_path / "m"
-    folder.mkdir()
-    numbers = {"var_real": 0.1, "var_generated": 0.04, "fid": fid}
-    (folder / "report.json").write_text(json.dumps(numbers))
-    page = parse(render_report(folder))
-    rows = headline(page)
-    assert rows["FID"] == pytest.approx(0.09 + 2.5 - 2.0, rel=1e-12)
-    shown_terms = [rows[f"FID term: {name.replace('_', ' ')}"] for name in terms]
-    assert shown_terms[0] + shown_terms[1] + shown_terms[2] - shown_terms[3] == pytest.approx(
-        rows["FID"], rel=1e-12
-    )
-    assert rows["feature trace ratio"] == 0.25
-    assert rows["precision"] == 0.75 and rows["recall"] == 0.5
-    assert "(domain features)" in render_report(folder)
-    assert "Fréchet distance between real and generated features is 0.59" in " ".join(page.text)
-
-
-def test_train_maps_recomputed_from_the_saved_model(tmp_path: Path) -> None:
-    pytest.importorskip("varloss.measure")
-    import torch
-
-    from varloss import data
-    from varloss.models import create_model, save_model
-
-    torch.manual_seed(0)
-    model = create_model("dense", (1, 8, 8), 4)
-    run = tmp_path / "run"
-    save_model(model, run, extra={"train": {"family": "dense", "dataset": "digits", "seed": 5}})
-    test = data.load("digits", "test").images.numpy().astype(np.float64)
-    with torch.no_grad():
-        rec = model.reconstruct(torch.from_numpy(test).float()).numpy().astype(np.float64)
-    numbers = _measure_numbers(test, rec, None)
-    (run / "report.json").write_text(json.dumps(numbers))
-    html = render_report(run)
-    assert "Recomputed from the saved model on the test split" in html
-    # the recomputed real variance matches report.json, so no mismatch note
-    assert "the recomputed real variance" not in html
-    page = parse(html)
-    maps = next(i for i in page.images if "variance maps" in i["alt"])
-    assert _decode_png(maps["src"]).size[0] > 600
-    assert render_report(run, recompute_maps=False).count("variance maps of real") == 0
-
-
-def test_measure_json_file_as_target(tmp_path: Path) -> None:
-    (tmp_path / "a.json").write_text(json.dumps({"var_real": 0.2, "var_generated": 0.1}))
-    (tmp_path / "b.json").write_text(json.dumps({"var_real": 0.4, "var_generated": 0.3}))
-    path = write_report(tmp_path / "b.json")
-    assert path == tmp_path / "report.html"
-    numbers = headline(parse(path.read_text()))
-    assert numbers["variance, real"] == 0.4
-    assert numbers["variance loss, generated"] == pytest.approx(0.1, rel=1e-12)
-    (tmp_path / "c.json").write_text(json.dumps({"something": 1}))
-    with pytest.raises(InputError, match="is not a `varloss measure --json` file"):
-        write_report(tmp_path / "c.json")
-
-
-def test_equivalent_train_command_parses_back_to_the_recorded_config(tmp_path: Path) -> None:
-    import shlex
-
-    import typer
-
-    from varloss.cli import app
-
-    run, _ = make_train_run(tmp_path / "run")
-    report = json.loads((run / "report.json").read_text())
-    del report["settings"]["command"]
-    (run / "report.json").write_text(json.dumps(report))
-    train = {
-        "family": "conv",
-        "dataset": "fashion-mnist",
-        "epochs": 4,
-        "latent": 8,
-        "seed": 11,
-        "out": str(run),
-        "loss": None,
-        "limit": 500,
-        "batch_size": 64,
-        "lr": 0.0005,
-        "schedule": "cosine",
-        "device": "auto",
-        "compile": False,
-        "bf16": True,
-        "hyper": {"width": 16, "hidden_sizes": [32, 16]},
-        "data_path": None,
-        "eval_limit": None,
-    }
-    config = json.loads((run / "config.json").read_text())
-    config["train"] = train
-    (run / "config.json").write_text(json.dumps(config))
-    page = render_report(run, recompute_maps=False)
-    found = re.search(r'<th scope="row">command \(equivalent\)</th><td><code>(.*?)</code>', page)
-    assert found, "the page shows no equivalent command"
-    argv = shlex.split(unescape(found.group(1)))
-    assert argv[:2] == ["varloss", "train"]
-    # Parse with the real CLI (no training): every option exists and maps back to the config.
-    command = typer.main.get_command(app).commands["train"]
-    params = command.make_context("train", argv[2:]).params
-    expected = {"model": "conv", "dataset": "fashion-mnist", "epochs": 4, "latent": 8, "seed": 11}
-    assert {k: params[k] for k in expected} == expected
-    assert params["out"] == str(run) and params["limit"] == 500 and params["batch_size"] == 64
-    assert params["lr"] == 0.0005 and params["schedule"] == "cosine" and params["bf16"] is True
-    assert params["loss"] is None and params["compile_model"] is False
-    assert sorted(params["hyper"]) == ["hidden_sizes=[32, 16]", "width=16"]
-
-
-def test_correct_page_names_the_correct_command_and_the_training_one(tmp_path: Path) -> None:
-    import shlex
-
-    import typer
-
-    from varloss.cli import app
-
-    run, _ = make_train_run(tmp_path / "run")
-    folder, report = make_correct(tmp_path / "elsewhere", run_dir=run)
-    report["settings"].update(
-        methods=["prior", "two-stage", "match"],
-        seed=4,
-        train_limit=700,
-        n_test=300,
-        n_generated=120,
-        fid_features=None,
-    )
-    (folder / "report.json").write_text(json.dumps(report))
-    page = render_report(folder)
-    rows = dict(re.findall(r'<th scope="row">([^<]*)</th><td><code>([^<]*)</code>', page))
-    # The training command is context, labelled so it is not taken for the remedies' command.
-    assert rows["training command (equivalent)"].startswith("varloss train --model dense ")
-    assert rows["command (equivalent)"].startswith("varloss correct ")
-    argv = shlex.split(unescape(rows["command (equivalent)"]))
-    command = typer.main.get_command(app).commands["correct"]
-    params = command.make_context("correct", argv[2:]).params
-    assert params["run_dir"] == str(run) and params["method"] == "prior,two-stage,match"
-    assert params["seed"] == 4 and params["limit"] == 700 and params["n_samples"] == 120
-    assert params["fid"] is False and params["out"] == str(folder)
-
-
-def test_study_maps_one_row_per_run_with_maps(tmp_path: Path) -> None:
-    study, rows = make_study(tmp_path / "study")
-    alt = "per-pixel variance maps of every run in the study"
-    maps = [i for i in parse(render_report(study)).images if i["alt"] == alt]
-    assert len(maps) == 1
-    full = _decode_png(maps[0]["src"])
-    # Three runs lose their maps: the figure is three rows (1.45 in at 100 dpi each) shorter.
-    for row in rows[:3]:
-        (study / "runs" / row["run_id"] / "maps.npz").unlink()
-    fewer = next(
-        _decode_png(i["src"]) for i in parse(render_report(study)).images if i["alt"] == alt
-    )
-    assert fewer.size == (full.size[0], full.size[1] - 3 * 145)
-    bare, _ = make_study(tmp_path / "bare", with_maps=False)
-    html = render_report(bare)
-    assert "per-pixel variance maps of every run" not in html and 'href="#maps"' not in html

@@ -22,9 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_report import make_study, make_train_run
+from test_report import REMEDIES, build_study, build_train_run
 
+from varloss.pipelines.correct import correct
 from varloss.report import write_report
+from varloss.runs import FIGURE_FILE, RESULTS_FILE, RunFolder
 
 CHROMIUM = shutil.which("chromium") or (
     "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
@@ -32,7 +34,8 @@ CHROMIUM = shutil.which("chromium") or (
 
 pytestmark = [
     pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed"),
-    pytest.mark.timeout(120),
+    pytest.mark.slow,  # trains a tiny VAE and a two-run study for the pages
+    pytest.mark.timeout(300),
 ]
 
 FLAGS = [
@@ -262,15 +265,24 @@ def _check_page(browser: Chromium, page: Path, name: str, tmp_path: Path) -> Non
     assert urls and all(url.startswith(("file:", "data:")) for url in urls), urls
 
 
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_study(tmp_path_factory.mktemp("study") / "study")
+
+
 def test_train_run_report_in_chromium(browser: Chromium, tmp_path: Path) -> None:
-    run, _ = make_train_run(tmp_path / "run", with_correct=True)
-    page = write_report(run, recompute_maps=False)
+    run = build_train_run(tmp_path / "run")
+    correct(run, REMEDIES, fid="off", progress=False)
+    page = write_report(run)
     _check_page(browser, page, "train", tmp_path)
 
 
-def test_study_report_in_chromium_sorts_its_table(browser: Chromium, tmp_path: Path) -> None:
-    study, rows = make_study(tmp_path / "study", with_figure=False)
+def test_study_report_in_chromium_sorts_its_table(
+    browser: Chromium, study: Path, tmp_path: Path
+) -> None:
+    study = Path(shutil.copytree(study, tmp_path / "study"))
     page = write_report(study)
+    rows = RunFolder(study).read_csv(RESULTS_FILE)
     _check_page(browser, page, "study", tmp_path)
     column = list(rows[0]).index("mse")
     read = (
@@ -291,13 +303,10 @@ def test_study_report_in_chromium_sorts_its_table(browser: Chromium, tmp_path: P
 
 
 def test_wide_study_figure_scrolls_inside_its_box_on_a_phone(
-    browser: Chromium, tmp_path: Path
+    browser: Chromium, study: Path, tmp_path: Path
 ) -> None:
-    study, _ = make_study(tmp_path / "study", with_figure=True)
-    # A wide two-panel figure.png like the study's (scatter + decomposition).
-    from PIL import Image
-
-    Image.new("RGB", (1200, 380), (250, 250, 250)).save(study / "figure.png")
+    study = Path(shutil.copytree(study, tmp_path / "study"))
+    assert _png_size((study / FIGURE_FILE).read_bytes())[0] > 760  # the study's wide figure
     page = write_report(study)
     _check_page(browser, page, "study-figure", tmp_path)  # the page itself never scrolls sideways
     box = (

@@ -66,7 +66,9 @@ def runs_maps_figure(entries: Sequence[tuple[str, Mapping[str, np.ndarray]]]) ->
     if not rows:
         return None
     variance_max = max(float(np.max(v)) for _, images, _ in rows for v in images.values())
-    diff_max = max((float(np.max(np.abs(d))) for _, _, diffs in rows for d in diffs.values()), 0.0)
+    diff_max = max(
+        (float(np.max(np.abs(d))) for _, _, diffs in rows for d in diffs.values()), default=0.0
+    )
     limits = {False: (0.0, variance_max or 1.0), True: (-(diff_max or 1.0), diff_max or 1.0)}
     fig, axes = pyplot().subplots(
         len(rows),

@@ -74,11 +74,10 @@ def write_report(
     """
     _ignored_recompute(recompute_maps)
     folder, kind, source = _resolve(Path(directory))
-    pages = [(folder, _render_page(folder, kind, source, command))]
+    _write_page(folder, _render_page(folder, kind, source, command))
+    # Written after this page, so that their links to it are drawn.
     for other in kind.related(folder):
-        pages.append((other, _render_page(other, REPORT_KINDS[detect_kind(other)], None, command)))
-    for where, html in pages:
-        _write_page(where, html)
+        _write_page(other, _render_page(other, REPORT_KINDS[detect_kind(other)], None, command))
     return folder / HTML_FILE
 
 

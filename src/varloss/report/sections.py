@@ -235,7 +235,7 @@ def _fact_text(value: Any) -> str:
 
 # TrainConfig field -> `varloss train` option, in the order the CLI lists them.
 _TRAIN_OPTIONS = (
-    ("family", "--model"),
+    ("family", "--family"),
     ("dataset", "--dataset"),
     ("epochs", "--epochs"),
     ("latent", "--latent"),
@@ -249,6 +249,7 @@ _TRAIN_OPTIONS = (
     ("device", "--device"),
     ("data_path", "--data-path"),
     ("out", "--out"),
+    ("fid", "--fid"),
 )
 
 
@@ -269,7 +270,7 @@ def train_command(train: Mapping[str, Any]) -> str | None:
 def correct_command(settings: Mapping[str, Any], directory: Path) -> str | None:
     """The `varloss correct` command line for a correct folder's recorded settings, or None.
 
-    Covers the run, methods, seed, fitting limit, sample count, FID switch and output folder;
+    Covers the run, methods, seed, fitting limit, sample count, FID mode and output folder;
     per-sampler parameters (e.g. second-stage steps) are in the recorded sampler settings.
     """
     run_dir, methods = settings.get("run_dir"), settings.get("methods")
@@ -283,8 +284,8 @@ def correct_command(settings: Mapping[str, Any], directory: Path) -> str | None:
     n_generated, n_test = settings.get("n_generated"), settings.get("n_test")
     if n_generated is not None and n_generated != n_test:
         argv += ["--n-samples", str(n_generated)]
-    if settings.get("fid_features") is None:
-        argv.append("--no-fid")
+    if settings.get("fid") is not None:
+        argv += ["--fid", str(settings["fid"])]
     if directory.resolve() != (Path(run_dir) / "correct").resolve():
         argv += ["--out", str(directory)]
     return shlex.join(argv)
