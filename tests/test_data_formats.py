@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from varloss.data import load
@@ -279,3 +280,69 @@ def test_folder_with_train_and_test_subfolders(tmp_path: Path) -> None:
     assert described["shape"] == [1, 4, 6] and described["source"] == str(tmp_path / "train")
     test = load(f"folder:{tmp_path}", "test")
     assert test.images[:, 0, 0, 0].tolist() == [0.0, np.float32(40) / np.float32(255)]
+
+
+# ---- the one converter: to_images ----
+
+
+@pytest.mark.parametrize(
+    ("shape", "expected", "channels_last"),
+    [
+        ((2, 12), (2, 12), False),  # flat vectors stay N x D
+        ((2, 5, 6), (2, 1, 5, 6), False),  # N x H x W gets one channel
+        ((2, 5, 6, 3), (2, 3, 5, 6), True),  # last axis 3, second axis not a channel count
+        ((2, 5, 6, 4), (2, 4, 5, 6), True),  # RGBA stays four channels
+        ((2, 3, 6, 4), (2, 3, 6, 4), False),  # second axis 3: channels-first wins
+        ((2, 1, 6, 1), (2, 1, 6, 1), False),
+        ((2, 7, 6, 5), (2, 7, 6, 5), False),  # no channel count at either end: as given
+    ],
+)
+def test_to_images_has_one_channels_last_rule(shape, expected, channels_last: bool) -> None:
+    from varloss.data import to_images
+
+    array = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    images = to_images(array)
+    assert tuple(images.shape) == expected and images.dtype == torch.float32
+    reference = np.moveaxis(array, -1, 1) if channels_last else array.reshape(expected)
+    np.testing.assert_array_equal(images.numpy(), reference.astype(np.float32) / np.float32(255))
+
+
+def test_to_images_scales_by_dtype_or_by_the_declared_range() -> None:
+    from varloss.data import to_images
+
+    rng = np.random.default_rng(1)
+    floats = rng.random((3, 4, 4)) * 2 - 1
+    np.testing.assert_array_equal(to_images(floats, dtype=torch.float64)[:, 0].numpy(), floats)
+    unit = to_images(floats, value_range=(-1, 1), dtype=torch.float64)[:, 0].numpy()
+    np.testing.assert_allclose(unit, (floats + 1) / 2, rtol=1e-15)
+    words = rng.integers(0, 65536, (3, 4, 4), dtype=np.uint16)
+    scaled = to_images(words, value_range=(0, 65535), dtype=torch.float64)[:, 0].numpy()
+    np.testing.assert_allclose(scaled, words / 65535.0, rtol=1e-15)
+    flags = rng.random((3, 4, 4)) > 0.5
+    np.testing.assert_array_equal(to_images(flags)[:, 0].numpy(), flags.astype(np.float32))
+    big_endian = words.astype(">u2")
+    assert torch.equal(
+        to_images(big_endian, value_range=(0, 65535)), to_images(words, value_range=(0, 65535))
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "kwargs", "message"),
+    [
+        (np.zeros((2, 3, 3), np.complex64), {}, "pixels holds complex64 values; expected real"),
+        (np.zeros((2, 3), np.uint16), {}, r"pixels holds uint16 values.*value_range=\(0, 65535\)"),
+        (np.zeros((2, 3), np.int32), {}, "pixels holds int32 values, whose range"),
+        (np.array(1.0), {}, r"pixels is a single number \(a 0-d array\)"),
+        (np.zeros(5), {}, "pixels has shape 5; expected N x D"),
+        (np.zeros((1, 2, 3, 4, 5)), {}, "pixels has shape 1 x 2 x 3 x 4 x 5"),
+        (np.array([[0.5, np.nan]]), {}, "pixels contains NaN or infinite values"),
+        (np.full((2, 3), 2.0), {"check_unit_range": True}, r"values in \[2, 2\]; expected pixel"),
+        (np.zeros((2, 3)), {"value_range": (1, 1)}, "must have high > low"),
+        (np.array([["a", "b"]]), {}, "pixels holds <U1 values; expected real numbers"),
+    ],
+)
+def test_to_images_refuses_with_one_sentence(value, kwargs, message: str) -> None:
+    from varloss.data import to_images
+
+    with pytest.raises(InputError, match=message):
+        to_images(value, name="pixels", **kwargs)
