@@ -13,14 +13,15 @@ import os
 import sys
 from pathlib import Path
 
+from varloss.errors import InputError
+from varloss.pipelines.study import run_study, summary_lines
+from varloss.report import write_report
+
 OUT = Path("runs/demo")
 
 
 def main(out: str | Path = OUT) -> int:
     """Run (or continue) the quick study into `out` and print where everything is."""
-    from varloss.errors import InputError
-    from varloss.study import run_study, summary_lines
-
     jobs = max(1, min(2, os.cpu_count() or 1))
     try:
         result = run_study("quick", out, jobs=jobs, command="make demo")
@@ -33,8 +34,6 @@ def main(out: str | Path = OUT) -> int:
     for line in summary_lines(result):
         print(line)
     if result.rows:
-        from varloss.report import write_report
-
         print(f"report: {write_report(out, command='make demo')}")
     return 1 if result.failed else 0
 
