@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-from typing import Any
 
 import click
 import typer
@@ -33,22 +32,21 @@ class VarlossCommand(TyperCommand):
     """A typer command whose help lists the registries as they are when it is shown (plugins
     loaded by --plugin included), and whose `optional_values` options may be given bare.
 
-    `optional_values = {"--fid": ("on", ("auto", "on", "off"))}` makes `--fid` alone mean
-    `--fid on` (typer has no options with an optional value): when the next word is not one of
-    the choices, the bare value is put in.
+    `optional_values = {"--fid": "on"}` makes `--fid` alone mean `--fid on` (typer has no
+    options with an optional value): when `--fid` ends the line or another option follows it,
+    the bare value is put in; any other next word is its value (and checked by the command).
     """
 
-    optional_values: dict[str, tuple[str, tuple[str, ...]]] = {}
+    optional_values: dict[str, str] = {}
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         given: list[str] = []
         for index, word in enumerate(args):
             given.append(word)
             if word in self.optional_values:
-                bare, choices = self.optional_values[word]
-                following = args[index + 1] if index + 1 < len(args) else None
-                if following not in choices:
-                    given.append(bare)
+                following = args[index + 1] if index + 1 < len(args) else "-"
+                if following.startswith("-"):
+                    given.append(self.optional_values[word])
         return super().parse_args(ctx, given)
 
     def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
@@ -61,9 +59,9 @@ class VarlossCommand(TyperCommand):
         super().format_help(ctx, formatter)
 
 
-def command(name: str, **optional_values: Any):
+def command(name: str, **optional_values: str):
     """`@command("train")`: register a VarlossCommand; `optional_values` as in its docstring,
-    keyed by option name without dashes (`fid=("on", FID_MODES)`)."""
+    keyed by option name without dashes (`fid="on"`)."""
     cls = type(
         f"{name.title()}Command",
         (VarlossCommand,),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 
 import typer
@@ -38,12 +37,10 @@ def _cell(value: float | None, fmt: str) -> str:
 
 def print_methods(report: dict) -> None:
     """The methods table of correct's report.json: variance kept, gap closed, FID."""
-    # A report of one method written before `correct` had one schema has no "methods" table.
-    entries = report.get("methods") or {"prior": report["baseline"], report["method"]: report}
     table = Table(title=f"variance remedies: {report['settings']['run_dir']}")
     for column in ("method", "var_real", "var_generated", "gap closed", "FID"):
         table.add_column(column, justify="left" if column == "method" else "right")
-    for name, entry in entries.items():
+    for name, entry in report["methods"].items():
         table.add_row(
             name,
             _cell(entry["var_real"], ".5f"),
@@ -58,7 +55,7 @@ def print_methods(report: dict) -> None:
         console.print(f"FID: {reason}")
 
 
-@command("correct", fid=("on", FID_MODES))
+@command("correct", fid="on")
 def correct_command(
     run_dir: str = typer.Argument(..., help="A `varloss train` run folder."),
     method: str = typer.Option(
@@ -80,7 +77,7 @@ def correct_command(
         "auto",
         "--fid",
         help="FID (domain features) of each method's samples: auto (if the classifier is "
-        "cached), on (train it if needed; --fid alone), off (also --no-fid).",
+        "cached), on (train it if needed; also --fid alone, after RUN_DIR), off (also --no-fid).",
     ),
     no_fid: bool = typer.Option(False, "--no-fid", help="Same as --fid off.", hidden=True),
     stage2_steps: int = typer.Option(None, "--stage2-steps", help="Second-stage training steps."),
@@ -92,7 +89,7 @@ def correct_command(
 ) -> None:
     """Fit variance remedies on a trained VAE and report the variance gap each one closes."""
     # start-up cost: see cli/__init__.py
-    from varloss.remedies import correct
+    from varloss.pipelines.correct import correct
     from varloss.report import write_report
 
     if fid not in FID_MODES:
@@ -100,9 +97,6 @@ def correct_command(
     fid = "off" if no_fid else fid
     out_dir = out or str(Path(run_dir) / "correct")
     check_output_path(out_dir, "--out", folder=True)
-    # until correct(fid="auto"|"on"|"off") lands everywhere, the older compute_fid switch
-    accepted = inspect.signature(correct).parameters
-    fid_argument = {"fid": fid} if "fid" in accepted else {"compute_fid": fid != "off"}
     report = correct(
         run_dir,
         method,
@@ -112,8 +106,8 @@ def correct_command(
         train_limit=limit,
         data_path=data_path,
         sampler_params=sampler_params(stage2_steps, tau, gmm_components),
+        fid=fid,
         command=command_line(),
-        **fid_argument,
     )
     print_methods(report)
     typer.echo(f"wrote {out_dir}/report.json, {out_dir}/samples.png, {out_dir}/samplers/")

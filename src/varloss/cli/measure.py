@@ -109,9 +109,13 @@ def measure_command(
     else:
         settings = {"command": command_line()}
         report = measure(
-            real, reconstructed, generated, batch_size=batch_size, value_range=ranges,
+            real,
+            reconstructed,
+            generated,
+            batch_size=batch_size,
+            value_range=ranges,
             settings=settings,
-        )  # fmt: skip
+        )
     print_variance_table(report.to_dict())
     if json_out:
         report.to_json(json_out)

@@ -37,8 +37,8 @@ def study_command(
 ) -> None:
     """Train a zoo of VAEs and plot variance loss against MSE (re-runs skip finished runs)."""
     # start-up cost: see cli/__init__.py
+    from varloss.pipelines.study import run_study, summary_lines
     from varloss.report import write_report
-    from varloss.study import run_study, summary_lines
 
     check_output_path(out, "--out", folder=True)
     try:

@@ -19,11 +19,11 @@ def resolve_family(family: str | None, model: str | None) -> str:
     """--family, or the deprecated --model of train (a warning); both must agree."""
     if model is None:
         return family or "dense"
+    if family is not None and family != model:
+        raise InputError(f"--family {family!r} and --model {model!r} disagree; give --family.")
     message = "`varloss train --model` is deprecated; use --family (--model names a run folder)."
     warnings.warn(message, DeprecationWarning, stacklevel=2)
     typer.secho(f"warning: {message}", fg=typer.colors.YELLOW, err=True)
-    if family is not None and family != model:
-        raise InputError(f"--family {family!r} and --model {model!r} disagree; give --family.")
     return model
 
 
@@ -38,9 +38,11 @@ def check_hyper_settings(family: str, pairs: list[str] | None) -> dict:
     return hyper  # as the user wrote it (lists stay lists in config.json)
 
 
-@command("train", fid=("on", FID_MODES))
+@command("train", fid="on")
 def train_command(
-    family: str = typer.Option(None, "--family", "-f", help="Model family: {families} (default: dense)."),
+    family: str = typer.Option(
+        None, "--family", "-f", help="Model family: {families} (default: dense)."
+    ),
     model: str = typer.Option(
         None, "--model", "-m", help="Deprecated alias of --family.", hidden=True
     ),
@@ -76,7 +78,7 @@ def train_command(
         "auto",
         "--fid",
         help="FID (domain features) of the samples: auto (if the classifier is cached), on "
-        "(train it if needed; --fid alone), off.",
+        "(train it if needed; also --fid alone), off.",
     ),
     resume: bool = typer.Option(False, "--resume", help="Continue from the run's checkpoint."),
     force: bool = typer.Option(False, "--force", help="Overwrite a run already in --out."),
