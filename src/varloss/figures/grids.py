@@ -9,21 +9,20 @@ from typing import Any
 
 import numpy as np
 
+from varloss.data import to_images
+from varloss.errors import InputError
 from varloss.figures.base import pyplot, save_figure
 
 
-def _as_images(images: Any) -> np.ndarray:
-    array = images.detach().cpu().numpy() if hasattr(images, "detach") else np.asarray(images)
-    array = np.asarray(array, dtype=np.float32)
-    if array.ndim == 3:  # N x H x W
-        array = array[:, None]
-    if array.ndim == 2:  # N x D: square single-channel images when possible
+def _as_images(images: Any, name: str) -> np.ndarray:
+    """N x C x H x W float32 in [0, 1] through the data layer's one converter; N x D rows are
+    shown as square single-channel images."""
+    array = to_images(images, name=name).detach().cpu().numpy()
+    if array.ndim == 2:
         side = math.isqrt(array.shape[1])
         if side * side != array.shape[1]:
-            raise ValueError(f"cannot show {array.shape[1]} features as a square image")
+            raise InputError(f"{name}: cannot show {array.shape[1]} features as a square image.")
         array = array.reshape(-1, 1, side, side)
-    if array.ndim != 4:
-        raise ValueError(f"images must be N x C x H x W, got shape {array.shape}")
     return np.clip(array, 0.0, 1.0)
 
 
@@ -43,7 +42,7 @@ def save_image_grid(
         raise ValueError("no image rows to draw")
     strips = {}
     for label, images in rows.items():
-        array = _as_images(images)
+        array = _as_images(images, name=f"images of row {label!r}")
         if per_row is not None:
             array = array[:per_row]
         n, c, h, w = array.shape
