@@ -64,12 +64,7 @@ def loss_curves(rows: Sequence[Mapping[str, Any]]) -> Figure | None:
         return None
     curves = []
     for group in (LOSS_COLUMNS, MSE_COLUMNS):
-        panel = {
-            column: [np.nan if number(row.get(column)) is None else number(row.get(column))
-                     for row in rows]
-            for column in group
-            if column in rows[0]
-        }
+        panel = {column: _values(rows, column) for column in group if column in rows[0]}
         if panel:
             curves.append(panel)
     if not curves:
@@ -84,6 +79,12 @@ def loss_curves(rows: Sequence[Mapping[str, Any]]) -> Figure | None:
         caption=f"From history.csv ({len(rows)} epoch{'s' if len(rows) != 1 else ''}).",
         alt="training loss and MSE per epoch",
     )
+
+
+def _values(rows: Sequence[Mapping[str, Any]], column: str) -> list[float]:
+    """A history.csv column as floats, NaN where a cell is empty."""
+    values = [number(row.get(column)) for row in rows]
+    return [np.nan if value is None else value for value in values]
 
 
 def runs_maps(entries: Sequence[tuple[str, Mapping[str, np.ndarray]]]) -> Figure | None:
