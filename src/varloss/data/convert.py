@@ -95,22 +95,41 @@ def to_images(
     *,
     name: str = "images",
     value_range: ValueRange | None = None,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = torch.float32,
     check_unit_range: bool = False,
 ) -> torch.Tensor:
     """`x` (array, tensor, nested list) as float N x C x H x W in [0, 1] (N x D stays N x D).
 
-    The tensor stays on its device. `value_range=(low, high)` maps [low, high] to [0, 1];
-    without it uint8 is scaled by 1/255 and floats are kept as they are. `check_unit_range`
-    also refuses results outside [0, 1] (a 1% tolerance for rounding), for consumers such as
-    feature extractors that need true pixel values. Raises `InputError` naming `name`.
+    The tensor stays on its device and may share memory with `x`. `value_range=(low, high)`
+    maps [low, high] to [0, 1]; without it uint8 is scaled by 1/255 and floats are kept as they
+    are. `dtype=None` keeps a float input's dtype (float64 for everything that is scaled).
+    `check_unit_range` also refuses results outside [0, 1] (a 1% tolerance for rounding), for
+    consumers such as feature extractors that need true pixel values. Raises `InputError`
+    naming `name`.
     """
+    images, _, _ = convert_images(
+        x, name=name, value_range=value_range, dtype=dtype, check_unit_range=check_unit_range
+    )
+    return images
+
+
+def convert_images(
+    x: Any,
+    *,
+    name: str = "images",
+    value_range: ValueRange | None = None,
+    dtype: torch.dtype | None = torch.float32,
+    check_unit_range: bool = False,
+) -> tuple[torch.Tensor, float, float]:
+    """`to_images` and the smallest and largest converted value (inf, -inf when empty), which
+    the finiteness check computes anyway; streaming readers keep them to compare ranges."""
     tensor = as_tensor(x, name)
     dims = image_layout(tuple(tensor.shape), name)
     if is_channels_last(tuple(tensor.shape)):
         tensor = tensor.permute(0, 3, 1, 2)
     images = _scaled(tensor, name, value_range, dtype)
-    if images.shape[0] and images.numel():
+    low, high = math.inf, -math.inf
+    if images.numel():
         low, high = (float(v) for v in torch.aminmax(images))
         if not (math.isfinite(low) and math.isfinite(high)):
             raise InputError(f"{name} contains NaN or infinite values; expected finite numbers.")
@@ -119,22 +138,24 @@ def to_images(
                 f"{name} holds values in [{low:.3g}, {high:.3g}]; expected pixel values in "
                 "[0, 1] (or uint8); declare another range, e.g. value_range=(-1, 1)."
             )
-    return images.reshape(images.shape[0], *dims).contiguous()
+    return images.reshape(images.shape[0], *dims).contiguous(), low, high
 
 
 def _scaled(
-    tensor: torch.Tensor, name: str, value_range: ValueRange | None, dtype: torch.dtype
+    tensor: torch.Tensor, name: str, value_range: ValueRange | None, dtype: torch.dtype | None
 ) -> torch.Tensor:
     """The values of `tensor` in `dtype`, mapped to [0, 1] by the dtype's rule or `value_range`."""
-    if not dtype.is_floating_point:
+    if dtype is not None and not dtype.is_floating_point:
         raise InputError(f"dtype for {name} must be a floating point dtype, got {dtype}.")
     if value_range is not None:
         low, high = check_value_range(value_range, name)
-        return (tensor.to(dtype) - low) / (high - low)
+        return (tensor.to(dtype or torch.float64) - low) / (high - low)
     if tensor.dtype == torch.uint8:
-        return tensor.to(dtype) / 255.0
-    if tensor.dtype == torch.bool or tensor.is_floating_point():
-        return tensor.to(dtype)
+        return tensor.to(dtype or torch.float64) / 255.0
+    if tensor.dtype == torch.bool:
+        return tensor.to(dtype or torch.float64)
+    if tensor.is_floating_point():
+        return tensor if dtype is None else tensor.to(dtype)
     maximum = torch.iinfo(tensor.dtype).max
     raise InputError(
         f"{name} holds {str(tensor.dtype).removeprefix('torch.')} values, whose range varloss "

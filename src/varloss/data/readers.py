@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from varloss.data.convert import ValueRange, shape_text, to_images
+from varloss.data.convert import ValueRange, convert_images, shape_text
 from varloss.data.files import (
     IMAGE_SUFFIXES,
     describe_shape,
@@ -105,7 +105,7 @@ def open_source(source: Source, name: str = "input", *, batch_size: int = 1024) 
 
 @dataclass
 class CheckedStream:
-    """A stream's batches through `to_images` (float64), flattened to N x D; one shape checked
+    """A stream's batches through `to_images` (floats), flattened to N x D; one shape checked
     across batches; the per-sample dims, sample count, observed min/max and input dtype kept."""
 
     stream: Stream
@@ -119,7 +119,11 @@ class CheckedStream:
     def __iter__(self) -> Iterator[torch.Tensor]:
         name = self.stream.name
         for raw in self.stream.batches:
-            batch = to_images(raw, name=name, value_range=self.value_range, dtype=torch.float64)
+            # dtype=None: float batches keep their dtype (varloss.stats upcasts them to float64
+            # chunk by chunk, in cache); uint8, bool and declared ranges become float64.
+            batch, low, high = convert_images(
+                raw, name=name, value_range=self.value_range, dtype=None
+            )
             if batch.shape[0] == 0:
                 continue
             dims = tuple(batch.shape[1:])
@@ -132,9 +136,7 @@ class CheckedStream:
                     f"{shape_text(dims)} per sample; all samples of a set must have one shape."
                 )
             batch = batch.reshape(batch.shape[0], -1)
-            if batch.numel():
-                low, high = (float(v) for v in torch.aminmax(batch))
-                self.low, self.high = min(self.low, low), max(self.high, high)
+            self.low, self.high = min(self.low, low), max(self.high, high)
             self.count += batch.shape[0]
             yield batch
 
@@ -144,7 +146,7 @@ def read_images(
 ) -> np.ndarray:
     """A whole set in memory as a float64 array N x C x H x W (or N x D), by `to_images`' rule."""
     checked = CheckedStream(open_source(source, name), value_range)
-    batches = [batch.cpu().numpy() for batch in checked]
+    batches = [batch.to("cpu", torch.float64).numpy() for batch in checked]
     if not batches:
         raise InputError(f"{name} is empty; expected at least one sample.")
     return np.concatenate(batches).reshape(checked.count, *checked.dims)
