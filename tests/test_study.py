@@ -100,7 +100,8 @@ def test_run_id_is_readable_and_hashes_every_setting_but_the_data_path() -> None
         ("grid: {family: mlp, dataset: digits, latent: 2, epochs: 1}", ["'family'", "mlp"]),
         ("grid: {family: dense, dataset: digits, latent: 0, epochs: 1}", ["latent", "positive"]),
         ("grid: {family: dense, dataset: digits, latent: 2.5, epochs: 1}", ["latent", "2.5"]),
-        ("grid: {family: dense, dataset: digits, latent: true, epochs: 1}", ["'latent'"]),
+        ("grid: {family: dense, dataset: digits, latent: true, epochs: 1}", ["latent", "True"]),
+        ("grid: {family: dense, dataset: digits, latent: 2, epochs: 1, seed: yes}", ["'seed'"]),
         ("grid: {family: dense, dataset: digits, latent: 2, epochs: 1, seed: -1}", ["'seed'"]),
         ("grid: {family: dense, dataset: imagenet, latent: 2, epochs: 1}", ["'dataset'"]),
         ("grid: {family: dense, dataset: digits, latent: [], epochs: 1}", ["latent", "empty"]),
@@ -264,6 +265,7 @@ def test_cli_rejects_unknown_preset_and_executor(tmp_path: Path) -> None:
         ("lr", 0),
         ("lr", math.inf),
         ("lr", "0.01"),
+        ("epochs", True),  # YAML's yes is not a number
     ],
 )
 def test_a_study_run_and_training_refuse_the_same_values(field: str, value: object) -> None:

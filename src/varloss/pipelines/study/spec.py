@@ -293,12 +293,9 @@ def _validate_run(values: Mapping[str, Any], label: str) -> RunSpec:
     for name in _REQUIRED:
         if values.get(name) is None:
             raise InputError(f"{label} has no {name!r}; every run needs {', '.join(_REQUIRED)}.")
-    for name, value in values.items():
-        if isinstance(value, bool):  # YAML's yes/no: no run field is a switch
-            raise InputError(f"{label} field {name!r} must not be a yes/no value, got {value!r}.")
     _check_names(values, label)
-    seed = values.get("seed", 0)
-    if not isinstance(seed, int) or seed < 0:
+    seed = values.get("seed", 0)  # TrainConfig.validate leaves the seed to torch and numpy
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise InputError(f"{label} field 'seed' must be a non-negative integer, got {seed!r}.")
     if not isinstance(values.get("hyper") or {}, Mapping):
         raise InputError(f"{label} field 'hyper' must be a mapping of model hyper-parameters.")
