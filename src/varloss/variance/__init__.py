@@ -3,8 +3,9 @@
     from varloss.variance import measure, measure_model, VarianceLoss, VarianceReport
 """
 
+from typing import Any
+
 from varloss.variance.measurement import SET_NAMES, measure
-from varloss.variance.metric import VarianceLoss
 from varloss.variance.model import measure_model, model_device
 from varloss.variance.report import MAP_SUMMARY_KEYS, VarianceReport, report_from_moments
 
@@ -18,3 +19,12 @@ __all__ = [
     "model_device",
     "report_from_moments",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "VarianceLoss":
+        # on first use: importing torchmetrics (and scipy.signal) takes ~1.8 s, measured
+        from varloss.variance.metric import VarianceLoss
+
+        return VarianceLoss
+    raise AttributeError(f"module 'varloss.variance' has no attribute {name!r}")
