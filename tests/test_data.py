@@ -227,3 +227,22 @@ def test_npz_data_set_splits_are_named_or_said(tmp_path: Path, capsys) -> None:
     np.savez(tmp_path / "train_only.npz", train=train)
     with pytest.raises(InputError, match="has a 'train' array but no 'test' array"):
         load(f"npz:{tmp_path / 'train_only.npz'}", "test")
+
+
+def test_folder_data_set_splits_are_named_or_said(tmp_path: Path, capsys) -> None:
+    from PIL import Image
+
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((4, 4), 50 * i, np.uint8)).save(flat / f"{i}.png")
+    capsys.readouterr()
+    assert len(load(f"folder:{flat}", "train")) == 3 and capsys.readouterr().err == ""
+    test = load(f"folder:{flat}", "test")
+    assert "has no test/ subfolder: its test split is the whole folder" in capsys.readouterr().err
+    assert test.extra["split_source"] == "the whole folder"
+    np.testing.assert_array_equal(test.images[:, 0, 0, 0].numpy(), np.float32([0, 50, 100]) / 255)
+    (tmp_path / "half" / "train").mkdir(parents=True)
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "half" / "train" / "0.png")
+    with pytest.raises(InputError, match="has a train/ subfolder but no test/ subfolder"):
+        load(f"folder:{tmp_path / 'half'}", "test")

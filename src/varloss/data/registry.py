@@ -64,8 +64,9 @@ def _digits(split: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 NPZ_SPLIT_KEYS = ("train", "test")
-"""An .npz with arrays named `train` and `test` holds the two splits (labels: `train_labels`,
-`test_labels`); any other .npz (or .npy) is one set, served as both splits, said on stderr."""
+"""Split names of an .npz's arrays and of a folder's subfolders. An .npz with arrays named
+`train` and `test` holds the two splits (labels: `train_labels`, `test_labels`); any other .npz
+(or .npy) is one set, served as both splits, said on stderr."""
 
 
 def _npz_split_arrays(
@@ -101,7 +102,7 @@ def _load_npz(name: str, argument: str, split: str, limit: int | None) -> ImageS
     if not path.is_file():
         raise InputError(f"Array file {path} of {what} does not exist.")
     images, labels, part = _npz_split_arrays(path, key, split, what)
-    if part.endswith("the whole file"):
+    if part.endswith("the whole file") and split != "train":  # the test split is the train data
         say(
             f"{name} has no separate {split} split: its {split} split is {part} "
             "(train and test are the same images)."
@@ -115,10 +116,28 @@ def _load_npz(name: str, argument: str, split: str, limit: int | None) -> ImageS
     return loaded
 
 
-def _split_folder(root: Path, split: str) -> Path:
-    """`folder:PATH` uses PATH/train and PATH/test when present, else the folder itself."""
-    sub = root / split
-    return sub if sub.is_dir() else root
+def _load_folder(name: str, argument: str, split: str, limit: int | None) -> ImageSet:
+    """`folder:PATH` uses PATH/train and PATH/test when present, else the whole folder for both
+    splits (said on stderr); a folder with only one of the two subfolders is refused."""
+    root = Path(argument).expanduser()
+    if not root.is_dir():
+        raise InputError(f"Image folder {root} does not exist or is not a folder.")
+    subfolders = [s for s in NPZ_SPLIT_KEYS if (root / s).is_dir()]
+    if subfolders and split not in subfolders:
+        raise InputError(
+            f"Image folder {root} has a {subfolders[0]}/ subfolder but no {split}/ subfolder; "
+            f"add one, or use folder:{root / subfolders[0]} for both splits."
+        )
+    folder = root / split if subfolders else root
+    if not subfolders and split != "train":  # a test split that is the training data is said
+        say(f"{name} has no {split}/ subfolder: its {split} split is the whole folder.")
+    pixels = read_image_folder(folder, f"data set {name}")
+    loaded = uint8_to_imageset(
+        pixels, None, name=name, split=split, source=str(folder), limit=limit
+    )
+    if not subfolders:
+        loaded.extra["split_source"] = "the whole folder"
+    return loaded
 
 
 # ---- public API ----
@@ -144,13 +163,7 @@ def load(
     kind, argument = parse_name(name)
     if kind == "folder":
         assert argument is not None
-        folder = _split_folder(Path(argument).expanduser(), split)
-        if not folder.is_dir():
-            raise InputError(f"Image folder {folder} does not exist or is not a folder.")
-        pixels = read_image_folder(folder, f"data set {name}")
-        return uint8_to_imageset(
-            pixels, None, name=name, split=split, source=str(folder), limit=limit
-        )
+        return _load_folder(name, argument, split, limit)
     if kind == "npz":
         assert argument is not None
         return _load_npz(name, argument, split, limit)
