@@ -6,11 +6,12 @@
     measure.py train.py correct.py study.py fid.py data.py report.py   one command each
 
 Start-up cost, and why the commands import the library inside their functions: measured on
-this project's 2-core machine (Python 3.11, torch 2.13, CPU), `varloss --help` takes 1.8 s,
-of which `import torch` (pulled in by `import varloss`) is 1.6 s; importing everything the
-commands use (pipelines, samplers, report, quality, figures/matplotlib) adds 1.7 s more
-(3.5 s in all). Imports inside command functions keep that off `--help`, off every other
-command, and off the torchrun/study worker start-up; each says so in a short comment.
+this project's 2-core machine (Python 3.11, torch 2.13, CPU; the fastest of 4 runs of
+`python -c "import ..."`), importing `varloss.cli` takes 1.8 s, nearly all of it `import
+varloss` itself (torch, torchmetrics); importing what the commands use as well (pipelines,
+samplers, report, quality, figures/matplotlib, models, data) takes 3.4 s. Imports inside
+command functions keep those 1.6 s off `varloss --help`, off every other command and off
+each torchrun rank's start; each such import says so in a short comment.
 """
 
 from varloss.cli import correct, data, fid, measure, report, study, train  # noqa: F401 (registers)

@@ -10,6 +10,8 @@ from rich.table import Table
 
 from varloss.cli.app import VarlossCommand, app
 from varloss.cli.common import parse_crop
+from varloss.data import fetch, info
+from varloss.data.registry import dataset_status
 
 data_app = typer.Typer(help="List, fetch and describe data sets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -20,8 +22,6 @@ def data_list_command(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list instead of a table."),
 ) -> None:
     """Show the registered data sets, their sizes and whether they are available offline."""
-    from varloss.data.registry import dataset_status  # start-up cost: see cli/__init__.py
-
     rows = dataset_status()
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
@@ -44,8 +44,6 @@ def data_fetch_command(
     size: int = typer.Option(None, "--size", help="CelebA output side in pixels."),
 ) -> None:
     """Download (or read from --data-path), verify and cache every split of a data set."""
-    from varloss.data import fetch  # start-up cost: see cli/__init__.py
-
     result = fetch(name, data_path=data_path, crop=parse_crop(crop), size=size)
     counts = ", ".join(f"{k} {v['count']}" for k, v in result["splits"].items())
     shape = " x ".join(str(s) for s in result["shape"])
@@ -58,14 +56,15 @@ def data_info_command(
     name: str = typer.Argument(..., help="Data set: {datasets}, folder:PATH or npz:PATH[:KEY]."),
     as_json: bool = typer.Option(False, "--json", help="Print the description as JSON."),
     data_path: str = typer.Option(None, "--data-path", help="A local copy to read instead."),
-    fetch: bool = typer.Option(True, "--fetch/--no-fetch", help="Fetch the set if not cached."),
+    fetch_missing: bool = typer.Option(
+        True, "--fetch/--no-fetch", help="Fetch the set if not cached."
+    ),
     crop: str = typer.Option(None, "--crop", help="CelebA crop box TOP,BOTTOM,LEFT,RIGHT."),
     size: int = typer.Option(None, "--size", help="CelebA output side in pixels."),
 ) -> None:
     """Describe a data set: per-image shape, split counts, cache state and source."""
-    from varloss.data import info  # start-up cost: see cli/__init__.py
-
-    result = info(name, data_path=data_path, fetch=fetch, crop=parse_crop(crop), size=size)
+    crop_box = parse_crop(crop)
+    result = info(name, data_path=data_path, fetch=fetch_missing, crop=crop_box, size=size)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return

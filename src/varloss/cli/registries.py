@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from varloss.data.registry import DATASETS  # loaded by `import varloss` anyway
+
 
 def _families() -> list[str]:
     from varloss.models import MODEL_FAMILIES, load_plugins
@@ -42,13 +44,11 @@ def _executors() -> list[str]:
 
 
 def _datasets() -> list[str]:
-    from varloss.data.registry import DATASETS
-
     return list(DATASETS)
 
 
 # Imports inside these functions, not at the top: `varloss --help` and every command's own
-# `--help` would otherwise import the whole library (measured in varloss/cli/__init__.py).
+# `--help` would otherwise import the whole library (1.6 s; see varloss/cli/__init__.py).
 REGISTRIES: dict[str, Callable[[], list[str]]] = {
     "families": _families,
     "losses": _losses,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import warnings
 
+import torch
 import typer
 
 from varloss._io import check_output_path
@@ -29,7 +30,7 @@ def resolve_family(family: str | None, model: str | None) -> str:
 
 def check_hyper_settings(family: str, pairs: list[str] | None) -> dict:
     """--set pairs checked against the family's config types before any work is done."""
-    from varloss.models import MODEL_FAMILIES, check_hyper, load_plugins, parse_settings
+    from varloss.models import MODEL_FAMILIES, check_hyper, load_plugins, parse_settings  # 0.3 s
 
     hyper = parse_settings(pairs)
     load_plugins()
@@ -89,8 +90,7 @@ def train_command(
 
     Runs under `torchrun --nproc_per_node N -m varloss train ...` with DistributedDataParallel.
     """
-    import torch  # start-up cost: see varloss/cli/__init__.py
-
+    # start-up cost: see varloss/cli/__init__.py
     from varloss.pipelines.config import TrainConfig
     from varloss.pipelines.train import train
     from varloss.report import write_report

@@ -21,6 +21,7 @@ import importlib.util
 import os
 import sys
 from collections.abc import Iterable
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -96,8 +97,6 @@ def load_plugins(modules: Iterable[str] = ()) -> list[str]:
         _import_plugin(name)
     if not _entry_points_loaded:
         _entry_points_loaded = True
-        from importlib.metadata import entry_points
-
         for entry in entry_points(group=PLUGIN_ENTRY_POINTS):
             try:
                 entry.load()
