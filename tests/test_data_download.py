@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from varloss._hashing import sha256_arrays
 from varloss.data import ChecksumError, DownloadError, download_url, load
 from varloss.data import registry as registry_module
-from varloss._hashing import sha256_arrays
 from varloss.data.formats import write_idx
 from varloss.errors import InputError
 
