@@ -15,11 +15,10 @@ from typing import Any
 import torch
 
 from varloss.data import load
-from varloss.errors import InputError
 from varloss.figures import save_image_grid
 from varloss.pipelines.config import TrainConfig
 from varloss.pipelines.runtime import Ranks, epoch_seed
-from varloss.quality import domain_extractor_available, fid
+from varloss.quality import domain_extractor_available, fid_or_reason
 from varloss.runs import MAPS_FILE, SAMPLES_FILE, RunFolder
 from varloss.variance import VarianceLoss
 
@@ -111,15 +110,5 @@ def sample_fid(
     test_set: Any, generated: torch.Tensor, config: TrainConfig
 ) -> tuple[dict[str, Any] | None, str | None]:
     """FID (domain features) of the prior samples against the test split, or None and why: a
-    missing classifier must not fail a finished training run."""
-    try:
-        result = fid(
-            test_set,
-            generated.clamp(0.0, 1.0),
-            features="domain",
-            dataset=config.dataset,
-            train_domain=config.fid == "on",
-        )
-    except InputError as error:
-        return None, str(error)
-    return result, None
+    missing classifier must not fail a finished training run (the policy of `fid_or_reason`)."""
+    return fid_or_reason(test_set, generated, dataset=config.dataset, mode=config.fid)
