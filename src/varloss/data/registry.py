@@ -19,12 +19,13 @@ import numpy as np
 import torch
 
 from varloss.data import sources as src
-from varloss.data.acquire import ensure, variant_key
+from varloss.data.acquire import SOURCES, ensure, variant_key
 from varloss.data.cache import data_dir, read_manifest, say
 from varloss.data.catalogue import (
     DATASETS,
     DIGITS_TEST,
     PREFIXES,
+    Dataset,
     available_names,
     check_limit,
     check_split,
@@ -314,27 +315,28 @@ def dataset_status() -> list[dict[str, Any]]:
     """
     rows = []
     for name, dataset in DATASETS.items():
-        if name == "digits":
-            offline = "bundled"
-        else:
-            key, _ = variant_key(dataset, None, None)
-            manifest = read_manifest(data_dir() / key) or {}
-            if all(s in manifest.get("splits", {}) for s in dataset.counts):
-                offline = "cached"
-            elif name == "fashion-mnist" and src.FASHION_SYSTEM_DIR.is_dir():
-                offline = "system"
-            elif name in ("mnist", "fashion-mnist"):
-                offline = "registry"
-            else:
-                offline = "no"
         rows.append(
             {
                 "name": name,
                 "shape": list(dataset.shape),
                 "splits": dict(dataset.counts),
-                "offline": offline,
+                "offline": _offline_status(dataset),
                 "offline_source": dataset.offline,
                 "description": dataset.description,
             }
         )
     return rows
+
+
+def _offline_status(dataset: Dataset) -> str:
+    """How a set is had here without the web (see `dataset_status`), from the cache manifest and
+    the sources registered for it in `acquire.SOURCES`."""
+    if dataset.name == "digits":
+        return "bundled"
+    key, _ = variant_key(dataset, None, None)
+    manifest = read_manifest(data_dir() / key) or {}
+    if all(s in manifest.get("splits", {}) for s in dataset.counts):
+        return "cached"
+    if dataset.name == "fashion-mnist" and src.FASHION_SYSTEM_DIR.is_dir():
+        return "system"
+    return "registry" if SOURCES["registry"].get(dataset.name) else "no"
