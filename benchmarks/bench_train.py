@@ -27,6 +27,10 @@ import time
 import torch
 from torch import nn
 
+from varloss.data import load
+from varloss.pipelines.runtime import pick_device
+from varloss.pipelines.train import TrainConfig, train
+
 
 def pythae_trainer(images: torch.Tensor, epochs: int, device: str, seed: int, folder: str):
     """pythae's BaseTrainer over its VAE with Chollet's encoder/decoder, progress bar removed."""
@@ -92,9 +96,6 @@ def main() -> None:
         import pythae  # noqa: F401
     except ImportError:
         raise SystemExit("pythae is not installed: `pip install pythae` (benchmark only)") from None
-    from varloss.data import load
-    from varloss.train import TrainConfig, pick_device, train
-
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     device = str(pick_device(args.device))

@@ -395,7 +395,7 @@ def test_two_concurrent_cli_trains_into_one_folder(tmp_path: Path) -> None:
     args += ["--out", str(out), "-q", "--no-report", "--threads", "1", "--fid", "off"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     first = subprocess.Popen(
-        [*args, "--epochs", "150"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [*args, "--epochs", "1000"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     try:
         deadline = time.monotonic() + 120
@@ -405,13 +405,14 @@ def test_two_concurrent_cli_trains_into_one_folder(tmp_path: Path) -> None:
         second = subprocess.run(
             [*args, "--epochs", "1", "--force"], env=env, capture_output=True, text=True
         )
+        assert first.poll() is None, "the first run ended too soon for this test: more --epochs"
         assert second.returncode != 0
         assert "is in use by another varloss process" in second.stderr + second.stdout
         assert "Traceback" not in second.stderr
     finally:
         _, stderr = first.communicate(timeout=300)
     assert first.returncode == 0, stderr[-2000:]
-    assert RunFolder(out).read_json(REPORT_FILE)["settings"]["train"]["epochs"] == 150
+    assert RunFolder(out).read_json(REPORT_FILE)["settings"]["train"]["epochs"] == 1000
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate"])

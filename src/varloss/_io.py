@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from varloss.errors import InputError
 
 
@@ -52,8 +54,6 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 
 def atomic_torch_save(path: str | os.PathLike[str], state: Any) -> None:
     """`torch.save(state)` written atomically (checkpoints: tensors, numbers, lists, dicts)."""
-    import torch
-
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 

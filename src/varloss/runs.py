@@ -166,27 +166,37 @@ class RunFolder:
     # ------------------------------------------------------------------------------------------
     # Writing (atomic; each written file's digest goes into the manifest)
 
+    # With `record=False` a writer leaves the manifest alone (to record several files at once).
+
     @contextlib.contextmanager
-    def atomic_path(self, name: str) -> Iterator[Path]:
+    def atomic_path(self, name: str, *, record: bool = True) -> Iterator[Path]:
         """Yield a temporary path beside `name`; on success it replaces `name` and its digest is
         recorded in the manifest, on failure it is deleted."""
         with _atomic_path(self.path / name) as tmp:
             yield tmp
-        self.record(name)
+        if record:
+            self.record(name)
 
-    def write_text(self, name: str, text: str) -> Path:
+    def write_text(self, name: str, text: str, *, record: bool = True) -> Path:
         atomic_write_text(self.path / name, text)
-        self.record(name)
+        if record:
+            self.record(name)
         return self.path / name
 
-    def write_json(self, name: str, obj: Any) -> Path:
+    def write_json(self, name: str, obj: Any, *, record: bool = True) -> Path:
         """`obj` as indented JSON (NaN refused: JSON has none), atomically."""
         atomic_write_json(self.path / name, obj)
-        self.record(name)
+        if record:
+            self.record(name)
         return self.path / name
 
     def write_csv(
-        self, name: str, rows: Iterable[Mapping[str, Any]], columns: Sequence[str]
+        self,
+        name: str,
+        rows: Iterable[Mapping[str, Any]],
+        columns: Sequence[str],
+        *,
+        record: bool = True,
     ) -> Path:
         """Rows (dicts) under a header of `columns`; missing values are written empty."""
         text = io.StringIO()
@@ -194,7 +204,7 @@ class RunFolder:
         writer.writeheader()
         for row in rows:
             writer.writerow({column: row.get(column) for column in columns})
-        return self.write_text(name, text.getvalue())
+        return self.write_text(name, text.getvalue(), record=record)
 
     def unlink(self, name: str) -> None:
         """Delete `name` (if present) and its manifest entry."""

@@ -122,9 +122,10 @@ def train(
         try:
             for epoch in range(run.start_epoch, config.epochs):
                 run.history.append(_train_epoch(run, config, ranks, epoch, bar, folder))
-                if ranks.main:  # after every epoch: the checkpoint (digest recorded) and history
+                if ranks.main:  # after every epoch: checkpoint and history, digests recorded
                     _save_checkpoint(folder, run, config, epoch + 1)
-                    folder.write_csv(HISTORY_FILE, run.history, HISTORY_COLUMNS)
+                    folder.write_csv(HISTORY_FILE, run.history, HISTORY_COLUMNS, record=False)
+                    folder.record(CHECKPOINT_FILE, HISTORY_FILE)
         finally:
             bar.close()
 
@@ -246,7 +247,7 @@ def _save_checkpoint(folder: RunFolder, run: _Run, config: TrainConfig, epochs_d
         "scheduler": run.scheduler.state_dict(),
         "history": run.history,
     }
-    with folder.atomic_path(CHECKPOINT_FILE) as tmp:  # its digest goes into the manifest
+    with folder.atomic_path(CHECKPOINT_FILE, record=False) as tmp:
         torch.save(state, tmp)
 
 
