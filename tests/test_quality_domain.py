@@ -189,3 +189,17 @@ def test_interrupted_training_resumes_to_the_same_classifier(tmp_path, monkeypat
     assert second["weights_sha256"] == first["weights_sha256"]
     assert second["history"] == first["history"] and len(second["history"]) == 4
     assert not (resumed / domain.CHECKPOINT_FILE).exists()
+
+
+def test_damaged_checkpoint_is_never_trained_on(tiny_classifier, tmp_path) -> None:
+    _, folder = tiny_classifier
+    out = tmp_path / "damaged"
+    out.mkdir()
+    (out / "checkpoint.pt").write_bytes(b"truncated, not a torch checkpoint")
+    again = train_domain_classifier(
+        "digits", epochs=6, limit=400, batch_size=50, seed=0, out_dir=out, progress=False
+    )
+    # started afresh: the same weights as the uninterrupted training of the fixture
+    expected = json.loads((folder / "meta.json").read_text())["weights_sha256"]
+    assert json.loads((again / "meta.json").read_text())["weights_sha256"] == expected
+    assert not (out / "checkpoint.pt").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from typing import Any
 
 import torch
 import typer
@@ -37,6 +38,33 @@ def check_hyper_settings(family: str, pairs: list[str] | None) -> dict:
     if family in MODEL_FAMILIES:  # an unknown family is named by the trainer itself
         check_hyper(MODEL_FAMILIES[family].config_class, hyper, family)
     return hyper  # as the user wrote it (lists stay lists in config.json)
+
+
+# train_command's options that are TrainConfig fields of the same name
+CONFIG_OPTIONS = (
+    "dataset", "epochs", "latent", "seed", "out", "loss", "limit", "eval_limit", "batch_size",
+    "lr", "schedule", "device", "bf16", "data_path", "fid",
+)
+
+
+def train_config(options: dict[str, Any]):
+    """The TrainConfig of train_command's options (by parameter name), checked before any work
+    is done: family, --fid, --threads, the --out folder and the --set types."""
+    from varloss.pipelines.config import TrainConfig  # start-up cost: see cli/__init__.py
+
+    family = resolve_family(options["family"], options["model"])
+    if options["fid"] not in FID_MODES:
+        raise InputError(f"--fid must be one of {', '.join(FID_MODES)}, got {options['fid']!r}.")
+    threads = options["threads"]
+    if threads is not None and threads < 1:
+        raise InputError(f"--threads must be a positive integer, got {threads}.")
+    check_output_path(options["out"], "--out", folder=True)
+    return TrainConfig(
+        family=family,
+        compile=options["compile_model"],
+        hyper=check_hyper_settings(family, options["hyper"]),
+        **{name: options[name] for name in CONFIG_OPTIONS},
+    )
 
 
 @command("train", fid="on")
@@ -91,44 +119,17 @@ def train_command(
     Runs under `torchrun --nproc_per_node N -m varloss train ...` with DistributedDataParallel.
     """
     # start-up cost: see varloss/cli/__init__.py
-    from varloss.pipelines.config import TrainConfig
     from varloss.pipelines.train import train
     from varloss.report import write_report
 
-    family = resolve_family(family, model)
-    if fid not in FID_MODES:
-        raise InputError(f"--fid must be one of {', '.join(FID_MODES)}, got {fid!r}.")
-    if threads is not None and threads < 1:
-        raise InputError(f"--threads must be a positive integer, got {threads}.")
-    check_output_path(out, "--out", folder=True)
-    settings = check_hyper_settings(family, hyper)
+    config = train_config(dict(locals()))
     if threads is not None:
         torch.set_num_threads(threads)
-    config = TrainConfig(
-        family=family,
-        dataset=dataset,
-        epochs=epochs,
-        latent=latent,
-        seed=seed,
-        out=out,
-        loss=loss,
-        limit=limit,
-        eval_limit=eval_limit,
-        batch_size=batch_size,
-        lr=lr,
-        schedule=schedule,
-        device=device,
-        compile=compile_model,
-        bf16=bf16,
-        hyper=settings,
-        data_path=data_path,
-        fid=fid,
-    )
     command_text = command_line()
     result = train(config, resume=resume, force=force, progress=not quiet, command=command_text)
     if int(os.environ.get("RANK", "0")) != 0:
         return
-    print_variance_table(result, title=f"{family} on {dataset}: test split")
+    print_variance_table(result, title=f"{config.family} on {dataset}: test split")
     typer.echo(
         f"trained {len(result['history'])} epochs in {result['train_seconds']:.1f} s; wrote {out}"
     )

@@ -145,6 +145,10 @@ class DomainSettings:
     lr: float = 1e-3
     limit: int | None = None
 
+    def identity(self) -> dict[str, Any]:
+        """The settings as JSON (recorded in meta.json and checkpoints)."""
+        return {**asdict(self), "image_shape": list(self.image_shape)}
+
     def folder_name(self) -> str:
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.dataset)
         limit = "" if self.limit is None else f"-n{self.limit}"
@@ -195,6 +199,33 @@ def _accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batc
     return correct / max(images.shape[0], 1)
 
 
+def _domain_settings(
+    name: str,
+    train: Any,
+    seed: int,
+    epochs: int | None,
+    batch_size: int | None,
+    lr: float,
+    limit: int | None,
+) -> DomainSettings:
+    """The settings of the classifier of a labelled training set (defaults filled in)."""
+    if train.labels is None:
+        raise InputError(f"domain features need a labelled data set; {name!r} has no labels.")
+    shape = tuple(int(s) for s in train.images.shape[1:])
+    architecture = architecture_for(shape)  # type: ignore[arg-type]
+    return DomainSettings(
+        dataset=name,
+        architecture=architecture,
+        image_shape=shape,  # type: ignore[arg-type]
+        classes=int(train.labels.max()) + 1,
+        seed=seed,
+        epochs=epochs if epochs is not None else default_epochs(name, architecture),
+        batch_size=batch_size if batch_size is not None else default_batch_size(name),
+        lr=lr,
+        limit=limit,
+    )
+
+
 @torch.enable_grad()  # callers may be inside torch.no_grad() (e.g. an evaluation)
 def train_domain_classifier(
     dataset: str,
@@ -218,23 +249,7 @@ def train_domain_classifier(
     name = _dataset_name(dataset)
     load_fn = loader or load
     train = load_fn(name, "train", limit=limit)
-    if train.labels is None:
-        raise InputError(f"domain features need a labelled data set; {name!r} has no labels.")
-    shape = tuple(int(s) for s in train.images.shape[1:])
-    architecture = architecture_for(shape)  # type: ignore[arg-type]
-    classes = int(train.labels.max()) + 1
-    settings = DomainSettings(
-        dataset=name,
-        architecture=architecture,
-        image_shape=shape,  # type: ignore[arg-type]
-        classes=classes,
-        seed=seed,
-        epochs=epochs if epochs is not None else default_epochs(name, architecture),
-        batch_size=batch_size if batch_size is not None else default_batch_size(name),
-        lr=lr,
-        limit=limit,
-    )
-    batch_size = settings.batch_size
+    settings = _domain_settings(name, train, seed, epochs, batch_size, lr, limit)
     folder = Path(out_dir) if out_dir is not None else domain_dir() / settings.folder_name()
     if (folder / "meta.json").exists() and (folder / "model.safetensors").exists():
         return folder
@@ -244,70 +259,17 @@ def train_domain_classifier(
             return folder
         started = time.perf_counter()
         images, labels = train.images.to(torch.float32), train.labels.to(torch.int64)
-        generator = torch.Generator().manual_seed(seed)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = ARCHITECTURES[architecture](shape[0], shape[1], classes)
-        optimiser = torch.optim.Adam(model.parameters(), lr=lr)
-        n = images.shape[0]
-        steps = (n + batch_size - 1) // batch_size
         test = load_fn(name, "test")
-        history: list[dict[str, Any]] = []
-        checkpoint_path = folder / CHECKPOINT_FILE
-        identity = {**asdict(settings), "image_shape": list(shape)}
-        first_epoch = 0
-        if checkpoint_path.is_file():
-            state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-            if state.get("settings") == identity:  # else: other settings, start afresh
-                model.load_state_dict(state["model"])
-                optimiser.load_state_dict(state["optimiser"])
-                generator.set_state(state["generator"])
-                history, first_epoch = list(state["history"]), int(state["epoch"])
-        bar = progress_bar(
-            total=settings.epochs * steps,
-            initial=first_epoch * steps,
-            desc=f"training the {name} domain classifier ({architecture}, once, then cached)",
-            disable=not progress,
-        )
-        for epoch in range(first_epoch, settings.epochs):
-            model.train()
-            order = torch.randperm(n, generator=generator)
-            for step in range(steps):
-                index = order[step * batch_size : (step + 1) * batch_size]
-                loss = F.cross_entropy(model(images[index]), labels[index])
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                optimiser.step()
-                bar.update(1)
-                if step % 50 == 0:
-                    bar.set_postfix(loss=f"{loss.item():.3f}")
-            accuracy = _accuracy(model, test.images.float(), test.labels, 512)
-            history.append({"epoch": epoch + 1, "test_accuracy": accuracy})
-            bar.set_postfix(test_accuracy=f"{accuracy:.4f}")
-            atomic_torch_save(
-                checkpoint_path,
-                {
-                    "settings": identity,
-                    "epoch": epoch + 1,
-                    "model": model.state_dict(),
-                    "optimiser": optimiser.state_dict(),
-                    "generator": generator.get_state(),
-                    "history": history,
-                },
-            )
-        bar.close()
-        model.eval()
-        test_accuracy = _accuracy(model, test.images.float(), test.labels, 512)
-        train_accuracy = _accuracy(model, images, labels, 512)
+        model, history = _fit(settings, images, labels, test, folder / CHECKPOINT_FILE, progress)
         with atomic_path(folder / "model.safetensors") as tmp:
             save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
         meta = {
             "format": DOMAIN_FORMAT,
-            "settings": {**asdict(settings), "image_shape": list(shape)},
-            "test_accuracy": test_accuracy,
-            "train_accuracy": train_accuracy,
+            "settings": settings.identity(),
+            "test_accuracy": _accuracy(model, test.images.float(), test.labels, 512),
+            "train_accuracy": _accuracy(model, images, labels, 512),
             "history": history,
-            "n_train": int(n),
+            "n_train": int(images.shape[0]),
             "n_test": int(test.images.shape[0]),
             "data_hash": sha256_arrays(images, labels),
             "weights_sha256": sha256_file(folder / "model.safetensors"),
@@ -315,8 +277,87 @@ def train_domain_classifier(
             "torch": torch.__version__,
         }
         atomic_write_json(folder / "meta.json", meta)
-        checkpoint_path.unlink(missing_ok=True)
+        (folder / CHECKPOINT_FILE).unlink(missing_ok=True)
     return folder
+
+
+def _fit(
+    settings: DomainSettings,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    test: Any,
+    checkpoint_path: Path,
+    progress: bool,
+) -> tuple[nn.Module, list[dict[str, Any]]]:
+    """(trained model in eval mode, per-epoch test accuracy), resuming from the checkpoint of
+    the same settings if there is one, and checkpointing after every epoch."""
+    channels, size = settings.image_shape[0], settings.image_shape[1]
+    generator = torch.Generator().manual_seed(settings.seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(settings.seed)
+        model = ARCHITECTURES[settings.architecture](channels, size, settings.classes)
+    optimiser = torch.optim.Adam(model.parameters(), lr=settings.lr)
+    history, first_epoch = _resume(checkpoint_path, settings, model, optimiser, generator)
+    n, batch_size = images.shape[0], settings.batch_size
+    steps = (n + batch_size - 1) // batch_size
+    bar = progress_bar(
+        total=settings.epochs * steps,
+        initial=first_epoch * steps,
+        desc=f"training the {settings.dataset} domain classifier ({settings.architecture}, "
+        "once, then cached)",
+        disable=not progress,
+    )
+    for epoch in range(first_epoch, settings.epochs):
+        model.train()
+        order = torch.randperm(n, generator=generator)
+        for step in range(steps):
+            index = order[step * batch_size : (step + 1) * batch_size]
+            loss = F.cross_entropy(model(images[index]), labels[index])
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            bar.update(1)
+            if step % 50 == 0:
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+        accuracy = _accuracy(model, test.images.float(), test.labels, 512)
+        history.append({"epoch": epoch + 1, "test_accuracy": accuracy})
+        bar.set_postfix(test_accuracy=f"{accuracy:.4f}")
+        state = {
+            "settings": settings.identity(),
+            "epoch": epoch + 1,
+            "model": model.state_dict(),
+            "optimiser": optimiser.state_dict(),
+            "generator": generator.get_state(),
+            "history": history,
+        }
+        atomic_torch_save(checkpoint_path, state)
+    bar.close()
+    return model.eval(), history
+
+
+def _resume(
+    checkpoint_path: Path,
+    settings: DomainSettings,
+    model: nn.Module,
+    optimiser: torch.optim.Optimizer,
+    generator: torch.Generator,
+) -> tuple[list[dict[str, Any]], int]:
+    """(history, epochs done) from the checkpoint if it holds these settings, else ([], 0).
+
+    The checkpoint is varloss's own cache: an unreadable one is started afresh, never trained on.
+    """
+    if not checkpoint_path.is_file():
+        return [], 0
+    try:
+        state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+        if state.get("settings") != settings.identity():  # other settings: start afresh
+            return [], 0
+        model.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        generator.set_state(state["generator"])
+        return list(state["history"]), int(state["epoch"])
+    except Exception:  # noqa: BLE001 - damaged (truncated, foreign): start afresh
+        return [], 0
 
 
 def load_domain_classifier(path: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Any]]:

@@ -111,16 +111,9 @@ def fid(
     """
     real_images, real_origin = load_images(real, "real images")
     generated_images, generated_origin = load_images(generated, "generated images")
+    _check_pair(real_images, generated_images)
     if dataset is None:
         dataset = real_origin.get("dataset")
-    if real_images.shape[1:] != generated_images.shape[1:]:
-        raise InputError(
-            f"real and generated images must have the same shape, got "
-            f"{list(real_images.shape[1:])} and {list(generated_images.shape[1:])}."
-        )
-    for name, images in (("real", real_images), ("generated", generated_images)):
-        if images.shape[0] < 2:
-            raise InputError(f"FID needs at least 2 {name} images, got {images.shape[0]}.")
     extractor = get_extractor(
         features,
         dataset=dataset,
@@ -130,43 +123,14 @@ def fid(
         train=train_domain,
         progress=True,
     )
-    info = extractor.info()
-    key = None
-    real_stats = None
-    real_features = None
-    cached = False
-    if cache and "dataset" in real_origin:
-        key = {
-            "format": STATS_CACHE_FORMAT,
-            "dataset": real_origin["dataset"],
-            "split": real_origin.get("split"),
-            "n": int(real_images.shape[0]),
-            "pixels_sha256": sha256_arrays(real_images),
-            "extractor": extractor.name,
-            "weights_hash": extractor.weights_hash,
-            "resize_mode": extractor.resize_mode,
-        }
-        real_stats = load_cached(key)
-        cached = real_stats is not None
-    if real_stats is None or prdc:
-        real_stats, real_features = feature_statistics(real_images, extractor, progress, prdc)
-        if key is not None and not cached:
-            store_cached(key, real_stats)
+    real_stats, real_features, cached = _real_statistics(
+        real_images, real_origin, extractor, cache=cache, keep_features=prdc, progress=progress
+    )
     generated_stats, generated_features = feature_statistics(
         generated_images, extractor, progress, prdc
     )
-    assert real_stats.mean is not None and generated_stats.mean is not None
-    dim = int(real_stats.mean.shape[0])
-    info["feature_dim"] = dim
-    notes = []
-    for name, count in (("real", real_stats.count), ("generated", generated_stats.count)):
-        if count < dim:
-            note = (
-                f"{name} set has {count} samples, fewer than the feature dimension {dim}: its "
-                "covariance is singular and the FID is biased upward; use more samples."
-            )
-            warnings.warn(note, stacklevel=2)
-            notes.append(note)
+    info = {**extractor.info(), "feature_dim": int(real_stats.mean.shape[0])}
+    notes = _sample_size_notes(real_stats, generated_stats, info["feature_dim"])
     terms = frechet_distance(
         real_stats.mean, real_stats.covariance(), generated_stats.mean, generated_stats.covariance()
     )
@@ -187,8 +151,8 @@ def fid(
         "settings": {
             "features": info["name"],
             "dataset": dataset,
-            "real": {k: v for k, v in real_origin.items()},
-            "generated": {k: v for k, v in generated_origin.items()},
+            "real": dict(real_origin),
+            "generated": dict(generated_origin),
             "batch_size": int(batch_size),
             "covariance": "unbiased (N - 1)",
             "real_statistics_cached": cached,
@@ -196,6 +160,65 @@ def fid(
         "warnings": notes,
     }
     if prdc:
-        assert real_features is not None and generated_features is not None
         result.update(compute_prdc(real_features, generated_features))
     return result
+
+
+def _check_pair(real_images: torch.Tensor, generated_images: torch.Tensor) -> None:
+    """Both sets of one image shape, with at least two images each (a covariance needs two)."""
+    if real_images.shape[1:] != generated_images.shape[1:]:
+        raise InputError(
+            f"real and generated images must have the same shape, got "
+            f"{list(real_images.shape[1:])} and {list(generated_images.shape[1:])}."
+        )
+    for name, images in (("real", real_images), ("generated", generated_images)):
+        if images.shape[0] < 2:
+            raise InputError(f"FID needs at least 2 {name} images, got {images.shape[0]}.")
+
+
+def _real_statistics(
+    images: torch.Tensor,
+    origin: dict[str, Any],
+    extractor: FeatureExtractor,
+    *,
+    cache: bool,
+    keep_features: bool,
+    progress: bool,
+) -> tuple[FeatureStatistics, torch.Tensor | None, bool]:
+    """(statistics, features if kept, whether the statistics came from the cache) of the real
+    set; a named data set's statistics are cached, keyed by everything that determines them."""
+    key, cached = None, None
+    if cache and "dataset" in origin:
+        key = {
+            "format": STATS_CACHE_FORMAT,
+            "dataset": origin["dataset"],
+            "split": origin.get("split"),
+            "n": int(images.shape[0]),
+            "pixels_sha256": sha256_arrays(images),
+            "extractor": extractor.name,
+            "weights_hash": extractor.weights_hash,
+            "resize_mode": extractor.resize_mode,
+        }
+        cached = load_cached(key)
+        if cached is not None and not keep_features:
+            return cached, None, True
+    statistics, features = feature_statistics(images, extractor, progress, keep_features)
+    if key is not None and cached is None:
+        store_cached(key, statistics)
+    return statistics, features, False
+
+
+def _sample_size_notes(
+    real: FeatureStatistics, generated: FeatureStatistics, dim: int
+) -> list[str]:
+    """A warning per set with fewer samples than feature dimensions (singular covariance)."""
+    notes = []
+    for name, count in (("real", real.count), ("generated", generated.count)):
+        if count < dim:
+            note = (
+                f"{name} set has {count} samples, fewer than the feature dimension {dim}: its "
+                "covariance is singular and the FID is biased upward; use more samples."
+            )
+            warnings.warn(note, stacklevel=3)
+            notes.append(note)
+    return notes
