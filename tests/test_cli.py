@@ -254,3 +254,27 @@ def test_help_lists_plugin_families(monkeypatch, capsys, tmp_path) -> None:
 
 def invoke_help(monkeypatch, capsys) -> tuple[int, str, str]:
     return invoke(monkeypatch, capsys, "train", "--help")
+
+
+def test_operating_system_errors_are_one_sentence(monkeypatch, capsys, tmp_path) -> None:
+    import varloss.report
+
+    def refused(directory, **options):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "report.html"))
+
+    monkeypatch.setattr(varloss.report, "write_report", refused)
+    code, _, err = invoke(monkeypatch, capsys, "report", str(tmp_path))
+    assert code == 1 and "Traceback" not in err
+    assert err.strip() == f"error: Permission denied ({tmp_path / 'report.html'})"
+
+
+@pytest.mark.slow
+def test_python_dash_m_varloss_is_the_command() -> None:
+    import subprocess
+
+    from varloss import __version__
+
+    result = subprocess.run(
+        [sys.executable, "-m", "varloss", "--version"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0 and result.stdout.strip() == f"varloss {__version__}"

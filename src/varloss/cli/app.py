@@ -84,8 +84,9 @@ def main(
     plugin: list[str] = typer.Option(
         None,
         "--plugin",
-        help="Import a module (or .py file) that registers your own model families, before the "
-        "command: `varloss --plugin my_models train --family mine ...`. Repeatable; also "
+        help="Import a module (or .py file) that registers your own model families or feature "
+        "extractors, before the command: `varloss --plugin my_models train --family mine ...`. "
+        "Repeatable; also "
         "VARLOSS_PLUGINS. Study runs in other processes get it through VARLOSS_PLUGINS too.",
     ),
 ) -> None:
