@@ -441,21 +441,27 @@ def test_an_unreadable_checkpoint_without_manifest_is_refused(tmp_path: Path) ->
         train(_config(out, epochs=2), resume=True, progress=False)
 
 
+@pytest.mark.parametrize("sealed", [True, False], ids=["manifest", "folder-before-manifests"])
 def test_a_truncated_model_is_named_and_rebuilt_from_the_checkpoint(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, sealed: bool
 ) -> None:
     from varloss.models import load_model
 
     out = tmp_path / "run"
     report = train(_config(out, epochs=2), progress=False)
+    if not sealed:
+        (out / MANIFEST_FILE).unlink()
     weights = out / MODEL_FILE
     original = weights.read_bytes()
     weights.write_bytes(original[: len(original) // 2])
-    with pytest.raises(InputError, match=r"model.safetensors is damaged .*varloss train --resume"):
+    named = "is damaged" if sealed else "could not be read as this model's weights"
+    with pytest.raises(InputError, match=rf"model.safetensors {named} .*varloss train --resume"):
         load_model(out)
     with caplog.at_level("WARNING", logger="varloss"):
         rebuilt = train(_config(out, epochs=2), resume=True, progress=False)
-    assert "model.safetensors is damaged" in caplog.text and "Rebuilding the run" in caplog.text
+    found = "model.safetensors is damaged" if sealed else "has no manifest.json"
+    assert found in caplog.text
+    assert f"rebuilding the run from {out / CHECKPOINT_FILE} (epoch 2)" in caplog.text
     assert weights.read_bytes() == original  # the checkpoint held the final weights
     assert {k: rebuilt[k] for k in MEASURE_KEYS} == {k: report[k] for k in MEASURE_KEYS}
     assert all(RunFolder(out).verify(name) for name in (MODEL_FILE, REPORT_FILE, CHECKPOINT_FILE))

@@ -218,29 +218,31 @@ class RunFolder:
         self.verify(name, required=True)
         return (self.path / name).read_bytes()
 
-    def read_json(self, name: str) -> Any:
+    def read_json(self, name: str, *, advice: str | None = None) -> Any:
         """The parsed JSON of `name`, verified against the manifest; one sentence when it is
-        missing, damaged or not JSON."""
-        self.verify(name, required=True)
+        missing, damaged or not JSON (ending with `advice`, what to do; a default per name)."""
+        self.verify(name, required=True, advice=advice)
         path = self.path / name
         try:
             return json.loads(path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             raise InputError(
-                f"{path} is damaged (not valid JSON: {_short(error)}); {_advice(name)}."
+                f"{path} is damaged (not valid JSON: {_short(error)}); {advice or _advice(name)}."
             ) from None
 
-    def read_csv(self, name: str, typed: bool = True) -> list[dict[str, Any]]:
+    def read_csv(
+        self, name: str, typed: bool = True, *, advice: str | None = None
+    ) -> list[dict[str, Any]]:
         """The rows of `name` as dicts, verified against the manifest. With `typed`, numbers are
         parsed (int when integral text, else float) and empty cells are None."""
-        self.verify(name, required=True)
+        self.verify(name, required=True, advice=advice)
         path = self.path / name
         try:
             with path.open(newline="", encoding="utf-8") as handle:
                 rows = list(csv.DictReader(handle))
         except (UnicodeDecodeError, csv.Error) as error:
             raise InputError(
-                f"{path} is damaged (not valid CSV: {_short(error)}); {_advice(name)}."
+                f"{path} is damaged (not valid CSV: {_short(error)}); {advice or _advice(name)}."
             ) from None
         if typed:
             rows = [{key: _parse_cell(value) for key, value in row.items()} for row in rows]

@@ -162,18 +162,19 @@ def _finished_report(folder: RunFolder, config: TrainConfig, ranks: Ranks) -> di
     checkpoint = _load_checkpoint(folder)
     if checkpoint["epoch"] != config.epochs or checkpoint["config"] != config.identity():
         return None  # _prepare_folder explains what differs, or resumes
+    rebuilding = f"rebuilding the run from {folder.file(CHECKPOINT_FILE)} (epoch {config.epochs})"
     try:
+        if folder.manifest() is None:  # nothing vouches for the files: rebuild and seal them
+            raise InputError(
+                f"{folder.path} has no {MANIFEST_FILE} (written before varloss checked its run "
+                f"folders); {rebuilding}."
+            )
         for name in TRAIN_RUN_FILES:
-            folder.verify(name, required=True)
-        return folder.read_json(REPORT_FILE)
+            folder.verify(name, required=True, advice=rebuilding)
+        return folder.read_json(REPORT_FILE, advice=rebuilding)
     except InputError as damage:
         if ranks.main:
-            log.warning(
-                "%s Rebuilding the run from %s (epoch %d).",
-                damage,
-                folder.file(CHECKPOINT_FILE),
-                checkpoint["epoch"],
-            )
+            log.warning("%s", damage)
         return None
 
 
