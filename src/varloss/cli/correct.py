@@ -11,8 +11,7 @@ from rich.table import Table
 from varloss._io import check_output_path
 from varloss.cli.app import command, command_line
 from varloss.errors import InputError
-
-FID_MODES = ("auto", "on", "off")
+from varloss.pipelines.config import FID_MODES
 
 
 def sampler_params(stage2_steps: int | None, tau: float | None, gmm_components: int | None):

@@ -13,8 +13,7 @@ from varloss._io import check_output_path
 from varloss.cli.app import command, command_line
 from varloss.cli.common import print_variance_table
 from varloss.errors import InputError
-
-FID_MODES = ("auto", "on", "off")
+from varloss.pipelines.config import FID_MODES, TrainConfig
 
 
 def resolve_family(family: str | None, model: str | None) -> str:
@@ -47,11 +46,9 @@ CONFIG_OPTIONS = (
 )
 
 
-def train_config(options: dict[str, Any]):
+def train_config(options: dict[str, Any]) -> TrainConfig:
     """The TrainConfig of train_command's options (by parameter name), checked before any work
     is done: family, --fid, --threads, the --out folder and the --set types."""
-    from varloss.pipelines.config import TrainConfig  # start-up cost: see cli/__init__.py
-
     family = resolve_family(options["family"], options["model"])
     if options["fid"] not in FID_MODES:
         raise InputError(f"--fid must be one of {', '.join(FID_MODES)}, got {options['fid']!r}.")
