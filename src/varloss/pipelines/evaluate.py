@@ -34,15 +34,14 @@ def evaluate(
     out: str | Path | RunFolder | None = None,
     settings: dict[str, Any] | None = None,
     batch_size: int = 500,
-    dist_info: Ranks | None = None,
 ) -> dict[str, Any]:
     """Seeded evaluation on the test split: real vs reconstructions decode(mu), and real vs as many
     prior samples as test images. Same weights, same config -> the same numbers, bit for bit.
 
-    With `out` (a folder), also writes samples.png and maps.npz there. `dist_info` is the old
-    name of `ranks`.
+    With `out` (a folder), also writes samples.png and maps.npz there; under torchrun `ranks`
+    shards the test split.
     """
-    ranks = ranks or dist_info or Ranks()
+    ranks = ranks or Ranks()
     test_set = load(config.dataset, "test", data_path=config.data_path, limit=config.eval_limit)
     device = next(model.parameters()).device
     model.eval()
