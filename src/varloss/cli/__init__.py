@@ -7,11 +7,11 @@
 
 Start-up cost, and why the commands import the library inside their functions: measured on
 this project's 2-core machine (Python 3.11, torch 2.13, CPU; the fastest of 4 runs of
-`python -c "import ..."`), importing `varloss.cli` takes 1.8 s, nearly all of it `import
-varloss` itself (torch, torchmetrics); importing what the commands use as well (pipelines,
-samplers, report, quality, figures/matplotlib, models, data) takes 3.4 s. Imports inside
-command functions keep those 1.6 s off `varloss --help`, off every other command and off
-each torchrun rank's start; each such import says so in a short comment.
+`python -c "import ..."`, machine shared), importing `varloss.cli` takes 2.1 s, what `import
+torch` alone takes; importing what the commands use as well (pipelines, samplers, report,
+quality with torchmetrics, figures with matplotlib, models, data) takes 4.4 s. Imports inside
+command functions keep those 2.3 s off `varloss --help`, off every other command and off each
+torchrun rank's start; each such import says so in a short comment.
 """
 
 from varloss.cli import correct, data, fid, measure, report, study, train  # noqa: F401 (registers)
