@@ -243,17 +243,14 @@ def test_help_lists_plugin_families(monkeypatch, capsys, tmp_path) -> None:
         "    config_class = HelpConfig\n"
     )
     monkeypatch.setenv("VARLOSS_PLUGINS", "")  # --plugin adds to it; restored afterwards
-    assert "helpfamily" not in " ".join(out for _, out, _ in [invoke_help(monkeypatch, capsys)])
+    _, before, _ = invoke(monkeypatch, capsys, "train", "--help")
+    assert "helpfamily" not in before
     try:
         code, out, err = invoke(monkeypatch, capsys, "--plugin", str(plugin), "train", "--help")
     finally:
         MODEL_FAMILIES.pop("helpfamily", None)
     assert code == 0, err
     assert "helpfamily" in out
-
-
-def invoke_help(monkeypatch, capsys) -> tuple[int, str, str]:
-    return invoke(monkeypatch, capsys, "train", "--help")
 
 
 def test_operating_system_errors_are_one_sentence(monkeypatch, capsys, tmp_path) -> None:
