@@ -296,7 +296,7 @@ def test_a_damaged_saved_model_is_named_in_one_sentence(tmp_path, name: str, how
 @pytest.mark.parametrize(
     ("name", "how", "message"),
     [
-        (MODEL_FILE, "truncate", "could not be read as this model's weights"),
+        (MODEL_FILE, "truncate", "could not be read as a safetensors file"),
         (CONFIG_FILE, "invalid-json", "is damaged \\(not valid JSON"),
     ],
 )

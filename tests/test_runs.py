@@ -168,3 +168,33 @@ def test_seal_covers_the_folder_but_not_hidden_files_or_sealed_subfolders(tmp_pa
     ]
     study.unlink(CHECKPOINT_FILE)
     assert json.loads((tmp_path / "study" / MANIFEST_FILE).read_text())["files"] == {}
+
+
+def test_tensors_arrays_and_checkpoints_round_trip_and_damage_is_named(tmp_path: Path) -> None:
+    import numpy as np
+    import torch
+
+    run = RunFolder(tmp_path)
+    weights = {"w": torch.arange(6.0).reshape(2, 3).t(), "b": torch.tensor([1.5])}  # w: a view
+    run.write_tensors(MODEL_FILE, weights, {"family": "dense"})
+    maps = {"var_real": np.linspace(0.0, 1.0, 12).reshape(1, 3, 4)}
+    run.write_arrays("maps.npz", maps)
+    state = {"epoch": 3, "model": weights, "history": [{"loss": 0.5}]}
+    run.write_torch(CHECKPOINT_FILE, state)
+    loaded = run.read_tensors(MODEL_FILE)
+    assert loaded.keys() == weights.keys()
+    assert all(torch.equal(loaded[k], weights[k]) for k in weights)
+    np.testing.assert_array_equal(run.read_arrays("maps.npz")["var_real"], maps["var_real"])
+    checkpoint = run.read_torch(CHECKPOINT_FILE)
+    assert checkpoint["epoch"] == 3 and checkpoint["history"] == [{"loss": 0.5}]
+    assert torch.equal(checkpoint["model"]["w"], weights["w"])
+    (tmp_path / MANIFEST_FILE).unlink()  # unchecked now: the readers' own errors are one sentence
+    for name, reader, kind in (
+        (MODEL_FILE, run.read_tensors, "safetensors"),
+        ("maps.npz", run.read_arrays, "npz"),
+        (CHECKPOINT_FILE, run.read_torch, "torch.save"),
+    ):
+        path = tmp_path / name
+        path.write_bytes(path.read_bytes()[:40])
+        with pytest.raises(InputError, match=rf"{name} could not be read as a {kind} file"):
+            reader(name)

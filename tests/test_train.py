@@ -454,7 +454,7 @@ def test_a_truncated_model_is_named_and_rebuilt_from_the_checkpoint(
     weights = out / MODEL_FILE
     original = weights.read_bytes()
     weights.write_bytes(original[: len(original) // 2])
-    named = "is damaged" if sealed else "could not be read as this model's weights"
+    named = "is damaged" if sealed else "could not be read as a safetensors file"
     with pytest.raises(InputError, match=rf"model.safetensors {named} .*varloss train --resume"):
         load_model(out)
     with caplog.at_level("WARNING", logger="varloss"):

@@ -10,7 +10,10 @@ Every pipeline (train, correct, study) writes its folder through `RunFolder`:
             save_file(state, tmp)              # any writer that wants a file name
         folder.seal()                          # LAST: the digests of every file in the folder
 
-and every reader checks what it reads against the manifest (`read_json`, `read_csv`, `verify`):
+Typed writers and readers: `write_json`/`read_json`, `write_csv`/`read_csv` (numbers parsed),
+`write_tensors`/`read_tensors` (safetensors: weights, sampler state), `write_arrays`/`read_arrays`
+(npz: maps), `write_torch`/`read_torch` (checkpoints, loaded with weights_only=True). Every
+reader checks what it reads against the manifest first (and `verify(name)` does it alone):
 a truncated or altered file gives one sentence naming the file and what to do, never a traceback
 and never a silently wrong number. Folders written before manifests existed have none; they are
 read unchecked.
@@ -29,7 +32,10 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 from filelock import FileLock, Timeout
+from safetensors.torch import load_file, save_file
 
 from varloss._hashing import sha256_file
 from varloss._io import atomic_path as _atomic_path
@@ -206,6 +212,33 @@ class RunFolder:
             writer.writerow({column: row.get(column) for column in columns})
         return self.write_text(name, text.getvalue(), record=record)
 
+    def write_tensors(
+        self,
+        name: str,
+        tensors: Mapping[str, torch.Tensor],
+        metadata: Mapping[str, str] | None = None,
+        *,
+        record: bool = True,
+    ) -> Path:
+        """Named tensors as safetensors (weights, fitted sampler state): no pickles."""
+        # safetensors refuses shared or non-contiguous storage: give it contiguous CPU copies.
+        state = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+        with self.atomic_path(name, record=record) as tmp:
+            save_file(state, str(tmp), metadata=dict(metadata) if metadata else None)
+        return self.path / name
+
+    def write_arrays(self, name: str, arrays: Mapping[str, Any], *, record: bool = True) -> Path:
+        """Named arrays as an uncompressed .npz (per-pixel maps)."""
+        with self.atomic_path(name, record=record) as tmp, tmp.open("wb") as handle:
+            np.savez(handle, **{k: np.asarray(v) for k, v in arrays.items()})
+        return self.path / name
+
+    def write_torch(self, name: str, state: Any, *, record: bool = True) -> Path:
+        """`torch.save(state)` (checkpoints: tensors, numbers, strings, lists, dicts)."""
+        with self.atomic_path(name, record=record) as tmp:
+            torch.save(state, tmp)
+        return self.path / name
+
     def unlink(self, name: str) -> None:
         """Delete `name` (if present) and its manifest entry."""
         (self.path / name).unlink(missing_ok=True)
@@ -247,6 +280,41 @@ class RunFolder:
         if typed:
             rows = [{key: _parse_cell(value) for key, value in row.items()} for row in rows]
         return rows
+
+    def read_tensors(
+        self, name: str, device: str | torch.device = "cpu", *, advice: str | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The named tensors of a safetensors file, verified against the manifest first."""
+        self.verify(name, required=True, advice=advice)
+        try:
+            return load_file(str(self.path / name), device=str(device))
+        except Exception as error:  # noqa: BLE001 - safetensors raises its own error types
+            raise self._unreadable(name, "safetensors", error, advice) from None
+
+    def read_arrays(self, name: str, *, advice: str | None = None) -> dict[str, np.ndarray]:
+        """The arrays of an .npz file (no pickles), verified against the manifest first."""
+        self.verify(name, required=True, advice=advice)
+        try:
+            with np.load(self.path / name, allow_pickle=False) as data:
+                return {key: data[key] for key in data.files}
+        except Exception as error:  # noqa: BLE001 - zipfile, numpy and OS errors alike
+            raise self._unreadable(name, "npz", error, advice) from None
+
+    def read_torch(self, name: str, *, advice: str | None = None) -> Any:
+        """A `torch.save` file loaded with weights_only=True on the CPU, verified first."""
+        self.verify(name, required=True, advice=advice)
+        try:
+            return torch.load(self.path / name, map_location="cpu", weights_only=True)
+        except Exception as error:  # noqa: BLE001 - pickle, zip and OS errors alike
+            raise self._unreadable(name, "torch.save", error, advice) from None
+
+    def _unreadable(
+        self, name: str, kind: str, error: BaseException, advice: str | None
+    ) -> InputError:
+        return InputError(
+            f"{self.path / name} could not be read as a {kind} file ({_short(error)}); "
+            f"{advice or _advice(name)}."
+        )
 
     # ------------------------------------------------------------------------------------------
     # The manifest
@@ -357,7 +425,8 @@ def _advice(name: str) -> str:
 
 
 def _short(error: BaseException) -> str:
-    text = str(error).strip().rstrip(".") or type(error).__name__
+    lines = str(error).strip().splitlines()
+    text = lines[0].rstrip(".") if lines else type(error).__name__
     return text if len(text) <= 120 else text[:117] + "..."
 
 

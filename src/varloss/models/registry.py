@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 
 from varloss.errors import InputError
 from varloss.models.base import VAE
@@ -150,10 +149,7 @@ def save_model(model: VAE, directory: str | Path, extra: dict[str, Any] | None =
     if clash:
         raise InputError(f"extra keys {clash} are reserved in config.json; use other names.")
     folder = RunFolder(directory).create()
-    # Clone each tensor: safetensors refuses shared or non-contiguous storage.
-    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    with folder.atomic_path(MODEL_FILE) as tmp:
-        save_file(state, str(tmp), metadata={"family": model.config.family})
+    folder.write_tensors(MODEL_FILE, model.state_dict(), {"family": model.config.family})
     config = {"family": model.config.family, "model": model.config.to_dict(), **extra}
     folder.write_json(CONFIG_FILE, config)
     return folder.path
@@ -183,16 +179,14 @@ def load_model(directory: str | Path, map_location: str | torch.device = "cpu") 
         ) from error
     cls = _family_class(family)
     model = cls(cls.config_class.from_dict(settings))
-    weights = folder.file(MODEL_FILE)
+    state = folder.read_tensors(MODEL_FILE, map_location)
     try:
-        state = load_file(str(weights), device=str(map_location))
         model.load_state_dict(state, strict=True)
-    except Exception as error:  # noqa: BLE001 - any unreadable weights file is a user problem
-        reason = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
+    except RuntimeError as error:
+        reason = str(error).splitlines()[0][:160]
         raise InputError(
-            f"{weights} could not be read as this model's weights ({reason}); it is damaged or "
-            "belongs to another model: train the run again, or rebuild it with `varloss train "
-            "--resume` from its checkpoint."
+            f"{folder.file(MODEL_FILE)} does not hold the weights of the model its config.json "
+            f"describes ({reason}); save the model again."
         ) from None
     model.to(map_location)
     model.eval()

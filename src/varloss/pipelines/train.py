@@ -224,18 +224,13 @@ def _prepare_folder(
 
 def _load_checkpoint(folder: RunFolder) -> dict[str, Any]:
     """The checkpoint, verified against its recorded SHA-256 first: never resume damaged state."""
-    path = folder.file(CHECKPOINT_FILE)
-    folder.verify(CHECKPOINT_FILE, required=True)
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        if not {"epoch", "config", "model", "optimizer", "scheduler", "history"} <= set(checkpoint):
-            raise KeyError("not a varloss training checkpoint")
-    except Exception as error:  # noqa: BLE001 - a damaged checkpoint is a user-facing problem
-        message = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
+    checkpoint = folder.read_torch(CHECKPOINT_FILE)
+    keys = {"epoch", "config", "model", "optimizer", "scheduler", "history"}
+    if not isinstance(checkpoint, dict) or not keys <= set(checkpoint):
         raise InputError(
-            f"checkpoint {path} could not be read ({message}); it cannot be resumed, start the "
-            "run afresh with --force."
-        ) from None
+            f"{folder.file(CHECKPOINT_FILE)} is not a varloss training checkpoint; it cannot be "
+            "resumed, start the run afresh with --force."
+        )
     return checkpoint
 
 
@@ -248,8 +243,7 @@ def _save_checkpoint(folder: RunFolder, run: _Run, config: TrainConfig, epochs_d
         "scheduler": run.scheduler.state_dict(),
         "history": run.history,
     }
-    with folder.atomic_path(CHECKPOINT_FILE, record=False) as tmp:
-        torch.save(state, tmp)
+    folder.write_torch(CHECKPOINT_FILE, state, record=False)  # recorded with the history
 
 
 def _settings(
