@@ -50,6 +50,10 @@ class TrainConfig:
     eval_limit: int | None = None
     fid: str = "auto"
 
+    def __post_init__(self) -> None:
+        if isinstance(self.fid, bool):  # a switch, as `correct(fid=True)` takes it
+            self.fid = "on" if self.fid else "off"
+
     def validate(self) -> None:
         """Reject settings that cannot work, naming the setting and what was expected."""
         for name in ("epochs", "latent", "batch_size"):
