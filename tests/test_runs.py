@@ -198,3 +198,20 @@ def test_tensors_arrays_and_checkpoints_round_trip_and_damage_is_named(tmp_path:
         path.write_bytes(path.read_bytes()[:40])
         with pytest.raises(InputError, match=rf"{name} could not be read as a {kind} file"):
             reader(name)
+
+
+def test_a_failed_block_removes_the_folder_it_created_but_nothing_else(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError):
+        with RunFolder(tmp_path / "new").lock():
+            raise RuntimeError("the data set could not be read")
+    assert not (tmp_path / "new").exists()
+    with pytest.raises(RuntimeError):
+        with RunFolder(tmp_path / "kept").lock() as run:
+            run.write_json(CONFIG_FILE, {})
+            raise RuntimeError("later failure")
+    assert (tmp_path / "kept" / CONFIG_FILE).is_file()
+    (tmp_path / "existing").mkdir()
+    with pytest.raises(RuntimeError):
+        with RunFolder(tmp_path / "existing").lock():
+            raise RuntimeError("failure")
+    assert (tmp_path / "existing").is_dir()  # the user's folder stays

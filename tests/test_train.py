@@ -494,3 +494,6 @@ def test_settings_are_checked_before_anything_is_written(tmp_path: Path) -> None
         with pytest.raises(InputError, match=message):
             train(_config(tmp_path / "run", **bad), progress=False)
     assert not (tmp_path / "run").exists()
+    with pytest.raises(InputError, match="no-such-set"):  # found out once the folder is locked
+        train(_config(tmp_path / "run", dataset="no-such-set"), progress=False)
+    assert not (tmp_path / "run").exists()

@@ -146,7 +146,9 @@ class RunFolder:
     @contextlib.contextmanager
     def lock(self) -> Iterator[RunFolder]:
         """Hold the folder's lock for the block; another process (or another RunFolder of the same
-        folder) asking meanwhile gets InputError at once. The folder is created if needed."""
+        folder) asking meanwhile gets InputError at once. The folder is created if needed, and
+        removed again if the block fails before writing anything into it."""
+        created = not self.path.exists()
         self.create()
         lock_path = self.path / LOCK_FILE
         lock = FileLock(str(lock_path))
@@ -165,6 +167,13 @@ class RunFolder:
         self._lock = lock
         try:
             yield self
+        except BaseException:
+            if created and [p.name for p in self.path.iterdir()] == [LOCK_FILE]:
+                lock.release()
+                with contextlib.suppress(OSError):  # someone else's now: leave it to them
+                    lock_path.unlink()
+                    self.path.rmdir()
+            raise
         finally:
             self._lock = None
             lock.release()
