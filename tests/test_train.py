@@ -490,6 +490,8 @@ def test_settings_are_checked_before_anything_is_written(tmp_path: Path) -> None
         ({"lr": float("inf")}, "lr must be a positive number"),
         ({"schedule": "linear"}, "schedule must be one of constant, cosine, step"),
         ({"fid": "maybe"}, "fid must be one of auto, on, off"),
+        ({"seed": -1}, "seed must be a non-negative integer"),
+        ({"hyper": "hidden_sizes=64"}, "hyper must be a dict"),
     ):
         with pytest.raises(InputError, match=message):
             train(_config(tmp_path / "run", **bad), progress=False)

@@ -74,8 +74,12 @@ class TrainConfig:
             raise InputError(
                 f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}."
             )
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise InputError(f"seed must be a non-negative integer, got {self.seed!r}.")
         if not isinstance(self.hyper, dict):
             raise InputError(f"hyper must be a dict of hyper-parameters, got {self.hyper!r}.")
+        if self.data_path is not None and not isinstance(self.data_path, str):
+            raise InputError(f"data_path must be a path, got {self.data_path!r}.")
 
     def identity(self) -> dict[str, Any]:
         """Settings that must match for a checkpoint to be resumed (all but RESUMABLE_CHANGES)."""
