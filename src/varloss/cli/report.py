@@ -12,10 +12,11 @@ def report_command(
     directory: str = typer.Argument(
         ..., help="A varloss output folder: train run, correct folder, study, or measure JSON."
     ),
-    recompute_maps: bool = typer.Option(
-        True,
+    recompute_maps: bool | None = typer.Option(
+        None,
         "--recompute-maps/--no-recompute-maps",
-        help="Recompute variance maps from a train run's model when it saved no maps.npz.",
+        hidden=True,
+        help="Deprecated and ignored: the report reads saved maps and never runs a model.",
     ),
 ) -> None:
     """Write DIR/report.html: one self-contained page of numbers, maps, images and settings."""
