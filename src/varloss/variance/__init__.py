@@ -13,6 +13,7 @@ __all__ = [
     "MAP_SUMMARY_KEYS",
     "SET_NAMES",
     "VarianceLoss",
+    "VarianceSpectrum",
     "VarianceReport",
     "measure",
     "measure_model",
@@ -27,4 +28,9 @@ def __getattr__(name: str) -> Any:
         from varloss.variance.metric import VarianceLoss
 
         return VarianceLoss
+    if name == "VarianceSpectrum":
+        # on first use, like VarianceLoss (it imports torchmetrics)
+        from varloss.variance.spectrum_metric import VarianceSpectrum
+
+        return VarianceSpectrum
     raise AttributeError(f"module 'varloss.variance' has no attribute {name!r}")

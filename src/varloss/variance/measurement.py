@@ -19,6 +19,8 @@ from varloss.data.convert import ValueRange, check_value_range, shape_text
 from varloss.data.readers import CheckedStream, Source, open_source
 from varloss.errors import InputError
 from varloss.stats import MomentAccumulator, PairedMomentAccumulator
+from varloss.variance.breakdown import Breakdowns
+from varloss.variance.pca import DEFAULT_PCA_LIMIT
 from varloss.variance.report import VarianceReport, report_from_moments
 
 SET_NAMES = ("real", "reconstructed", "generated")
@@ -108,6 +110,9 @@ def measure(
     batch_size: int = 1024,
     value_range: ValueRange | dict[str, ValueRange] | None = None,
     settings: dict[str, Any] | None = None,
+    spectrum: bool | int = False,
+    pca: int | None = None,
+    pca_limit: int = DEFAULT_PCA_LIMIT,
 ) -> VarianceReport:
     """Variances of real, reconstructed and generated sets, variance losses, MSE decomposition.
 
@@ -116,11 +121,15 @@ def measure(
     at least 2. Each set's variance is the mean over features of the per-feature population
     variance across samples, `np.mean(np.var(x, axis=0))`, accumulated in float64.
     `value_range` maps a set (or all sets) from (low, high) linearly to [0, 1] before measuring,
-    e.g. `{"generated": (-1, 1)}`.
+    e.g. `{"generated": (-1, 1)}`. `spectrum` (True for 8 bands, or a number of bands) adds
+    `report.spectrum`, the split by radial spatial frequency (`varloss.variance.spectrum`);
+    `pca=K` adds `report.pca`, the split along the top K principal directions of the real set
+    (`varloss.variance.pca`; at most `pca_limit` features per sample).
     """
     if batch_size < 1:
         raise InputError(f"batch_size must be a positive integer, got {batch_size}.")
     ranges = normalise_ranges(value_range)
+    breakdowns = Breakdowns(spectrum, pca, pca_limit)
     sources = {"real": real, "reconstructed": reconstructed, "generated": generated}
     checked = {
         name: CheckedStream(open_source(source, name, batch_size=batch_size), ranges[name])
@@ -128,18 +137,20 @@ def measure(
         if source is not None
     }
     real_set, recon, gen = checked["real"], checked.get("reconstructed"), checked.get("generated")
-    paired = None if recon is None else _paired_moments(real_set, recon)
+    paired = None if recon is None else _paired_moments(real_set, recon, breakdowns)
     real_moments = MomentAccumulator() if paired is None else paired.real
     if paired is None:
         for batch in real_set:
             real_moments.update(batch)
+            breakdowns.real(batch, real_set.dims)
     _require_samples(real_set)
     if recon is not None:
         _require_samples(recon)
         _check_ranges(real_set, recon)
-    generated_moments = None if gen is None else _generated_moments(real_set, gen)
+    generated_moments = None if gen is None else _generated_moments(real_set, gen, breakdowns)
 
     report = report_from_moments(list(real_set.dims), real_moments, paired, generated_moments)
+    breakdowns.attach(report)
     report.settings = {
         "inputs": {name: c.stream.description for name, c in checked.items()},
         "dtypes": {name: c.dtype for name, c in checked.items()},
@@ -164,7 +175,9 @@ def _check_pairing(n_real: int, n_recon: int) -> None:
         )
 
 
-def _paired_moments(real: CheckedStream, recon: CheckedStream) -> PairedMomentAccumulator:
+def _paired_moments(
+    real: CheckedStream, recon: CheckedStream, breakdowns: Breakdowns
+) -> PairedMomentAccumulator:
     """Moments of real and reconstructed sets, streamed side by side; counts and shapes checked."""
     if None not in (recon.stream.count, real.stream.count):
         _check_pairing(real.stream.count, recon.stream.count)
@@ -173,6 +186,7 @@ def _paired_moments(real: CheckedStream, recon: CheckedStream) -> PairedMomentAc
         if recon.dims != real.dims:
             break  # reported below, once both shapes are known
         paired.update(x, y)
+        breakdowns.paired(x, y, real.dims)
     if None not in (recon.dims, real.dims) and recon.dims != real.dims:
         raise InputError(
             f"reconstructed samples are {shape_text(recon.dims)} but real samples are "
@@ -182,7 +196,9 @@ def _paired_moments(real: CheckedStream, recon: CheckedStream) -> PairedMomentAc
     return paired
 
 
-def _generated_moments(real: CheckedStream, gen: CheckedStream) -> MomentAccumulator:
+def _generated_moments(
+    real: CheckedStream, gen: CheckedStream, breakdowns: Breakdowns
+) -> MomentAccumulator:
     """Moments of the generated set, whose samples must have the real samples' size."""
     moments = MomentAccumulator()
     size = 1
@@ -195,6 +211,7 @@ def _generated_moments(real: CheckedStream, gen: CheckedStream) -> MomentAccumul
                 f"{size} ({shape_text(real.dims)}); they must have the same size."
             )
         moments.update(batch)
+        breakdowns.generated(batch, real.dims)
     _require_samples(gen)
     _check_ranges(real, gen)
     return moments

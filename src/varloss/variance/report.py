@@ -43,6 +43,9 @@ class VarianceReport:
     per_channel: dict[str, list[float]] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
     maps: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    # the optional splits (`measure(spectrum=..., pca=...)`): variance.spectrum / variance.pca
+    spectrum: dict[str, Any] | None = field(default=None, repr=False)
+    pca: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
     def ratio_reconstructed(self) -> float | None:
@@ -59,7 +62,9 @@ class VarianceReport:
         return self.variance_loss_generated / self.mse
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict of every number and the settings (the maps are left out)."""
+        """JSON-safe dict of every number and the settings (the maps are left out); `spectrum`
+        and `pca` only when they were measured."""
+        splits = {name: getattr(self, name) for name in ("spectrum", "pca")}
         return {
             "n_real": self.n_real,
             "n_reconstructed": self.n_reconstructed,
@@ -76,6 +81,7 @@ class VarianceReport:
             "ratio_reconstructed": self.ratio_reconstructed,
             "ratio_generated": self.ratio_generated,
             "per_channel": self.per_channel,
+            **{name: value for name, value in splits.items() if value is not None},
             "settings": self.settings,
         }
 
