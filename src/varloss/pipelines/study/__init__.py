@@ -8,7 +8,8 @@ their MSE. Modules, in the order a study uses them:
 - `executors`: `execute_run` (one run = one `varloss train` run folder) and the registry of
   executors (`local` in this process or worker processes, `dask`);
 - `results`: results.csv rows, `StudyResult`, the summary printed at the end;
-- `fit`: least-squares fits of variance loss against MSE (fit.json);
+- `fit`: least-squares fits of variance loss against MSE with bootstrap intervals (fit.json);
+- `ratios`: the per-family table of the ratio variance loss / MSE (in fit.json and the page);
 - `run`: `run_study`, which ties them together in a locked study folder.
 
 The figure is `varloss.figures.plot_study`.
@@ -20,7 +21,8 @@ from varloss.pipelines.study.executors import (
     execute_run,
     register_executor,
 )
-from varloss.pipelines.study.fit import fit_line, fit_origin, fit_results
+from varloss.pipelines.study.fit import bootstrap_line, fit_line, fit_origin, fit_results
+from varloss.pipelines.study.ratios import family_ratios
 from varloss.pipelines.study.results import (
     METRIC_COLUMNS,
     RESULT_COLUMNS,
@@ -50,8 +52,10 @@ __all__ = [
     "RunSpec",
     "StudyResult",
     "StudySpec",
+    "bootstrap_line",
     "collect_row",
     "execute_run",
+    "family_ratios",
     "fit_line",
     "fit_origin",
     "fit_results",

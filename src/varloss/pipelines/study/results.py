@@ -15,7 +15,7 @@ from typing import Any
 
 from varloss.models import MODEL_FAMILIES
 from varloss.pipelines.study.spec import RunSpec, StudySpec
-from varloss.runs import REPORT_FILE, RUN_TIMING_FILE, RunFolder
+from varloss.runs import CONFIG_FILE, REPORT_FILE, RUN_TIMING_FILE, RunFolder
 
 __all__ = [
     "METRIC_COLUMNS",
@@ -27,7 +27,12 @@ __all__ = [
     "write_results",
 ]
 
-SETTING_COLUMNS = ["run_id", "family", "dataset", "latent", "epochs", "loss", "seed", "limit"]
+# point_id: the run id without the seed (runs that differ only in their seed are one point);
+# reconstruction: the run's protocol, `mean` (decode(mu)) or `sample` (decode(mu + sigma * eps))
+SETTING_COLUMNS = [
+    "run_id", "family", "dataset", "latent", "epochs", "loss", "reconstruction", "seed", "limit",
+    "point_id",
+]  # fmt: skip
 # the keys of the run's report.json (varloss measure's names), then the training time
 REPORT_COLUMNS = [
     "mse",
@@ -77,14 +82,25 @@ def collect_row(run: RunSpec, run_dir: str | Path) -> dict[str, Any]:
         "latent": run.latent,
         "epochs": run.epochs,
         "loss": run.loss or MODEL_FAMILIES[run.family].config_class.default_loss,
+        "reconstruction": _reconstruction(report, folder),
         "seed": run.seed,
         "limit": run.limit if run.limit is not None else "",
+        "point_id": run.point_id,
     }
     for key in REPORT_COLUMNS:
         value = report.get(key)
         row[key] = float(value) if isinstance(value, int | float) else math.nan
     row["train_seconds"] = _train_seconds(report, folder)
     return row
+
+
+def _reconstruction(report: Mapping[str, Any], folder: RunFolder) -> str:
+    """The run's reconstruction protocol: `reconstruction` in report.json's settings, else in
+    config.json's train settings, else `mean` (runs from before the protocol was recorded)."""
+    value = (report.get("settings") or {}).get("reconstruction")
+    if value is None and folder.exists(CONFIG_FILE):
+        value = (folder.read_json(CONFIG_FILE).get("train") or {}).get("reconstruction")
+    return str(value) if value is not None else "mean"
 
 
 def _train_seconds(report: Mapping[str, Any], folder: RunFolder) -> float:
@@ -153,7 +169,9 @@ def _fit_line(fit: Mapping[str, Any], key: str, label: str) -> str:
         return f"{label}: slope {values['slope']:.3f}, R² n/a (n={values['n']})"
     origin = fit.get(_ORIGIN[key]) or {}
     through = f"{origin['slope']:.3f}" if origin.get("slope") is not None else "n/a"
+    interval = values.get("slope_ci95")
+    ci = f" (95% bootstrap interval {interval[0]:.3f} to {interval[1]:.3f})" if interval else ""
     return (
-        f"{label}: slope {values['slope']:.3f}, intercept {values['intercept']:.2e}, "
+        f"{label}: slope {values['slope']:.3f}{ci}, intercept {values['intercept']:.2e}, "
         f"R² {r2:.3f} (n={values['n']}); through the origin: slope {through}"
     )

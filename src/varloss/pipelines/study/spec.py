@@ -78,6 +78,14 @@ class RunSpec:
         loss = self.loss or "default"
         return f"{self.family}-{dataset}-z{self.latent}-e{self.epochs}-{loss}-s{self.seed}-{digest}"
 
+    @property
+    def point_id(self) -> str:
+        """The run id without the seed: runs that differ only in their seed share it (one point
+        of the study's figure, with error bars across its seeds), e.g.
+        `conv-mnist-z16-e2-bernoulli-5e6f7a8b`."""
+        digest = sha256_json({**self.settings(), "seed": None}, 8)
+        return f"{self.run_id.rsplit('-s', 1)[0]}-{digest}"
+
     def to_dict(self) -> dict[str, Any]:
         """All fields (data_path included), JSON-safe; `RunSpec(**d)` rebuilds it."""
         return {**self.settings(), "data_path": self.data_path}
@@ -192,8 +200,9 @@ def parse_spec(
         hyper = dict(family_hyper.get(family, {})) if isinstance(family, str) else {}
         hyper.update(defaults.get("hyper") or {})
         hyper.update(raw.get("hyper") or {})
-        run = _validate_run({**merged, "hyper": hyper}, label)
-        runs.setdefault(run.run_id, run)
+        for seed in _seeds(merged.get("seed", 0), label):  # `seed: [0, 1, 2]`: one run each
+            run = _validate_run({**merged, "hyper": hyper, "seed": seed}, label)
+            runs.setdefault(run.run_id, run)
     return StudySpec(
         name=name,
         runs=list(runs.values()),
@@ -261,6 +270,15 @@ def _grid_runs(grids: Any, where: str) -> list[tuple[str, dict[str, Any]]]:
             axes.append([(key, v) for v in values])
         runs += [(label, dict(combination)) for combination in itertools.product(*axes)]
     return runs
+
+
+def _seeds(value: Any, label: str) -> list[Any]:
+    """A run's seeds: a list gives one run per seed (each checked by `_validate_run`)."""
+    if not isinstance(value, list):
+        return [value]
+    if not value:
+        raise InputError(f"{label} field 'seed' is an empty list; expected seeds to run.")
+    return list(value)
 
 
 def _explicit_runs(explicit: Any, where: str) -> list[tuple[str, dict[str, Any]]]:
