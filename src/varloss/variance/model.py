@@ -38,6 +38,7 @@ def measure_model(
     batch_size: int = 256,
     value_range: ValueRange | dict[str, ValueRange] | None = None,
     settings: dict[str, Any] | None = None,
+    **splits: Any,
 ) -> VarianceReport:
     """`measure` a model directly: its reconstructions of `real` and its samples, streamed.
 
@@ -47,7 +48,7 @@ def measure_model(
     `model.sample(n)`), drawn under a torch RNG seeded with `seed` so the numbers repeat. Either
     side may be missing (`model=None` with only one function, or a model without `sample`).
     An `nn.Module` is measured in eval mode and under `torch.no_grad()`, then put back as it was.
-    Outputs are checked like `measure`'s inputs (shape, count, NaN, value range).
+    Outputs are checked like `measure`'s inputs; `splits` (spectrum=, pca=) go to `measure`.
     """
     reconstruct, generate = _model_functions(model, reconstruct, generate)
     if n_generated is not None and (isinstance(n_generated, bool) or int(n_generated) < 2):
@@ -91,6 +92,7 @@ def measure_model(
                 samples() if generate is not None else None,
                 batch_size=batch_size,
                 value_range={k: v for k, v in ranges.items() if v is not None and k != "real"},
+                **splits,
                 settings={
                     "model": type(model).__name__ if model is not None else None,
                     "reconstructed_by": _function_name(reconstruct),
