@@ -70,7 +70,9 @@ def build_study(path: Path) -> Path:
         "defaults: {family: dense, dataset: digits, epochs: 1, limit: 150, seed: 0}\n"
         "grid:\n  - latent: [2, 3]\n"
     )
-    run_study(spec, path, progress=False, command=f"varloss study --preset {spec} --out {path}")
+    run_study(
+        spec, path, jobs=1, progress=False, command=f"varloss study --preset {spec} --out {path}"
+    )
     return path
 
 
@@ -370,9 +372,7 @@ def test_study_report_tables_fit_and_figure(study: Path) -> None:
     assert len(page.tables["results"]) == len(results) == 2
     assert page.headers["results"] == list(results[0])
     mse_column = list(results[0]).index("mse")
-    assert [float(r[mse_column][1]) for r in page.tables["results"]] == [
-        r["mse"] for r in results
-    ]
+    assert [float(r[mse_column][1]) for r in page.tables["results"]] == [r["mse"] for r in results]
     x = np.array([r["mse"] for r in results])
     y = np.array([r["variance_loss_reconstructed"] for r in results])
     slope, _ = np.polyfit(x, y, 1)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import varloss.pipelines.study.run as study_run
 from varloss.errors import InputError
 from varloss.pipelines.config import TrainConfig
 from varloss.pipelines.study import executors, parse_spec, run_study
@@ -103,7 +104,7 @@ def test_interrupted_study_continues_with_the_same_command(
     spec = parse_spec(SPEC)
     INTERRUPT.add("resnet")
     with pytest.raises(KeyboardInterrupt):
-        run_study(spec, tmp_path, progress=False)
+        run_study(spec, tmp_path, jobs=1, progress=False)
     ids = [r.run_id for r in spec.runs]
     # runs before the interrupted one finished and are already in results.csv
     assert [c[0] for c in CALLS] == ids[:5]
@@ -111,7 +112,7 @@ def test_interrupted_study_continues_with_the_same_command(
     assert [line.split(",")[0] for line in lines[1:]] == ids[:4]
 
     CALLS.clear()
-    result = run_study(spec, tmp_path, progress=False)
+    result = run_study(spec, tmp_path, jobs=1, progress=False)
     assert result.skipped == ids[:4] and result.ran == ids[4:]
     assert CALLS[0] == (ids[4], True)  # the interrupted run resumes from its checkpoint
     assert all(resume is False for _, resume in CALLS[1:])
@@ -119,7 +120,7 @@ def test_interrupted_study_continues_with_the_same_command(
     assert result.fit["reconstructed"]["n"] == 8 and result.complete
 
     CALLS.clear()
-    again = run_study(spec, tmp_path, progress=False)
+    again = run_study(spec, tmp_path, jobs=1, progress=False)
     assert CALLS == [] and again.ran == [] and again.rows == result.rows
 
 
@@ -127,8 +128,8 @@ def test_sequential_runs_show_the_trainer_bar_only_with_progress(
     fake_trainer: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     spec = parse_spec(SPEC)
-    run_study(spec, tmp_path / "bars", progress=True)
-    run_study(spec, tmp_path / "quiet", progress=False)
+    run_study(spec, tmp_path / "bars", jobs=1, progress=True)
+    run_study(spec, tmp_path / "quiet", jobs=1, progress=False)
     for name, shown in (("bars", True), ("quiet", False)):
         for run in spec.runs:
             log = json.loads((tmp_path / name / "runs" / run.run_id / "calls.json").read_text())
@@ -171,14 +172,42 @@ def test_run_study_rejects_bad_executor_settings(tmp_path: Path) -> None:
     spec = parse_spec(SPEC)
     with pytest.raises(InputError, match="--jobs must be a positive integer"):
         run_study(spec, tmp_path, jobs=0)
+    with pytest.raises(InputError, match="--threads must be a positive integer, got 1.5"):
+        run_study(spec, tmp_path, threads=1.5)
     with pytest.raises(InputError, match="--scheduler is only used with --executor dask"):
         run_study(spec, tmp_path, scheduler="tcp://127.0.0.1:1")
+
+
+def test_jobs_default_to_one_per_core_and_are_recorded(
+    fake_trainer: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No --jobs: one job per usable core, cores // jobs threads each, written in fit.json.
+    (One core stands in here so the stand-in trainer runs in this process.)"""
+    monkeypatch.setattr(executors, "usable_cores", lambda: 1)
+    monkeypatch.setattr(study_run, "usable_cores", lambda: 1)
+    before = torch.get_num_threads()
+    run_study(parse_spec(SPEC), tmp_path / "default", progress=False)
+    settings = json.loads((tmp_path / "default" / "fit.json").read_text())["settings"]
+    assert (settings["executor"], settings["jobs"], settings["threads"]) == ("local", 1, 1)
+    calls = tmp_path.glob("default/runs/*/calls.json")
+    assert {json.loads(path.read_text())["threads"] for path in calls} == {1}
+    assert torch.get_num_threads() == before  # the caller's setting is given back
+
+    run_study(parse_spec(SPEC), tmp_path / "three", jobs=1, threads=3, progress=False)
+    settings = json.loads((tmp_path / "three" / "fit.json").read_text())["settings"]
+    assert (settings["jobs"], settings["threads"]) == (1, 3)
+    calls = tmp_path.glob("three/runs/*/calls.json")
+    assert {json.loads(path.read_text())["threads"] for path in calls} == {3}
+
+
+def test_usable_cores_is_what_this_process_may_use() -> None:
+    assert executors.usable_cores() == len(os.sched_getaffinity(0))
 
 
 def test_second_study_on_the_same_folder_is_refused(fake_trainer: None, tmp_path: Path) -> None:
     with RunFolder(tmp_path).lock():  # as another `varloss study` (or train) would hold it
         with pytest.raises(InputError, match="in use by another"):
-            run_study(parse_spec(SPEC), tmp_path, progress=False)
+            run_study(parse_spec(SPEC), tmp_path, jobs=1, progress=False)
     assert CALLS == []  # nothing trained
 
 

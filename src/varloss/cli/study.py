@@ -22,7 +22,14 @@ def study_command(
         "--scheduler",
         help="Dask scheduler tcp://HOST:PORT (workers must see --out); default: a LocalCluster.",
     ),
-    jobs: int = typer.Option(1, "--jobs", help="Runs in parallel (local processes or workers)."),
+    jobs: int | None = typer.Option(
+        None,
+        "--jobs",
+        help="Runs in parallel (local processes or Dask workers); default: one per core.",
+    ),
+    threads: int | None = typer.Option(
+        None, "--threads", help="Torch threads per run; default: cores // jobs (at least 1)."
+    ),
     device: str | None = typer.Option(None, "--device", help="Torch device for training."),
     report: bool = typer.Option(
         True, "--report/--no-report", help="Also write OUT/report.html when the study is done."
@@ -47,6 +54,7 @@ def study_command(
             out,
             executor=executor,
             jobs=jobs,
+            threads=threads,
             scheduler=scheduler,
             device=device,
             progress=progress,

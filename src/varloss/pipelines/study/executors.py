@@ -6,7 +6,9 @@ name (`varloss study --executor NAME`) to one; `register_executor` adds another 
 queue). Built in:
 
 - `local`: one run after another in this process (`jobs=1`, the trainer's bar shown), or
-  `jobs` spawned worker processes;
+  `jobs` spawned worker processes (by default as many as there are cores, each with
+  cores // jobs torch threads: on a CPU, single-threaded jobs side by side beat one job using
+  every core);
 - `dask`: one task per run on a Dask cluster (`scheduler`) or a LocalCluster of `jobs` workers.
 """
 
@@ -30,7 +32,15 @@ from varloss.pipelines.study.spec import RunSpec
 from varloss.pipelines.train import train
 from varloss.runs import CHECKPOINT_FILE, REPORT_FILE, RUN_TIMING_FILE, RunFolder
 
-__all__ = ["EXECUTORS", "ExecutorSettings", "Outcome", "execute_run", "register_executor"]
+__all__ = [
+    "EXECUTORS",
+    "ExecutorSettings",
+    "Outcome",
+    "execute_run",
+    "register_executor",
+    "threads_per_job",
+    "usable_cores",
+]
 
 Task = tuple[RunSpec, str]  # a run and its folder (absolute: workers have their own cwd)
 Outcome = tuple[RunSpec, "dict[str, Any] | BaseException"]
@@ -41,6 +51,7 @@ class ExecutorSettings:
     """What `varloss study` passes to every executor (each uses what applies to it)."""
 
     jobs: int = 1
+    threads: int | None = None  # torch threads per job (None: cores // jobs on this machine)
     scheduler: str | None = None  # dask: tcp://HOST:PORT of a running cluster
     device: str | None = None
     dask_processes: bool = True  # dask LocalCluster: worker processes (False: threads)
@@ -110,8 +121,16 @@ def execute_run(
     return collect_row(spec, folder.path)
 
 
-def _threads_per_job(jobs: int) -> int:
-    return max(1, (os.cpu_count() or 1) // jobs)
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS tells, else all)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def threads_per_job(settings: ExecutorSettings) -> int:
+    """`--threads`, else the cores shared out between the jobs (at least one each)."""
+    return settings.threads or max(1, usable_cores() // settings.jobs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -126,21 +145,26 @@ def run_locally(tasks: list[Task], settings: ExecutorSettings) -> Iterator[Outco
 
 
 def _run_sequentially(tasks: Iterable[Task], settings: ExecutorSettings) -> Iterator[Outcome]:
-    for run, directory in tasks:
-        try:
-            row = execute_run(
-                run.to_dict(),
-                directory,
-                settings.device,
-                progress=settings.progress,
-                plugins=settings.plugins,
-            )
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except Exception as error:  # one broken run must not sink the others
-            yield run, error
-        else:
-            yield run, row
+    previous_threads = torch.get_num_threads()  # this process's setting, given back at the end
+    try:
+        for run, directory in tasks:
+            try:
+                row = execute_run(
+                    run.to_dict(),
+                    directory,
+                    settings.device,
+                    threads_per_job(settings),
+                    progress=settings.progress,
+                    plugins=settings.plugins,
+                )
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as error:  # one broken run must not sink the others
+                yield run, error
+            else:
+                yield run, row
+    finally:
+        torch.set_num_threads(previous_threads)
 
 
 def _run_in_processes(tasks: list[Task], settings: ExecutorSettings) -> Iterator[Outcome]:
@@ -149,7 +173,7 @@ def _run_in_processes(tasks: list[Task], settings: ExecutorSettings) -> Iterator
         max_workers=min(settings.jobs, len(tasks)),
         mp_context=multiprocessing.get_context("spawn"),
     )
-    threads = _threads_per_job(settings.jobs)
+    threads = threads_per_job(settings)
     try:
         futures = {
             pool.submit(
@@ -201,14 +225,14 @@ def run_on_dask(tasks: list[Task], settings: ExecutorSettings) -> Iterator[Outco
             dashboard_address=":0",  # a free port: 8787 may be taken
         )
         client = Client(cluster)
-        threads = _threads_per_job(settings.jobs) if processes else None
+        threads = threads_per_job(settings) if processes else None
     else:
         if not re.match(r"^[a-z]+://", settings.scheduler):
             raise InputError(
                 f"--scheduler must look like tcp://HOST:PORT, got {settings.scheduler!r}."
             )
         client = Client(settings.scheduler, timeout="30s")
-        threads = None  # a remote worker knows its own machine
+        threads = settings.threads  # None: a remote worker knows its own machine
     try:
         futures = {
             client.submit(
@@ -234,4 +258,3 @@ def run_on_dask(tasks: list[Task], settings: ExecutorSettings) -> Iterator[Outco
 
 register_executor("local", run_locally)
 register_executor("dask", run_on_dask)
-

@@ -24,7 +24,13 @@ from varloss._progress import LOG_INTERVAL_SECONDS, interactive, progress_bar
 from varloss.data import load
 from varloss.errors import InputError
 from varloss.figures import plot_study
-from varloss.pipelines.study.executors import EXECUTORS, ExecutorSettings, Outcome
+from varloss.pipelines.study.executors import (
+    EXECUTORS,
+    ExecutorSettings,
+    Outcome,
+    threads_per_job,
+    usable_cores,
+)
 from varloss.pipelines.study.fit import fit_results
 from varloss.pipelines.study.results import StudyResult, collect_row, write_results
 from varloss.pipelines.study.spec import RunSpec, StudySpec, load_spec
@@ -46,7 +52,8 @@ def run_study(
     out: str | Path,
     *,
     executor: str = "local",
-    jobs: int = 1,
+    jobs: int | None = None,
+    threads: int | None = None,
     scheduler: str | None = None,
     device: str | None = None,
     progress: bool = True,
@@ -58,25 +65,33 @@ def run_study(
     """Run (or continue) a study into `out` and write results.csv, fit.json and the figure.
 
     `executor="local"` trains runs one after another in this process (`jobs=1`) or in `jobs`
-    processes; `"dask"` submits each run as a task to the cluster at `scheduler`
+    processes (default: one per core, `usable_cores()`), each with `threads` torch threads
+    (default: cores // jobs); `"dask"` submits each run as a task to the cluster at `scheduler`
     (`tcp://HOST:PORT`; `out` must then be a path every worker can reach) or to a LocalCluster
     of `jobs` workers. Finished runs are skipped, interrupted ones resumed; results.csv is
     rewritten after every finished run, so stopping at any moment loses at most the runs in
-    flight (which resume from their checkpoints next time). `command` (the CLI passes its command
-    line) is recorded in fit.json's settings. With `skip_unavailable`, each data set is loaded
-    once up front and the runs whose data set cannot be obtained (say CIFAR-10 offline) are left
-    out with the reason instead of failing one by one.
+    flight (which resume from their checkpoints next time). The executor, jobs, threads and
+    `command` (the CLI passes its command line) are recorded in fit.json's settings. With
+    `skip_unavailable`, each data set is loaded once up front and the runs whose data set
+    cannot be obtained (say CIFAR-10 offline) are left out with the reason instead of failing
+    one by one.
     """
     start = time.perf_counter()
     if not isinstance(spec, StudySpec):
         spec = load_spec(spec)
     if executor not in EXECUTORS:
         raise InputError(f"--executor must be one of {', '.join(EXECUTORS)}, got {executor!r}.")
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise InputError(f"--jobs must be a positive integer, got {jobs!r}.")
+    if jobs is None:
+        jobs = usable_cores()
+    for name, value in (("--jobs", jobs), ("--threads", threads)):
+        bad = isinstance(value, bool) or not isinstance(value, int) or value < 1
+        if value is not None and bad:
+            raise InputError(f"{name} must be a positive integer, got {value!r}.")
     if scheduler is not None and executor != "dask":
         raise InputError("--scheduler is only used with --executor dask.")
-    settings = ExecutorSettings(jobs, scheduler, device, dask_processes, progress, spec.plugins)
+    settings = ExecutorSettings(
+        jobs, threads, scheduler, device, dask_processes, progress, spec.plugins
+    )
     study = _Study(spec, RunFolder(out), executor, settings, on_row)
     with study.folder.lock(), _sigterm_as_interrupt():
         study.folder.file(RUNS_DIR).mkdir(exist_ok=True)
@@ -163,8 +178,14 @@ class _Study:
         """fit.json and the figure from every finished run (`start`: when the call began)."""
         rows = self.ordered_rows()
         fit = fit_results(rows, self.spec)
+        recorded = fit.setdefault("settings", {})
         if command:
-            fit.setdefault("settings", {})["command"] = command
+            recorded["command"] = command
+        recorded["executor"] = self.executor
+        recorded["jobs"] = self.settings.jobs
+        recorded["threads"] = (
+            threads_per_job(self.settings) if self.executor == "local" else self.settings.threads
+        )
         fit_path = self.folder.write_json(FIT_FILE, fit)
         figure_path = None
         if rows:
