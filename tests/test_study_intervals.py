@@ -14,6 +14,8 @@ import pytest
 from scipy import stats
 
 from varloss.errors import InputError
+from varloss.figures import plot_study
+from varloss.figures import study as study_figure
 from varloss.pipelines.study import (
     RESULT_COLUMNS,
     bootstrap_line,
@@ -23,7 +25,10 @@ from varloss.pipelines.study import (
     parse_spec,
     write_results,
 )
-from varloss.runs import CONFIG_FILE, REPORT_FILE, RunFolder
+from varloss.pipelines.study.ratios import RATIO_INTERVAL
+from varloss.report import fmt, render_report
+from varloss.report.pages import study as study_page
+from varloss.runs import CONFIG_FILE, FIGURE_FILE, FIT_FILE, REPORT_FILE, RESULTS_FILE, RunFolder
 
 # ---------------------------------------------------------------------------------------------
 # seeds
@@ -190,3 +195,98 @@ def test_results_csv_records_each_runs_reconstruction_protocol(tmp_path: Path) -
     assert list(read[0]) == RESULT_COLUMNS
     assert [r["reconstruction"] for r in read] == ["sample", "sample", "mean"]
     assert len({r["point_id"] for r in read}) == 1 and read[0]["point_id"] == spec.runs[0].point_id
+
+
+# ---------------------------------------------------------------------------------------------
+# the figure and the study page
+
+
+def _mixed_study(folder: Path, rows: list[dict]) -> dict:
+    """A study folder as `run_study` finishes one: results.csv, fit.json and the figure."""
+    study = RunFolder(folder).create()
+    write_results(rows, study.file(RESULTS_FILE))
+    fit = fit_results(rows)
+    study.write_json(FIT_FILE, fit)
+    plot_study(rows, fit, study.file(FIGURE_FILE), title="mixed")
+    return fit
+
+
+def test_figure_error_bars_across_seeds_and_half_filled_sample_markers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    figures: list = []
+    save = study_figure._save_png_and_svg
+    monkeypatch.setattr(
+        study_figure,
+        "_save_png_and_svg",
+        lambda plt, fig, path: (figures.append(fig), save(plt, fig, path)),
+    )
+    rows = _rows()
+    _mixed_study(tmp_path / "study", rows)
+    scatter = figures[0].axes[0]
+    filled = [
+        line
+        for line in scatter.lines
+        if line.get_marker() == "o" and line.get_fillstyle() != "none"
+    ]
+    # one marker per point (4 points of 3 seeds), reconstructions: 3 full, 1 half-filled
+    assert sorted(line.get_fillstyle() for line in filled) == ["full", "full", "full", "left"]
+    sample = next(line for line in filled if line.get_fillstyle() == "left")
+    group = [r for r in rows if r["reconstruction"] == "sample"]
+    xs = np.array([r["mse"] for r in group])
+    ys = np.array([r["variance_loss_reconstructed"] for r in group])
+    assert sample.get_xdata()[0] == pytest.approx(xs.mean(), rel=1e-12)
+    assert sample.get_ydata()[0] == pytest.approx(ys.mean(), rel=1e-12)
+    # the error bars: vertical segments of length 2 std (ddof=1) around the mean
+    heights = [
+        segment[1, 1] - segment[0, 1]
+        for collection in scatter.collections
+        for segment in collection.get_segments()
+        if segment[0, 0] == segment[1, 0]
+    ]
+    assert len(heights) == 8  # 4 points x (reconstructions, generated samples)
+    assert min(abs(h - 2 * ys.std(ddof=1)) for h in heights) < 1e-12
+    legend = [text.get_text() for text in scatter.get_legend().get_texts()]
+    assert "filled: reconstructions, mean protocol" in legend
+    assert "half-filled: reconstructions, sample protocol" in legend
+    assert "error bars: ± 1 std across seeds" in legend
+
+    figures.clear()  # one protocol, one seed per point: no half-filled marker, no error bars
+    single = [r for r in rows if r["reconstruction"] == "mean" and r["seed"] == 0]
+    _mixed_study(tmp_path / "single", single)
+    scatter = figures[0].axes[0]
+    assert {line.get_fillstyle() for line in scatter.lines if line.get_marker() == "o"} == {
+        "full",
+        "none",
+    }
+    assert not scatter.collections
+    legend = [text.get_text() for text in scatter.get_legend().get_texts()]
+    assert "filled: reconstructions (mean protocol)" in legend
+
+
+def test_study_page_family_table_fit_intervals_and_protocols(tmp_path: Path) -> None:
+    rows = _rows()
+    folder = tmp_path / "study"
+    fit = _mixed_study(folder, rows)
+    context = study_page.build(folder, None)
+    table = context["study"]["family_table"]
+    assert table.columns[:6] == ["family", "reconstruction", "runs", "points", "mean ratio", "std"]
+    by_key = {(row[0].text, row[1].text): row for row in table.rows}
+    sample = [r for r in rows if r["reconstruction"] == "sample"]
+    ratios = np.array([r["variance_loss_reconstructed"] / r["mse"] for r in sample])
+    row = by_key[("dense", "sample")]
+    assert (row[2].value, row[3].value) == (3, 1)
+    assert row[4].value == pytest.approx(ratios.mean(), rel=1e-12)
+    assert row[5].value == pytest.approx(ratios.std(ddof=1), rel=1e-12)
+    half = stats.t.ppf(0.975, 2) * ratios.std(ddof=1) / math.sqrt(3)
+    assert row[6].value == pytest.approx(ratios.mean() - half, rel=1e-12)
+    assert row[6].text == f"{fmt(ratios.mean() - half)} – {fmt(ratios.mean() + half)}"
+    fit_rows = {row[0].text: row for row in context["study"]["fit_table"].rows}
+    low, high = fit["reconstructed"]["slope_ci95"]
+    assert fit_rows["reconstructed"][5].text == f"{fmt(low)} – {fmt(high)}"
+    assert fit_rows["origin"][6].text == "–"  # the origin fit has no intercept to bound
+    html = render_report(folder)
+    assert "The study mixes reconstruction protocols: 9 with the `mean` protocol" in html
+    assert "3 with the `sample` protocol" in html
+    assert f"slope&#39;s 95% interval is {fmt(low, 3)} to {fmt(high, 3)}" in html
+    assert "Ratio variance loss / MSE by family" in html and RATIO_INTERVAL in html

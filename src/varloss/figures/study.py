@@ -1,8 +1,10 @@
 """The study's figure: variance loss against MSE per run, and its decomposition per run.
 
 - `plot_study(rows, fit, path)`: left, one colour per model family (filled markers =
-  reconstructions, hollow = generated samples, marker shape = data set) with y = x and the fitted
-  lines; right, var(x) - var(x_hat) = mse - bias² + cov term per run as grouped bars.
+  reconstructions, hollow = generated samples, marker shape = data set; half-filled =
+  reconstructions of `sample`-protocol runs when a study mixes protocols; runs that differ only
+  in their seed are one marker with error bars of ± one standard deviation) with y = x and the
+  fitted lines; right, var(x) - var(x_hat) = mse - bias² + cov term per run as grouped bars.
 - `family_colour(family)`: the seed's colours for the built-in families (`FAMILY_COLOURS`), a
   stable colour chosen by name for families of one's own (plugins).
 
@@ -81,7 +83,9 @@ def plot_study(
     """The seed's figure: variance loss against MSE per run (left) and why (right).
 
     Left: one colour per family, filled markers = reconstructions, hollow = generated samples,
-    marker shape = data set, the line y = x and the fitted line(s) with slope and R². Right: the
+    marker shape = data set (half-filled: `sample` reconstructions in a study that mixes the
+    protocols; error bars: ± one std across the seeds of a point), the line y = x and the fitted
+    line(s) with slope, its 95% interval and R². Right: the
     per-run decomposition var(x) - var(x_hat) = mse - bias² + cov term as grouped bars, with
     the variance loss as a black tick. Writes `path` (PNG) and the same name with `.svg`.
     """
@@ -118,30 +122,80 @@ def plot_study(
 def _scatter_runs(
     axis: Any, rows: Sequence[Mapping[str, Any]], markers: Mapping[str, str]
 ) -> list[tuple[float, float]]:
-    """Two points per run (reconstructions filled, generated hollow); returns the points drawn."""
-    points: list[tuple[float, float]] = []
-    for row in rows:
-        family = str(row.get("family"))
-        colour, edge = family_colour(family), _edge_colour(family)
-        x = _float(row.get("mse"))
-        marker = markers[str(row.get("dataset"))]
+    """Two points per point of the study (reconstructions filled, generated hollow): runs that
+    differ only in their seed are one marker at their mean with error bars of ± one standard
+    deviation across the seeds. When the study mixes reconstruction protocols, reconstructions
+    of `sample` runs are half-filled. Returns every run's (x, y), for the axes' range."""
+    drawn: list[tuple[float, float]] = []
+    mixed = len(_protocols(rows)) > 1
+    for group in _points(rows).values():
+        first = group[0]
+        family = str(first.get("family"))
+        marker = markers[str(first.get("dataset"))]
+        half = mixed and _protocol(first) == "sample"
         for key, filled in _POINT_KINDS:
-            y = _float(row.get(key))
-            if not (math.isfinite(x) and math.isfinite(y)):
+            pairs = [(_float(r.get("mse")), _float(r.get(key))) for r in group]
+            pairs = [(x, y) for x, y in pairs if math.isfinite(x) and math.isfinite(y)]
+            if not pairs:
                 continue
-            points.append((x, y))
-            if not filled and family in _YELLOW_FAMILIES:
-                # a yellow ring alone vanishes on white: outline it in a dark colour
-                axis.scatter(
-                    [x], [y], s=60, marker=marker, facecolors="none", edgecolors=edge,
-                    linewidths=3.4, zorder=3,
-                )  # fmt: skip
-            axis.scatter(
-                [x], [y], s=70 if filled else 60, marker=marker,
-                facecolors=colour if filled else "none", edgecolors=edge if filled else colour,
-                linewidths=1.0 if filled else 1.8, zorder=4,
-            )  # fmt: skip
-    return points
+            drawn += pairs
+            xs, ys = np.array(pairs, dtype=np.float64).T
+            spread = (xs.std(ddof=1), ys.std(ddof=1)) if len(pairs) > 1 else None
+            _draw_point(axis, (xs.mean(), ys.mean()), spread, marker, family, filled, half)
+    return drawn
+
+
+def _draw_point(
+    axis: Any,
+    centre: tuple[float, float],
+    spread: tuple[float, float] | None,
+    marker: str,
+    family: str,
+    filled: bool,
+    half: bool,
+) -> None:
+    """One marker (full, half-filled or hollow) with its error bars when `spread` is given."""
+    colour, edge = family_colour(family), _edge_colour(family)
+    x, y = centre
+    if spread is not None:
+        axis.errorbar(
+            [x], [y], xerr=[spread[0]], yerr=[spread[1]], fmt="none", ecolor=colour,
+            elinewidth=1.1, capsize=2.5, alpha=0.9, zorder=3,
+        )  # fmt: skip
+    if not filled and family in _YELLOW_FAMILIES:
+        # a yellow ring alone vanishes on white: outline it in a dark colour
+        axis.plot(
+            [x], [y], marker=marker, markersize=7.75, fillstyle="none", markeredgecolor=edge,
+            markeredgewidth=3.4, linestyle="none", zorder=3,
+        )  # fmt: skip
+    axis.plot(
+        [x], [y], marker=marker, markersize=8.4 if filled else 7.75, linestyle="none",
+        fillstyle=("left" if half else "full") if filled else "none",
+        markerfacecolor=colour, markerfacecoloralt="white",
+        markeredgecolor=edge if filled else colour, markeredgewidth=1.0 if filled else 1.8,
+        zorder=4,
+    )  # fmt: skip
+
+
+def _protocol(row: Mapping[str, Any]) -> str:
+    """A run's reconstruction protocol (results.csv's `reconstruction`; `mean` when absent)."""
+    return str(row.get("reconstruction") or "mean")
+
+
+def _protocols(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    return sorted({_protocol(row) for row in rows})
+
+
+def _points(rows: Sequence[Mapping[str, Any]]) -> dict[Any, list[Mapping[str, Any]]]:
+    """Runs grouped by point: results.csv's point_id, else (older studies) the settings columns
+    other than run_id and seed."""
+    groups: dict[Any, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        key = row.get("point_id") or tuple(
+            str(row.get(c)) for c in ("family", "dataset", "latent", "epochs", "loss", "limit")
+        ) + (_protocol(row),)
+        groups.setdefault(key, []).append(row)
+    return groups
 
 
 def _fit_lines(
@@ -166,13 +220,15 @@ def _fit_lines(
             continue
         r2 = values.get("r2")
         r2_text = f"{r2:.3f}" if r2 is not None else "n/a"
+        interval = values.get("slope_ci95")
+        ci = f" [95% {interval[0]:.3f}, {interval[1]:.3f}]" if interval else ""
         (fitted,) = axis.plot(
             line,
             values["slope"] * line + values["intercept"],
             style,
             color="#444444",
             linewidth=1.6,
-            label=f"{label}: slope {values['slope']:.3f}, R² {r2_text} (n={values['n']})",
+            label=f"{label}: slope {values['slope']:.3f}{ci}, R² {r2_text} (n={values['n']})",
             zorder=2,
         )
         handles.append(fitted)
@@ -200,10 +256,23 @@ def _legend_handles(
         )
         for family in families
     ]
-    handles.append(entry("filled: reconstructions"))
-    handles.append(
-        entry("hollow: generated samples", markerfacecolor="none", markeredgewidth=1.6)
-    )
+    protocols = _protocols(rows)
+    if len(protocols) > 1:  # the study mixes them: half-filled = sampled reconstructions
+        handles.append(entry("filled: reconstructions, mean protocol"))
+        handles.append(
+            entry(
+                "half-filled: reconstructions, sample protocol",
+                fillstyle="left",
+                markerfacecoloralt="white",
+            )
+        )
+    else:
+        protocol = protocols[0] if protocols else "mean"
+        handles.append(entry(f"filled: reconstructions ({protocol} protocol)"))
+    handles.append(entry("hollow: generated samples", markerfacecolor="none", markeredgewidth=1.6))
+    if any(len(group) > 1 for group in _points(rows).values()):
+        bars = {"color": "#555555", "marker": "|", "markersize": 10, "linewidth": 1.1}
+        handles.append(plt.Line2D([], [], label="error bars: ± 1 std across seeds", **bars))
     if len(markers) > 1:
         handles += [
             entry(dataset, marker=marker, markerfacecolor="#bbbbbb")

@@ -9,6 +9,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from varloss.pipelines.study.ratios import RATIO_INTERVAL, family_ratios
 from varloss.report.files import embed, read_maps, read_object
 from varloss.report.html import Cell, Figure, Table, fmt, num_cell, number
 from varloss.report.kinds import Context, ReportKind
@@ -65,7 +66,10 @@ def build(directory: Path, source: Path | None) -> Context:
         FIGURE_FILE,
         title="Variance loss against MSE",
         caption="One point per run, coloured by family; filled markers are reconstructions, "
-        "hollow markers generated samples; the dashed line is y = x.",
+        "hollow markers generated samples; the dashed line is y = x. Runs that differ only in "
+        "their seed share one marker with error bars of ± one standard deviation across the "
+        "seeds; in a study that mixes reconstruction protocols, half-filled markers are the "
+        "sampled reconstructions (decode(μ + σ·ε)), filled ones decode(μ).",
         alt="scatter of variance loss against MSE by architecture family",
     )
     if figure is not None:
@@ -78,6 +82,8 @@ def build(directory: Path, source: Path | None) -> Context:
     context["study"] = {
         "figures": [figure] if figure else [],
         "fit_table": _fit_table(fit),
+        "family_table": _family_table(rows),
+        "family_interval": RATIO_INTERVAL,
         "results": _results_table(rows, directory),
         "runs": _run_grids(directory, rows),
     }
@@ -107,11 +113,12 @@ def _study_settings(folder: RunFolder, fit: Mapping[str, Any]) -> dict[str, Any]
 
 
 def _fit_table(fit: Mapping[str, Any]) -> Table | None:
-    """fit.json as a table: one row per fitted relation."""
+    """fit.json as a table: one row per fitted relation, with the bootstrap intervals."""
     rows = [
         [
             Cell(label),
             *(num_cell(fit[key].get(column)) for column in ("slope", "intercept", "r2", "n")),
+            *(_interval_cell(fit[key].get(column)) for column in _INTERVALS),
         ]
         for key, label in _FITS
         if isinstance(fit.get(key), Mapping)
@@ -119,10 +126,45 @@ def _fit_table(fit: Mapping[str, Any]) -> Table | None:
     if not rows:
         return None
     return Table(
-        columns=["fit", "slope", "intercept", "R²", "n"],
+        columns=["fit", "slope", "intercept", "R²", "n", "slope 95%", "intercept 95%"],
         rows=rows,
         id="fit",
-        numeric_columns=[False] + [True] * 4,
+        numeric_columns=[False] + [True] * 6,
+    )
+
+
+_INTERVALS = ("slope_ci95", "intercept_ci95")
+
+
+def _interval_cell(interval: Any) -> Cell:
+    """[low, high] as `low – high` (sorted by low); a dash when there is none."""
+    if not isinstance(interval, list | tuple) or len(interval) != 2:
+        return Cell("–", None, numeric=True)
+    low, high = (number(value) for value in interval)
+    return Cell(f"{fmt(low)} – {fmt(high)}", low, numeric=True)
+
+
+def _family_table(rows: list[dict[str, Any]]) -> Table | None:
+    """The per-family ratio variance loss / MSE (reconstructions) over the runs: n, mean,
+    standard deviation and its Student-t 95% interval (`family_ratios`)."""
+    table = family_ratios(rows)
+    if not table:
+        return None
+    return Table(
+        columns=[
+            "family", "reconstruction", "runs", "points", "mean ratio", "std", "95% interval (t)",
+        ],  # fmt: skip
+        rows=[
+            [
+                Cell(row["family"]),
+                Cell(row["reconstruction"]),
+                *(num_cell(row[key]) for key in ("n", "points", "mean_ratio", "std_ratio")),
+                _interval_cell(row["ratio_ci95"]),
+            ]
+            for row in table
+        ],
+        id="families",
+        numeric_columns=[False, False] + [True] * 5,
     )
 
 
@@ -136,6 +178,7 @@ def _explain_study(rows: list[dict[str, Any]], fit: Mapping[str, Any]) -> list[s
             f"{', '.join(datasets) or 'unknown data'}); each point compares the variance the "
             "model loses with its reconstruction error."
         )
+        sentences.append(_protocol_sentence(rows))
     line = fit.get("reconstructed") or {}
     slope, r2, intercept = (number(line.get(key)) for key in ("slope", "r2", "intercept"))
     if slope is None:
@@ -148,6 +191,13 @@ def _explain_study(rows: list[dict[str, Any]], fit: Mapping[str, Any]) -> list[s
         text += f" {'+' if intercept >= 0 else '-'} {fmt(abs(intercept), 3)}"
     if r2 is not None:
         text += f" (R² = {r2:.3f})"
+    interval = line.get("slope_ci95")
+    if isinstance(interval, list) and len(interval) == 2:
+        resamples = (fit.get("bootstrap") or {}).get("resamples")
+        text += (
+            f"; the slope's 95% interval is {fmt(interval[0], 3)} to {fmt(interval[1], 3)} "
+            f"(percentile bootstrap over the runs, {resamples} resamples)"
+        )
     sentences.append(text + ".")
     if 0.8 <= slope <= 1.25 and (r2 is None or r2 >= 0.9):
         sentences.append(
@@ -161,6 +211,28 @@ def _explain_study(rows: list[dict[str, Any]], fit: Mapping[str, Any]) -> list[s
             "and the bias² and covariance columns to see which runs depart and why."
         )
     return sentences
+
+
+_PROTOCOLS = {
+    "mean": "the `mean` protocol, x̂ = decode(μ)",
+    "sample": "the `sample` protocol, x̂ = decode(μ + σ·ε) with one seeded draw per image",
+}
+
+
+def _protocol_sentence(rows: list[dict[str, Any]]) -> str:
+    """Which reconstruction protocol the study's runs used (results.csv's `reconstruction`)."""
+    counts: dict[str, int] = {}
+    for row in rows:
+        protocol = str(row.get("reconstruction") or "mean")
+        counts[protocol] = counts.get(protocol, 0) + 1
+    if len(counts) == 1:
+        (protocol,) = counts
+        return f"Reconstructions were measured with {_PROTOCOLS.get(protocol, protocol)}."
+    parts = [f"{n} with {_PROTOCOLS.get(p, p)}" for p, n in sorted(counts.items())]
+    return (
+        "The study mixes reconstruction protocols: " + "; ".join(parts) + " (half-filled "
+        "markers in the figure; the per-family table keeps them apart)."
+    )
 
 
 def _results_table(rows: list[dict[str, Any]], directory: Path) -> Table | None:
