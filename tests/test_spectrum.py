@@ -3,7 +3,9 @@ the laws they must show (identity, blur, noise, PCA reconstruction), merging, DD
 
 from __future__ import annotations
 
+import json
 import socket
+import sys
 
 import numpy as np
 import pytest
@@ -264,3 +266,40 @@ def test_the_spectrum_on_a_gpu_equals_the_cpu() -> None:
         np.testing.assert_allclose(
             _column(metric.compute(), key), _column(cpu.spectrum, key), rtol=1e-9
         )
+
+
+def _invoke(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of `varloss ARGS`."""
+    from varloss.cli import run
+
+    monkeypatch.setattr(sys, "argv", ["varloss", *args])
+    with pytest.raises(SystemExit) as stop:
+        run()
+    captured = capsys.readouterr()
+    return int(stop.value.code or 0), captured.out, captured.err
+
+
+def test_measure_command_writes_the_splits(tmp_path, monkeypatch, capsys) -> None:
+    real, reconstructed, generated = _images(n=120, shape=(1, 8, 8))
+    for name, array in (("real", real), ("recon", reconstructed), ("gen", generated)):
+        np.save(tmp_path / f"{name}.npy", array)
+    out = tmp_path / "r.json"
+    code, printed, err = _invoke(
+        monkeypatch, capsys, "measure", "--real", str(tmp_path / "real.npy"),
+        "--reconstructed", str(tmp_path / "recon.npy"), "--generated", str(tmp_path / "gen.npy"),
+        "--spectrum", "--bands", "4", "--pca", "3", "--json", str(out),
+        "--maps", str(tmp_path / "maps.png"),
+    )  # fmt: skip
+    assert code == 0, err
+    saved = json.loads(out.read_text())
+    assert [len(saved["spectrum"]["bands"]), saved["pca"]["k"]] == [4, 3]
+    band = saved["spectrum"]["bands"][0]
+    assert set(band) >= {"lo", "hi", "kept_reconstructed", "kept_generated", *QUANTITIES}
+    assert "by radial frequency" in printed and "principal direction" in printed
+    for name in ("maps.png", "maps-spectrum.png", "maps-pca.png"):
+        assert (tmp_path / name).stat().st_size > 1000
+    code, _, err = _invoke(
+        monkeypatch, capsys, "measure", "--real", str(tmp_path / "real.npy"),
+        "--reconstructed", str(tmp_path / "recon.npy"), "--pca", "2", "--pca-limit", "10",
+    )  # fmt: skip
+    assert code != 0 and "--pca-limit" in err and "Traceback" not in err

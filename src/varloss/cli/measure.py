@@ -7,9 +7,21 @@ import typer
 from varloss._io import check_output_path
 from varloss.cli.app import command, command_line
 from varloss.cli.common import print_variance_table
+from varloss.cli.splits import print_pca_table, print_spectrum_table
 from varloss.errors import InputError
 
 MAP_SUFFIXES = (".png", ".svg", ".pdf", ".npz")
+# The splits of issue 14 (opt-in: the spectrum costs up to 2x a plain measure, PCA O(D²) memory).
+SPECTRUM_OPTION = typer.Option(
+    False, "--spectrum", help="Split the numbers by radial spatial frequency band (exact, DFT)."
+)
+BANDS_OPTION = typer.Option(8, "--bands", help="With --spectrum: number of frequency bands.")
+PCA_OPTION = typer.Option(
+    None, "--pca", help="Split the numbers along the top K principal directions of --real."
+)
+PCA_LIMIT_OPTION = typer.Option(
+    3072, "--pca-limit", help="With --pca: most features per image (the covariance is D x D)."
+)
 
 
 def parse_ranges(values: list[str] | None) -> dict[str, tuple[float, float]] | None:
@@ -81,6 +93,10 @@ def measure_command(
         None, "--range", help="Map a set from LOW,HIGH to [0,1]: 'SET=LOW,HIGH' or 'LOW,HIGH'."
     ),
     batch_size: int = typer.Option(1024, "--batch-size", help="Samples read per batch."),
+    spectrum: bool = SPECTRUM_OPTION,
+    bands: int = BANDS_OPTION,
+    pca: int = PCA_OPTION,
+    pca_limit: int = PCA_LIMIT_OPTION,
 ) -> None:
     """How much variance reconstructions and samples lose, and the MSE decomposition behind it.
 
@@ -89,12 +105,12 @@ def measure_command(
     uint8 inputs are scaled to [0, 1]; float inputs are taken as they are.
     """
     # start-up cost: see varloss/cli/__init__.py
-    from varloss.figures import plot_variance_maps
     from varloss.models import load_model
     from varloss.variance import measure, measure_model
 
     _check_arguments(model, reconstructed, generated, n_generated, json_out, maps)
     ranges = parse_ranges(value_range)
+    splits = {"spectrum": bands if spectrum else False, "pca": pca, "pca_limit": pca_limit}
     if model is not None:
         settings = {"command": command_line(), "model_dir": model}
         report = measure_model(
@@ -105,6 +121,7 @@ def measure_command(
             batch_size=batch_size,
             value_range=ranges,
             settings=settings,
+            **splits,
         )
     else:
         settings = {"command": command_line()}
@@ -115,8 +132,22 @@ def measure_command(
             batch_size=batch_size,
             value_range=ranges,
             settings=settings,
+            **splits,
         )
+    _write_outputs(report, json_out, maps)
+
+
+def _write_outputs(report, json_out: str | None, maps: str | None) -> None:
+    """The tables printed, then the JSON and the maps (with the split figures beside them)."""
+    # start-up cost: see varloss/cli/__init__.py
+    from varloss.figures import plot_variance_maps
+    from varloss.figures.spectrum import plot_spectrum
+
     print_variance_table(report.to_dict())
+    if report.spectrum is not None:
+        print_spectrum_table(report.spectrum)
+    if report.pca is not None:
+        print_pca_table(report.pca)
     if json_out:
         report.to_json(json_out)
         typer.echo(f"wrote {json_out}")
@@ -125,4 +156,6 @@ def measure_command(
             report.save_maps(maps)
         else:
             plot_variance_maps(report, maps)
+            for path in plot_spectrum(report, maps):
+                typer.echo(f"wrote {path}")
         typer.echo(f"wrote {maps}")

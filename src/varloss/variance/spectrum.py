@@ -175,12 +175,14 @@ def spectrum_from_moments(
         loss = terms.get(f"variance_loss_{kind}")
         total = None if loss is None else float(np.sum(loss * scale))
         share[kind] = float(np.sum((loss * scale)[high]) / total) if total else None
+    totals = {key: float(per_band[key].sum()) if key in per_band else None for key in QUANTITIES}
+    for kind in ("reconstructed", "generated"):
+        kept = totals[f"var_{kind}"]
+        totals[f"kept_{kind}"] = kept / totals["var_real"] if kept is not None else None
     return {
         "edges": [float(edge) for edge in edges],
         "bands": rows,
-        "totals": {
-            key: float(per_band[key].sum()) if key in per_band else None for key in QUANTITIES
-        },
+        "totals": totals,
         "high_frequency_share": share,
         "high_frequency_radius": HIGH_FREQUENCY_RADIUS,
         "shape": list(shape),
