@@ -56,7 +56,9 @@ def print_methods(report: dict) -> None:
 
 @command("correct", fid="on")
 def correct_command(
-    run_dir: str = typer.Argument(..., help="A `varloss train` run folder."),
+    run_dir: str = typer.Argument(
+        ..., help="A `varloss train` run folder, or pythae:FOLDER (your own prefixes: --plugin)."
+    ),
     method: str = typer.Option(
         "all",
         "--method",
@@ -72,6 +74,16 @@ def correct_command(
         None, "--limit", help="Training images used to fit [default: the run's limit]."
     ),
     data_path: str = typer.Option(None, "--data-path", help="Dataset location, if not cached."),
+    dataset: str = typer.Option(
+        None, "--dataset", help="Data set to fit on (default: the one the run folder names)."
+    ),
+    train: str = typer.Option(
+        None, "--train", help="Or training images (any --real input of measure) to fit on."
+    ),
+    test: str = typer.Option(
+        None, "--test", help="With --train: images to measure against [default: --train]."
+    ),
+    device: str = typer.Option("cpu", "--device", help="Where the model runs: cpu, cuda[:N]."),
     fid: str = typer.Option(
         "auto",
         "--fid",
@@ -88,13 +100,14 @@ def correct_command(
 ) -> None:
     """Fit variance remedies on a trained VAE and report the variance gap each one closes."""
     # start-up cost: see cli/__init__.py
+    from varloss.models.adapters import split_spec
     from varloss.pipelines.correct import correct
     from varloss.report import write_report
 
     if fid not in FID_MODES:
         raise InputError(f"--fid must be one of {', '.join(FID_MODES)}, got {fid!r}.")
     fid = "off" if no_fid else fid
-    out_dir = out or str(Path(run_dir) / "correct")
+    out_dir = out or str(Path(split_spec(run_dir)[1]) / "correct")
     check_output_path(out_dir, "--out", folder=True)
     report = correct(
         run_dir,
@@ -107,6 +120,10 @@ def correct_command(
         sampler_params=sampler_params(stage2_steps, tau, gmm_components),
         fid=fid,
         command=command_line(),
+        dataset=dataset,
+        train=train,
+        test=test,
+        device=device,
     )
     print_methods(report)
     typer.echo(f"wrote {out_dir}/report.json, {out_dir}/samples.png, {out_dir}/samplers/")

@@ -29,19 +29,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from varloss._progress import progress_bar
 from varloss._version import __version__
 from varloss.data import load as load_dataset
+from varloss.data import read_images
 from varloss.errors import InputError
 from varloss.figures import save_image_grid
-from varloss.models import load_model
+from varloss.models.adapters import ModelAdapter, load_adapter
 from varloss.quality import fid_mode, fid_or_reason
 from varloss.runs import (
-    CONFIG_FILE,
     CORRECT_DIR,
-    MODEL_FILE,
     REPORT_FILE,
     SAMPLERS_DIR,
     SAMPLES_FILE,
@@ -76,14 +74,23 @@ def gap_closed(var_real: float, var_baseline: float, var_corrected: float) -> fl
 
 
 @dataclass
+class _Data:
+    """Where the images come from: a data set's splits, or --train (and --test) inputs."""
+
+    dataset: str | None
+    train: Any = None
+    test: Any = None
+
+
+@dataclass
 class _Inputs:
-    """What every method is evaluated on: the run's model and its train and test data."""
+    """What every method is evaluated on: the model (an adapter) and its train and test data."""
 
     run_dir: Path
-    run_config: dict[str, Any]
-    dataset: str
+    data: _Data
+    dataset: str | None
     train_limit: int | None
-    model: nn.Module
+    model: ModelAdapter
     fingerprint: str
     train_images: torch.Tensor
     test_set: Any  # the ImageSet, so the FID can cache its feature statistics
@@ -106,8 +113,16 @@ def correct(
     progress: bool = True,
     command: str | None = None,
     compute_fid: bool | None = None,
+    dataset: str | None = None,
+    train: Any = None,
+    test: Any = None,
+    device: str = "cpu",
 ) -> dict[str, Any]:
-    """Fit remedies on a `varloss train` run and measure what each gains; returns report.json.
+    """Fit remedies on a model and measure what each gains; returns report.json.
+
+    `run_dir`: a `varloss train` run folder, or any model `load_adapter` takes (`pythae:PATH`,
+    ...). Its data: the data set the folder names, else `dataset` (a data-set name), else
+    `train` images (any `measure` input; `test` images to measure against, default the same).
 
     `method`: a name of `METHODS`, a comma-separated list or "all" (the prior is always added).
     `n_samples`: generated samples per method (default: as many as test images). `fid`: "auto"
@@ -125,11 +140,13 @@ def correct(
     fid = fid_mode(fid)
     methods = parse_methods(method)
     _check_arguments(n_samples, sampler_params or {})
-    run_dir = Path(run_dir)
-    run_config = _read_run(run_dir)
+    model = _load_model(run_dir, _Data(dataset, train, test), device)  # refused: nothing written
+    run_dir = Path(model.source)
+    data = _Data(dataset or (None if train is not None else model.dataset), train, test)
+    limit = train_limit if train_limit is not None else model.dataset_limit
     folder = RunFolder(out if out is not None else run_dir / CORRECT_DIR)
     with folder.lock():  # taken before the data loads: a second process is told at once
-        inputs = _load_inputs(run_dir, run_config, n_samples, train_limit, data_path)
+        inputs = _load_inputs(run_dir, model, data, n_samples, limit, data_path)
         rows: dict[str, dict[str, Any]] = {}
         grids: dict[str, torch.Tensor] = {}
         fitted: dict[str, Sampler] = {}
@@ -159,52 +176,58 @@ def _check_arguments(n_samples: int | None, sampler_params: dict[str, dict[str, 
         )
 
 
-def _read_run(run_dir: Path) -> dict[str, Any]:
-    """The run's config.json (naming its data set), it and the weights checked against the
-    run's manifest."""
-    if not run_dir.is_dir():
-        raise InputError(f"run folder {run_dir} does not exist.")
-    run = RunFolder(run_dir)
-    if not run.exists(CONFIG_FILE) or not run.exists(MODEL_FILE):
+def _load_model(spec: str | Path, data: _Data, device: str) -> ModelAdapter:
+    """The model as an adapter, refused when its prior samples are not images or nothing
+    names its data."""
+    model = load_adapter(spec, device=device)
+    if not model.generates_images:
+        raise InputError(f"correct cannot work on {spec}: {model.generation_note}.")
+    if data.dataset is not None and data.train is not None:
+        raise InputError("give a data set (--dataset) or training images (--train), not both.")
+    if data.test is not None and data.train is None:
+        raise InputError("test images (--test) go with training images (--train).")
+    if data.dataset is None and data.train is None and model.dataset is None:
         raise InputError(
-            f"run folder {run_dir} has no saved model (expected {CONFIG_FILE} and {MODEL_FILE} "
-            "written by `varloss train`)."
+            f"model {spec} does not name the training dataset (train.dataset); pass a data-set "
+            "name (--dataset) or training images (--train)."
         )
-    run.verify(MODEL_FILE)
-    config = run.read_json(CONFIG_FILE)
-    train = config.get("train") if isinstance(config, dict) else None
-    if not isinstance(train, dict) or not train.get("dataset"):
-        raise InputError(
-            f"{run.file(CONFIG_FILE)} does not name the training dataset (train.dataset); "
-            "expected a config written by `varloss train`."
-        )
-    return config
+    return model
+
+
+def _read(source: Any, name: str, limit: int | None = None) -> torch.Tensor:
+    """A whole `measure` input as float32 N x C x H x W images (the first `limit`)."""
+    images = torch.from_numpy(read_images(source, name)).to(torch.float32)
+    if images.ndim != 4:
+        raise InputError(f"{name} images must be N x C x H x W, got shape {tuple(images.shape)}.")
+    return images[:limit] if limit is not None else images
 
 
 def _load_inputs(
     run_dir: Path,
-    run_config: dict[str, Any],
+    model: ModelAdapter,
+    data: _Data,
     n_samples: int | None,
-    train_limit: int | None,
+    limit: int | None,
     data_path: str | None,
 ) -> _Inputs:
-    """Load the run's model and its data set's train and test splits."""
-    train_config = run_config.get("train") or {}
-    dataset = train_config["dataset"]
-    limit = train_limit if train_limit is not None else train_config.get("limit")
-    model = load_model(run_dir)
+    """The model's train and test data: its data set's splits, or the train (test) images."""
+    if data.train is not None:
+        train_images = _read(data.train, "train", limit)
+        test_images = train_images if data.test is None else _read(data.test, "test")
+        test_set: Any = test_images
+    else:
+        train_images = load_dataset(data.dataset, "train", data_path=data_path, limit=limit).images
+        test_set = load_dataset(data.dataset, "test", data_path=data_path)
+        test_images = test_set.images.detach().to("cpu", torch.float32)
     model.eval()
-    train_set = load_dataset(dataset, "train", data_path=data_path, limit=limit)
-    test_set = load_dataset(dataset, "test", data_path=data_path)
-    test_images = test_set.images.detach().to("cpu", torch.float32)
     return _Inputs(
         run_dir=run_dir,
-        run_config=run_config,
-        dataset=dataset,
+        data=data,
+        dataset=data.dataset,
         train_limit=limit,
         model=model,
         fingerprint=model_fingerprint(model),
-        train_images=train_set.images,
+        train_images=train_images,
         test_set=test_set,
         test_images=test_images,
         n_generated=int(n_samples) if n_samples is not None else int(test_images.shape[0]),
@@ -315,6 +338,7 @@ def _settings(
     command: str | None,
 ) -> dict[str, Any]:
     """Everything that produced the report (recorded in it)."""
+    model = inputs.model.describe()
     return {
         **({"command": command} if command else {}),
         "run_dir": str(inputs.run_dir),
@@ -326,7 +350,10 @@ def _settings(
         "n_generated": inputs.n_generated,
         "seed": seed,
         "model_fingerprint": inputs.fingerprint,
-        "model_family": inputs.run_config.get("family"),
+        "model_family": model.get("family", model["class"]),
+        "model": model,
+        "train_images": None if inputs.data.train is None else str(inputs.data.train),
+        "test_images": None if inputs.data.test is None else str(inputs.data.test),
         "latent_dim": int(inputs.model.latent_dim),
         "fid": fid,
         "fid_features": "domain" if baseline["fid"] is not None else None,
