@@ -124,6 +124,10 @@ class _Study:
         order = {run.run_id: i for i, run in enumerate(self.spec.runs)}
         return sorted(self.rows.values(), key=lambda row: order[row["run_id"]])
 
+    def in_spec_order(self, run_ids: list[str]) -> list[str]:
+        order = {run.run_id: i for i, run in enumerate(self.spec.runs)}
+        return sorted(run_ids, key=order.__getitem__)
+
     def write_results(self) -> Path:
         return write_results(self.ordered_rows(), self.folder.file(RESULTS_FILE))
 
@@ -201,7 +205,7 @@ class _Study:
             results_path=self.folder.file(RESULTS_FILE),
             fit_path=fit_path,
             figure_path=figure_path,
-            ran=self.ran,
+            ran=self.in_spec_order(self.ran),  # runs in parallel finish in any order
             skipped=self.skipped,
             failed=self.failed,
             seconds=time.perf_counter() - start,
