@@ -46,7 +46,9 @@ def parse_ranges(values: list[str] | None) -> dict[str, tuple[float, float]] | N
     return ranges
 
 
-def _check_arguments(model, reconstructed, generated, n_generated, json_out, maps) -> None:
+def _check_arguments(
+    model, reconstructed, generated, n_generated, json_out, maps, reconstruction="mean"
+) -> None:
     if model is not None and (reconstructed is not None or generated is not None):
         raise InputError("give either --model or --reconstructed/--generated, not both.")
     if model is None and reconstructed is None and generated is None:
@@ -55,6 +57,10 @@ def _check_arguments(model, reconstructed, generated, n_generated, json_out, map
         )
     if model is None and n_generated is not None:
         raise InputError("--n-generated is only used with --model.")
+    if reconstruction not in ("mean", "sample"):
+        raise InputError(f"--reconstruction must be mean or sample, got {reconstruction!r}.")
+    if model is None and reconstruction != "mean":
+        raise InputError("--reconstruction sample is only used with --model.")
     if maps is not None and not maps.lower().endswith(MAP_SUFFIXES):
         raise InputError(f"--maps {maps!r} must end with one of {', '.join(MAP_SUFFIXES)}.")
     if json_out is not None:
@@ -85,6 +91,9 @@ def measure_command(
         None, "--n-generated", help="With --model: samples to draw (default: as many as --real)."
     ),
     seed: int = typer.Option(0, "--seed", help="With --model: seed of the samples."),
+    reconstruction: str = typer.Option(
+        "mean", "--reconstruction", help="With --model: mean, decode(mu), or sample (one draw)."
+    ),
     json_out: str = typer.Option(None, "--json", help="Write the numbers and settings as JSON."),
     maps: str = typer.Option(
         None, "--maps", help="Write per-pixel variance maps: a figure (.png/.svg/.pdf) or .npz."
@@ -108,7 +117,7 @@ def measure_command(
     from varloss.models import load_model
     from varloss.variance import measure, measure_model
 
-    _check_arguments(model, reconstructed, generated, n_generated, json_out, maps)
+    _check_arguments(model, reconstructed, generated, n_generated, json_out, maps, reconstruction)
     ranges = parse_ranges(value_range)
     splits = {"spectrum": bands if spectrum else False, "pca": pca, "pca_limit": pca_limit}
     if model is not None:
@@ -118,6 +127,7 @@ def measure_command(
             real,
             n_generated=n_generated,
             seed=seed,
+            reconstruction=reconstruction,
             batch_size=batch_size,
             value_range=ranges,
             settings=settings,

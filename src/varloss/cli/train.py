@@ -42,7 +42,7 @@ def check_hyper_settings(family: str, pairs: list[str] | None) -> dict:
 # train_command's options that are TrainConfig fields of the same name
 CONFIG_OPTIONS = (
     "dataset", "epochs", "latent", "seed", "out", "loss", "limit", "eval_limit", "batch_size",
-    "lr", "schedule", "device", "bf16", "data_path", "fid",
+    "lr", "schedule", "device", "bf16", "data_path", "fid", "reconstruction",
 )
 
 
@@ -105,6 +105,9 @@ def train_command(
         "--fid",
         help="FID (domain features) of the samples: auto (if the classifier is cached), on "
         "(train it if needed; also --fid alone), off.",
+    ),
+    reconstruction: str = typer.Option(
+        "mean", "--reconstruction", help="mean: decode(mu); sample: decode(mu + sigma * eps)."
     ),
     resume: bool = typer.Option(False, "--resume", help="Continue from the run's checkpoint."),
     force: bool = typer.Option(False, "--force", help="Overwrite a run already in --out."),

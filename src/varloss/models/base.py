@@ -6,6 +6,13 @@ loss can be computed from the logits: exact and cheaper than on probabilities). 
 families whose posterior depends on the decoder state (DRAW) override `forward` too; their
 `encode` then follows the deterministic path z_t = mu_t, so that `decode(encode(x)[0])` is
 exactly the model's reconstruction.
+
+Two reconstruction protocols: `mean` is decode(mu), the deterministic reconstruction; `sample`
+is decode(mu + sigma * eps) with one standard-normal draw per image, as the training loss (and
+F. Chollet's Keras VAE) reconstructs. `reconstruct(x, noise)` takes
+those draws as an N x latent_dim tensor, so that a caller seeds them and they do not depend on
+how the images are batched; iterative families use the row's per-step slices along their own
+sampled posterior path, as in training.
 """
 
 from __future__ import annotations
@@ -142,9 +149,13 @@ class VAE(nn.Module):
             )
 
     @staticmethod
-    def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-        """z = mu + sigma * eps with eps ~ N(0, I) (uses the global torch RNG)."""
-        return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+    def reparameterize(
+        mu: torch.Tensor, logvar: torch.Tensor, noise: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """z = mu + sigma * eps with eps ~ N(0, I): `noise` (as many values as mu, reshaped
+        to it) when given, else drawn from the global torch RNG."""
+        eps = torch.randn_like(mu) if noise is None else noise.to(mu).reshape(mu.shape)
+        return mu + eps * torch.exp(0.5 * logvar)
 
     def loss_terms(
         self, x: torch.Tensor, logits: torch.Tensor, kl_per_sample: torch.Tensor
@@ -168,11 +179,23 @@ class VAE(nn.Module):
         z = self.reparameterize(mu, logvar)
         return self.loss_terms(x, self.decode_logits(z), gaussian_kl(mu, logvar))
 
+    def check_noise(self, x: torch.Tensor, noise: torch.Tensor) -> None:
+        """Reject reconstruction draws that are not one row of latent_dim per image."""
+        if tuple(noise.shape) != (x.shape[0], self.latent_dim):
+            raise InputError(
+                f"reconstruction noise must have shape {x.shape[0]} x {self.latent_dim} (one "
+                f"draw per image), got {tuple(noise.shape)}."
+            )
+
     @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """decode(mu): the deterministic reconstruction."""
-        mu, _ = self.encode(x)
-        return self.decode(mu)
+    def reconstruct(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """decode(mu), the deterministic reconstruction; with `noise` (N x latent_dim draws of
+        N(0, I), one row per image) decode(mu + sigma * noise), a posterior sample."""
+        mu, logvar = self.encode(x)
+        if noise is None:
+            return self.decode(mu)
+        self.check_noise(x, noise)
+        return self.decode(self.reparameterize(mu, logvar, noise))
 
     def _device_dtype(self) -> tuple[torch.device, torch.dtype]:
         for parameter in self.parameters():

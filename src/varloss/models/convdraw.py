@@ -176,8 +176,10 @@ class ConvDrawVAE(VAE):
         return state, canvas + self.to_canvas(state[0])
 
     def _run(
-        self, x: torch.Tensor, sample: bool
+        self, x: torch.Tensor, sample: bool, noise: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(mu, logvar) flattened and concatenated over steps, and the logits of x_hat; with
+        `sample`, z_t is drawn along the sampled path (eps_t: step t's slice of `noise`)."""
         self.check_images(x)
         n = x.shape[0]
         hidden = self.config.hidden_channels
@@ -186,14 +188,15 @@ class ConvDrawVAE(VAE):
         decoder_state = (self._zeros(n, hidden, x), self._zeros(n, hidden, x))
         canvas = self._zeros(n, self.config.canvas_channels, x)
         mus, logvars = [], []
-        for _ in range(self.steps):
+        step_noise = [None] * self.steps if noise is None else noise.chunk(self.steps, dim=1)
+        for eps in step_noise:
             encoder_input = torch.cat([features, decoder_state[0], canvas], dim=1)
             encoder_state = self.encoder_cell(encoder_input, encoder_state)
             posterior = F.adaptive_avg_pool2d(
                 self.to_posterior(encoder_state[0]), self.latent_shape[1:]
             )
             mu, logvar = posterior.chunk(2, dim=1)
-            z = self.reparameterize(mu, logvar) if sample else mu
+            z = self.reparameterize(mu, logvar, eps) if sample else mu
             decoder_state, canvas = self._decoder_step(z, decoder_state, canvas)
             mus.append(mu.flatten(1))
             logvars.append(logvar.flatten(1))
@@ -212,6 +215,15 @@ class ConvDrawVAE(VAE):
         for z_t in z.view(n, self.steps, *self.latent_shape).unbind(dim=1):
             state, canvas = self._decoder_step(z_t, state, canvas)
         return self.upsampler(canvas)
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """decode(mu) along the deterministic path; with `noise`, the canvas of the path sampled
+        step by step as in training (each step's posterior depends on the codes before it)."""
+        if noise is None:
+            return super().reconstruct(x)
+        self.check_noise(x, noise)
+        return torch.sigmoid(self._run(x, sample=True, noise=noise)[2])
 
     def forward(self, x: torch.Tensor) -> LossTerms:
         mu, logvar, logits = self._run(x, sample=True)

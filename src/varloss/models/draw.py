@@ -180,22 +180,24 @@ class DrawVAE(VAE):
         return zeros, zeros
 
     def _run(
-        self, x: torch.Tensor, sample: bool
+        self, x: torch.Tensor, sample: bool, noise: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Encoder and decoder together: (mu, logvar) concatenated over steps, and the final
-        canvas (the logits of x_hat)."""
+        canvas (the logits of x_hat). With `sample`, z_t = mu_t + sigma_t * eps_t along the
+        sampled path, eps_t from step t's slice of `noise` (N x latent_dim) or the global RNG."""
         self.check_images(x)
         n = x.shape[0]
         encoder_state = self._zero_state(n, x)
         h_dec, c_dec = self._zero_state(n, x)
         canvas = torch.zeros_like(x)
         mus, logvars = [], []
-        for _ in range(self.steps):
+        step_noise = [None] * self.steps if noise is None else noise.chunk(self.steps, dim=1)
+        for eps in step_noise:
             x_err = x - torch.sigmoid(canvas)
             read = self._read(x, x_err, h_dec)
             encoder_state = self.encoder_cell(torch.cat([read, h_dec], 1), encoder_state)
             mu, logvar = self.to_posterior(encoder_state[0]).chunk(2, dim=1)
-            z = self.reparameterize(mu, logvar) if sample else mu
+            z = self.reparameterize(mu, logvar, eps) if sample else mu
             h_dec, c_dec = self.decoder_cell(z, (h_dec, c_dec))
             canvas = canvas + self._write(h_dec)
             mus.append(mu)
@@ -215,6 +217,16 @@ class DrawVAE(VAE):
             state = self.decoder_cell(z_t, state)
             canvas = canvas + self._write(state[0])
         return canvas
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """decode(mu) along the deterministic path; with `noise`, the canvas of the path sampled
+        step by step as in training (not decode(mu + sigma * noise) of the deterministic path's
+        mu and sigma: the posterior at step t depends on the codes drawn before it)."""
+        if noise is None:
+            return super().reconstruct(x)
+        self.check_noise(x, noise)
+        return torch.sigmoid(self._run(x, sample=True, noise=noise)[2])
 
     def forward(self, x: torch.Tensor) -> LossTerms:
         mu, logvar, logits = self._run(x, sample=True)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from varloss.errors import InputError
+from varloss.variance.reconstruction import check_reconstruction
 
 SCHEDULES = ("constant", "cosine", "step")
 # FID (domain features) of the prior samples in report.json: "auto" when the data set's domain
@@ -19,6 +20,9 @@ SCHEDULES = ("constant", "cosine", "step")
 FID_MODES = ("auto", "on", "off")
 # Settings that may change between a run and its resumption (they do not change the numbers).
 RESUMABLE_CHANGES = ("epochs", "out", "device", "compile", "data_path", "fid")
+# Settings added later: at these values they are left out of a run's identity, so that runs
+# written before them still resume (and their study run ids stay the same).
+LATER_DEFAULTS = {"reconstruction": "mean"}
 
 
 @dataclass
@@ -29,6 +33,9 @@ class TrainConfig:
     (e.g. `hidden_sizes` for dense, `steps` for draw); `loss=None` is the family's default
     likelihood; `limit` trains on the first N training images; `eval_limit` evaluates on the first
     N test images (None: the whole test split); `fid` is one of FID_MODES.
+
+    `reconstruction` is how the test split is reconstructed: `mean`, decode(mu), or `sample`,
+    decode(mu + sigma * eps) with one seeded draw per image.
     """
 
     family: str = "dense"
@@ -49,6 +56,7 @@ class TrainConfig:
     data_path: str | None = None
     eval_limit: int | None = None
     fid: str = "auto"
+    reconstruction: str = "mean"
 
     def __post_init__(self) -> None:
         if isinstance(self.fid, bool):  # a switch, as `correct(fid=True)` takes it
@@ -80,12 +88,16 @@ class TrainConfig:
             raise InputError(f"hyper must be a dict of hyper-parameters, got {self.hyper!r}.")
         if self.data_path is not None and not isinstance(self.data_path, str):
             raise InputError(f"data_path must be a path, got {self.data_path!r}.")
+        check_reconstruction(self.reconstruction)
 
     def identity(self) -> dict[str, Any]:
         """Settings that must match for a checkpoint to be resumed (all but RESUMABLE_CHANGES)."""
         data = dataclasses.asdict(self)
         for key in RESUMABLE_CHANGES:
             data.pop(key)
+        for key, default in LATER_DEFAULTS.items():
+            if data[key] == default:
+                data.pop(key)  # the identity of runs written before these settings existed
         return data
 
     def to_dict(self) -> dict[str, Any]:

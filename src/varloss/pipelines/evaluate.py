@@ -35,8 +35,9 @@ def evaluate(
     settings: dict[str, Any] | None = None,
     batch_size: int = 500,
 ) -> dict[str, Any]:
-    """Seeded evaluation on the test split: real vs reconstructions decode(mu), and real vs as many
-    prior samples as test images. Same weights, same config -> the same numbers, bit for bit.
+    """Seeded evaluation on the test split: real vs reconstructions (decode(mu), or one seeded
+    posterior draw per image with `config.reconstruction="sample"`), and real vs as many prior
+    samples as test images. Same weights, same config -> the same numbers, bit for bit.
 
     With `out` (a folder), also writes samples.png and maps.npz there; under torchrun `ranks`
     shards the test split.
@@ -51,6 +52,8 @@ def evaluate(
     generator = torch.Generator(device="cpu").manual_seed(epoch_seed(config.seed, -1))
     # Draw every rank's codes from one stream so the samples do not depend on the world size.
     codes = torch.randn(n_test, model.latent_dim, generator=generator)[shard].to(device)
+    noise, protocol = reconstruction_noise(config, n_test, model.latent_dim)
+    noise = noise[shard].to(device) if noise is not None else None
 
     want_fid = ranks.all_agree(fid_wanted(config), device)  # every rank takes part in the gather
     kept: list[torch.Tensor] = []
@@ -58,7 +61,10 @@ def evaluate(
     first: dict[str, torch.Tensor] = {}
     for start in range(0, real.shape[0], batch_size):
         x = real[start : start + batch_size]
-        reconstructed = model.reconstruct(x).float()
+        if noise is None:
+            reconstructed = model.reconstruct(x).float()
+        else:  # decode(mu + sigma * eps), the draws of these images
+            reconstructed = model.reconstruct(x, noise[start : start + batch_size]).float()
         generated = model.decode(codes[start : start + batch_size]).float()
         metric.update(x, reconstructed=reconstructed, generated=generated)
         if want_fid:
@@ -73,7 +79,7 @@ def evaluate(
             "split": "test",
             "test_images": n_test,
             "test_source": test_set.source,
-            "reconstructions": "decode(mu)",
+            **protocol,
             "generated": f"decode(z), z ~ N(0, I), {n_test} codes seeded from seed {config.seed}",
         },
     }
@@ -96,6 +102,23 @@ def evaluate(
         )
         result.save_maps(folder.file(MAPS_FILE))
     return report
+
+
+def reconstruction_noise(
+    config: TrainConfig, n_test: int, latent_dim: int
+) -> tuple[torch.Tensor | None, dict[str, Any]]:
+    """The draws of sampled reconstructions (n_test x latent_dim, one stream seeded apart from
+    the prior codes', so they do not depend on the world size), or None for decode(mu); and what
+    the report records about them."""
+    if config.reconstruction != "sample":
+        return None, {"reconstructions": "decode(mu)", "reconstruction": "mean"}
+    seed = epoch_seed(config.seed, -2)
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    return torch.randn(n_test, latent_dim, generator=generator), {
+        "reconstructions": "decode(mu + sigma * eps), eps ~ N(0, I), one draw per test image",
+        "reconstruction": "sample",
+        "reconstruction_seed": seed,
+    }
 
 
 def fid_wanted(config: TrainConfig) -> bool:

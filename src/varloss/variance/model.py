@@ -2,6 +2,8 @@
 
 The model may be any framework's: its `reconstruct(x)`/`sample(n)`, or two functions. The real
 set streams batch by batch through the model and into `measure`, so outputs are never held.
+`reconstruction="sample"` reconstructs through `model.reconstruct(x, noise)`: decode(mu + sigma *
+eps), one draw per image from a generator seeded with seed + 1 (the samples' codes use seed).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch
 from varloss.data.readers import CheckedStream, Source, open_source
 from varloss.errors import InputError
 from varloss.variance.measurement import ValueRange, measure, normalise_ranges
+from varloss.variance.reconstruction import check_reconstruction, sampled_reconstruction
 from varloss.variance.report import VarianceReport
 
 
@@ -35,6 +38,7 @@ def measure_model(
     generate: Callable[[int], Any] | None = None,
     n_generated: int | None = None,
     seed: int = 0,
+    reconstruction: str = "mean",
     batch_size: int = 256,
     value_range: ValueRange | dict[str, ValueRange] | None = None,
     settings: dict[str, Any] | None = None,
@@ -50,11 +54,8 @@ def measure_model(
     An `nn.Module` is measured in eval mode and under `torch.no_grad()`, then put back as it was.
     Outputs are checked like `measure`'s inputs; `splits` (spectrum=, pca=) go to `measure`.
     """
-    reconstruct, generate = _model_functions(model, reconstruct, generate)
-    if n_generated is not None and (isinstance(n_generated, bool) or int(n_generated) < 2):
-        raise InputError(f"n_generated must be an integer of at least 2, got {n_generated!r}.")
-    if batch_size < 1:
-        raise InputError(f"batch_size must be a positive integer, got {batch_size}.")
+    reconstruct, generate = _model_functions(model, reconstruct, generate, reconstruction, seed)
+    _check_counts(n_generated, batch_size)
     ranges = normalise_ranges(value_range)
     device = model_device(model)
     real_set = CheckedStream(open_source(real, "real", batch_size=batch_size), ranges["real"])
@@ -98,6 +99,7 @@ def measure_model(
                     "reconstructed_by": _function_name(reconstruct),
                     "generated_by": _function_name(generate),
                     "seed": seed,
+                    **_reconstruction_settings(reconstruction, seed),
                     **(settings or {}),
                 },
             )
@@ -110,10 +112,29 @@ def measure_model(
     return report
 
 
+def _check_counts(n_generated: int | None, batch_size: int) -> None:
+    if n_generated is not None and (isinstance(n_generated, bool) or int(n_generated) < 2):
+        raise InputError(f"n_generated must be an integer of at least 2, got {n_generated!r}.")
+    if batch_size < 1:
+        raise InputError(f"batch_size must be a positive integer, got {batch_size}.")
+
+
 def _model_functions(
-    model: Any, reconstruct: Callable | None, generate: Callable | None
+    model: Any,
+    reconstruct: Callable | None,
+    generate: Callable | None,
+    reconstruction: str = "mean",
+    seed: int = 0,
 ) -> tuple[Callable | None, Callable | None]:
-    """The reconstruct and generate functions: as given, else the model's own."""
+    """The reconstruct and generate functions: as given, else the model's own (sampled
+    reconstructions draw through the model's `reconstruct(x, noise)`)."""
+    if check_reconstruction(reconstruction) == "sample":
+        if reconstruct is not None:
+            raise InputError(
+                "reconstruction 'sample' draws through the model's reconstruct(x, noise); a "
+                "reconstruct= function makes its own reconstructions: leave it at 'mean'."
+            )
+        reconstruct = sampled_reconstruction(model, _reconstruction_seed(seed))
     if reconstruct is None and model is not None and callable(getattr(model, "reconstruct", None)):
         reconstruct = model.reconstruct
     if generate is None and model is not None and callable(getattr(model, "sample", None)):
@@ -124,6 +145,19 @@ def _model_functions(
             "reconstruct= and/or generate= functions."
         )
     return reconstruct, generate
+
+
+def _reconstruction_seed(seed: int) -> int:
+    return int(seed) + 1  # not the samples' seed: their first codes would equal these draws
+
+
+def _reconstruction_settings(reconstruction: str, seed: int) -> dict[str, Any]:
+    """What a report records about its reconstructions' protocol."""
+    sampled = reconstruction == "sample"
+    return {
+        "reconstruction": reconstruction,
+        "reconstruction_seed": _reconstruction_seed(seed) if sampled else None,
+    }
 
 
 def _detached(output: Any) -> Any:

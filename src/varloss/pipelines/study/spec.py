@@ -26,7 +26,7 @@ from varloss.data import available_names
 from varloss.errors import InputError
 from varloss.losses import LIKELIHOODS
 from varloss.models import MODEL_FAMILIES, load_plugins
-from varloss.pipelines.config import TrainConfig
+from varloss.pipelines.config import LATER_DEFAULTS, TrainConfig
 
 __all__ = ["RUN_FIELDS", "RunSpec", "StudySpec", "load_spec", "parse_spec", "preset_names"]
 
@@ -44,7 +44,8 @@ class RunSpec:
     Every field is the `TrainConfig` field of the same name. `loss=None` means the family's
     default likelihood, `limit=None` the whole training split, `batch_size`/`lr=None` the
     trainer's defaults; `data_path` says where the data lives and is not part of the run's
-    identity.
+    identity. `reconstruction` (mean or sample) is left out of the run id at its default, mean,
+    so earlier ids stay the same.
     """
 
     family: str
@@ -58,11 +59,15 @@ class RunSpec:
     lr: float | None = None
     hyper: dict[str, Any] = field(default_factory=dict)
     data_path: str | None = None
+    reconstruction: str = "mean"
 
     def settings(self) -> dict[str, Any]:
         """The settings that determine the result (JSON-safe, canonical key order)."""
         data = dataclasses.asdict(self)
         data.pop("data_path")
+        for key, default in LATER_DEFAULTS.items():
+            if data[key] == default:
+                data.pop(key)  # as before these settings existed: the run id does not change
         data["hyper"] = {k: _json_safe(v) for k, v in sorted(self.hyper.items())}
         return data
 
