@@ -272,6 +272,8 @@ def test_ddp_with_gloo_on_two_processes(tmp_path: Path, monkeypatch: pytest.Monk
     single = evaluate(load_model(out), config)
     for key in MEASURE_KEYS:
         assert report[key] == pytest.approx(single[key], rel=1e-12), key
+    for band, one in zip(report["spectrum"]["bands"], single["spectrum"]["bands"], strict=True):
+        assert band["mse"] == pytest.approx(one["mse"], rel=1e-10)  # merged across ranks
     assert report["fid"]["n_generated"] == 121  # both ranks' samples
     assert report["fid"]["fid"] == pytest.approx(single["fid"]["fid"], rel=1e-6)
 

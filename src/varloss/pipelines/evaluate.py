@@ -20,7 +20,7 @@ from varloss.pipelines.config import TrainConfig
 from varloss.pipelines.runtime import Ranks, epoch_seed
 from varloss.quality import domain_extractor_available, fid_or_reason
 from varloss.runs import MAPS_FILE, SAMPLES_FILE, RunFolder
-from varloss.variance import VarianceLoss
+from varloss.variance import VarianceLoss, VarianceSpectrum
 
 GRID_SIZE = 12  # images per row of samples.png
 
@@ -58,6 +58,7 @@ def evaluate(
     want_fid = ranks.all_agree(fid_wanted(config), device)  # every rank takes part in the gather
     kept: list[torch.Tensor] = []
     metric = VarianceLoss().to(device)
+    spectrum = VarianceSpectrum().to(device)  # per frequency band: cheap next to training
     first: dict[str, torch.Tensor] = {}
     for start in range(0, real.shape[0], batch_size):
         x = real[start : start + batch_size]
@@ -67,12 +68,14 @@ def evaluate(
             reconstructed = model.reconstruct(x, noise[start : start + batch_size]).float()
         generated = model.decode(codes[start : start + batch_size]).float()
         metric.update(x, reconstructed=reconstructed, generated=generated)
+        spectrum.update(x, reconstructed=reconstructed, generated=generated)
         if want_fid:
             kept.append(generated.cpu())
         if not first:
             first = {"real": x, "reconstructed": reconstructed, "generated": generated}
     result = metric.sync_report(dims=list(test_set.images.shape[1:]))
     report = result.to_dict()
+    report["spectrum"] = spectrum.sync_compute()  # every rank takes part in the gather
     report["settings"] = {
         **(settings or {}),
         "evaluation": {
