@@ -84,13 +84,14 @@ def measure_command(
     model: str = typer.Option(
         None,
         "--model",
-        help="A varloss model or train-run folder: measure its reconstructions of --real and its "
-        "samples directly (instead of --reconstructed/--generated).",
+        help="A varloss run folder, pythae:FOLDER or diffusers:FOLDER: measure its reconstructions "
+        "of --real and its samples (an AutoencoderKL's: with --n-generated) directly.",
     ),
     n_generated: int = typer.Option(
         None, "--n-generated", help="With --model: samples to draw (default: as many as --real)."
     ),
     seed: int = typer.Option(0, "--seed", help="With --model: seed of the samples."),
+    device: str = typer.Option("cpu", "--device", help="With --model: cpu, cuda[:N] or auto."),
     reconstruction: str = typer.Option(
         "mean", "--reconstruction", help="With --model: mean, decode(mu), or sample (one draw)."
     ),
@@ -114,17 +115,19 @@ def measure_command(
     uint8 inputs are scaled to [0, 1]; float inputs are taken as they are.
     """
     # start-up cost: see varloss/cli/__init__.py
-    from varloss.models import load_model
+    from varloss.models.adapters import load_adapter
     from varloss.variance import measure, measure_model
 
     _check_arguments(model, reconstructed, generated, n_generated, json_out, maps, reconstruction)
     ranges = parse_ranges(value_range)
     splits = {"spectrum": bands if spectrum else False, "pca": pca, "pca_limit": pca_limit}
     if model is not None:
-        settings = {"command": command_line(), "model_dir": model}
+        adapter = load_adapter(model, device=device)
+        settings = {"command": command_line(), "model_dir": model, "adapter": adapter.describe()}
         report = measure_model(
-            load_model(model),
+            adapter,
             real,
+            generate=None if adapter.generates_images or n_generated is None else adapter.sample,
             n_generated=n_generated,
             seed=seed,
             reconstruction=reconstruction,

@@ -95,7 +95,7 @@ def measure_model(
                 value_range={k: v for k, v in ranges.items() if v is not None and k != "real"},
                 **splits,
                 settings={
-                    "model": type(model).__name__ if model is not None else None,
+                    "model": _model_name(model),
                     "reconstructed_by": _function_name(reconstruct),
                     "generated_by": _function_name(generate),
                     "seed": seed,
@@ -137,7 +137,9 @@ def _model_functions(
         reconstruct = sampled_reconstruction(model, _reconstruction_seed(seed))
     if reconstruct is None and model is not None and callable(getattr(model, "reconstruct", None)):
         reconstruct = model.reconstruct
-    if generate is None and model is not None and callable(getattr(model, "sample", None)):
+    # an adapter whose prior samples are not images (AutoencoderKL) samples only when asked
+    images_from_prior = getattr(model, "generates_images", True)
+    if generate is None and images_from_prior and callable(getattr(model, "sample", None)):
         generate = model.sample
     if reconstruct is None and generate is None:
         raise InputError(
@@ -158,6 +160,11 @@ def _reconstruction_settings(reconstruction: str, seed: int) -> dict[str, Any]:
         "reconstruction": reconstruction,
         "reconstruction_seed": _reconstruction_seed(seed) if sampled else None,
     }
+
+
+def _model_name(model: Any) -> str | None:
+    """The model's class name; an adapter's (or any wrapper's) `module` names the model."""
+    return None if model is None else type(getattr(model, "module", model)).__name__
 
 
 def _detached(output: Any) -> Any:
