@@ -139,6 +139,26 @@ def test_presets_quick_and_paper() -> None:
     assert {"mnist", "fashion-mnist", "cifar10", "celeba"} <= {r.dataset for r in paper.runs}
     assert {"dense", "conv", "resnet", "draw", "convdraw"} <= {r.family for r in paper.runs}
     assert all(r.limit is None for r in paper.runs)
+    # the study presets reconstruct through the sampling layer, as the seed's example does
+    assert {r.reconstruction for r in quick.runs + paper.runs} == {"sample"}
+
+
+def test_preset_standard_is_converged_varied_and_fits_an_hour() -> None:
+    """The standard preset's promises, read from the spec (its full run is not a test)."""
+    standard = load_spec("standard")
+    assert standard.preset == "standard" and not standard.quick
+    runs = standard.runs
+    assert len(runs) >= 20 and len({r.run_id for r in runs}) == len(runs)
+    assert len({r.family for r in runs}) >= 4
+    assert {r.dataset for r in runs} == {"mnist", "fashion-mnist"}  # both offline data sets
+    assert all(r.patience is not None and r.patience >= 2 for r in runs)  # early stopping
+    latents = {r.latent for r in runs}
+    assert min(latents) <= 2 and max(latents) >= 64
+    dense = [r for r in runs if r.family == "dense"]
+    assert {r.reconstruction for r in dense} == {"mean", "sample"}
+    assert {r.reconstruction for r in runs if r.family != "dense"} == {"sample"}
+    for run in runs:
+        run.train_config("unused", None).validate()  # the trainer accepts every run
 
 
 def test_load_spec_from_file_and_missing_file(tmp_path: Path) -> None:
