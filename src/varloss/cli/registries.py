@@ -1,7 +1,7 @@
 """Registry names for help texts, read from the registries when a help page is shown.
 
 Help texts name a registry as `{families}`, `{losses}`, `{methods}`, `{extractors}`,
-`{executors}` or `{datasets}`; `fill_registry_names` puts in the names registered at that
+`{executors}`, `{datasets}` or `{presets}`; `fill_registry_names` puts in the names registered at that
 moment, plugins included (the group callback has imported --plugin modules by then).
 """
 
@@ -47,6 +47,12 @@ def _datasets() -> list[str]:
     return list(DATASETS)
 
 
+def _presets() -> list[str]:
+    from varloss.pipelines.study.spec import preset_names
+
+    return preset_names()
+
+
 # Imports inside these functions, not at the top: `varloss --help` and every command's own
 # `--help` would otherwise import the whole library (1.6 s; see varloss/cli/__init__.py).
 REGISTRIES: dict[str, Callable[[], list[str]]] = {
@@ -56,6 +62,7 @@ REGISTRIES: dict[str, Callable[[], list[str]]] = {
     "extractors": _extractors,
     "executors": _executors,
     "datasets": _datasets,
+    "presets": _presets,
 }
 
 

@@ -11,7 +11,7 @@ from varloss.cli.app import command, command_line
 @command("study")
 def study_command(
     preset: str = typer.Option(
-        ..., "--preset", help="A built-in preset (quick, paper) or a study YAML file."
+        ..., "--preset", help="A built-in preset ({presets}) or a study YAML file."
     ),
     out: str = typer.Option(..., "--out", help="Output folder (runs/, results.csv, fit.json)."),
     executor: str = typer.Option(
