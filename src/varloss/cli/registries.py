@@ -1,8 +1,8 @@
 """Registry names for help texts, read from the registries when a help page is shown.
 
 Help texts name a registry as `{families}`, `{losses}`, `{methods}`, `{extractors}`,
-`{executors}`, `{datasets}` or `{presets}`; `fill_registry_names` puts in the names registered at that
-moment, plugins included (the group callback has imported --plugin modules by then).
+`{executors}`, `{datasets}` or `{presets}`; `fill_registry_names` puts in the names registered
+at that moment, plugins included (the group callback has imported --plugin modules by then).
 """
 
 from __future__ import annotations
