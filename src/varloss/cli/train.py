@@ -42,7 +42,8 @@ def check_hyper_settings(family: str, pairs: list[str] | None) -> dict:
 # train_command's options that are TrainConfig fields of the same name
 CONFIG_OPTIONS = (
     "dataset", "epochs", "latent", "seed", "out", "loss", "limit", "eval_limit", "batch_size",
-    "lr", "schedule", "device", "bf16", "data_path", "fid", "reconstruction",
+    "lr", "schedule", "device", "bf16", "data_path", "fid", "reconstruction", "patience",
+    "validation",
 )
 
 
@@ -108,6 +109,12 @@ def train_command(
     ),
     reconstruction: str = typer.Option(
         "mean", "--reconstruction", help="mean: decode(mu); sample: decode(mu + sigma * eps)."
+    ),
+    patience: int = typer.Option(
+        None, "--patience", help="Stop after N epochs without a better validation loss."
+    ),
+    validation: float = typer.Option(
+        0.1, "--validation", help="With --patience: fraction of training images held out."
     ),
     resume: bool = typer.Option(False, "--resume", help="Continue from the run's checkpoint."),
     force: bool = typer.Option(False, "--force", help="Overwrite a run already in --out."),

@@ -14,9 +14,10 @@ import numpy as np
 from varloss.figures.base import pyplot
 from varloss.figures.maps import map_image
 
-# history.csv columns drawn in each panel: the loss and its terms, then the training MSE.
-LOSS_COLUMNS = ("loss", "reconstruction", "kl")
-MSE_COLUMNS = ("mse",)
+# history.csv columns drawn in each panel: the loss and its terms, then the training MSE (and
+# the validation split's, from runs trained with --patience).
+LOSS_COLUMNS = ("loss", "reconstruction", "kl", "val_loss")
+MSE_COLUMNS = ("mse", "val_mse")
 
 
 def training_curves_figure(

@@ -22,7 +22,7 @@ FID_MODES = ("auto", "on", "off")
 RESUMABLE_CHANGES = ("epochs", "out", "device", "compile", "data_path", "fid")
 # Settings added later: at these values they are left out of a run's identity, so that runs
 # written before them still resume (and their study run ids stay the same).
-LATER_DEFAULTS = {"reconstruction": "mean"}
+LATER_DEFAULTS = {"reconstruction": "mean", "patience": None, "validation": 0.1}
 
 
 @dataclass
@@ -35,7 +35,11 @@ class TrainConfig:
     N test images (None: the whole test split); `fid` is one of FID_MODES.
 
     `reconstruction` is how the test split is reconstructed: `mean`, decode(mu), or `sample`,
-    decode(mu + sigma * eps) with one seeded draw per image.
+    decode(mu + sigma * eps) with one seeded draw per image. `patience=N` stops training when the
+    validation loss has not improved for N epochs (`epochs` is then the cap) and keeps the best
+    epoch's weights; the validation split is the fraction `validation` of the training images
+    (after `limit`), drawn with a seed derived from `seed`. Without patience there is no
+    validation split: the model trains on every training image.
     """
 
     family: str = "dense"
@@ -57,6 +61,8 @@ class TrainConfig:
     eval_limit: int | None = None
     fid: str = "auto"
     reconstruction: str = "mean"
+    patience: int | None = None
+    validation: float = 0.1
 
     def __post_init__(self) -> None:
         if isinstance(self.fid, bool):  # a switch, as `correct(fid=True)` takes it
@@ -89,6 +95,19 @@ class TrainConfig:
         if self.data_path is not None and not isinstance(self.data_path, str):
             raise InputError(f"data_path must be a path, got {self.data_path!r}.")
         check_reconstruction(self.reconstruction)
+        patience = self.patience
+        if patience is not None and (
+            isinstance(patience, bool) or not isinstance(patience, int) or patience < 1
+        ):
+            raise InputError(f"patience must be a positive integer or None, got {patience!r}.")
+        validation = self.validation
+        if isinstance(validation, bool) or not (
+            isinstance(validation, int | float) and 0 < validation < 1
+        ):
+            raise InputError(
+                f"validation must be a fraction of the training images between 0 and 1 "
+                f"(exclusive), got {validation!r}."
+            )
 
     def identity(self) -> dict[str, Any]:
         """Settings that must match for a checkpoint to be resumed (all but RESUMABLE_CHANGES)."""
@@ -96,7 +115,7 @@ class TrainConfig:
         for key in RESUMABLE_CHANGES:
             data.pop(key)
         for key, default in LATER_DEFAULTS.items():
-            if data[key] == default:
+            if data[key] == default or (key == "validation" and self.patience is None):
                 data.pop(key)  # the identity of runs written before these settings existed
         return data
 

@@ -8,11 +8,16 @@ checkpoint written after epoch k is bitwise identical on CPU to one that never s
 Run folder (`out`, names in `varloss.runs`):
     config.json, model.safetensors   the model (`varloss.models.save_model`) + the train settings
     history.csv                      per-epoch loss, reconstruction, KL, MSE, learning rate, seconds
+                                     (and val_loss, val_mse with --patience)
     checkpoint/last.pt               model, optimiser and scheduler state after the last epoch
+                                     (and the early-stopping state: best loss, epoch and weights)
     samples.png, maps.npz            real / reconstructed / generated grid; per-pixel maps
     report.json                      the `varloss measure` keys on the test split; its presence
                                      marks a finished run
     manifest.json                    SHA-256 of every file above, written last
+With `patience` (`varloss.pipelines.early_stopping`) a seeded validation split is held out of the
+training images, training stops after `patience` epochs without a better validation loss
+(`epochs` is the cap), and the best epoch's weights are saved as the model.
 The folder is locked for the whole run; a damaged checkpoint is refused, never trained on; a
 damaged model of a finished run is rebuilt from its checkpoint by `resume`.
 
@@ -37,6 +42,12 @@ from varloss.data import load
 from varloss.errors import InputError, TrainingError
 from varloss.models import create_model, save_model
 from varloss.pipelines.config import FID_MODES, SCHEDULES, TrainConfig
+from varloss.pipelines.early_stopping import (
+    VALIDATION_COLUMNS,
+    EarlyStopping,
+    split_validation,
+    stopped_in,
+)
 from varloss.pipelines.evaluate import GRID_SIZE, evaluate
 from varloss.pipelines.runtime import (
     Ranks,
@@ -88,10 +99,11 @@ def train(
 ) -> dict[str, Any]:
     """Train (or resume) the run `config` describes; returns the report dict written to report.json.
 
-    `resume` continues from `out/checkpoint` up to `config.epochs` epochs in total (a finished run
-    with as many epochs returns its report, after rebuilding any damaged file from the
-    checkpoint); without it an `out` that already holds a run is refused unless `force`, which
-    deletes that run first. `command` (the CLI passes its command line) is recorded in the report.
+    `resume` continues from `out/checkpoint` up to `config.epochs` epochs in total, or until
+    `config.patience` stops it (a finished run with as many epochs, or stopped, returns its
+    report, after rebuilding any damaged file from the checkpoint); without it an `out` that
+    already holds a run is refused unless `force`, which deletes that run first. `command` (the
+    CLI passes its command line) is recorded in the report.
     """
     config.validate()
     device = pick_device(config.device)
@@ -121,15 +133,23 @@ def train(
         )
         try:
             for epoch in range(run.start_epoch, config.epochs):
-                run.history.append(_train_epoch(run, config, ranks, epoch, bar, folder))
+                if run.stopping is not None and run.stopping.stopped:
+                    break  # patience ran out (also when a run that had stopped is resumed)
+                row = _train_epoch(run, config, ranks, epoch, bar, folder)
+                if run.stopping is not None:  # validation loss; a better one keeps the weights
+                    row.update(run.stopping.observe(run.model, epoch + 1, run.autocast))
+                run.history.append(row)
                 if ranks.main:  # after every epoch: checkpoint and history, digests recorded
                     _save_checkpoint(folder, run, config, epoch + 1)
-                    folder.write_csv(HISTORY_FILE, run.history, HISTORY_COLUMNS, record=False)
+                    columns = history_columns(config)
+                    folder.write_csv(HISTORY_FILE, run.history, columns, record=False)
                     folder.record(CHECKPOINT_FILE, HISTORY_FILE)
         finally:
             bar.close()
 
         # The trained model: weights, evaluation on the test split, report, and the manifest last.
+        if run.stopping is not None and run.stopping.best_model:  # the best epoch's weights
+            run.model.load_state_dict(run.stopping.best_model)
         settings = _settings(config, run, ranks, device, command)
         if ranks.main:
             extra = {"train": config.to_dict(), "versions": versions()}
@@ -140,6 +160,8 @@ def train(
         report["train_seconds"] = sum(row["seconds"] for row in run.history)
         report["final_loss"] = run.history[-1]["loss"] if run.history else None
         report["history"] = run.history
+        report["stopped_epoch"] = len(run.history)  # the epochs trained, and whose weights:
+        report.update(run.stopping.summary() if run.stopping else {"best_epoch": len(run.history)})
         if ranks.main:
             folder.write_json(REPORT_FILE, report)
             folder.seal(SEALED_FILES)
@@ -160,7 +182,10 @@ def _finished_report(folder: RunFolder, config: TrainConfig, ranks: Ranks) -> di
     if not (folder.exists(REPORT_FILE) and folder.exists(CHECKPOINT_FILE)):
         return None
     checkpoint = _load_checkpoint(folder)
-    if checkpoint["epoch"] != config.epochs or checkpoint["config"] != config.identity():
+    ended = checkpoint["epoch"] == config.epochs or (
+        stopped_in(checkpoint, config) and checkpoint["epoch"] <= config.epochs
+    )
+    if not ended or checkpoint["config"] != config.identity():
         return None  # _prepare_folder explains what differs, or resumes
     rebuilding = f"rebuilding the run from {folder.file(CHECKPOINT_FILE)} (epoch {config.epochs})"
     try:
@@ -243,6 +268,8 @@ def _save_checkpoint(folder: RunFolder, run: _Run, config: TrainConfig, epochs_d
         "scheduler": run.scheduler.state_dict(),
         "history": run.history,
     }
+    if run.stopping is not None:
+        state["early_stopping"] = run.stopping.state_dict()
     folder.write_torch(CHECKPOINT_FILE, state, record=False)  # recorded with the history
 
 
@@ -261,7 +288,13 @@ def _settings(
         "versions": versions(),
         "train_images": run.images.shape[0],
         "train_source": run.train_source,
+        "validation": run.stopping.record if run.stopping is not None else None,
     }
+
+
+def history_columns(config: TrainConfig) -> tuple[str, ...]:
+    """history.csv's columns: the validation loss and MSE too when early stopping needs them."""
+    return HISTORY_COLUMNS + (VALIDATION_COLUMNS if config.patience is not None else ())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -283,6 +316,7 @@ class _Run:
     steps_per_epoch: int
     fused: bool
     autocast: Any
+    stopping: EarlyStopping | None  # with --patience: the validation split and the rule
 
 
 def _setup(
@@ -295,6 +329,11 @@ def _setup(
         raise InputError(
             f"dataset {config.dataset} has {n} training images; at least 2 are needed."
         )
+    stopping = None
+    if config.patience is not None:  # hold out the seeded validation split
+        images, held_out, record = split_validation(images, config)
+        stopping = EarlyStopping.create(config, held_out, record)
+        n = images.shape[0]
     torch.manual_seed(config.seed)
     model = create_model(
         config.family, tuple(images.shape[1:]), config.latent, config.loss, **config.hyper
@@ -313,6 +352,8 @@ def _setup(
         scheduler.load_state_dict(checkpoint["scheduler"])
         history = [dict(row) for row in checkpoint["history"]]
         start_epoch = int(checkpoint["epoch"])
+        if stopping is not None:
+            stopping.load_state_dict(checkpoint["early_stopping"])
     network: torch.nn.Module = model
     if ranks.world > 1:
         network = torch.nn.parallel.DistributedDataParallel(
@@ -327,7 +368,7 @@ def _setup(
     )
     return _Run(
         images, train_set.source, model, network, optimizer, scheduler, history, start_epoch,
-        steps_per_epoch, fused, autocast,
+        steps_per_epoch, fused, autocast, stopping,
     )  # fmt: skip
 
 

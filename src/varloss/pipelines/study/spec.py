@@ -44,8 +44,8 @@ class RunSpec:
     Every field is the `TrainConfig` field of the same name. `loss=None` means the family's
     default likelihood, `limit=None` the whole training split, `batch_size`/`lr=None` the
     trainer's defaults; `data_path` says where the data lives and is not part of the run's
-    identity. `reconstruction` (mean or sample) is left out of the run id at its default, mean,
-    so earlier ids stay the same.
+    identity. `reconstruction` (mean or sample), `patience` and `validation` (None: the
+    trainer's 0.1) are left out of the run id at their defaults, so earlier ids stay the same.
     """
 
     family: str
@@ -60,13 +60,15 @@ class RunSpec:
     hyper: dict[str, Any] = field(default_factory=dict)
     data_path: str | None = None
     reconstruction: str = "mean"
+    patience: int | None = None
+    validation: float | None = None
 
     def settings(self) -> dict[str, Any]:
         """The settings that determine the result (JSON-safe, canonical key order)."""
         data = dataclasses.asdict(self)
         data.pop("data_path")
         for key, default in LATER_DEFAULTS.items():
-            if data[key] == default:
+            if data[key] in (default, None) or (key == "validation" and self.patience is None):
                 data.pop(key)  # as before these settings existed: the run id does not change
         data["hyper"] = {k: _json_safe(v) for k, v in sorted(self.hyper.items())}
         return data
