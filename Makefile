@@ -7,7 +7,7 @@ EXTRAS ?= dev,dask,adapters
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.varloss-installed
 
-.PHONY: demo test test-fast lint bench clean-venv
+.PHONY: demo test test-fast lint bench gpu-check clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS),bench]"
 	$(BIN)/python benchmarks/bench_stats.py
 	$(BIN)/python benchmarks/bench_train.py
+
+# benchmarks/gpu_check.py: at most 8 minutes on one GPU, one table (says so and exits 0 without
+# CUDA). Needs a CUDA build of torch: make gpu-check TORCH_SPEC="torch==2.13.0 --index-url ...".
+gpu-check: $(STAMP)
+	$(BIN)/python benchmarks/gpu_check.py
 
 clean-venv:
 	rm -rf $(VENV)
