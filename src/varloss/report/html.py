@@ -141,6 +141,7 @@ _DEFAULTS: dict[str, Any] = {
     "sentences": [],
     "headline": None,
     "maps": None,
+    "spectrum": None,
     "grids": [],
     "curves": None,
     "correct": None,

@@ -221,6 +221,27 @@ class TwoStageSampler(Sampler):
         u = self.network.decode(v).to(torch.float64)
         return u * self.code_std + self.code_mean
 
+    @torch.no_grad()
+    def latent_sets(
+        self, model: nn.Module, images: torch.Tensor, n: int, generator: torch.Generator | None
+    ) -> dict[str, torch.Tensor]:
+        """The second stage's own variance loss, in its input's units: `codes` (the first stage's
+        codes mu of `images`, standardised as the second stage sees them), their second-stage
+        reconstructions decode(mean of q(v | u)) and `n` raw second-stage samples (before any
+        renormalisation), float64. `varloss.measure` of the three gives the latent variance loss
+        the renormalisation rule makes up for."""
+        self._require_model()
+        mu, _ = encode_dataset(model, images, self.batch_size)
+        codes = (mu - self.code_mean) / self.code_std
+        mean, _ = self.network.encode(codes.to(torch.float32))
+        draws = standard_normal(check_sample_count(n), mean.shape[1], generator)
+        generated = self.network.decode(draws)
+        return {
+            "codes": codes.to(torch.float64),
+            "reconstructed": self.network.decode(mean).to(torch.float64),
+            "generated": generated.to(torch.float64),
+        }
+
     def target_moments(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-dimension (mean, variance) the renormalised codes are mapped to."""
         if self.target == "spherical":

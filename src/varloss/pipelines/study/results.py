@@ -44,7 +44,9 @@ REPORT_COLUMNS = [
     "bias2",
     "cov_term",
 ]
-METRIC_COLUMNS = [*REPORT_COLUMNS, "train_seconds"]
+# the share of each variance loss above half the Nyquist radius (report.json's spectrum)
+SPECTRUM_COLUMNS = ["high_frequency_share_reconstructed", "high_frequency_share_generated"]
+METRIC_COLUMNS = [*REPORT_COLUMNS, *SPECTRUM_COLUMNS, "train_seconds"]
 RESULT_COLUMNS = SETTING_COLUMNS + METRIC_COLUMNS
 
 
@@ -90,6 +92,7 @@ def collect_row(run: RunSpec, run_dir: str | Path) -> dict[str, Any]:
     for key in REPORT_COLUMNS:
         value = report.get(key)
         row[key] = float(value) if isinstance(value, int | float) else math.nan
+    row.update(_high_frequency_shares(report))
     row["train_seconds"] = _train_seconds(report, folder)
     return row
 
@@ -101,6 +104,16 @@ def _reconstruction(report: Mapping[str, Any], folder: RunFolder) -> str:
     if value is None and folder.exists(CONFIG_FILE):
         value = (folder.read_json(CONFIG_FILE).get("train") or {}).get("reconstruction")
     return str(value) if value is not None else "mean"
+
+
+def _high_frequency_shares(report: Mapping[str, Any]) -> dict[str, float]:
+    """The SPECTRUM_COLUMNS of a run; NaN for runs from before report.json had a spectrum."""
+    share = (report.get("spectrum") or {}).get("high_frequency_share") or {}
+    return {
+        f"high_frequency_share_{kind}": float(value) if isinstance(value, int | float) else math.nan
+        for kind in ("reconstructed", "generated")
+        for value in [share.get(kind)]
+    }
 
 
 def _train_seconds(report: Mapping[str, Any], folder: RunFolder) -> float:

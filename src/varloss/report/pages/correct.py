@@ -22,6 +22,7 @@ from varloss.report.sections import (
     settings_section,
     train_command,
 )
+from varloss.report.spectrum import methods_spectrum_section
 from varloss.runs import CONFIG_FILE, CORRECT_DIR, HTML_FILE, REPORT_FILE, SAMPLES_FILE, RunFolder
 
 _COLUMNS = (
@@ -121,6 +122,7 @@ def build(directory: Path, source: Path | None) -> Context:
         alt="grid of samples from each variance remedy",
     )
     context["grids"] = [samples] if samples else []
+    context["spectrum"] = methods_spectrum_section(report.get("methods") or {})
     run_config = _run_config(settings.get("run_dir"))
     command = settings.get("command")
     # The numbers come from `varloss correct`; the training command is context, labelled so.

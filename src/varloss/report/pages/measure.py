@@ -10,6 +10,7 @@ from varloss.report.html import file_figure
 from varloss.report.kinds import Context, ReportKind
 from varloss.report.plots import maps_figure
 from varloss.report.sections import explain_variance, headline_table, settings_section
+from varloss.report.spectrum import spectrum_section
 from varloss.runs import MAPS_FILE, RunFolder
 
 
@@ -39,6 +40,7 @@ def build(directory: Path, source: Path | None) -> Context:
             for image in sorted(directory.glob("*.png"))
             if not image.name.startswith(".")
         ]
+    context["spectrum"] = spectrum_section(report)
     settings = report.get("settings") or {}
     inputs = settings.get("inputs") or {}
     context["settings"] = settings_section(

@@ -15,6 +15,7 @@ from varloss.report.html import Cell, Figure, Table, fmt, num_cell, number
 from varloss.report.kinds import Context, ReportKind
 from varloss.report.plots import runs_maps
 from varloss.report.sections import settings_section
+from varloss.report.spectrum import runs_spectrum_section
 from varloss.runs import (
     FIGURE_FILE,
     FIT_FILE,
@@ -88,6 +89,7 @@ def build(directory: Path, source: Path | None) -> Context:
         "runs": _run_grids(directory, rows),
     }
     context["maps"] = _runs_maps(directory, rows)
+    context["spectrum"] = runs_spectrum_section(directory, rows)
     context["settings"] = _study_settings(folder, fit)
     return context
 

@@ -15,6 +15,7 @@ from varloss.report.sections import (
     settings_section,
     train_command,
 )
+from varloss.report.spectrum import spectrum_section
 from varloss.runs import (
     CONFIG_FILE,
     CORRECT_DIR,
@@ -52,6 +53,7 @@ def build(directory: Path, source: Path | None) -> Context:
             f"No variance maps: the run folder has no {MAPS_FILE} (varloss train writes it at "
             "the end of training; an older or interrupted run may lack it)."
         )
+    context["spectrum"] = spectrum_section(report)
     if folder.exists(HISTORY_FILE):
         context["curves"] = loss_curves(folder.read_csv(HISTORY_FILE))
     samples = embed(
