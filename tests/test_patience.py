@@ -145,6 +145,11 @@ def test_patience_settings_are_checked_and_keep_earlier_study_ids(tmp_path: Path
             _config(tmp_path / "x", **bad).validate()
     with pytest.raises(InputError, match="leaves 0 for validation"):
         train(_config(tmp_path / "tiny", limit=4, validation=0.05), progress=False)
+    # Checkpoints written before these settings existed hold identities without them.
+    earlier = {"family", "dataset", "latent", "seed", "loss", "limit", "batch_size", "lr"}
+    earlier |= {"schedule", "bf16", "hyper", "eval_limit"}
+    assert set(TrainConfig(validation=0.3).identity()) == earlier
+    assert {"patience", "validation"} <= set(TrainConfig(patience=1, validation=0.3).identity())
     base = {"family": "dense", "dataset": "digits", "latent": 2, "epochs": 1}
     plain, patient, same = (
         parse_spec({"runs": [run]}).runs[0]
