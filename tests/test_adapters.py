@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -14,12 +16,15 @@ import numpy as np
 import pytest
 import torch
 from _digits_vae import numpy_pixel_variance, untrained_vae
+from PIL import Image
 
 from varloss.cli import run
+from varloss.cli.correct import sampler_params
 from varloss.data import load
 from varloss.errors import InputError
 from varloss.models import PLUGINS_ENV, save_model
 from varloss.models.adapters import ADAPTERS, VarlossAdapter, as_adapter, load_adapter
+from varloss.samplers import ALL_METHODS
 from varloss.variance import measure_model
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # before diffusers is imported: a hub is never asked
@@ -275,3 +280,51 @@ def test_your_own_prefix_through_the_plugin_mechanism(tmp_path, monkeypatch):
         assert adapter.kind == "mine" and adapter.latent_dim == 4
     finally:
         ADAPTERS.pop("mine", None)
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_section_blocks() -> list[str]:
+    """The code blocks of the README's "Your own model" section."""
+    text = README.read_text()
+    section = text.split("## Your own model", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"^```[a-z]*\n(.*?)^```", section, flags=re.M | re.S)
+
+
+@pytest.mark.slow
+def test_the_readme_section_runs(pythae_folder, diffusers_folder, tmp_path, monkeypatch, capsys):
+    """Its three commands and its Python, on the test's models and digits instead of MNIST."""
+    images = tmp_path / "my_images"
+    images.mkdir()
+    for index, image in enumerate(colour_images(12)):
+        Image.fromarray((image.transpose(1, 2, 0) * 255).astype(np.uint8)).save(
+            images / f"{index:02d}.png"
+        )
+    swaps = {
+        "path/to/final_model": str(pythae_folder),
+        "path/to/vae": str(diffusers_folder),
+        "mnist": "digits",
+        "my_images/": f"{images}/",
+    }
+    commands, python = readme_section_blocks()
+    for name, value in swaps.items():
+        commands, python = commands.replace(name, value), python.replace(name, value)
+    monkeypatch.chdir(tmp_path)
+    quick = ["--no-fid", "--n-samples", "300", "--stage2-steps", "200", "--no-report"]
+    lines = [line for line in commands.splitlines() if line.startswith("varloss ")]
+    assert len(lines) == 3
+    for line in lines:
+        arguments = shlex.split(line)[1:]
+        extra = quick if arguments[0] == "correct" else []
+        code, out, err = invoke(monkeypatch, capsys, *arguments, *extra)
+        assert code == 0, (line, err)
+    assert (tmp_path / "maps.png").is_file() and (tmp_path / "fixed" / "report.json").is_file()
+    assert json.loads((tmp_path / "report.json").read_text())["var_generated"] is None
+    small = 'dataset="digits", fid="off", n_samples=300, progress=False, sampler_params=SMALL)'
+    python = python.replace('dataset="digits")', small)
+    namespace = {"SMALL": sampler_params(200, None, None)}
+    exec(compile(python, "README.md", "exec"), namespace)
+    assert namespace["images"].shape == (1000, 1, 8, 8)
+    gaps = {row["method"]: row["gap_closed"] for row in namespace["report"]["table"]}
+    assert set(gaps) == set(ALL_METHODS) and max(gaps.values()) > 0.5
