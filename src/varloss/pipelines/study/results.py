@@ -46,7 +46,9 @@ REPORT_COLUMNS = [
 ]
 # the share of each variance loss above half the Nyquist radius (report.json's spectrum)
 SPECTRUM_COLUMNS = ["high_frequency_share_reconstructed", "high_frequency_share_generated"]
-METRIC_COLUMNS = [*REPORT_COLUMNS, *SPECTRUM_COLUMNS, "train_seconds"]
+# when training stopped and which epoch's weights the run kept (early stopping: --patience)
+EPOCH_COLUMNS = ["best_epoch", "stopped_epoch"]
+METRIC_COLUMNS = [*REPORT_COLUMNS, *SPECTRUM_COLUMNS, "train_seconds", *EPOCH_COLUMNS]
 RESULT_COLUMNS = SETTING_COLUMNS + METRIC_COLUMNS
 
 
@@ -94,6 +96,9 @@ def collect_row(run: RunSpec, run_dir: str | Path) -> dict[str, Any]:
         row[key] = float(value) if isinstance(value, int | float) else math.nan
     row.update(_high_frequency_shares(report))
     row["train_seconds"] = _train_seconds(report, folder)
+    for key in EPOCH_COLUMNS:  # blank for runs from before these were recorded
+        value = report.get(key)
+        row[key] = value if isinstance(value, int) and not isinstance(value, bool) else ""
     return row
 
 
