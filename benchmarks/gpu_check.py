@@ -124,7 +124,7 @@ def _train_result(out: Path, status: str) -> str:
     report = json.loads(report_file.read_text())
     seconds = [row["seconds"] for row in report.get("history", [])]
     loss, mse = report.get("variance_loss_reconstructed"), report.get("mse")
-    fmt = (lambda v: "-" if v is None else f"{v:.4f}")  # noqa: E731
+    fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
     return f"{min(seconds):.1f} s/epoch, variance loss {fmt(loss)}, MSE {fmt(mse)}"
 
 

@@ -257,7 +257,7 @@ def test_varloss_models_go_through_the_same_path(tmp_path):
     torch.testing.assert_close(mu, model.encode(real)[0])
 
 
-PLUGIN = '''
+PLUGIN = """
 from varloss.models import load_model
 from varloss.models.adapters import VarlossAdapter, register_adapter
 
@@ -267,7 +267,7 @@ class Mine(VarlossAdapter):
 
 
 register_adapter("mine", lambda path, device="cpu": Mine(load_model(path), source=path))
-'''
+"""
 
 
 def test_your_own_prefix_through_the_plugin_mechanism(tmp_path, monkeypatch):

@@ -188,8 +188,11 @@ def test_data_dir_that_is_a_file_or_unwritable_is_one_sentence(
     afile.write_text("not a folder")
     for configured in (afile, afile / "below"):
         monkeypatch.setenv("VARLOSS_DATA_DIR", str(configured))
-        with pytest.raises(InputError, match=rf"VARLOSS_DATA_DIR={configured} cannot hold the "
-                           rf"data cache: {afile} is a file"):
+        with pytest.raises(
+            InputError,
+            match=rf"VARLOSS_DATA_DIR={configured} cannot hold the "
+            rf"data cache: {afile} is a file",
+        ):
             load("mnist", sources=("cache",))
     result = CliRunner().invoke(app, ["data", "info", "mnist"])
     assert result.exit_code != 0 and "is a file" in str(result.exception or result.output)

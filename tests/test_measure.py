@@ -312,8 +312,11 @@ def test_registered_data_sets_are_accepted_by_name() -> None:
 
 def test_complex_and_other_non_image_dtypes_are_refused(sets) -> None:
     real = sets[0]
-    with pytest.raises(InputError, match=r"generated holds complex128 values; expected real "
-                       r"numbers \(uint8, integers or floats\)"):
+    with pytest.raises(
+        InputError,
+        match=r"generated holds complex128 values; expected real "
+        r"numbers \(uint8, integers or floats\)",
+    ):
         varloss.measure(real, generated=real + 1j)
     with pytest.raises(InputError, match="reconstructed holds complex64 values"):
         varloss.measure(real, torch.from_numpy(real).to(torch.complex64))

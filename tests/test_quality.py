@@ -221,13 +221,15 @@ def test_fid_with_module_matches_manual_reference(tmp_path, monkeypatch) -> None
     assert result["extractor"]["feature_dim"] == 8
     # the weights identity follows the weights, not the object
     twin = FixedProjection(36, 8)
-    assert fid(real, generated, features=twin)["extractor"]["weights_hash"] == (
-        result["extractor"]["weights_hash"]
+    assert (
+        fid(real, generated, features=twin)["extractor"]["weights_hash"]
+        == (result["extractor"]["weights_hash"])
     )
     with torch.no_grad():
         twin.weight.mul_(2.0)
-    assert fid(real, generated, features=twin)["extractor"]["weights_hash"] != (
-        result["extractor"]["weights_hash"]
+    assert (
+        fid(real, generated, features=twin)["extractor"]["weights_hash"]
+        != (result["extractor"]["weights_hash"])
     )
     assert result["warnings"] == []
     # batch size does not change the number

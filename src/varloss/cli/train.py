@@ -41,8 +41,23 @@ def check_hyper_settings(family: str, pairs: list[str] | None) -> dict:
 
 # train_command's options that are TrainConfig fields of the same name
 CONFIG_OPTIONS = (
-    "dataset", "epochs", "latent", "seed", "out", "loss", "limit", "eval_limit", "batch_size",
-    "lr", "schedule", "device", "bf16", "data_path", "fid", "reconstruction", "patience",
+    "dataset",
+    "epochs",
+    "latent",
+    "seed",
+    "out",
+    "loss",
+    "limit",
+    "eval_limit",
+    "batch_size",
+    "lr",
+    "schedule",
+    "device",
+    "bf16",
+    "data_path",
+    "fid",
+    "reconstruction",
+    "patience",
     "validation",
 )
 

@@ -207,7 +207,9 @@ register_source(
     "registry", "fashion-mnist", _fashion_system, f"system folder {src.FASHION_SYSTEM_DIR}"
 )
 register_source(
-    "registry", "fashion-mnist", lambda *_: src.fashion_from_apt,
+    "registry",
+    "fashion-mnist",
+    lambda *_: src.fashion_from_apt,
     "Debian package dataset-fashion-mnist",
 )
 register_source("mirrors", "cifar10", _cifar_download, "web download")

@@ -143,6 +143,7 @@ def _load_folder(name: str, argument: str, split: str, limit: int | None) -> Ima
 
 # ---- public API ----
 
+
 def load(
     name: str,
     split: str = "train",

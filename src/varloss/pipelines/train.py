@@ -450,4 +450,3 @@ def _diverged(loss: float | str, epoch: int, step: int, folder: RunFolder) -> No
         f"last good checkpoint ({'none yet' if epoch == 0 else f'epoch {epoch}'}) is kept in "
         f"{folder.file(CHECKPOINT_DIR)} — lower --lr or change --loss, then --resume."
     )
-

@@ -25,7 +25,7 @@ FID_MODES = ("auto", "on", "off")
 
 
 def fid_mode(mode: str | bool) -> str:
-    """"auto" | "on" | "off" from a mode or a bool (True -> "on", False -> "off")."""
+    """ "auto" | "on" | "off" from a mode or a bool (True -> "on", False -> "off")."""
     if isinstance(mode, bool):
         return "on" if mode else "off"
     if mode not in FID_MODES:

@@ -233,9 +233,7 @@ def load_sampler(directory: str | Path, model: nn.Module | None = None) -> Sampl
     try:
         tensors = load_file(str(folder.file(STATE_NAME)))
     except Exception as error:  # safetensors raises its own error types for damaged files
-        raise InputError(
-            f"{folder.file(STATE_NAME)} cannot be read ({error}); {_REFIT}."
-        ) from None
+        raise InputError(f"{folder.file(STATE_NAME)} cannot be read ({error}); {_REFIT}.") from None
     sampler = SAMPLERS[config["sampler"]](**config.get("params", {}))
     sampler.latent_dim = config.get("latent_dim")
     shape = config.get("image_shape")

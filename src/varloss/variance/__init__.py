@@ -1,6 +1,6 @@
 """Variance loss: `measure`, its `VarianceReport`, the `VarianceLoss` metric, `measure_model`.
 
-    from varloss.variance import measure, measure_model, VarianceLoss, VarianceReport
+from varloss.variance import measure, measure_model, VarianceLoss, VarianceReport
 """
 
 from typing import Any

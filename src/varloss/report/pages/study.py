@@ -100,9 +100,11 @@ def _study_settings(folder: RunFolder, fit: Mapping[str, Any]) -> dict[str, Any]
     equivalent = None
     preset = fit.get("preset")
     # Re-running the study command in the same folder redraws it (finished runs are skipped).
-    if not command and preset and resources.files("varloss").joinpath(
-        "presets", f"{preset}.yaml"
-    ).is_file():
+    if (
+        not command
+        and preset
+        and resources.files("varloss").joinpath("presets", f"{preset}.yaml").is_file()
+    ):
         equivalent = shlex.join(["varloss", "study", "--preset", preset, "--out", str(folder.path)])
     spec_text = None
     if folder.exists(SPEC_FILE):
@@ -154,7 +156,13 @@ def _family_table(rows: list[dict[str, Any]]) -> Table | None:
         return None
     return Table(
         columns=[
-            "family", "reconstruction", "runs", "points", "mean ratio", "std", "95% interval (t)",
+            "family",
+            "reconstruction",
+            "runs",
+            "points",
+            "mean ratio",
+            "std",
+            "95% interval (t)",
         ],  # fmt: skip
         rows=[
             [
