@@ -100,14 +100,24 @@ class VarianceLoss(Metric):
                 "pass reconstructed images in every update or in none (they pair with real)"
             )
         if reconstructed is not None:
-            paired = self._paired().update(real.detach(), reconstructed.detach())
+            paired = self._paired().merge(self._batch_paired(real.detach(), reconstructed.detach()))
             self._store("real", paired.real)
             self._store("reconstructed", paired.reconstructed)
             self.comoment = paired.comoment
         elif real is not None:
-            self._store("real", self._accumulator("real").update(real.detach()))
+            self._store("real", self._accumulator("real").merge(self._batch(real.detach())))
         if generated is not None:
-            self._store("generated", self._accumulator("generated").update(generated.detach()))
+            generated = self._batch(generated.detach())
+            self._store("generated", self._accumulator("generated").merge(generated))
+
+    def _batch(self, batch: torch.Tensor) -> MomentAccumulator:
+        """The moments of one batch (subclasses change the features, e.g. to spectra)."""
+        return MomentAccumulator().update(batch)
+
+    def _batch_paired(
+        self, real: torch.Tensor, reconstructed: torch.Tensor
+    ) -> PairedMomentAccumulator:
+        return PairedMomentAccumulator().update(real, reconstructed)
 
     def _reduce_states(self, incoming_state: dict[str, Any]) -> None:
         """Merge another state dict (the `forward`/`merge_state` path) with Chan's formula."""

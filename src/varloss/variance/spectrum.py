@@ -3,10 +3,11 @@
 The orthonormal 2-D DFT is unitary, so per channel the sum over pixels of each pixel's variance
 across a set equals the sum over frequencies of the variance of the (complex) Fourier
 coefficients, and the same holds for the co-moments: `var(x) - var(y) = mse - bias² + cov_term`
-holds frequency by frequency. A batch N x C x H x W becomes its real FFT (`rfft2`, norm="ortho",
-float64) stored as real and imaginary parts, and those features stream through the same
-Chan-mergeable moments as pixels (`varloss.stats`): memory O(D), batch-size independent, on any
-device. A coefficient of the half spectrum stands for itself and its complex conjugate (weight 2)
+holds frequency by frequency. The features are the real and imaginary parts of a batch's real
+FFT (`rfft2`, norm="ortho", float64); their moments per batch come from `varloss.variance.fourier`
+(centred in pixel space, one FFT per image) and merge across batches with Chan's formula
+(`varloss.stats`): memory O(D), batch-size independent, on any device.
+A coefficient of the half spectrum stands for itself and its complex conjugate (weight 2)
 except on the columns fx = 0 and fx = -1/2, so weighted sums equal the full-spectrum sums.
 
 Each band's value is its additive share of the total (the same units as the measure report:
@@ -22,11 +23,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import scipy.fft
 import torch
 
 from varloss.errors import InputError
 from varloss.stats import MomentAccumulator, PairedMomentAccumulator
+from varloss.variance.fourier import frequency_rows, moments, paired_moments
 
 DEFAULT_BANDS = 8
 # "High frequency": at or above half the Nyquist radius (0.5 cycles/pixel).
@@ -78,22 +79,6 @@ def image_shape(dims: Sequence[int]) -> tuple[int, int, int]:
         f"the spectrum needs images (C x H x W or H x W samples), got samples of shape "
         f"{' x '.join(map(str, dims))}; give images, not flat vectors."
     )
-
-
-def frequency_rows(batch: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
-    """A batch (N x D or N x C x H x W) as N x F float64 rows: real and imaginary parts of its
-    orthonormal half-spectrum `rfft2`, on the batch's device."""
-    images = batch.detach().reshape(batch.shape[0], *shape)
-    if images.device.type == "cpu":
-        # scipy's pocketfft on torch's thread count: 1.5x torch.fft.rfft2 on 2 cores (1024 x 28
-        # x 28 float64: 7.9 vs 12.3 ms); the complex128 result is viewed as float64 pairs.
-        if images.dtype == torch.bfloat16:  # numpy has no bfloat16
-            images = images.to(torch.float32)
-        values = images.numpy().astype(np.float64)  # numpy's upcast: 7x torch's .to here
-        coefficients = scipy.fft.rfft2(values, norm="ortho", workers=torch.get_num_threads())
-        return torch.from_numpy(coefficients.view(np.float64).reshape(batch.shape[0], -1))
-    coefficients = torch.fft.rfft2(images.to(torch.float64), norm="ortho")
-    return torch.view_as_real(coefficients).reshape(batch.shape[0], -1)
 
 
 def frequency_layout(shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -217,7 +202,7 @@ class SpectrumAccumulator:
     def __post_init__(self) -> None:
         self.bands = check_bands(self.bands)
 
-    def _rows(self, batch: torch.Tensor, dims: Sequence[int]) -> torch.Tensor:
+    def _shape(self, dims: Sequence[int]) -> tuple[int, int, int]:
         shape = image_shape(dims)
         if self.shape is None:
             self.shape = shape
@@ -225,16 +210,16 @@ class SpectrumAccumulator:
             raise InputError(
                 f"samples of shape {shape} cannot join a spectrum of {self.shape} images."
             )
-        return frequency_rows(batch, self.shape)
+        return self.shape
 
     def update_paired(self, real: torch.Tensor, reconstructed: torch.Tensor, dims) -> None:
-        self.paired.update(self._rows(real, dims), self._rows(reconstructed, dims))
+        self.paired.merge(paired_moments(real, reconstructed, self._shape(dims)))
 
     def update_real(self, real: torch.Tensor, dims) -> None:
-        self.real.update(self._rows(real, dims))
+        self.real.merge(moments(real, self._shape(dims)))
 
     def update_generated(self, generated: torch.Tensor, dims) -> None:
-        self.generated.update(self._rows(generated, dims))
+        self.generated.merge(moments(generated, self._shape(dims)))
 
     def merge(self, other: SpectrumAccumulator) -> SpectrumAccumulator:
         """Fold another accumulator (same image shape) into this one; returns self."""

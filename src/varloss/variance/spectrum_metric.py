@@ -5,9 +5,10 @@
         metric.update(x, reconstructed=model.reconstruct(x), generated=model.sample(len(x)))
     metric.compute()  # the `spectrum` object of `varloss.variance.spectrum`
 
-It is `VarianceLoss` on the frequency features (`frequency_rows`): the same float64 moment states,
-gathered and merged with Chan's formula under torch.distributed, so the bands equal the
-single-process ones (to rounding). Batches must be images (N x C x H x W or N x H x W).
+It is `VarianceLoss` on the frequency features (`varloss.variance.fourier`, each batch's moments
+computed the way `measure` does): the same float64 moment states, gathered and merged with Chan's
+formula under torch.distributed, so the bands equal the single-process ones (to rounding).
+Batches must be images (N x C x H x W or N x H x W).
 """
 
 from __future__ import annotations
@@ -16,14 +17,10 @@ from typing import Any
 
 import torch
 
+from varloss.stats import MomentAccumulator, PairedMomentAccumulator
+from varloss.variance.fourier import moments, paired_moments
 from varloss.variance.metric import VarianceLoss
-from varloss.variance.spectrum import (
-    DEFAULT_BANDS,
-    check_bands,
-    frequency_rows,
-    image_shape,
-    spectrum_from_moments,
-)
+from varloss.variance.spectrum import DEFAULT_BANDS, check_bands, image_shape, spectrum_from_moments
 
 
 class VarianceSpectrum(VarianceLoss):
@@ -35,21 +32,17 @@ class VarianceSpectrum(VarianceLoss):
         self.bands = check_bands(bands)
         self.shape: tuple[int, int, int] | None = None
 
-    def _rows(self, images: torch.Tensor | None) -> torch.Tensor | None:
-        if images is None:
-            return None
-        shape = image_shape(images.shape[1:])
-        self.shape = self.shape or shape
-        return frequency_rows(images.detach(), self.shape)
+    def _shape(self, images: torch.Tensor) -> tuple[int, int, int]:
+        self.shape = self.shape or image_shape(images.shape[1:])
+        return self.shape
 
-    def update(
-        self,
-        real: torch.Tensor,
-        reconstructed: torch.Tensor | None = None,
-        generated: torch.Tensor | None = None,
-    ) -> None:
-        """Like `VarianceLoss.update`, on the images' orthonormal half-spectra."""
-        super().update(self._rows(real), self._rows(reconstructed), self._rows(generated))
+    def _batch(self, batch: torch.Tensor) -> MomentAccumulator:
+        return moments(batch, self._shape(batch))
+
+    def _batch_paired(
+        self, real: torch.Tensor, reconstructed: torch.Tensor
+    ) -> PairedMomentAccumulator:
+        return paired_moments(real, reconstructed, self._shape(real))
 
     def compute(self) -> dict[str, Any]:  # type: ignore[override]
         """The `spectrum` object (edges, bands, totals, high_frequency_share, ...)."""
