@@ -28,20 +28,13 @@ import torch
 from varloss.errors import InputError
 from varloss.stats import MomentAccumulator, PairedMomentAccumulator
 from varloss.variance.fourier import frequency_rows, moments, paired_moments
+from varloss.variance.report import MAP_SUMMARY_KEYS
 
 DEFAULT_BANDS = 8
 # "High frequency": at or above half the Nyquist radius (0.5 cycles/pixel).
 HIGH_FREQUENCY_RADIUS = 0.25
-QUANTITIES = (
-    "var_real",
-    "var_reconstructed",
-    "var_generated",
-    "variance_loss_reconstructed",
-    "variance_loss_generated",
-    "mse",
-    "bias2",
-    "cov_term",
-)
+# every band carries the same quantities as the report's totals
+QUANTITIES = MAP_SUMMARY_KEYS
 TRANSFORM = (
     "orthonormal 2-D DFT per channel (rfft2, norm='ortho', float64); radius sqrt(fy^2 + fx^2) in "
     "cycles per pixel, fy and fx from np.fft.fftfreq; bands [lo, hi) of equal width, the last "

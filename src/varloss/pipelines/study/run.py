@@ -120,13 +120,12 @@ class _Study:
         # absolute: workers (other processes, other machines) have their own cwd
         return (self.folder.path / RUNS_DIR / run.run_id).resolve()
 
-    def ordered_rows(self) -> list[dict[str, Any]]:
-        order = {run.run_id: i for i, run in enumerate(self.spec.runs)}
-        return sorted(self.rows.values(), key=lambda row: order[row["run_id"]])
-
-    def in_spec_order(self, run_ids: list[str]) -> list[str]:
+    def in_spec_order(self, run_ids: Iterable[str]) -> list[str]:
         order = {run.run_id: i for i, run in enumerate(self.spec.runs)}
         return sorted(run_ids, key=order.__getitem__)
+
+    def ordered_rows(self) -> list[dict[str, Any]]:
+        return [self.rows[run_id] for run_id in self.in_spec_order(self.rows)]
 
     def write_results(self) -> Path:
         return write_results(self.ordered_rows(), self.folder.file(RESULTS_FILE))
