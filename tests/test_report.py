@@ -259,7 +259,12 @@ def test_train_run_without_maps_says_so_and_runs_no_model(train_run: Path, tmp_p
     page = parse(render_report(run))
     assert not any("variance maps" in image["alt"] for image in page.images)
     assert "the run folder has no maps.npz" in " ".join(page.text)
-    assert len(page.images) == 2  # curves and samples are still there
+    # curves, samples and the spectrum (from report.json) are still there
+    assert sorted(image["alt"] for image in page.images) == [
+        "grid of real, reconstructed and generated images",
+        "training loss and MSE per epoch",
+        "variance kept per frequency band and the per-band decomposition",
+    ]
 
 
 @pytest.mark.slow  # trains a tiny VAE (module fixture), a few seconds
