@@ -41,15 +41,18 @@ def _config(out: Path, **overrides) -> TrainConfig:
     return TrainConfig(**values)
 
 
-def _stop_epoch(losses: list[float], patience: int) -> tuple[int, int]:
-    """(stopped epoch, best epoch) of the patience rule, recomputed from the losses."""
-    best, best_epoch = float("inf"), 0
+def _stop_epoch(losses: list[float], patience: int, min_delta: float = 0.0) -> tuple[int, int]:
+    """(stopped epoch, best epoch) of the patience rule, recomputed from the losses: a gain counts
+    when it beats the last counted loss by more than min_delta of it; the best is the lowest."""
+    reference, since = float("inf"), 0
     for epoch, loss in enumerate(losses, start=1):
-        if loss < best:
-            best, best_epoch = loss, epoch
-        elif epoch - best_epoch >= patience:
-            return epoch, best_epoch
-    return len(losses), best_epoch
+        if reference == float("inf") or loss < reference * (1 - min_delta):
+            reference, since = loss, 0
+        else:
+            since += 1
+            if since >= patience:
+                return epoch, losses.index(min(losses[:epoch])) + 1
+    return len(losses), losses.index(min(losses)) + 1
 
 
 def test_patience_stops_where_the_rule_says_and_keeps_the_best_weights(tmp_path: Path) -> None:
@@ -82,6 +85,22 @@ def test_patience_stops_where_the_rule_says_and_keeps_the_best_weights(tmp_path:
     # history.csv shows the validation loss of every epoch.
     rows = folder.read_csv(HISTORY_FILE)
     assert [float(row["val_loss"]) for row in rows] == pytest.approx(losses, rel=1e-12)
+
+
+def test_min_delta_stops_a_creeping_loss_and_still_keeps_the_lowest(tmp_path: Path) -> None:
+    # lr 3e-3: the loss keeps creeping down for many epochs, so plain patience runs to the cap
+    # while a 2% min_delta stops once the gains fall below 2% of the loss.
+    creeping = dict(lr=3e-3, epochs=12, patience=2)
+    plain = train(_config(tmp_path / "plain", **creeping), progress=False)
+    strict = train(_config(tmp_path / "strict", min_delta=0.02, **creeping), progress=False)
+    losses = [row["val_loss"] for row in strict["history"]]
+    stopped, best = _stop_epoch(losses, 2, 0.02)
+    assert (strict["stopped_epoch"], strict["best_epoch"]) == (stopped, best)
+    assert strict["early_stopped"] and stopped < plain["stopped_epoch"]
+    assert strict["best_validation_loss"] == min(losses)
+    # Same seed, same epochs so far: the rule changes when training stops, not what it trains.
+    assert losses == [row["val_loss"] for row in plain["history"][:stopped]]
+    assert strict["settings"]["train"]["min_delta"] == 0.02
 
 
 def _model(config: TrainConfig) -> torch.nn.Module:
@@ -140,6 +159,8 @@ def test_patience_settings_are_checked_and_keep_earlier_study_ids(tmp_path: Path
         ({"patience": 2.5}, "patience must be a positive integer"),
         ({"validation": 1.5}, "validation must be a fraction"),
         ({"validation": True}, "validation must be a fraction"),
+        ({"min_delta": -0.1}, "min_delta must be a relative improvement"),
+        ({"min_delta": 1}, "min_delta must be a relative improvement"),
     ]:
         with pytest.raises(InputError, match=message):
             _config(tmp_path / "x", **bad).validate()
@@ -148,7 +169,7 @@ def test_patience_settings_are_checked_and_keep_earlier_study_ids(tmp_path: Path
     # Checkpoints written before these settings existed hold identities without them.
     earlier = {"family", "dataset", "latent", "seed", "loss", "limit", "batch_size", "lr"}
     earlier |= {"schedule", "bf16", "hyper", "eval_limit"}
-    assert set(TrainConfig(validation=0.3).identity()) == earlier
+    assert set(TrainConfig(validation=0.3, min_delta=0.01).identity()) == earlier
     assert {"patience", "validation"} <= set(TrainConfig(patience=1, validation=0.3).identity())
     base = {"family": "dense", "dataset": "digits", "latent": 2, "epochs": 1}
     plain, patient, same = (

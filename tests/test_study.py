@@ -152,6 +152,7 @@ def test_preset_standard_is_converged_varied_and_fits_an_hour() -> None:
     assert len({r.family for r in runs}) >= 4
     assert {r.dataset for r in runs} == {"mnist", "fashion-mnist"}  # both offline data sets
     assert all(r.patience is not None and r.patience >= 2 for r in runs)  # early stopping
+    assert all(r.min_delta and r.min_delta > 0 for r in runs)  # a plateau, not a creeping loss
     latents = {r.latent for r in runs}
     assert min(latents) <= 2 and max(latents) >= 64
     dense = [r for r in runs if r.family == "dense"]

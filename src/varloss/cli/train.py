@@ -59,6 +59,7 @@ CONFIG_OPTIONS = (
     "reconstruction",
     "patience",
     "validation",
+    "min_delta",
 )
 
 
@@ -130,6 +131,12 @@ def train_command(
     ),
     validation: float = typer.Option(
         0.1, "--validation", help="With --patience: fraction of training images held out."
+    ),
+    min_delta: float = typer.Option(
+        0.0,
+        "--min-delta",
+        help="With --patience: a gain below this fraction of the best validation loss does not "
+        "count (e.g. 0.002).",
     ),
     resume: bool = typer.Option(False, "--resume", help="Continue from the run's checkpoint."),
     force: bool = typer.Option(False, "--force", help="Overwrite a run already in --out."),

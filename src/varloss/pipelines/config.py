@@ -22,7 +22,9 @@ FID_MODES = ("auto", "on", "off")
 RESUMABLE_CHANGES = ("epochs", "out", "device", "compile", "data_path", "fid")
 # Settings added later: at these values they are left out of a run's identity, so that runs
 # written before them still resume (and their study run ids stay the same).
-LATER_DEFAULTS = {"reconstruction": "mean", "patience": None, "validation": 0.1}
+LATER_DEFAULTS = {"reconstruction": "mean", "patience": None, "validation": 0.1, "min_delta": 0.0}
+# Early-stopping settings that mean nothing (and are left out of the identity) without patience.
+PATIENCE_SETTINGS = ("validation", "min_delta")
 
 
 @dataclass
@@ -38,8 +40,10 @@ class TrainConfig:
     decode(mu + sigma * eps) with one seeded draw per image. `patience=N` stops training when the
     validation loss has not improved for N epochs (`epochs` is then the cap) and keeps the best
     epoch's weights; the validation split is the fraction `validation` of the training images
-    (after `limit`), drawn with a seed derived from `seed`. Without patience there is no
-    validation split: the model trains on every training image.
+    (after `limit`), drawn with a seed derived from `seed`. An epoch counts as an improvement only
+    when it lowers the best validation loss by more than the fraction `min_delta` of it (0: any
+    decrease), so that `patience` stops a run whose loss only creeps down. Without patience there
+    is no validation split: the model trains on every training image.
     """
 
     family: str = "dense"
@@ -63,6 +67,7 @@ class TrainConfig:
     reconstruction: str = "mean"
     patience: int | None = None
     validation: float = 0.1
+    min_delta: float = 0.0
 
     def __post_init__(self) -> None:
         if isinstance(self.fid, bool):  # a switch, as `correct(fid=True)` takes it
@@ -108,6 +113,14 @@ class TrainConfig:
                 f"validation must be a fraction of the training images between 0 and 1 "
                 f"(exclusive), got {validation!r}."
             )
+        min_delta = self.min_delta
+        if isinstance(min_delta, bool) or not (
+            isinstance(min_delta, int | float) and 0 <= min_delta < 1
+        ):
+            raise InputError(
+                f"min_delta must be a relative improvement of the validation loss, at least 0 and "
+                f"below 1 (e.g. 0.002 for 0.2%), got {min_delta!r}."
+            )
 
     def identity(self) -> dict[str, Any]:
         """Settings that must match for a checkpoint to be resumed (all but RESUMABLE_CHANGES)."""
@@ -115,7 +128,7 @@ class TrainConfig:
         for key in RESUMABLE_CHANGES:
             data.pop(key)
         for key, default in LATER_DEFAULTS.items():
-            if data[key] == default or (key == "validation" and self.patience is None):
+            if data[key] == default or (key in PATIENCE_SETTINGS and self.patience is None):
                 data.pop(key)  # the identity of runs written before these settings existed
         return data
 

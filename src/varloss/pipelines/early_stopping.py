@@ -4,9 +4,11 @@ With `TrainConfig.patience = N` the trainer holds out the fraction `validation` 
 images (after `limit`; which ones is drawn with `validation_seed(seed)`), measures the negative
 ELBO of that split after every epoch (eval mode, the same seeded posterior draws each epoch, so
 two epochs differ only by their weights), and stops once N epochs in a row have not improved on
-the best. The best epoch's weights become the run's model. Everything the rule needs (best loss,
-best epoch, epochs since, best weights) is in the checkpoint, so a resumed run stops where an
-uninterrupted one would.
+the best by more than the fraction `min_delta` of it (Keras's min_delta, made relative so that one
+value fits losses of any scale). The weights of the epoch with the lowest validation loss become
+the run's model, even when that epoch's gain was too small to reset the count. Everything the
+rule needs (best loss, best epoch, epochs since, the last counted loss, best weights) is in the
+checkpoint, so a resumed run stops where an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -80,28 +82,34 @@ class EarlyStopping:
     images: torch.Tensor  # the validation split, on the training device
     record: dict[str, Any]  # fraction, images, seed: what the report says about the split
     noise_seed: int
-    best_loss: float = math.inf
+    min_delta: float = 0.0  # a gain below this fraction of the reference loss does not count
+    best_loss: float = math.inf  # the lowest validation loss seen (its weights are kept)
     best_epoch: int = 0
-    since_best: int = 0
+    since_best: int = 0  # epochs since the last gain that counted
+    reference_loss: float = math.inf  # the loss of the last gain that counted
     best_model: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @classmethod
     def create(cls, config: TrainConfig, images: torch.Tensor, record: dict[str, Any]):
         """The rule for `config` (patience) on the validation `images`."""
-        return cls(int(config.patience), images, record, epoch_seed(config.seed, -4))
+        noise_seed = epoch_seed(config.seed, -4)
+        return cls(int(config.patience), images, record, noise_seed, float(config.min_delta))
 
     @property
     def stopped(self) -> bool:
-        """True once `patience` epochs in a row have not improved on the best."""
+        """True once `patience` epochs in a row have not improved enough on the best."""
         return self.since_best >= self.patience
 
     def observe(self, model: torch.nn.Module, epoch: int, autocast: Any) -> dict[str, float]:
         """The validation loss after `epoch` (1-based); a better one keeps a copy of the weights.
         Returns the history row's validation columns."""
         row = validation_loss(model, self.images, self.noise_seed, autocast)
-        if row["val_loss"] < self.best_loss:  # NaN never improves
-            self.best_loss, self.best_epoch, self.since_best = row["val_loss"], epoch, 0
+        loss = row["val_loss"]
+        if loss < self.best_loss:  # NaN never improves
+            self.best_loss, self.best_epoch = loss, epoch
             self.best_model = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if loss < _counted_below(self.reference_loss, self.min_delta):
+            self.reference_loss, self.since_best = loss, 0
         else:
             self.since_best += 1
         return row
@@ -112,6 +120,7 @@ class EarlyStopping:
             "best_loss": self.best_loss,
             "best_epoch": self.best_epoch,
             "since_best": self.since_best,
+            "reference_loss": self.reference_loss,
             "best_model": self.best_model,
         }
 
@@ -120,6 +129,8 @@ class EarlyStopping:
         self.best_epoch = int(state["best_epoch"])
         self.since_best = int(state["since_best"])
         self.best_model = dict(state["best_model"])
+        # checkpoints written before min_delta: every gain counted, the reference was the best
+        self.reference_loss = float(state.get("reference_loss", self.best_loss))
 
     def summary(self) -> dict[str, Any]:
         """The report's keys: where training stopped and which epoch's weights were kept."""
@@ -128,6 +139,11 @@ class EarlyStopping:
             "best_validation_loss": self.best_loss,
             "early_stopped": self.stopped,
         }
+
+
+def _counted_below(reference: float, min_delta: float) -> float:
+    """The loss an epoch must beat for its gain to count (any finite loss beats no reference)."""
+    return reference - min_delta * abs(reference) if math.isfinite(reference) else math.inf
 
 
 def stopped_in(checkpoint: dict[str, Any], config: TrainConfig) -> bool:

@@ -26,7 +26,7 @@ from varloss.data import available_names
 from varloss.errors import InputError
 from varloss.losses import LIKELIHOODS
 from varloss.models import MODEL_FAMILIES, load_plugins
-from varloss.pipelines.config import LATER_DEFAULTS, TrainConfig
+from varloss.pipelines.config import LATER_DEFAULTS, PATIENCE_SETTINGS, TrainConfig
 
 __all__ = ["RUN_FIELDS", "RunSpec", "StudySpec", "load_spec", "parse_spec", "preset_names"]
 
@@ -44,8 +44,9 @@ class RunSpec:
     Every field is the `TrainConfig` field of the same name. `loss=None` means the family's
     default likelihood, `limit=None` the whole training split, `batch_size`/`lr=None` the
     trainer's defaults; `data_path` says where the data lives and is not part of the run's
-    identity. `reconstruction` (mean or sample), `patience` and `validation` (None: the
-    trainer's 0.1) are left out of the run id at their defaults, so earlier ids stay the same.
+    identity. `reconstruction` (mean or sample), `patience`, `validation` (None: the trainer's 0.1)
+    and `min_delta` (None: 0) are left out of the run id at their defaults, so earlier ids stay
+    the same.
     """
 
     family: str
@@ -62,13 +63,14 @@ class RunSpec:
     reconstruction: str = "mean"
     patience: int | None = None
     validation: float | None = None
+    min_delta: float | None = None
 
     def settings(self) -> dict[str, Any]:
         """The settings that determine the result (JSON-safe, canonical key order)."""
         data = dataclasses.asdict(self)
         data.pop("data_path")
         for key, default in LATER_DEFAULTS.items():
-            if data[key] in (default, None) or (key == "validation" and self.patience is None):
+            if data[key] in (default, None) or (key in PATIENCE_SETTINGS and self.patience is None):
                 data.pop(key)  # as before these settings existed: the run id does not change
         data["hyper"] = {k: _json_safe(v) for k, v in sorted(self.hyper.items())}
         return data
