@@ -77,6 +77,29 @@ def test_bands_equal_a_direct_numpy_fft(shape) -> None:
     np.testing.assert_allclose(_column(spectrum, "kept_reconstructed"), kept, rtol=1e-9)
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+def test_row_blocks_on_several_threads_equal_numpy(threads: int) -> None:
+    """With several torch threads the batch is cut into row blocks reduced in a kept thread pool
+    (each thread with its own buffers); twice, so that the second batch reuses them."""
+    real, reconstructed, generated = _images(n=400, shape=(1, 12, 10))
+    _, expected = _numpy_bands(real, reconstructed, generated, 4)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        reports = [
+            varloss.measure(real, reconstructed, generated, spectrum=4, batch_size=200)
+            for _ in range(2)
+        ]
+    finally:
+        torch.set_num_threads(previous)
+    for report in reports:
+        for key in SPLIT_KEYS:
+            np.testing.assert_allclose(
+                _column(report.spectrum, key), expected[key], rtol=1e-9, atol=1e-15
+            )
+        assert report.var_real == pytest.approx(np.var(real, axis=0).mean(), rel=1e-12)
+
+
 def test_bands_sum_to_the_measure_totals() -> None:
     real, reconstructed, generated = _images()
     report = varloss.measure(real, reconstructed, generated, spectrum=True)

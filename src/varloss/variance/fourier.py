@@ -23,16 +23,14 @@ longer (measured on 2 busy cores); row blocks meet once per batch.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import scipy.fft
 import torch
 
-from varloss.stats import MomentAccumulator, PairedMomentAccumulator
+from varloss.stats import MomentAccumulator, PairedMomentAccumulator, in_parallel, workspace
 
 # Rows per chunk: about this many bytes of float64 images (the buffer and its spectrum stay in
 # cache between the centring, the FFT and the products).
@@ -43,20 +41,6 @@ _NUMPY_DTYPES = {torch.float16, torch.float32, torch.float64, torch.uint8, torch
                  torch.int16, torch.int32, torch.int64, torch.bool}  # fmt: skip
 
 __all__ = ["frequency_rows", "moments", "paired_moments"]
-
-# Per-thread work buffers, kept between batches: a fresh ~1 MiB array is mmap'd by malloc and
-# costs a page fault per 4 KiB page at first touch (measured: system time a third of the FFT's).
-_workspace = threading.local()
-
-
-def _buffer(name: tuple, shape: tuple[int, ...], dtype: type) -> np.ndarray:
-    """A reusable uninitialised array of this thread, at least as large as asked for."""
-    arrays = _workspace.__dict__.setdefault("arrays", {})
-    size = int(np.prod(shape))
-    array = arrays.get((name, dtype))
-    if array is None or array.size < size:
-        array = arrays[(name, dtype)] = np.empty(size, dtype=dtype)
-    return array[:size].reshape(shape)
 
 
 def _spectrum_rows(images: torch.Tensor) -> torch.Tensor:
@@ -106,8 +90,8 @@ def _chunk_spectra(images: torch.Tensor, slot: int) -> Iterator[tuple[int, torch
     source = images.numpy()
     channels, height, width = source.shape[1:]
     step = min(n, max(_MIN_ROWS, _CHUNK_BYTES // (8 * max(1, source[0].size))))
-    real = _buffer(("real", slot), (step, channels, height, width), np.float64)
-    spectra = _buffer(("spectra", slot), (step, channels, height, width // 2 + 1), np.complex128)
+    real = workspace(("fourier", slot), (step, channels, height, width), np.float64)
+    spectra = workspace(("spectra", slot), (step, channels, height, width // 2 + 1), np.complex128)
     for start in range(0, n, step):
         rows = min(step, n - start)
         chunk, out = real[:rows], spectra[:rows]
@@ -165,12 +149,7 @@ def _blocks(sets: list[torch.Tensor], cross: bool):
     if sets[0].device.type != "cpu" or threads < 2 or n < 4 * _MIN_ROWS * threads:
         return _accumulate(sets, cross)
     bounds = np.linspace(0, n, threads + 1).astype(int).tolist()
-    with ThreadPoolExecutor(threads, thread_name_prefix="varloss-spectrum") as pool:
-        parts = list(
-            pool.map(
-                lambda a, b: _accumulate([s[a:b] for s in sets], cross), bounds[:-1], bounds[1:]
-            )
-        )
+    parts = in_parallel(lambda a, b: _accumulate([s[a:b] for s in sets], cross), bounds)
     for part in parts[1:]:
         parts[0].merge(part)
     return parts[0]
