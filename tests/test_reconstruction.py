@@ -16,6 +16,7 @@ from varloss.models import create_model
 from varloss.pipelines.config import TrainConfig
 from varloss.pipelines.evaluate import evaluate
 from varloss.pipelines.study.spec import parse_spec
+from varloss.variance.reconstruction import NOISE_BLOCK, NoiseStream
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -103,16 +104,21 @@ def test_measure_model_samples_reproducibly_under_a_recorded_seed(
     assert first.settings["reconstruction_seed"] == 6  # seed + 1: not the samples' codes
     assert mean.settings["reconstruction"] == "mean"
     assert mean.settings["reconstruction_seed"] is None
-    # The same numbers from draws made here: one row of a seed-6 stream per image, in order.
+    # The same numbers from draws made here: one row of a seed-6 stream per image, in order,
+    # the stream drawn NOISE_BLOCK rows at a time.
     generator = torch.Generator().manual_seed(6)
+    blocks = -(-len(images) // NOISE_BLOCK)
+    noise = torch.cat([torch.randn(NOISE_BLOCK, 4, generator=generator) for _ in range(blocks)])
     with torch.no_grad():
-        batches = images.split(64)
-        outputs = iter(
-            [model.reconstruct(b, torch.randn(len(b), 4, generator=generator)) for b in batches]
-        )
+        pairs = zip(images.split(64), noise[: len(images)].split(64), strict=True)
+        outputs = iter([model.reconstruct(b, eps) for b, eps in pairs])
     reference = measure_model(None, images, reconstruct=lambda b: next(outputs), batch_size=64)
     assert first.mse == pytest.approx(reference.mse, rel=1e-12)
     assert first.var_reconstructed == pytest.approx(reference.var_reconstructed, rel=1e-12)
+    # Image i gets the same draw in batches of any size, and so do the generated samples.
+    odd = measure_model(model, images, reconstruction="sample", seed=5, batch_size=37)
+    for key in (*keys, "var_generated"):
+        assert getattr(odd, key) == pytest.approx(getattr(first, key), rel=1e-5), key
 
 
 def test_bad_protocols_are_one_sentence(images: torch.Tensor) -> None:
@@ -206,3 +212,11 @@ def test_cli_measure_and_train_take_the_protocol(tmp_path, monkeypatch: pytest.M
     assert settings["evaluation"]["reconstruction"] == "sample"
     bad = CliRunner().invoke(app, [*args, "--reconstruction", "mode", "--force"])
     assert bad.exit_code != 0 and "reconstruction must be one of" in str(bad.exception)
+
+
+def test_noise_stream_rows_do_not_depend_on_how_they_are_asked_for() -> None:
+    whole = NoiseStream(3, 5).take(2 * NOISE_BLOCK + 50)
+    stream = NoiseStream(3, 5)
+    pieces = torch.cat([stream.take(n) for n in (1, NOISE_BLOCK + 7, 0, 99, NOISE_BLOCK - 57)])
+    assert torch.equal(whole, pieces)
+    assert not torch.equal(whole, NoiseStream(4, 5).take(2 * NOISE_BLOCK + 50))

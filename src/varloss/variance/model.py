@@ -17,7 +17,11 @@ import torch
 from varloss.data.readers import CheckedStream, Source, open_source
 from varloss.errors import InputError
 from varloss.variance.measurement import ValueRange, measure, normalise_ranges
-from varloss.variance.reconstruction import check_reconstruction, sampled_reconstruction
+from varloss.variance.reconstruction import (
+    NOISE_BLOCK,
+    check_reconstruction,
+    sampled_reconstruction,
+)
 from varloss.variance.report import VarianceReport
 
 
@@ -49,8 +53,9 @@ def measure_model(
     `real` is any `measure` input; each batch (scaled to floats, shaped N x C x H x W or as
     given) goes through `reconstruct` (default: `model.reconstruct`) on the model's device, and
     `n_generated` samples (default: as many as real samples) come from `generate(n)` (default:
-    `model.sample(n)`), drawn under a torch RNG seeded with `seed` so the numbers repeat. Either
-    side may be missing (`model=None` with only one function, or a model without `sample`).
+    `model.sample(n)`), drawn NOISE_BLOCK at a time under a torch RNG seeded with `seed`, so the
+    numbers repeat and do not depend on `batch_size`. Either side may be missing (`model=None`
+    with only one function, or a model without `sample`).
     An `nn.Module` is measured in eval mode and under `torch.no_grad()`, then put back as it was.
     Outputs are checked like `measure`'s inputs; `splits` (spectrum=, pca=) go to `measure`.
     """
@@ -79,8 +84,8 @@ def measure_model(
         devices = [device.index or 0] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
-            for start in range(0, total, batch_size):
-                yield _detached(generate(min(batch_size, total - start)))
+            for start in range(0, total, NOISE_BLOCK):  # whatever batch_size is (see NOISE_BLOCK)
+                yield _detached(generate(min(NOISE_BLOCK, total - start)))
 
     training = getattr(model, "training", None)
     if isinstance(model, torch.nn.Module):
