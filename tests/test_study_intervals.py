@@ -290,3 +290,23 @@ def test_study_page_family_table_fit_intervals_and_protocols(tmp_path: Path) -> 
     assert "3 with the `sample` protocol" in html
     assert f"slope&#39;s 95% interval is {fmt(low, 3)} to {fmt(high, 3)}" in html
     assert "Ratio variance loss / MSE by family" in html and RATIO_INTERVAL in html
+
+
+def test_study_page_says_which_runs_early_stopping_ended(tmp_path: Path) -> None:
+    rows = _rows()
+    for index, row in enumerate(rows):  # conv reached its cap twice, everything else stopped
+        capped = row["family"] == "conv" and index % 3 != 2
+        row.update(epochs=30, early_stopped=not capped, stopped_epoch=30 if capped else 12)
+    _mixed_study(tmp_path / "study", rows)
+    sentences = study_page.build(tmp_path / "study", None)["sentences"]
+    expected = (
+        "10 of 12 runs trained with early stopping stopped once their validation loss had "
+        "stopped improving; 2 reached their epoch cap while still improving, so they are less "
+        "than converged: conv on digits (30 epochs) ×2."
+    )
+    assert expected in sentences
+    for row in rows:  # runs without early stopping: the column is blank, nothing is said
+        row["early_stopped"] = ""
+    _mixed_study(tmp_path / "plain", rows)
+    sentences = study_page.build(tmp_path / "plain", None)["sentences"]
+    assert not any("early stopping" in sentence for sentence in sentences)

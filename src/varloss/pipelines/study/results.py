@@ -48,7 +48,11 @@ REPORT_COLUMNS = [
 SPECTRUM_COLUMNS = ["high_frequency_share_reconstructed", "high_frequency_share_generated"]
 # when training stopped and which epoch's weights the run kept (early stopping: --patience)
 EPOCH_COLUMNS = ["best_epoch", "stopped_epoch"]
-METRIC_COLUMNS = [*REPORT_COLUMNS, *SPECTRUM_COLUMNS, "train_seconds", *EPOCH_COLUMNS]
+# True when early stopping ended the run, False when it reached its epoch cap, blank without it
+STOPPED_COLUMN = "early_stopped"
+METRIC_COLUMNS = [
+    *REPORT_COLUMNS, *SPECTRUM_COLUMNS, "train_seconds", *EPOCH_COLUMNS, STOPPED_COLUMN
+]  # fmt: skip
 RESULT_COLUMNS = SETTING_COLUMNS + METRIC_COLUMNS
 
 
@@ -99,6 +103,8 @@ def collect_row(run: RunSpec, run_dir: str | Path) -> dict[str, Any]:
     for key in EPOCH_COLUMNS:  # blank for runs from before these were recorded
         value = report.get(key)
         row[key] = value if isinstance(value, int) and not isinstance(value, bool) else ""
+    stopped = report.get(STOPPED_COLUMN)
+    row[STOPPED_COLUMN] = stopped if isinstance(stopped, bool) else ""
     return row
 
 

@@ -189,6 +189,9 @@ def _explain_study(rows: list[dict[str, Any]], fit: Mapping[str, Any]) -> list[s
             "model loses with its reconstruction error."
         )
         sentences.append(_protocol_sentence(rows))
+        training = _training_sentence(rows)
+        if training:
+            sentences.append(training)
     line = fit.get("reconstructed") or {}
     slope, r2, intercept = (number(line.get(key)) for key in ("slope", "r2", "intercept"))
     if slope is None:
@@ -242,6 +245,31 @@ def _protocol_sentence(rows: list[dict[str, Any]]) -> str:
     return (
         "The study mixes reconstruction protocols: " + "; ".join(parts) + " (half-filled "
         "markers in the figure; the per-family table keeps them apart)."
+    )
+
+
+def _training_sentence(rows: list[dict[str, Any]]) -> str | None:
+    """How many runs early stopping ended and which reached their epoch cap (results.csv's
+    `early_stopped`: True/False for runs trained with --patience, blank otherwise)."""
+    flags = [(row, str(row.get("early_stopped"))) for row in rows]
+    stopped = [row for row, flag in flags if flag == "True"]
+    capped = [row for row, flag in flags if flag == "False"]
+    if not stopped and not capped:
+        return None
+    text = (
+        f"{len(stopped)} of {len(stopped) + len(capped)} runs trained with early stopping "
+        "stopped once their validation loss had stopped improving"
+    )
+    if not capped:
+        return text + "."
+    groups: dict[str, int] = {}
+    for row in capped:
+        label = f"{row.get('family')} on {row.get('dataset')} ({row.get('epochs')} epochs)"
+        groups[label] = groups.get(label, 0) + 1
+    listed = ", ".join(f"{label}{f' ×{n}' if n > 1 else ''}" for label, n in groups.items())
+    return (
+        f"{text}; {len(capped)} reached their epoch cap while still improving, so they are less "
+        f"than converged: {listed}."
     )
 
 
