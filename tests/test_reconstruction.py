@@ -163,6 +163,23 @@ def test_train_evaluation_records_the_protocol_and_its_seed() -> None:
     assert mean["mse"] == pytest.approx(expected, rel=1e-5)
 
 
+def test_resuming_a_finished_run_with_the_other_protocol_measures_it_again(tmp_path) -> None:
+    from varloss.pipelines.train import train
+
+    values = dict(family="dense", dataset="digits", epochs=2, latent=2, limit=200, eval_limit=100)
+    values.update(batch_size=50, fid="off", hyper={"hidden_sizes": [16]}, out=str(tmp_path / "r"))
+    first = train(TrainConfig(**values), progress=False)
+    weights = (tmp_path / "r" / "model.safetensors").read_bytes()
+    again = train(TrainConfig(**values, reconstruction="sample"), resume=True, progress=False)
+    assert again["settings"]["evaluation"]["reconstruction"] == "sample"
+    assert again["history"] == first["history"]  # nothing trained
+    assert (tmp_path / "r" / "model.safetensors").read_bytes() == weights
+    assert again["mse"] != first["mse"]
+    # and back: the finished run is measured with `mean` again, as the first time
+    back = train(TrainConfig(**values), resume=True, progress=False)
+    assert back["mse"] == first["mse"] and back["history"] == first["history"]
+
+
 def test_study_specs_take_the_protocol_and_keep_earlier_run_ids() -> None:
     base = {"family": "dense", "dataset": "digits", "latent": 2, "epochs": 1}
     plain = parse_spec({"runs": [base]}).runs[0]

@@ -96,6 +96,45 @@ def test_rerun_skips_finished_runs_and_resumes_an_unfinished_one(
     assert again_report["mse"] == pytest.approx(report["mse"], rel=1e-6)
 
 
+def test_runs_differing_only_in_protocol_train_one_model(tmp_path: Path) -> None:
+    """dense with reconstruction [sample, mean] trains once; the twin is measured from the same
+    weights and history with its own protocol, and is skipped like any finished run after."""
+    text = TINY.replace("family: [dense, conv]", "family: dense\n  reconstruction: [sample, mean]")
+    spec = parse_spec(text)
+    out = tmp_path / "out"
+    result = run_study(spec, out, progress=False, jobs=1)
+    trained, twin = spec.runs
+    assert result.ran == [trained.run_id, twin.run_id] and result.failed == {}
+    folders = [out / "runs" / run.run_id for run in (trained, twin)]
+    reports = [json.loads((folder / "report.json").read_text()) for folder in folders]
+    protocols = [r["settings"]["evaluation"]["reconstruction"] for r in reports]
+    assert protocols == ["sample", "mean"]
+    assert reports[0]["history"] == reports[1]["history"]  # the same training, recorded once
+    weights = [(folder / "model.safetensors").read_bytes() for folder in folders]
+    assert weights[0] == weights[1]
+    timing = json.loads((folders[1] / "study_run.json").read_text())
+    assert timing["derived_from"] == trained.run_id
+    assert "derived_from" not in json.loads((folders[0] / "study_run.json").read_text())
+    assert reports[0]["mse"] != reports[1]["mse"]  # measured again, through posterior draws
+    assert reports[0]["var_generated"] == reports[1]["var_generated"]  # same model, same seed
+    rows = _read_csv(out / "results.csv")
+    assert [row["reconstruction"] for row in rows] == ["sample", "mean"]
+    again = run_study(spec, out, progress=False, jobs=1)
+    assert again.ran == [] and again.skipped == result.ran
+
+
+def test_a_twin_of_a_failed_run_fails_with_the_reason(tmp_path: Path) -> None:
+    text = TINY.replace("family: [dense, conv]", "family: dense\n  reconstruction: [sample, mean]")
+    text = text.replace("dataset: digits", f"dataset: 'npz:{tmp_path}/missing.npz'")
+    spec = parse_spec(text)
+    result = run_study(spec, tmp_path / "out", progress=False, jobs=1)
+    trained, twin = spec.runs
+    assert "missing.npz" in result.failed[trained.run_id]
+    assert result.failed[twin.run_id] == (
+        f"RuntimeError: it is measured from the model of run {trained.run_id}, which did not finish"
+    )
+
+
 def test_a_failing_run_is_reported_and_the_others_finish(tmp_path: Path) -> None:
     text = TINY.replace("family: [dense, conv]", "family: [dense]") + (
         f"runs:\n  - {{family: dense, dataset: 'npz:{tmp_path}/missing.npz'}}\n"

@@ -18,8 +18,10 @@ SCHEDULES = ("constant", "cosine", "step")
 # FID (domain features) of the prior samples in report.json: "auto" when the data set's domain
 # classifier is already cached, "on" trains it first if needed (minutes on a CPU), "off" never.
 FID_MODES = ("auto", "on", "off")
-# Settings that may change between a run and its resumption (they do not change the numbers).
-RESUMABLE_CHANGES = ("epochs", "out", "device", "compile", "data_path", "fid")
+# Settings that may change between a run and its resumption (they do not change what is trained).
+# `reconstruction` only changes how the trained model is measured: resuming a finished run with
+# the other protocol measures it again without training (the study derives its twin runs so).
+RESUMABLE_CHANGES = ("epochs", "out", "device", "compile", "data_path", "fid", "reconstruction")
 # Settings added later: at these values they are left out of a run's identity, so that runs
 # written before them still resume (and their study run ids stay the same).
 LATER_DEFAULTS = {"reconstruction": "mean", "patience": None, "validation": 0.1, "min_delta": 0.0}
@@ -128,9 +130,17 @@ class TrainConfig:
         for key in RESUMABLE_CHANGES:
             data.pop(key)
         for key, default in LATER_DEFAULTS.items():
+            if key not in data:
+                continue  # a resumable change, never part of the identity
             if data[key] == default or (key in PATIENCE_SETTINGS and self.patience is None):
                 data.pop(key)  # the identity of runs written before these settings existed
         return data
+
+    def trains_like(self, identity: dict[str, Any]) -> bool:
+        """Whether a checkpoint's recorded `identity` trains the same model as this config
+        (checkpoints written before `reconstruction` was a resumable change recorded it)."""
+        kept = {k: v for k, v in identity.items() if k not in RESUMABLE_CHANGES}
+        return kept == self.identity()
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -177,7 +177,8 @@ def _finished_report(folder: RunFolder, config: TrainConfig, ranks: Ranks) -> di
     """The report of a finished run of exactly `config`, or None when it must (re)run.
 
     A damaged config.json, model.safetensors, report.json, samples.png or maps.npz of a finished
-    run is rebuilt from its (verified) checkpoint by the normal path, which says so.
+    run is rebuilt from its (verified) checkpoint by the normal path, which says so; a report of
+    the other reconstruction protocol is measured again the same way (nothing is trained).
     """
     if not (folder.exists(REPORT_FILE) and folder.exists(CHECKPOINT_FILE)):
         return None
@@ -185,7 +186,7 @@ def _finished_report(folder: RunFolder, config: TrainConfig, ranks: Ranks) -> di
     ended = checkpoint["epoch"] == config.epochs or (
         stopped_in(checkpoint, config) and checkpoint["epoch"] <= config.epochs
     )
-    if not ended or checkpoint["config"] != config.identity():
+    if not ended or not config.trains_like(checkpoint["config"]):
         return None  # _prepare_folder explains what differs, or resumes
     rebuilding = f"rebuilding the run from {folder.file(CHECKPOINT_FILE)} (epoch {config.epochs})"
     try:
@@ -196,11 +197,14 @@ def _finished_report(folder: RunFolder, config: TrainConfig, ranks: Ranks) -> di
             )
         for name in TRAIN_RUN_FILES:
             folder.verify(name, required=True, advice=rebuilding)
-        return folder.read_json(REPORT_FILE, advice=rebuilding)
+        report = folder.read_json(REPORT_FILE, advice=rebuilding)
     except InputError as damage:
         if ranks.main:
             log.warning("%s", damage)
         return None
+    measured = ((report.get("settings") or {}).get("evaluation") or {}).get("reconstruction")
+    measured = measured or "mean"  # reports from before the protocol was recorded
+    return report if measured == config.reconstruction else None  # else: measure it again
 
 
 def _prepare_folder(

@@ -17,10 +17,12 @@ from __future__ import annotations
 import multiprocessing
 import os
 import re
+import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -30,12 +32,20 @@ from varloss.models import load_plugins
 from varloss.pipelines.study.results import collect_row
 from varloss.pipelines.study.spec import RunSpec
 from varloss.pipelines.train import train
-from varloss.runs import CHECKPOINT_FILE, REPORT_FILE, RUN_TIMING_FILE, RunFolder
+from varloss.runs import (
+    CHECKPOINT_DIR,
+    CHECKPOINT_FILE,
+    HISTORY_FILE,
+    REPORT_FILE,
+    RUN_TIMING_FILE,
+    RunFolder,
+)
 
 __all__ = [
     "EXECUTORS",
     "ExecutorSettings",
     "Outcome",
+    "derive_run",
     "execute_run",
     "register_executor",
     "threads_per_job",
@@ -116,6 +126,45 @@ def execute_run(
             "settings": spec.settings(),
             "study_seconds": float(previous) + seconds,
             "resumed": resume,
+        }
+        folder.write_json(RUN_TIMING_FILE, timing)
+    return collect_row(spec, folder.path)
+
+
+def derive_run(
+    run: Mapping[str, Any],
+    run_dir: str,
+    trained_dir: str,
+    device: str | None = None,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """A run that differs from the finished run in `trained_dir` only in its reconstruction
+    protocol: its checkpoint and history are copied and the trainer, resuming, finds nothing to
+    train and measures the model with this run's protocol. Returns the results row.
+
+    Its report is that of the same trained model (same weights, history and training time);
+    `study_run.json` records `derived_from`. A folder left half-made is made again.
+    """
+    spec = RunSpec(**run)
+    folder = RunFolder(run_dir)
+    if not folder.exists(REPORT_FILE):
+        if threads:
+            torch.set_num_threads(threads)
+        trained = RunFolder(trained_dir)
+        trained.verify(CHECKPOINT_FILE, required=True)
+        shutil.rmtree(folder.path, ignore_errors=True)
+        folder.create()
+        shutil.copytree(trained.file(CHECKPOINT_DIR), folder.file(CHECKPOINT_DIR))
+        shutil.copy2(trained.file(HISTORY_FILE), folder.file(HISTORY_FILE))
+        folder.record(CHECKPOINT_FILE, HISTORY_FILE)
+        start = time.perf_counter()
+        train(spec.train_config(folder.path, device), resume=True, progress=False)
+        timing = {
+            "run_id": spec.run_id,
+            "settings": spec.settings(),
+            "study_seconds": time.perf_counter() - start,
+            "resumed": False,
+            "derived_from": Path(trained_dir).name,
         }
         folder.write_json(RUN_TIMING_FILE, timing)
     return collect_row(spec, folder.path)

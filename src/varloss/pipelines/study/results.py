@@ -109,9 +109,9 @@ def collect_row(run: RunSpec, run_dir: str | Path) -> dict[str, Any]:
 
 
 def _reconstruction(report: Mapping[str, Any], folder: RunFolder) -> str:
-    """The run's reconstruction protocol: `reconstruction` in report.json's settings, else in
+    """The run's reconstruction protocol: the one report.json's evaluation used, else in
     config.json's train settings, else `mean` (runs from before the protocol was recorded)."""
-    value = (report.get("settings") or {}).get("reconstruction")
+    value = ((report.get("settings") or {}).get("evaluation") or {}).get("reconstruction")
     if value is None and folder.exists(CONFIG_FILE):
         value = (folder.read_json(CONFIG_FILE).get("train") or {}).get("reconstruction")
     return str(value) if value is not None else "mean"

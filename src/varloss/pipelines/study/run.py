@@ -28,6 +28,7 @@ from varloss.pipelines.study.executors import (
     EXECUTORS,
     ExecutorSettings,
     Outcome,
+    derive_run,
     threads_per_job,
     usable_cores,
 )
@@ -112,6 +113,9 @@ class _Study:
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)  # finished runs, by id
     skipped: list[str] = field(default_factory=list)
     pending: list[RunSpec] = field(default_factory=list)
+    # runs that differ from an earlier run only in their reconstruction protocol, each with that
+    # run: its model is trained once, then measured again with the twin's protocol
+    twins: list[tuple[RunSpec, RunSpec]] = field(default_factory=list)
     unavailable: dict[str, str] = field(default_factory=dict)
     ran: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
@@ -147,6 +151,16 @@ class _Study:
                 if (run.dataset, run.data_path) in reasons
             }
             self.pending = [run for run in self.pending if run.run_id not in self.unavailable]
+        trained_by: dict[str, RunSpec] = {}
+        for run in self.spec.runs:
+            trained_by.setdefault(run.training_key, run)
+        self.twins = [
+            (run, trained_by[run.training_key])
+            for run in self.pending
+            if trained_by[run.training_key] is not run
+        ]
+        twin_ids = {run.run_id for run, _ in self.twins}
+        self.pending = [run for run in self.pending if run.run_id not in twin_ids]
         self.write_results()
 
     def run_pending(self) -> None:
@@ -162,20 +176,41 @@ class _Study:
         outcomes = _ticking(executor(tasks, self.settings) if tasks else iter(()), bar)
         try:
             for run, outcome in outcomes:
-                if isinstance(outcome, BaseException):
-                    self.failed[run.run_id] = f"{type(outcome).__name__}: {outcome}"
-                    bar.write(f"run {run.run_id} failed: {self.failed[run.run_id]}")
-                else:
-                    self.rows[run.run_id] = outcome
-                    self.ran.append(run.run_id)
-                    self.write_results()
-                    if self.on_row is not None:
-                        self.on_row(outcome)
-                bar.update(1)
-                bar.set_postfix_str(f"last: {run.family}/{run.dataset}", refresh=True)
+                self._finished(run, outcome, bar)
+            for run, trained in self.twins:  # after every training run: measure the twins
+                self._finished(run, self._derive(run, trained), bar)
         finally:
             outcomes.close()  # stops the ticking thread and the runs in flight
             bar.close()
+
+    def _derive(self, run: RunSpec, trained: RunSpec) -> dict[str, Any] | BaseException:
+        """The twin `run` measured from `trained`'s model, in this process (nothing is trained;
+        every core is free by then), or why it cannot be."""
+        trained_folder = self.run_folder(trained)
+        if not (trained_folder / REPORT_FILE).is_file():
+            return RuntimeError(
+                f"it is measured from the model of run {trained.run_id}, which did not finish"
+            )
+        try:
+            return derive_run(
+                run.to_dict(), str(self.run_folder(run)), str(trained_folder), self.settings.device
+            )
+        except Exception as error:  # noqa: BLE001 - reported like a failed run
+            return error
+
+    def _finished(self, run: RunSpec, outcome: Any, bar: Any) -> None:
+        """Record a run's row (results.csv rewritten) or its failure, and move the bar on."""
+        if isinstance(outcome, BaseException):
+            self.failed[run.run_id] = f"{type(outcome).__name__}: {outcome}"
+            bar.write(f"run {run.run_id} failed: {self.failed[run.run_id]}")
+        else:
+            self.rows[run.run_id] = outcome
+            self.ran.append(run.run_id)
+            self.write_results()
+            if self.on_row is not None:
+                self.on_row(outcome)
+        bar.update(1)
+        bar.set_postfix_str(f"last: {run.family}/{run.dataset}", refresh=True)
 
     def finish(self, command: str | None, start: float) -> StudyResult:
         """fit.json and the figure from every finished run (`start`: when the call began)."""

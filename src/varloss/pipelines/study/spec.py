@@ -95,6 +95,12 @@ class RunSpec:
         digest = sha256_json({**self.settings(), "seed": None}, 8)
         return f"{self.run_id.rsplit('-s', 1)[0]}-{digest}"
 
+    @property
+    def training_key(self) -> str:
+        """A hash of the settings that decide what is trained: runs that differ only in their
+        reconstruction protocol share it (the study trains their model once)."""
+        return sha256_json({**self.settings(), "reconstruction": None}, 16)
+
     def to_dict(self) -> dict[str, Any]:
         """All fields (data_path included), JSON-safe; `RunSpec(**d)` rebuilds it."""
         return {**self.settings(), "data_path": self.data_path}
