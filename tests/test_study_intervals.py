@@ -122,6 +122,7 @@ def _rows() -> list[dict]:
                     "family": family,
                     "dataset": "digits",
                     "latent": latent,
+                    "epochs": 5,
                     "reconstruction": protocol,
                     "seed": seed,
                     "mse": mse,
@@ -250,6 +251,9 @@ def test_figure_error_bars_across_seeds_and_half_filled_sample_markers(
     assert "filled: reconstructions, mean protocol" in legend
     assert "half-filled: reconstructions, sample protocol" in legend
     assert "error bars: ± 1 std across seeds" in legend
+    # the decomposition panel tells apart runs that differ only in their protocol
+    ticks = [tick.get_text() for tick in figures[0].axes[1].get_yticklabels()]
+    assert ticks[0] == "dense digits z2 e5 s0 mean" and ticks[6] == "dense digits z2 e5 s0 sample"
 
     figures.clear()  # one protocol, one seed per point: no half-filled marker, no error bars
     single = [r for r in rows if r["reconstruction"] == "mean" and r["seed"] == 0]
@@ -262,6 +266,8 @@ def test_figure_error_bars_across_seeds_and_half_filled_sample_markers(
     assert not scatter.collections
     legend = [text.get_text() for text in scatter.get_legend().get_texts()]
     assert "filled: reconstructions (mean protocol)" in legend
+    ticks = [tick.get_text() for tick in figures[0].axes[1].get_yticklabels()]
+    assert ticks[0] == "dense digits z2 e5 s0"  # one protocol: not repeated on every run
 
 
 def test_study_page_family_table_fit_intervals_and_protocols(tmp_path: Path) -> None:

@@ -301,7 +301,8 @@ def _plot_decomposition(axis: Any, rows: Sequence[Mapping[str, Any]]) -> None:
     )  # fmt: skip
     axis.axvline(0.0, color="black", linewidth=0.8)
     axis.set_yticks(positions)
-    axis.set_yticklabels([_run_label(r) for r in rows], fontsize=7)
+    mixed = len({str(r.get("reconstruction") or "mean") for r in rows}) > 1
+    axis.set_yticklabels([_run_label(r, mixed) for r in rows], fontsize=7)
     for tick, row in zip(axis.get_yticklabels(), rows, strict=True):
         family = str(row.get("family"))
         tick.set_color(
@@ -316,11 +317,14 @@ def _plot_decomposition(axis: Any, rows: Sequence[Mapping[str, Any]]) -> None:
         axis.set_ylim(-0.6, n - 0.4)
 
 
-def _run_label(row: Mapping[str, Any]) -> str:
-    return (
+def _run_label(row: Mapping[str, Any], protocol: bool = False) -> str:
+    """e.g. `dense mnist z2 e40 s0`, and ` sample` when a study mixes protocols (runs that differ
+    only in their protocol would otherwise share a label)."""
+    label = (
         f"{row.get('family')} {row.get('dataset')} z{row.get('latent')} "
         f"e{row.get('epochs')} s{row.get('seed')}"
     )
+    return f"{label} {row.get('reconstruction') or 'mean'}" if protocol else label
 
 
 def _save_png_and_svg(plt: Any, fig: Any, path: Path) -> None:
