@@ -185,7 +185,8 @@ def test_results_csv_records_each_runs_reconstruction_protocol(tmp_path: Path) -
     )
     report = {"mse": 0.02, "variance_loss_reconstructed": 0.019}
     folders = [RunFolder(tmp_path / run.run_id).create() for run in spec.runs]
-    folders[0].write_json(REPORT_FILE, {**report, "settings": {"reconstruction": "sample"}})
+    evaluation = {"evaluation": {"reconstruction": "sample"}}  # where train's report says it
+    folders[0].write_json(REPORT_FILE, {**report, "settings": evaluation})
     folders[1].write_json(REPORT_FILE, report)  # recorded in config.json only
     folders[1].write_json(CONFIG_FILE, {"train": {"reconstruction": "sample"}})
     folders[2].write_json(REPORT_FILE, report)  # a run from before the protocol was recorded
