@@ -84,11 +84,23 @@ def _use_numpy(device: torch.device) -> bool:
     return device.type == "cpu"
 
 
+def centre_rows(source: np.ndarray, name: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """(float64 mean over axis 0, the rows minus it in float64) of a numpy chunk of any dtype:
+    the rows are upcast into this thread's `workspace(name)` (valid until asked for again), then
+    averaged and centred in place (measured ~25% faster than averaging the source with a float64
+    accumulator and centring it into the buffer in one cast: numpy's casting loops are buffered)."""
+    centred = workspace(name, source.shape, np.float64)
+    np.copyto(centred, source, casting="unsafe")
+    mean = centred.mean(axis=0)
+    centred -= mean
+    return mean, centred
+
+
 def _chunk_moments(*sets: torch.Tensor):
     """Per row chunk: (n, means, centred chunks) of aligned N x D tensors, in float64.
 
-    On CPU the work is done by numpy on cache-sized chunks (an upcast copy into this thread's
-    reused buffer, a mean and an in-place centring per chunk; the caller reduces products with
+    On CPU the work is done by numpy on cache-sized chunks (`centre_rows`: a float64 mean and
+    the centred float64 rows in this thread's reused buffer; the caller reduces products with
     `np.einsum` before asking for the next chunk), which beats torch's reductions over dim 0 by
     several times on few cores. Other devices stay in torch.
     """
@@ -101,14 +113,8 @@ def _chunk_moments(*sets: torch.Tensor):
             sources = [
                 (c if c.dtype in _NUMPY_DTYPES else c.to(torch.float64)).numpy() for c in chunks
             ]
-            chunks = []
-            for slot, source in enumerate(sources):  # the float64 upcast, into a reused buffer
-                chunk = workspace(("chunk", slot), source.shape, np.float64)
-                np.copyto(chunk, source, casting="unsafe")
-                chunks.append(chunk)
-            means = [c.mean(axis=0) for c in chunks]
-            for c, m in zip(chunks, means, strict=True):
-                c -= m
+            centred = [centre_rows(source, ("chunk", slot)) for slot, source in enumerate(sources)]
+            means, chunks = [m for m, _ in centred], [c for _, c in centred]
         else:
             chunks = [c.to(torch.float64) for c in chunks]
             means = [c.mean(dim=0) for c in chunks]

@@ -30,7 +30,13 @@ import numpy as np
 import scipy.fft
 import torch
 
-from varloss.stats import MomentAccumulator, PairedMomentAccumulator, in_parallel, workspace
+from varloss.stats import (
+    MomentAccumulator,
+    PairedMomentAccumulator,
+    centre_rows,
+    in_parallel,
+    workspace,
+)
 
 # Rows per chunk: about this many bytes of float64 images (the buffer and its spectrum stay in
 # cache between the centring, the FFT and the products).
@@ -90,14 +96,11 @@ def _chunk_spectra(images: torch.Tensor, slot: int) -> Iterator[tuple[int, torch
     source = images.numpy()
     channels, height, width = source.shape[1:]
     step = min(n, max(_MIN_ROWS, _CHUNK_BYTES // (8 * max(1, source[0].size))))
-    real = workspace(("fourier", slot), (step, channels, height, width), np.float64)
     spectra = workspace(("spectra", slot), (step, channels, height, width // 2 + 1), np.complex128)
     for start in range(0, n, step):
         rows = min(step, n - start)
-        chunk, out = real[:rows], spectra[:rows]
-        np.copyto(chunk, source[start : start + rows], casting="unsafe")  # the float64 upcast
-        mean = chunk.mean(axis=0)
-        np.subtract(chunk, mean, out=chunk)
+        out = spectra[:rows]
+        mean, chunk = centre_rows(source[start : start + rows], ("fourier", slot))
         _rfft2_into(chunk, out)
         yield rows, torch.from_numpy(mean), torch.from_numpy(out.view(np.float64).reshape(rows, -1))
 
