@@ -133,10 +133,7 @@ def train_command(
         0.1, "--validation", help="With --patience: fraction of training images held out."
     ),
     min_delta: float = typer.Option(
-        0.0,
-        "--min-delta",
-        help="With --patience: a gain below this fraction of the best validation loss does not "
-        "count (e.g. 0.002).",
+        0.0, "--min-delta", help="With --patience: smaller relative gains do not count, e.g. 0.002"
     ),
     resume: bool = typer.Option(False, "--resume", help="Continue from the run's checkpoint."),
     force: bool = typer.Option(False, "--force", help="Overwrite a run already in --out."),

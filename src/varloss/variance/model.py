@@ -53,9 +53,8 @@ def measure_model(
     `real` is any `measure` input; each batch (scaled to floats, shaped N x C x H x W or as
     given) goes through `reconstruct` (default: `model.reconstruct`) on the model's device, and
     `n_generated` samples (default: as many as real samples) come from `generate(n)` (default:
-    `model.sample(n)`), drawn NOISE_BLOCK at a time under a torch RNG seeded with `seed`, so the
-    numbers repeat and do not depend on `batch_size`. Either side may be missing (`model=None`
-    with only one function, or a model without `sample`).
+    `model.sample(n)`), NOISE_BLOCK at a time under a torch RNG seeded with `seed` (the numbers
+    repeat, whatever `batch_size`). Either side may be missing (`model=None`, or no `sample`).
     An `nn.Module` is measured in eval mode and under `torch.no_grad()`, then put back as it was.
     Outputs are checked like `measure`'s inputs; `splits` (spectrum=, pca=) go to `measure`.
     """
