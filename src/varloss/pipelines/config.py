@@ -29,6 +29,18 @@ LATER_DEFAULTS = {"reconstruction": "mean", "patience": None, "validation": 0.1,
 PATIENCE_SETTINGS = ("validation", "min_delta")
 
 
+def drop_later_defaults(data: dict[str, Any], patience: int | None) -> dict[str, Any]:
+    """`data` (settings by name) without the LATER_DEFAULTS at their default or None, nor the
+    PATIENCE_SETTINGS without patience: what identified a run before these settings existed (a
+    checkpoint's identity, a study's run id). Changes `data` and returns it."""
+    for key, default in LATER_DEFAULTS.items():
+        if key in data and (
+            data[key] in (default, None) or (key in PATIENCE_SETTINGS and patience is None)
+        ):
+            data.pop(key)
+    return data
+
+
 @dataclass
 class TrainConfig:
     """Everything that determines a training run (recorded in config.json and report.json).
@@ -129,12 +141,7 @@ class TrainConfig:
         data = dataclasses.asdict(self)
         for key in RESUMABLE_CHANGES:
             data.pop(key)
-        for key, default in LATER_DEFAULTS.items():
-            if key not in data:
-                continue  # a resumable change, never part of the identity
-            if data[key] == default or (key in PATIENCE_SETTINGS and self.patience is None):
-                data.pop(key)  # the identity of runs written before these settings existed
-        return data
+        return drop_later_defaults(data, self.patience)
 
     def trains_like(self, identity: dict[str, Any]) -> bool:
         """Whether a checkpoint's recorded `identity` trains the same model as this config

@@ -26,7 +26,7 @@ from varloss.data import available_names
 from varloss.errors import InputError
 from varloss.losses import LIKELIHOODS
 from varloss.models import MODEL_FAMILIES, load_plugins
-from varloss.pipelines.config import LATER_DEFAULTS, PATIENCE_SETTINGS, TrainConfig
+from varloss.pipelines.config import TrainConfig, drop_later_defaults
 
 __all__ = ["RUN_FIELDS", "RunSpec", "StudySpec", "load_spec", "parse_spec", "preset_names"]
 
@@ -69,9 +69,7 @@ class RunSpec:
         """The settings that determine the result (JSON-safe, canonical key order)."""
         data = dataclasses.asdict(self)
         data.pop("data_path")
-        for key, default in LATER_DEFAULTS.items():
-            if data[key] in (default, None) or (key in PATIENCE_SETTINGS and self.patience is None):
-                data.pop(key)  # as before these settings existed: the run id does not change
+        drop_later_defaults(data, self.patience)  # as before these settings: the same run id
         data["hyper"] = {k: _json_safe(v) for k, v in sorted(self.hyper.items())}
         return data
 
