@@ -9,6 +9,7 @@ the numbers equal a single-process evaluation.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +123,12 @@ def reconstruction_noise(
         "reconstruction": "sample",
         "reconstruction_seed": seed,
     }
+
+
+def measured_reconstruction(report: Mapping[str, Any]) -> str | None:
+    """The protocol a report's evaluation used (`settings.evaluation.reconstruction`), or None
+    for reports written before it was recorded."""
+    return ((report.get("settings") or {}).get("evaluation") or {}).get("reconstruction")
 
 
 def fid_wanted(config: TrainConfig) -> bool:

@@ -48,7 +48,7 @@ from varloss.pipelines.early_stopping import (
     split_validation,
     stopped_in,
 )
-from varloss.pipelines.evaluate import GRID_SIZE, evaluate
+from varloss.pipelines.evaluate import GRID_SIZE, evaluate, measured_reconstruction
 from varloss.pipelines.runtime import (
     Ranks,
     device_name,
@@ -202,8 +202,7 @@ def _finished_report(folder: RunFolder, config: TrainConfig, ranks: Ranks) -> di
         if ranks.main:
             log.warning("%s", damage)
         return None
-    measured = ((report.get("settings") or {}).get("evaluation") or {}).get("reconstruction")
-    measured = measured or "mean"  # reports from before the protocol was recorded
+    measured = measured_reconstruction(report) or "mean"  # older reports: decode(mu)
     return report if measured == config.reconstruction else None  # else: measure it again
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from varloss.models import MODEL_FAMILIES
+from varloss.pipelines.evaluate import measured_reconstruction
 from varloss.pipelines.study.spec import RunSpec, StudySpec
 from varloss.runs import CONFIG_FILE, REPORT_FILE, RUN_TIMING_FILE, RunFolder
 
@@ -111,7 +112,7 @@ def collect_row(run: RunSpec, run_dir: str | Path) -> dict[str, Any]:
 def _reconstruction(report: Mapping[str, Any], folder: RunFolder) -> str:
     """The run's reconstruction protocol: the one report.json's evaluation used, else in
     config.json's train settings, else `mean` (runs from before the protocol was recorded)."""
-    value = ((report.get("settings") or {}).get("evaluation") or {}).get("reconstruction")
+    value = measured_reconstruction(report)
     if value is None and folder.exists(CONFIG_FILE):
         value = (folder.read_json(CONFIG_FILE).get("train") or {}).get("reconstruction")
     return str(value) if value is not None else "mean"
