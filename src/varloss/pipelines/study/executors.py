@@ -115,20 +115,20 @@ def execute_run(
         config = spec.train_config(folder.path, device)
         start = time.perf_counter()
         train(config, resume=resume, force=not resume and folder.path.exists(), progress=progress)
-        seconds = time.perf_counter() - start
         previous = (
             folder.read_json(RUN_TIMING_FILE).get("study_seconds", 0.0)
             if folder.exists(RUN_TIMING_FILE)
             else 0.0
         )
-        timing = {
-            "run_id": spec.run_id,
-            "settings": spec.settings(),
-            "study_seconds": float(previous) + seconds,
-            "resumed": resume,
-        }
-        folder.write_json(RUN_TIMING_FILE, timing)
+        seconds = float(previous) + time.perf_counter() - start
+        _write_timing(folder, spec, seconds, resumed=resume)
     return collect_row(spec, folder.path)
+
+
+def _write_timing(folder: RunFolder, spec: RunSpec, seconds: float, **facts: Any) -> None:
+    """study_run.json: the run's id and settings, the seconds the study spent on it, `facts`."""
+    timing = {"run_id": spec.run_id, "settings": spec.settings(), "study_seconds": seconds}
+    folder.write_json(RUN_TIMING_FILE, {**timing, **facts})
 
 
 def derive_run(
@@ -136,7 +136,6 @@ def derive_run(
     run_dir: str,
     trained_dir: str,
     device: str | None = None,
-    threads: int | None = None,
 ) -> dict[str, Any]:
     """A run that differs from the finished run in `trained_dir` only in its reconstruction
     protocol: its checkpoint and history are copied and the trainer, resuming, finds nothing to
@@ -148,8 +147,6 @@ def derive_run(
     spec = RunSpec(**run)
     folder = RunFolder(run_dir)
     if not folder.exists(REPORT_FILE):
-        if threads:
-            torch.set_num_threads(threads)
         trained = RunFolder(trained_dir)
         trained.verify(CHECKPOINT_FILE, required=True)
         shutil.rmtree(folder.path, ignore_errors=True)
@@ -159,14 +156,8 @@ def derive_run(
         folder.record(CHECKPOINT_FILE, HISTORY_FILE)
         start = time.perf_counter()
         train(spec.train_config(folder.path, device), resume=True, progress=False)
-        timing = {
-            "run_id": spec.run_id,
-            "settings": spec.settings(),
-            "study_seconds": time.perf_counter() - start,
-            "resumed": False,
-            "derived_from": Path(trained_dir).name,
-        }
-        folder.write_json(RUN_TIMING_FILE, timing)
+        seconds = time.perf_counter() - start
+        _write_timing(folder, spec, seconds, resumed=False, derived_from=Path(trained_dir).name)
     return collect_row(spec, folder.path)
 
 
