@@ -37,7 +37,7 @@ _MIN_ROWS = 16
 # Batches with fewer values are reduced on one thread (starting threads would cost more).
 _PARALLEL_MIN_VALUES = 4 * 2**20
 # dtypes that numpy can view without a copy; others (bfloat16, ...) are upcast by torch first.
-_NUMPY_DTYPES = {
+NUMPY_DTYPES = {
     torch.float16,
     torch.float32,
     torch.float64,
@@ -111,7 +111,7 @@ def _chunk_moments(*sets: torch.Tensor):
         chunks = [rows[start : start + step] for rows in sets]
         if cpu:
             sources = [
-                (c if c.dtype in _NUMPY_DTYPES else c.to(torch.float64)).numpy() for c in chunks
+                (c if c.dtype in NUMPY_DTYPES else c.to(torch.float64)).numpy() for c in chunks
             ]
             centred = [centre_rows(source, ("chunk", slot)) for slot, source in enumerate(sources)]
             means, chunks = [m for m, _ in centred], [c for _, c in centred]

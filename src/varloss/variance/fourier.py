@@ -31,6 +31,7 @@ import scipy.fft
 import torch
 
 from varloss.stats import (
+    NUMPY_DTYPES,
     MomentAccumulator,
     PairedMomentAccumulator,
     centre_rows,
@@ -42,9 +43,6 @@ from varloss.stats import (
 # cache between the centring, the FFT and the products).
 _CHUNK_BYTES = 2**19
 _MIN_ROWS = 16
-# dtypes that numpy reads without a copy (others, like bfloat16, are upcast by torch first)
-_NUMPY_DTYPES = {torch.float16, torch.float32, torch.float64, torch.uint8, torch.int8,
-                 torch.int16, torch.int32, torch.int64, torch.bool}  # fmt: skip
 
 __all__ = ["frequency_rows", "moments", "paired_moments"]
 
@@ -91,7 +89,7 @@ def _chunk_spectra(images: torch.Tensor, slot: int) -> Iterator[tuple[int, torch
         spectra = torch.fft.rfft2(values - mean)
         yield n, mean, torch.view_as_real(spectra).reshape(n, -1)
         return
-    if images.dtype not in _NUMPY_DTYPES:
+    if images.dtype not in NUMPY_DTYPES:
         images = images.to(torch.float64)
     source = images.numpy()
     channels, height, width = source.shape[1:]
