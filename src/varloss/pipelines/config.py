@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from varloss.errors import InputError
-from varloss.variance.reconstruction import check_reconstruction
+from varloss.variance.protocol import check_reconstruction
 
 SCHEDULES = ("constant", "cosine", "step")
 # FID (domain features) of the prior samples in report.json: "auto" when the data set's domain

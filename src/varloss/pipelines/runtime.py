@@ -18,6 +18,7 @@ import torch.distributed as dist
 
 from varloss import __version__
 from varloss.errors import InputError
+from varloss.variance.protocol import epoch_seed  # noqa: F401  (re-exported: the one rule)
 
 
 def pick_device(requested: str | None = "auto") -> torch.device:
@@ -33,12 +34,6 @@ def pick_device(requested: str | None = "auto") -> torch.device:
         return torch.device(requested)
     except RuntimeError:
         raise InputError(f"device must be auto, cpu, cuda or cuda:N, got {requested!r}.") from None
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    """The seed of one epoch's shuffling and noise: a function of (seed, epoch) only, so a resumed
-    run draws exactly what an uninterrupted one would. Epoch -1 seeds the evaluation."""
-    return (int(seed) * 1_000_003 + int(epoch) * 7919 + 17) % (2**63 - 1)
 
 
 @dataclass(frozen=True)

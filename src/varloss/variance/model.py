@@ -17,10 +17,12 @@ import torch
 from varloss.data.readers import CheckedStream, Source, open_source
 from varloss.errors import InputError
 from varloss.variance.measurement import ValueRange, measure, normalise_ranges
-from varloss.variance.reconstruction import (
+from varloss.variance.protocol import (
     NOISE_BLOCK,
+    Stream,
     check_reconstruction,
     sampled_reconstruction,
+    stream_seed,
 )
 from varloss.variance.report import VarianceReport
 
@@ -138,7 +140,7 @@ def _model_functions(
                 "reconstruction 'sample' draws through the model's reconstruct(x, noise); a "
                 "reconstruct= function makes its own reconstructions: leave it at 'mean'."
             )
-        reconstruct = sampled_reconstruction(model, _reconstruction_seed(seed))
+        reconstruct = sampled_reconstruction(model, seed)
     if reconstruct is None and model is not None and callable(getattr(model, "reconstruct", None)):
         reconstruct = model.reconstruct
     # an adapter whose prior samples are not images (AutoencoderKL) samples only when asked
@@ -154,7 +156,7 @@ def _model_functions(
 
 
 def _reconstruction_seed(seed: int) -> int:
-    return int(seed) + 1  # not the samples' seed: their first codes would equal these draws
+    return stream_seed(seed, Stream.RECONSTRUCTION_DRAWS)
 
 
 def _reconstruction_settings(reconstruction: str, seed: int) -> dict[str, Any]:

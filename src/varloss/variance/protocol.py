@@ -1,0 +1,174 @@
+"""The reconstruction protocol and the random streams of an evaluation: one owner for both.
+
+**Protocol.** `mean` reconstructs decode(mu), the posterior mean pushed through the decoder
+(varloss's default, as before). `sample` reconstructs as the training loss does and as
+F. Chollet's Keras VAE does (through its sampling layer): decode(mu + sigma * eps), one
+eps ~ N(0, I) per image. A model takes the draws through `reconstruct(x, noise)` (N x
+latent_dim); the iterative families (draw, convdraw) use them step by step along their own path.
+Reports written before the protocol was recorded were all `mean`: `protocol_of` is the one place
+that says so.
+
+**Streams.** Every random draw of an evaluation comes from a named stream whose seed is derived
+from the run's (or the command's) seed by one rule, `stream_seed`: `train`, `measure --model`,
+`correct` and the DDP path all draw image i's code or noise from the same place, so the same
+model, seed and protocol give the same numbers whichever command asks. Draws are made in blocks
+of NOISE_BLOCK rows whatever the batch size (torch's vectorised randn depends on how a stream is
+cut), so image i gets the same draw in batches of any size and under any world size.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from enum import Enum, StrEnum
+from typing import Any
+
+import torch
+
+from varloss.errors import InputError
+
+__all__ = [
+    "NOISE_BLOCK",
+    "RECONSTRUCTIONS",
+    "NoiseStream",
+    "Reconstruction",
+    "Stream",
+    "check_reconstruction",
+    "epoch_seed",
+    "protocol_of",
+    "sampled_reconstruction",
+    "stream_seed",
+]
+
+NOISE_BLOCK = 256
+
+
+class Reconstruction(StrEnum):
+    """How a model reconstructs the images it is measured on."""
+
+    MEAN = "mean"
+    SAMPLE = "sample"
+
+    @property
+    def formula(self) -> str:
+        """The reconstruction as a formula, for captions and tables."""
+        return "decode(mu)" if self is Reconstruction.MEAN else "decode(mu + sigma * eps)"
+
+    @property
+    def description(self) -> str:
+        """One phrase for pages and reports."""
+        if self is Reconstruction.MEAN:
+            return "decode(mu), the posterior mean through the decoder"
+        return "decode(mu + sigma * eps), one posterior draw per image"
+
+    @classmethod
+    def parse(cls, value: Any, name: str = "reconstruction") -> Reconstruction:
+        """The protocol named by `value`, or an InputError naming `name` and the choices."""
+        try:
+            return cls(value.value if isinstance(value, Enum) else value)
+        except ValueError:
+            choices = ", ".join(member.value for member in cls)
+            raise InputError(f"{name} must be one of {choices}, got {value!r}.") from None
+
+
+RECONSTRUCTIONS = tuple(member.value for member in Reconstruction)
+DEFAULT_RECONSTRUCTION = Reconstruction.MEAN
+
+
+def check_reconstruction(reconstruction: Any, name: str = "reconstruction") -> str:
+    """The protocol's name, or an InputError naming `name` and the choices."""
+    return Reconstruction.parse(reconstruction, name).value
+
+
+def protocol_of(record: Mapping[str, Any] | None) -> Reconstruction:
+    """The protocol a record names: a report (its `settings.evaluation.reconstruction`, or its
+    `settings.reconstruction`), a settings mapping or a results row (`reconstruction`). The one
+    fallback: records written before the protocol was recorded were measured with `mean`."""
+    record = record or {}
+    settings = record.get("settings") if isinstance(record.get("settings"), Mapping) else {}
+    evaluation = (
+        settings.get("evaluation") if isinstance(settings.get("evaluation"), Mapping) else {}
+    )
+    for value in (
+        evaluation.get("reconstruction"),
+        settings.get("reconstruction"),
+        record.get("reconstruction"),
+    ):
+        if value not in (None, ""):
+            return Reconstruction.parse(value)
+    return DEFAULT_RECONSTRUCTION
+
+
+class Stream(Enum):
+    """The named random streams of a run, each with its own index in `stream_seed`'s rule.
+    Epochs use their own number (0, 1, ...) as the index: their shuffling and training noise."""
+
+    EVALUATION_CODES = -1  # the prior codes z ~ N(0, I) of generated samples
+    RECONSTRUCTION_DRAWS = -2  # eps of sampled reconstructions, one row per image
+    VALIDATION_SPLIT = -3  # which training images are held out for early stopping
+    VALIDATION_DRAWS = -4  # the posterior draws of the validation loss, the same every epoch
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch's shuffling and noise (or of a named stream: `stream_seed`): a
+    function of (seed, index) only, so a resumed run draws exactly what an uninterrupted one
+    would, and every command derives the same stream from the same seed."""
+    return (int(seed) * 1_000_003 + int(epoch) * 7919 + 17) % (2**63 - 1)
+
+
+def stream_seed(seed: int, stream: Stream) -> int:
+    """The seed of one named stream of `seed`: the one rule every command uses."""
+    return epoch_seed(seed, stream.value)
+
+
+class NoiseStream:
+    """N(0, I) rows of `width` from a CPU generator seeded with `seed`, handed out in order and
+    drawn NOISE_BLOCK rows at a time (how the rows are asked for does not change them)."""
+
+    def __init__(self, seed: int, width: int) -> None:
+        self.seed = int(seed)
+        self.generator = torch.Generator(device="cpu").manual_seed(self.seed)
+        self.width = int(width)
+        self.left = torch.empty(0, self.width)
+
+    @classmethod
+    def named(cls, seed: int, stream: Stream, width: int) -> NoiseStream:
+        """The stream `stream` of a run or command seeded with `seed`."""
+        return cls(stream_seed(seed, stream), width)
+
+    def take(self, n: int) -> torch.Tensor:
+        """The next `n` rows."""
+        parts, have = [self.left], self.left.shape[0]
+        while have < n:
+            parts.append(torch.randn(NOISE_BLOCK, self.width, generator=self.generator))
+            have += NOISE_BLOCK
+        rows = torch.cat(parts) if len(parts) > 1 else parts[0]
+        self.left = rows[n:]
+        return rows[:n]
+
+
+def sampled_reconstruction(model: Any, seed: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """`x -> model.reconstruct(x, noise)` with noise N x latent_dim taken in order from the
+    reconstruction-draw stream of `seed` (`Stream.RECONSTRUCTION_DRAWS`): the same images in the
+    same order get the same draws, in batches of any size."""
+    reconstruct = getattr(model, "reconstruct", None)
+    latent_dim = getattr(model, "latent_dim", None)
+    if not (callable(reconstruct) and _takes_noise(reconstruct) and isinstance(latent_dim, int)):
+        raise InputError(
+            f"reconstruction 'sample' needs a model with latent_dim and reconstruct(x, noise) "
+            f"(a varloss VAE); {type(model).__name__} has not: use reconstruction 'mean'."
+        )
+    draws = NoiseStream.named(seed, Stream.RECONSTRUCTION_DRAWS, latent_dim)
+
+    def reconstruct_sampled(x: torch.Tensor) -> torch.Tensor:
+        return reconstruct(x, noise=draws.take(x.shape[0]).to(x.device))
+
+    reconstruct_sampled.__qualname__ = f"{type(model).__name__}.reconstruct(x, noise)"
+    return reconstruct_sampled
+
+
+def _takes_noise(function: Callable[..., Any]) -> bool:
+    try:
+        return "noise" in inspect.signature(function).parameters
+    except (TypeError, ValueError):  # builtins without a signature
+        return False
