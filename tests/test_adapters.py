@@ -187,7 +187,7 @@ def test_a_remedy_fitted_on_the_pythae_model_closes_part_of_its_gap(
     out = tmp_path / "fixed"
     code, stdout, err = invoke(
         monkeypatch, capsys, "correct", f"pythae:{pythae_folder}", "--dataset", "digits",
-        "--method", "temperature,match", "--out", str(out), "--no-fid", "--n-samples", "400",
+        "--method", "temperature,match", "--out", str(out), "--fid", "off", "--n-samples", "400",
         "--no-report",
     )  # fmt: skip
     assert code == 0, err
@@ -311,7 +311,7 @@ def test_the_readme_section_runs(pythae_folder, diffusers_folder, tmp_path, monk
     for name, value in swaps.items():
         commands, python = commands.replace(name, value), python.replace(name, value)
     monkeypatch.chdir(tmp_path)
-    quick = ["--no-fid", "--n-samples", "300", "--stage2-steps", "200", "--no-report"]
+    quick = ["--fid", "off", "--n-samples", "300", "--stage2-steps", "200", "--no-report"]
     lines = [line for line in commands.splitlines() if line.startswith("varloss ")]
     assert len(lines) == 3
     for line in lines:

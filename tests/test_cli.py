@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -168,25 +167,19 @@ def test_train_passes_well_typed_settings_and_family(monkeypatch, capsys, tmp_pa
     assert config.hyper == {"hidden_sizes": [64, 32], "kl_weight": 1, "activation": "elu"}
 
 
-def test_train_model_is_a_deprecated_alias_of_family(monkeypatch, capsys, tmp_path, fake_train):
+def test_train_family_defaults_to_dense_and_model_is_not_an_option(
+    monkeypatch, capsys, tmp_path, fake_train
+):
     out = str(tmp_path / "run")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        code, _, err = invoke(
-            monkeypatch, capsys, "train", "--model", "conv", "--out", out, "--no-report"
-        )
-    assert code == 0 and fake_train[0].family == "conv"
-    assert "deprecated; use --family" in err
-    assert any(issubclass(w.category, DeprecationWarning) for w in caught)
-    code, _, err = invoke(
-        monkeypatch, capsys, "train", "--family", "dense", "--model", "conv", "--out", out
-    )
-    assert_one_sentence_error(code, err, "disagree")
+    code, _, err = invoke(monkeypatch, capsys, "train", "--out", out, "--no-report")
+    assert code == 0 and fake_train[0].family == "dense", err
+    code, _, err = invoke(monkeypatch, capsys, "train", "--model", "conv", "--out", out)
+    assert code != 0 and "--model" in err and len(fake_train) == 1
     code, _, err = invoke(monkeypatch, capsys, "train", "--out", out, "--fid", "sometimes")
     assert_one_sentence_error(code, err, "--fid must be one of auto, on, off")
 
 
-# ---- correct's --fid: auto|on|off, bare --fid and --no-fid kept ----
+# ---- correct's --fid: auto|on|off and bare --fid ----
 
 
 @pytest.mark.parametrize(
@@ -197,7 +190,6 @@ def test_train_model_is_a_deprecated_alias_of_family(monkeypatch, capsys, tmp_pa
         (["--fid", "off"], "off"),
         (["--fid", "on", "--method", "prior"], "on"),
         (["--fid", "--method", "prior"], "on"),
-        (["--no-fid"], "off"),
     ],
 )
 def test_correct_fid_modes(monkeypatch, capsys, tmp_path, flags, expected) -> None:

@@ -103,13 +103,10 @@ def test_one_and_several_methods_write_the_same_schema(quick_run, tmp_path):
     )
 
 
-def test_fid_modes_and_the_deprecated_switch(quick_run, tmp_path):
+def test_fid_off(quick_run, tmp_path):
     off = _quick(quick_run, "prior", tmp_path / "off", fid=False)
     assert off["baseline"]["fid"] is None and "--fid off" in off["baseline"]["fid_reason"]
     assert off["settings"]["fid"] == "off" and off["settings"]["fid_features"] is None
-    with pytest.warns(DeprecationWarning, match="compute_fid"):
-        old = _quick(quick_run, "prior", tmp_path / "old", fid="on", compute_fid=False)
-    assert old["settings"]["fid"] == "off"
 
 
 def test_correct_folder_is_locked_and_sealed(quick_run, tmp_path):

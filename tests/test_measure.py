@@ -388,24 +388,3 @@ def test_one_channels_last_rule_for_measure_fid_and_data_sets(tmp_path: Path) ->
     loaded = load(f"npz:{tmp_path / 'rgba.npz'}").images.numpy()
     np.testing.assert_allclose(loaded, expected, rtol=1e-6)
     assert varloss.measure(rgba, rgba).dims == [4, 7, 6]
-
-
-def test_old_import_paths_warn_and_varloss_measure_stays_callable(sets) -> None:
-    import importlib
-
-    import varloss.variance
-
-    shim = importlib.import_module("varloss.measure")
-    real, reconstructed, _ = sets
-    report = varloss.measure(real, reconstructed)  # the package attribute may now be the shim
-    assert report.mse == pytest.approx(((real - reconstructed) ** 2).mean(), rel=1e-12)
-    assert callable(shim) and shim(real, reconstructed).mse == report.mse
-    with pytest.warns(DeprecationWarning, match="use varloss.data.read_images"):
-        from varloss.measure import read_images as old_read_images
-    assert old_read_images is read_images
-    with pytest.warns(DeprecationWarning, match="use varloss.variance.VarianceReport"):
-        from varloss.measure import VarianceReport
-    assert VarianceReport is varloss.variance.VarianceReport
-    with pytest.warns(DeprecationWarning, match="use varloss.variance.VarianceLoss"):
-        from varloss.metrics import VarianceLoss
-    assert VarianceLoss is varloss.variance.VarianceLoss is varloss.VarianceLoss

@@ -121,7 +121,7 @@ def test_bad_plugins_are_named(tmp_path: Path) -> None:
 def test_cli_train_then_measure_with_the_plugin(plugin_file: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     trained = _varloss(
-        "--plugin", str(plugin_file), "train", "--model", "tiny", "--dataset", "digits",
+        "--plugin", str(plugin_file), "train", "--family", "tiny", "--dataset", "digits",
         "--epochs", "2", "--latent", "2", "--limit", "300", "--out", str(run), "-q",
         "--no-report", "--fid", "off",
     )  # fmt: skip

@@ -218,9 +218,9 @@ def test_cli_measure_and_train_take_the_protocol(tmp_path, monkeypatch: pytest.M
     files = ["measure", "--real", "digits:test", "--generated", "x.npy"]
     alone = CliRunner().invoke(app, [*files, "--reconstruction", "sample"])
     assert alone.exit_code != 0 and "only used with --model" in str(alone.exception)
-    # The README's command, small: --model is train's deprecated alias of --family.
+    # The README's command, small.
     out = tmp_path / "chollet"
-    args = ["train", "--model", "dense", "--dataset", "digits", "--epochs", "1", "--latent", "2"]
+    args = ["train", "--family", "dense", "--dataset", "digits", "--epochs", "1", "--latent", "2"]
     args += ["--reconstruction", "sample", "--out", str(out), "--limit", "200"]
     args += ["--eval-limit", "100", "-q", "--no-report", "--fid", "off"]
     monkeypatch.setattr("sys.argv", ["varloss", *args])

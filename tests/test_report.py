@@ -43,7 +43,6 @@ from varloss.report import (
     fmt,
     register_report_kind,
     render_report,
-    save_maps,
     write_report,
 )
 from varloss.runs import MAPS_FILE, RunFolder
@@ -281,8 +280,7 @@ def test_multichannel_maps_are_folded(train_run: Path, tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     maps = {"var_real": rng.random((3, 8, 8)), "var_generated": rng.random((3, 8, 8))}
     folder = RunFolder(run)
-    with folder.atomic_path(MAPS_FILE) as tmp:
-        save_maps(maps, tmp)
+    folder.write_arrays(MAPS_FILE, maps)
     assert "mean over 3 channels" in render_report(run)
 
 

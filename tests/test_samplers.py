@@ -8,9 +8,7 @@ are checked against independent numpy / scikit-learn computations.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
-import sys
 
 import numpy as np
 import pytest
@@ -26,7 +24,6 @@ from varloss.samplers import (
     GMMSampler,
     MatchSampler,
     PriorSampler,
-    Sampler,
     TemperatureSampler,
     TwoStageSampler,
     create_sampler,
@@ -191,14 +188,6 @@ def test_gmm_parameters_equal_sklearn_and_samples_follow_them(untrained, images)
     scale = np.sqrt(np.diag(mixture_cov))
     np.testing.assert_allclose(codes.mean(0), mixture_mean, atol=0.03 * scale.max())
     np.testing.assert_allclose(np.cov(codes.T), mixture_cov, atol=0.05 * scale.max() ** 2)
-
-
-def test_remedies_is_a_deprecated_alias_of_samplers():
-    sys.modules.pop("varloss.remedies", None)
-    with pytest.warns(DeprecationWarning, match="varloss.samplers"):
-        remedies = importlib.import_module("varloss.remedies")
-    assert remedies.TwoStageSampler is TwoStageSampler and remedies.load_sampler is load_sampler
-    assert remedies.Sampler is Sampler and remedies.gap_closed is gap_closed
 
 
 @pytest.mark.slow

@@ -88,9 +88,8 @@ def correct_command(
         "auto",
         "--fid",
         help="FID (domain features) of each method's samples: auto (if the classifier is "
-        "cached), on (train it if needed; also --fid alone, after RUN_DIR), off (also --no-fid).",
+        "cached), on (train it if needed; also --fid alone, after RUN_DIR), off.",
     ),
-    no_fid: bool = typer.Option(False, "--no-fid", help="Same as --fid off.", hidden=True),
     stage2_steps: int = typer.Option(None, "--stage2-steps", help="Second-stage training steps."),
     tau: float = typer.Option(None, "--tau", help="Fixed temperature instead of the search."),
     gmm_components: int = typer.Option(None, "--gmm-components", help="Mixture components."),
@@ -106,7 +105,6 @@ def correct_command(
 
     if fid not in FID_MODES:
         raise InputError(f"--fid must be one of {', '.join(FID_MODES)}, got {fid!r}.")
-    fid = "off" if no_fid else fid
     out_dir = out or str(Path(split_spec(run_dir)[1]) / "correct")
     check_output_path(out_dir, "--out", folder=True)
     report = correct(

@@ -12,15 +12,9 @@ def report_command(
     directory: str = typer.Argument(
         ..., help="A varloss output folder: train run, correct folder, study, or measure JSON."
     ),
-    recompute_maps: bool | None = typer.Option(
-        None,
-        "--recompute-maps/--no-recompute-maps",
-        hidden=True,
-        help="Deprecated and ignored: the report reads saved maps and never runs a model.",
-    ),
 ) -> None:
     """Write DIR/report.html: one self-contained page of numbers, maps, images and settings."""
     from varloss.report import write_report  # start-up cost: see cli/__init__.py
 
-    path = write_report(directory, command=command_line(), recompute_maps=recompute_maps)
+    path = write_report(directory, command=command_line())
     typer.echo(str(path))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import warnings
 from typing import Any
 
 import torch
@@ -14,18 +13,6 @@ from varloss.cli.app import command, command_line
 from varloss.cli.common import print_variance_table
 from varloss.errors import InputError
 from varloss.pipelines.config import FID_MODES, TrainConfig
-
-
-def resolve_family(family: str | None, model: str | None) -> str:
-    """--family, or the deprecated --model of train (a warning); both must agree."""
-    if model is None:
-        return family or "dense"
-    if family is not None and family != model:
-        raise InputError(f"--family {family!r} and --model {model!r} disagree; give --family.")
-    message = "`varloss train --model` is deprecated; use --family (--model names a run folder)."
-    warnings.warn(message, DeprecationWarning, stacklevel=2)
-    typer.secho(f"warning: {message}", fg=typer.colors.YELLOW, err=True)
-    return model
 
 
 def check_hyper_settings(family: str, pairs: list[str] | None) -> dict:
@@ -66,7 +53,7 @@ CONFIG_OPTIONS = (
 def train_config(options: dict[str, Any]) -> TrainConfig:
     """The TrainConfig of train_command's options (by parameter name), checked before any work
     is done: family, --fid, --threads, the --out folder and the --set types."""
-    family = resolve_family(options["family"], options["model"])
+    family = options["family"] or "dense"
     if options["fid"] not in FID_MODES:
         raise InputError(f"--fid must be one of {', '.join(FID_MODES)}, got {options['fid']!r}.")
     threads = options["threads"]
@@ -85,9 +72,6 @@ def train_config(options: dict[str, Any]) -> TrainConfig:
 def train_command(
     family: str = typer.Option(
         None, "--family", "-f", help="Model family: {families} (default: dense)."
-    ),
-    model: str = typer.Option(
-        None, "--model", "-m", help="Deprecated alias of --family.", hidden=True
     ),
     dataset: str = typer.Option(
         "mnist", "--dataset", "-d", help="Data set ({datasets}) or folder:PATH / npz:PATH[:KEY]."

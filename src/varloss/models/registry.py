@@ -10,7 +10,7 @@ and make its module known to varloss by one of
   (`[project.entry-points."varloss.models"] mine = "my_package.my_models"`),
 - the environment variable `VARLOSS_PLUGINS` (module names or `.py` files, comma-separated),
 - `varloss train --plugin MODULE` or a study spec's `plugins:` list.
-They are imported the first time a family name is not found; `varloss train --model mine`,
+They are imported the first time a family name is not found; `varloss train --family mine`,
 `varloss study` and `load_model` then work as for the built-in families.
 """
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import math
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,7 +112,6 @@ def correct(
     grid_size: int = 16,
     progress: bool = True,
     command: str | None = None,
-    compute_fid: bool | None = None,
     dataset: str | None = None,
     train: Any = None,
     test: Any = None,
@@ -129,15 +127,7 @@ def correct(
     `n_samples`: generated samples per method (default: as many as test images). `fid`: "auto"
     (only with a cached domain classifier), "on" (train it if needed) or "off"; True/False mean
     "on"/"off". `command` (the CLI passes its command line) is recorded in the settings.
-    `compute_fid` is the deprecated name of `fid`.
     """
-    if compute_fid is not None:
-        warnings.warn(
-            "correct(compute_fid=...) is deprecated; use fid='auto'|'on'|'off'",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        fid = bool(compute_fid)
     fid = fid_mode(fid)
     methods = parse_methods(method)
     _check_arguments(n_samples, sampler_params or {})

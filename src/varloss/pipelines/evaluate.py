@@ -104,7 +104,7 @@ def evaluate(
             folder.file(SAMPLES_FILE),
             title=f"{config.family} on {config.dataset}: real / reconstructed / generated",
         )
-        result.save_maps(folder.file(MAPS_FILE))
+        folder.write_arrays(MAPS_FILE, result.maps, record=False)
     return report
 
 

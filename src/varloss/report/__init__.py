@@ -20,12 +20,11 @@ report kinds), `pages` (one builder per kind), `render` (render_report, write_re
 
 from varloss.report.html import Cell, Figure, Table, fmt
 from varloss.report.kinds import REPORT_KINDS, ReportKind, detect_kind, register_report_kind
-from varloss.report.render import REPORT_NAME, render_report, save_maps, write_report
+from varloss.report.render import render_report, write_report
 from varloss.report.sections import explain_variance
 
 __all__ = [
     "REPORT_KINDS",
-    "REPORT_NAME",
     "Cell",
     "Figure",
     "ReportKind",
@@ -35,6 +34,5 @@ __all__ = [
     "fmt",
     "register_report_kind",
     "render_report",
-    "save_maps",
     "write_report",
 ]

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 import varloss.report.pages  # noqa: F401  (registers the built-in report kinds)
-from varloss._io import atomic_path, atomic_write_text
+from varloss._io import atomic_write_text
 from varloss.errors import InputError
 from varloss.report.files import read_measure_json
 from varloss.report.html import render
 from varloss.report.kinds import REPORT_KINDS, ReportKind, detect_kind
 from varloss.report.sections import rendered_by
 from varloss.runs import HTML_FILE, RunFolder
-
-REPORT_NAME = HTML_FILE
 
 
 def _resolve(target: Path) -> tuple[Path, ReportKind, Path | None]:
@@ -33,21 +27,8 @@ def _resolve(target: Path) -> tuple[Path, ReportKind, Path | None]:
     return target, REPORT_KINDS[detect_kind(target)], None
 
 
-def _ignored_recompute(recompute_maps: bool | None) -> None:
-    if recompute_maps is not None:
-        warnings.warn(
-            "recompute_maps is deprecated and ignored: the report reads the maps.npz that "
-            "varloss train writes and never re-runs a model",
-            DeprecationWarning,
-            stacklevel=3,
-        )
-
-
-def render_report(
-    directory: str | Path, *, command: str | None = None, recompute_maps: bool | None = None
-) -> str:
+def render_report(directory: str | Path, *, command: str | None = None) -> str:
     """Build the HTML text of the report for `directory` (see `write_report`)."""
-    _ignored_recompute(recompute_maps)
     folder, kind, source = _resolve(Path(directory))
     return _render_page(folder, kind, source, command)
 
@@ -60,9 +41,7 @@ def _render_page(folder: Path, kind: ReportKind, source: Path | None, command: s
     return render(context)
 
 
-def write_report(
-    directory: str | Path, *, command: str | None = None, recompute_maps: bool | None = None
-) -> Path:
+def write_report(directory: str | Path, *, command: str | None = None) -> Path:
     """Write `directory/report.html`, a self-contained page of everything the folder holds.
 
     `directory` may also be a `varloss measure --json` file; the page goes beside it.
@@ -72,7 +51,6 @@ def write_report(
     Pages that show this folder too are rewritten with it: for a `correct` folder inside a
     train run (RUN/correct) the run's page, so the link between the two always works.
     """
-    _ignored_recompute(recompute_maps)
     folder, kind, source = _resolve(Path(directory))
     _write_page(folder, _render_page(folder, kind, source, command))
     # Written after this page, so that their links to it are drawn.
@@ -95,22 +73,3 @@ def _write_page(folder: Path, html: str) -> None:
             f"{folder / HTML_FILE} cannot be written ({error.strerror or error}); make the "
             "folder writable or copy it somewhere writable."
         ) from None
-
-
-def save_maps(maps: Mapping[str, Any], path: str | Path) -> Path:
-    """Save per-pixel variance maps (float64, one sample's shape) as the report's `maps.npz`.
-
-    The format is plain numpy: float64 arrays keyed `var_real`, `var_reconstructed`,
-    `var_generated` (other `var_*` keys are kept). Written atomically.
-    """
-    arrays = {
-        str(key): np.asarray(value, dtype=np.float64)
-        for key, value in maps.items()
-        if value is not None
-    }
-    if not arrays:
-        raise InputError("maps must hold at least one array (e.g. var_real).")
-    path = Path(path)
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, **arrays)
-    return path

@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from varloss._io import atomic_path, atomic_write_json
+from varloss._io import atomic_write_json
+from varloss.runs import RunFolder
 from varloss.stats import MomentAccumulator, PairedMomentAccumulator, channel_means, feature_mean
 
 MAP_SUMMARY_KEYS = (
@@ -91,10 +92,10 @@ class VarianceReport:
         return Path(path)
 
     def save_maps(self, path: str | Path) -> Path:
-        """Write the per-feature maps (float64, shaped like one sample) to an .npz, atomically."""
-        with atomic_path(path) as tmp, tmp.open("wb") as handle:
-            np.savez(handle, **self.maps)
-        return Path(path)
+        """Write the per-feature maps (float64, shaped like one sample) to an .npz, atomically,
+        with the run-folder layer's one npz writer (outside any manifest)."""
+        path = Path(path)
+        return RunFolder(path.parent).write_arrays(path.name, self.maps, record=False)
 
 
 def report_from_moments(
