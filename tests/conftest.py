@@ -14,3 +14,21 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def registered():
+    """`registered(registry, name, obj)`: register for one test (replacing what the name held);
+    afterwards the registry holds again what it held before."""
+    undo = []
+
+    def register(registry, name, obj):
+        undo.append((registry, name, registry.get(name)))
+        return registry.register(name, obj, replace=True)
+
+    yield register
+    for registry, name, previous in reversed(undo):
+        if previous is None:
+            registry.unregister(name)
+        else:
+            registry.register(name, previous, replace=True)

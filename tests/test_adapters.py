@@ -219,7 +219,7 @@ def test_correct_refuses_an_autoencoder_kl_and_a_model_without_data(
 
 def test_bad_model_inputs_are_one_sentence(pythae_folder, diffusers_folder, tmp_path, monkeypatch):
     cases = {
-        "nope:somewhere": "unknown prefix 'nope'",
+        "nope:somewhere": "unknown model prefix 'nope'; known: varloss, pythae, diffusers; or give",
         f"pythae:{tmp_path / 'missing'}": "does not exist",
         f"pythae:{diffusers_folder}": "is not a pythae model folder",
         f"diffusers:{pythae_folder}": "is not an AutoencoderKL folder",
@@ -279,7 +279,8 @@ def test_your_own_prefix_through_the_plugin_mechanism(tmp_path, monkeypatch):
         adapter = load_adapter(f"mine:{tmp_path / 'model'}")
         assert adapter.kind == "mine" and adapter.latent_dim == 4
     finally:
-        ADAPTERS.pop("mine", None)
+        if "mine" in ADAPTERS:
+            ADAPTERS.unregister("mine")
 
 
 README = Path(__file__).resolve().parents[1] / "README.md"

@@ -58,7 +58,7 @@ def test_correct_rejects_bad_arguments(quick_run, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no saved model"):
         correct(tmp_path / "empty", "match")
-    with pytest.raises(InputError, match="method must be one of"):
+    with pytest.raises(InputError, match="unknown correction method 'sharpen'; known: prior"):
         correct(quick_run, "sharpen")
     with pytest.raises(InputError, match="fid must be one of"):
         correct(quick_run, "match", fid="sometimes")

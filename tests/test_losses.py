@@ -136,7 +136,7 @@ def test_balanced_default_kl_weight_is_asperti_trentin_k() -> None:
 
 
 def test_create_likelihood_rejects_bad_input() -> None:
-    with pytest.raises(InputError, match="loss must be one of"):
+    with pytest.raises(InputError, match="unknown loss 'laplace'; known: bernoulli, gaussian"):
         create_likelihood("laplace", (1, 28, 28), 2)
     with pytest.raises(InputError, match="not valid for the bernoulli loss"):
         create_likelihood("bernoulli", (1, 28, 28), 2, sigma=0.1)

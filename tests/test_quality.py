@@ -306,7 +306,9 @@ def test_uint8_and_channel_last_inputs_are_read(tmp_path, monkeypatch) -> None:
 # ---- the extractor registry and the pipelines' FID entry ----
 
 
-def test_registered_extractor_is_used_by_name_and_checked(tmp_path, monkeypatch) -> None:
+def test_registered_extractor_is_used_by_name_and_checked(
+    tmp_path, monkeypatch, registered
+) -> None:
     from varloss.quality import EXTRACTORS, ModuleExtractor, register_extractor
 
     monkeypatch.setenv("VARLOSS_DATA_DIR", str(tmp_path))
@@ -316,7 +318,7 @@ def test_registered_extractor_is_used_by_name_and_checked(tmp_path, monkeypatch)
         calls.append(rest)
         return ModuleExtractor(nn.Flatten(), name="flat", batch_size=batch_size, device=device)
 
-    monkeypatch.setitem(EXTRACTORS, "flat", flatten_factory)
+    registered(EXTRACTORS, "flat", flatten_factory)
     gen = torch.Generator().manual_seed(3)
     real, generated = torch.rand(50, 1, 2, 2, generator=gen), torch.rand(40, 1, 2, 2, generator=gen)
     result = fid(real, generated, features="flat", dataset="toy")
@@ -326,13 +328,14 @@ def test_registered_extractor_is_used_by_name_and_checked(tmp_path, monkeypatch)
     )
     assert result["fid"] == pytest.approx(reference, rel=1e-6)
     assert result["extractor"]["name"] == "flat" and calls[0]["dataset"] == "toy"
-    with pytest.raises(InputError, match="already registered"):
-        register_extractor("flat", flatten_factory)
+    register_extractor("flat", flatten_factory)  # the same factory again: a no-op
+    with pytest.raises(InputError, match="feature extractor 'flat' is already registered"):
+        register_extractor("flat", lambda **options: None)
     with pytest.raises(InputError, match="callable"):
         register_extractor("other", "not a factory")
     with pytest.raises(InputError, match="lower-case"):
         register_extractor("Flat", flatten_factory)
-    with pytest.raises(InputError, match="'domain', 'inception', 'flat'"):
+    with pytest.raises(InputError, match="unknown feature extractor 'nope'; known: domain, incep"):
         get_extractor("nope")
 
 

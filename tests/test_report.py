@@ -524,8 +524,9 @@ def _write(path: Path, content: bytes) -> Path:
 
 def test_report_kind_registry_refuses_a_second_kind_of_one_name() -> None:
     kind = ReportKind("train", "twice", detects=lambda folder: False, build=lambda f, s: {})
-    with pytest.raises(InputError, match="already registered"):
+    with pytest.raises(InputError, match="report kind 'train' is already registered"):
         register_report_kind(kind)
+    assert register_report_kind(REPORT_KINDS["train"]) is REPORT_KINDS["train"]  # a no-op
 
 
 @pytest.mark.slow  # trains a tiny VAE (module fixture), a few seconds

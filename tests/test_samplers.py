@@ -137,7 +137,7 @@ def test_register_checks_what_it_adds():
         register(dict)
     with pytest.raises(ValueError, match="non-empty"):
         register(Unnamed)
-    with pytest.raises(ValueError, match="already taken"):
+    with pytest.raises(InputError, match="sampler 'prior' is already registered .*PriorSampler"):
         register(Impostor)
     assert register(PriorSampler) is PriorSampler  # the same class again is harmless
     assert SAMPLERS["prior"] is PriorSampler
@@ -158,9 +158,11 @@ def test_method_names_and_constructor_checks():
     assert parse_methods("all") == list(ALL_METHODS)
     assert parse_methods("match") == ["prior", "match"]
     assert parse_methods("gmm, prior,gmm") == ["prior", "gmm"]
-    for bad in ("bogus", "", "match,nope", "all,match"):
-        with pytest.raises(InputError, match="method must be one of"):
+    for bad, named in (("bogus", "bogus"), ("match,nope", "nope"), ("all,match", "all")):
+        with pytest.raises(InputError, match=f"unknown correction method '{named}'; known: prior,"):
             parse_methods(bad)
+    with pytest.raises(InputError, match="method must name a correction method or 'all'"):
+        parse_methods(" , ")
     raw = create_sampler("two-stage-raw", steps=5)
     assert (raw.renormalize, raw.steps) == (False, 5)
     with pytest.raises(InputError, match="target"):

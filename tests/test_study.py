@@ -271,7 +271,7 @@ def test_cli_rejects_unknown_preset_and_executor(tmp_path: Path) -> None:
     result = runner.invoke(
         app, ["study", "--preset", "quick", "--out", str(tmp_path), "--executor", "slurm"]
     )
-    assert "--executor must be one of local, dask" in str(result.exception)
+    assert "unknown study executor 'slurm'; known: local, dask." in str(result.exception)
 
 
 @pytest.mark.parametrize(
@@ -316,8 +316,9 @@ def test_run_fields_are_train_config_fields() -> None:
 
 def test_executor_registry_refuses_clashes_and_bad_names() -> None:
     assert set(EXECUTORS) == {"local", "dask"}
-    with pytest.raises(ValueError, match="already registered"):
+    with pytest.raises(InputError, match="study executor 'local' is already registered"):
         register_executor("local", lambda tasks, settings: iter(()))
+    assert register_executor("local", EXECUTORS["local"]) is EXECUTORS["local"]  # a no-op
     with pytest.raises(ValueError, match="executor name"):
         register_executor("Not A Name", lambda tasks, settings: iter(()))
     with pytest.raises(TypeError, match="callable"):

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from varloss._registry import Registry
 from varloss.errors import InputError
 
 __all__ = [
@@ -198,9 +199,9 @@ class BalancedGaussian(Likelihood):
         return f"kl_weight={self.kl_weight:g}, momentum={self.momentum:g}"
 
 
-LIKELIHOODS: dict[str, type[Likelihood]] = {
-    cls.name: cls for cls in (Bernoulli, FixedGaussian, LearnedGammaGaussian, BalancedGaussian)
-}
+LIKELIHOODS: Registry[type[Likelihood]] = Registry("loss")
+for _likelihood in (Bernoulli, FixedGaussian, LearnedGammaGaussian, BalancedGaussian):
+    LIKELIHOODS.register(_likelihood.name, _likelihood)
 
 _OPTIONS: dict[str, tuple[str, ...]] = {
     "bernoulli": (),
@@ -218,8 +219,7 @@ def create_likelihood(
     **options: float,
 ) -> Likelihood:
     """Build a likelihood by name. `kl_weight=None` means the loss's default (1; balanced: k)."""
-    if name not in LIKELIHOODS:
-        raise InputError(f"loss must be one of {', '.join(LIKELIHOODS)}; got {name!r}.")
+    factory: Callable[..., Likelihood] = LIKELIHOODS[name]  # an unknown name: one sentence
     unknown = sorted(set(options) - set(_OPTIONS[name]))
     if unknown:
         allowed = ", ".join(_OPTIONS[name]) or "none"
@@ -230,5 +230,4 @@ def create_likelihood(
         kl_weight = balanced_kl_weight(image_shape, latent_dim) if name == "balanced" else 1.0
     if not (math.isfinite(kl_weight) and kl_weight >= 0):
         raise InputError(f"kl_weight must be a non-negative number, got {kl_weight!r}.")
-    factory: Callable[..., Likelihood] = LIKELIHOODS[name]
     return factory(kl_weight=kl_weight, **options)

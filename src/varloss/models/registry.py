@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from varloss._registry import Registry
 from varloss.errors import InputError
 from varloss.models.base import VAE
 from varloss.models.hyper import check_hyper
@@ -43,22 +44,24 @@ __all__ = [
     "save_model",
 ]
 
-MODEL_FAMILIES: dict[str, type[VAE]] = {}
+PLUGIN_ENTRY_POINTS = "varloss.models"
+PLUGINS_ENV = "VARLOSS_PLUGINS"
+
+MODEL_FAMILIES: Registry[type[VAE]] = Registry(
+    "model family",
+    hint=f"your own families: register them and name their module in {PLUGINS_ENV} or --plugin",
+)
 
 WEIGHTS_FILE = MODEL_FILE  # the older name
 
 
 def register(cls: type[VAE]) -> type[VAE]:
-    """Class decorator: add a family to MODEL_FAMILIES under its config's `family` name."""
+    """Class decorator: add a family to MODEL_FAMILIES under its config's `family` name (the
+    registries' one duplicate policy: a name another class holds is refused)."""
     name = cls.config_class.family
     if not name:
         raise ValueError(f"{cls.__name__}.config_class has no family name")
-    MODEL_FAMILIES[name] = cls
-    return cls
-
-
-PLUGIN_ENTRY_POINTS = "varloss.models"
-PLUGINS_ENV = "VARLOSS_PLUGINS"
+    return MODEL_FAMILIES.register(name, cls)
 _imported_plugins: set[str] = set()
 _entry_points_loaded = False
 
@@ -111,12 +114,7 @@ def load_plugins(modules: Iterable[str] = ()) -> list[str]:
 def _family_class(family: str) -> type[VAE]:
     if family not in MODEL_FAMILIES:
         load_plugins()
-    if family not in MODEL_FAMILIES:
-        raise InputError(
-            f"model family must be one of {', '.join(MODEL_FAMILIES)}; got {family!r} (your own "
-            f"families: register them and name their module in {PLUGINS_ENV} or --plugin)."
-        )
-    return MODEL_FAMILIES[family]
+    return MODEL_FAMILIES[family]  # an unknown name: one sentence, with the plugin hint
 
 
 def create_model(

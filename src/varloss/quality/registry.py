@@ -17,6 +17,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from varloss._registry import Registry
 from varloss.errors import InputError
 from varloss.quality.domain import DomainExtractor
 from varloss.quality.extractors import FeatureExtractor, InceptionExtractor, ModuleExtractor
@@ -25,25 +26,24 @@ from varloss.quality.extractors import FeatureExtractor, InceptionExtractor, Mod
 # extractor: dataset (str | None), weights (path | None), batch_size, device, train, progress.
 ExtractorFactory = Callable[..., FeatureExtractor]
 
-EXTRACTORS: dict[str, ExtractorFactory] = {}
+EXTRACTORS: Registry[ExtractorFactory] = Registry(
+    "feature extractor", hint="or pass an nn.Module or a FeatureExtractor"
+)
 
 
 def register_extractor(name: str, factory: ExtractorFactory, *, replace: bool = False) -> None:
-    """Make `features=name` mean `factory(...)` in `get_extractor`, `fid` and the CLI."""
+    """Make `features=name` mean `factory(...)` in `get_extractor`, `fid` and the CLI. A name
+    another factory holds is refused unless `replace` (the registries' one duplicate policy)."""
     if not isinstance(name, str) or not name.strip() or name != name.strip().lower():
         raise InputError(f"an extractor name must be a non-empty lower-case string, got {name!r}.")
     if not callable(factory):
         raise InputError(f"the factory of extractor {name!r} must be callable, got {factory!r}.")
-    if name in EXTRACTORS and not replace:
-        raise InputError(
-            f"an extractor named {name!r} is already registered; pass replace=True to replace it."
-        )
-    EXTRACTORS[name] = factory
+    EXTRACTORS.register(name, factory, replace=replace)
 
 
 def extractor_names() -> list[str]:
     """The registered extractor names, in registration order."""
-    return list(EXTRACTORS)
+    return EXTRACTORS.names()
 
 
 def _domain(*, dataset, weights, batch_size, device, train, progress) -> FeatureExtractor:
@@ -86,11 +86,9 @@ def get_extractor(
         return features
     if isinstance(features, nn.Module):
         return ModuleExtractor(features, batch_size=batch_size, device=device)
-    names = ", ".join(repr(name) for name in EXTRACTORS)
-    key = features.strip().lower() if isinstance(features, str) else None
-    if key not in EXTRACTORS:
-        raise InputError(f"features must be one of {names} or an nn.Module, got {features!r}.")
-    return EXTRACTORS[key](
+    if not isinstance(features, str):
+        raise EXTRACTORS.unknown(features)
+    return EXTRACTORS[features.strip().lower()](
         dataset=dataset,
         weights=weights,
         batch_size=batch_size,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from varloss._registry import Registry
 from varloss.errors import InputError
 
 Context = dict[str, Any]
@@ -33,17 +34,15 @@ class ReportKind:
     related: Callable[[Path], list[Path]] = lambda folder: []
 
 
-REPORT_KINDS: dict[str, ReportKind] = {}
+REPORT_KINDS: Registry[ReportKind] = Registry("report kind")
 
 
-def register_report_kind(kind: ReportKind) -> ReportKind:
-    """Add a kind of page; a name already registered is an InputError."""
+def register_report_kind(kind: ReportKind, *, replace: bool = False) -> ReportKind:
+    """Add a kind of page; a name another kind holds is refused unless `replace` (the
+    registries' one duplicate policy)."""
     if not kind.name or not kind.name.isidentifier():
         raise InputError(f"report kind name must be an identifier, got {kind.name!r}.")
-    if kind.name in REPORT_KINDS:
-        raise InputError(f"report kind {kind.name!r} is already registered.")
-    REPORT_KINDS[kind.name] = kind
-    return kind
+    return REPORT_KINDS.register(kind.name, kind, replace=replace)
 
 
 def detect_kind(directory: str | Path) -> str:

@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from varloss._registry import Registry
 from varloss.errors import InputError
 from varloss.runs import CONFIG_FILE, MANIFEST_FILE, SAMPLER_STATE_FILE, RunFolder
 from varloss.samplers.latents import (
@@ -32,27 +33,22 @@ FORMAT_VERSION = 1
 CONFIG_NAME = CONFIG_FILE  # the parameters and fitted scalars, JSON
 STATE_NAME = SAMPLER_STATE_FILE  # the fitted tensors, safetensors
 
-SAMPLERS: dict[str, type[Sampler]] = {}
+SAMPLERS: Registry[type[Sampler]] = Registry("sampler")
 """Sampler classes by name; `register` adds to it, `load_sampler` reads the name back."""
 
 
 def register(cls: type[Sampler]) -> type[Sampler]:
     """Class decorator: add a `Sampler` subclass to `SAMPLERS` under its `name`.
 
-    Refuses a class that is not a Sampler, has no name, or takes a name another class holds.
+    Refuses a class that is not a Sampler, has no name, or takes a name another class holds
+    (the registries' one duplicate policy; the same class again is a no-op).
     """
     if not (isinstance(cls, type) and issubclass(cls, Sampler)):
         raise TypeError(f"only Sampler subclasses can be registered, got {cls!r}.")
     name = cls.name
     if not isinstance(name, str) or not name:
         raise ValueError(f"{cls.__name__} needs a non-empty string `name` to be registered.")
-    holder = SAMPLERS.get(name)
-    if holder is not None and holder is not cls:
-        raise ValueError(
-            f"sampler name {name!r} is already taken by {holder.__module__}.{holder.__qualname__}."
-        )
-    SAMPLERS[name] = cls
-    return cls
+    return SAMPLERS.register(name, cls)
 
 
 class Sampler(ABC):

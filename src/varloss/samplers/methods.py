@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from varloss._registry import Registry
 from varloss.errors import InputError
 from varloss.samplers.base import SAMPLERS, Sampler
 
 # name -> (sampler registry name, constructor overrides). Two-stage variants share one fit.
-METHODS: dict[str, tuple[str, dict[str, Any]]] = {
+METHODS: Registry[tuple[str, dict[str, Any]]] = Registry(
+    "correction method", hint="'all' alone names them all"
+)
+for _name, _method in {
     "prior": ("prior", {}),
     "two-stage": ("two-stage", {"renormalize": True, "target": "aggregate"}),
     "two-stage-raw": ("two-stage", {"renormalize": False}),
@@ -20,7 +24,8 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "temperature": ("temperature", {}),
     "match": ("match", {}),
     "gmm": ("gmm", {}),
-}
+}.items():
+    METHODS.register(_name, _method)
 ALL_METHODS: tuple[str, ...] = tuple(METHODS)
 BASELINE = "prior"
 """The method every other one is compared with; always evaluated, always first."""
@@ -28,9 +33,7 @@ BASELINE = "prior"
 
 def create_sampler(method: str, **params: Any) -> Sampler:
     """A fresh sampler for a method name of `METHODS` (e.g. "two-stage-raw"), with overrides."""
-    if method not in METHODS:
-        raise InputError(f"method must be one of {sorted(METHODS)} (or 'all'), got {method!r}.")
-    registry_name, defaults = METHODS[method]
+    registry_name, defaults = METHODS[method]  # an unknown name: one sentence
     return SAMPLERS[registry_name](**{**defaults, **params})
 
 
@@ -38,13 +41,10 @@ def parse_methods(method: str) -> list[str]:
     """'all', one method name, or a comma-separated list -> validated method names (prior first)."""
     names = [part.strip() for part in str(method).split(",") if part.strip()]
     if not names:
-        raise InputError(f"method must be one of {sorted(METHODS)} or 'all', got {method!r}.")
+        raise InputError(f"method must name a correction method or 'all', got {method!r}.")
     if names == ["all"]:
         return list(ALL_METHODS)
     unknown = [name for name in names if name not in METHODS]
     if unknown:
-        raise InputError(
-            f"method must be one of {sorted(METHODS)} or 'all', "
-            f"got {', '.join(map(repr, unknown))}."
-        )
+        raise METHODS.unknown(unknown[0])
     return [BASELINE] + [name for name in dict.fromkeys(names) if name != BASELINE]

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from varloss._registry import Registry
 from varloss.errors import InputError
 from varloss.models.adapters.base import AdapterLoader, ModelAdapter
 from varloss.models.adapters.diffusers import load_diffusers
@@ -35,13 +36,18 @@ __all__ = [
     "split_spec",
 ]
 
-ADAPTERS: dict[str, AdapterLoader] = {}
+ADAPTERS: Registry[AdapterLoader] = Registry(
+    "model prefix",
+    hint=f"or give a varloss run folder (your own kinds: register_adapter in a module named in "
+    f"{PLUGINS_ENV} or --plugin)",
+)
 DEFAULT_PREFIX = "varloss"  # a path without a prefix is a varloss run or model folder
 _PREFIX = re.compile(r"^([a-z][a-z0-9_-]*):(.*)$", re.DOTALL)
 
 
 def register_adapter(prefix: str, loader: AdapterLoader, *, replace: bool = False) -> None:
-    """Make `PREFIX:PATH` mean `loader(PATH, **options)` in `load_adapter` and the CLI."""
+    """Make `PREFIX:PATH` mean `loader(PATH, **options)` in `load_adapter` and the CLI. A prefix
+    another loader holds is refused unless `replace` (the registries' one duplicate policy)."""
     if not isinstance(prefix, str) or not re.fullmatch(r"[a-z][a-z0-9_-]*", prefix):
         raise InputError(
             f"an adapter prefix must be a lower-case word (letters, digits, - or _), got "
@@ -49,11 +55,7 @@ def register_adapter(prefix: str, loader: AdapterLoader, *, replace: bool = Fals
         )
     if not callable(loader):
         raise InputError(f"the loader of adapter prefix {prefix!r} must be callable.")
-    if prefix in ADAPTERS and not replace:
-        raise InputError(
-            f"an adapter prefix {prefix!r} is already registered; pass replace=True to replace it."
-        )
-    ADAPTERS[prefix] = loader
+    ADAPTERS.register(prefix, loader, replace=replace)
 
 
 register_adapter("varloss", load_varloss)
@@ -83,16 +85,10 @@ def load_adapter(
     prefix, path = split_spec(spec)
     if prefix not in ADAPTERS:
         load_plugins()  # your own kinds register when their module is imported
-    if prefix not in ADAPTERS:
-        known = ", ".join(f"{name}:" for name in ADAPTERS)
-        raise InputError(
-            f"model {str(spec)!r} has the unknown prefix {prefix!r}; expected one of {known} "
-            f"or a varloss run folder (your own kinds: register_adapter in a module named in "
-            f"{PLUGINS_ENV} or --plugin)."
-        )
+    loader = ADAPTERS[prefix]  # an unknown prefix: one sentence, with the plugin hint
     if not path:
         raise InputError(f"model {str(spec)!r} names no folder after {prefix}:.")
-    adapter = ADAPTERS[prefix](path, device=_device(device), **options)
+    adapter = loader(path, device=_device(device), **options)
     if not isinstance(adapter, ModelAdapter):
         raise InputError(
             f"the loader of prefix {prefix!r} returned {type(adapter).__name__}, not a "

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from varloss._registry import Registry
 from varloss.errors import InputError
 from varloss.models import load_plugins
 from varloss.pipelines.study.results import collect_row
@@ -70,19 +71,17 @@ class ExecutorSettings:
 
 
 Executor = Callable[[list[Task], ExecutorSettings], Iterator[Outcome]]
-EXECUTORS: dict[str, Executor] = {}
+EXECUTORS: Registry[Executor] = Registry("study executor")
 
 
-def register_executor(name: str, executor: Executor) -> Executor:
-    """Make `executor` available as `varloss study --executor NAME`; returns it."""
+def register_executor(name: str, executor: Executor, *, replace: bool = False) -> Executor:
+    """Make `executor` available as `varloss study --executor NAME`; returns it. A name another
+    executor holds is refused unless `replace` (the registries' one duplicate policy)."""
     if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_-]*", name):
         raise ValueError(f"executor name must be lower-case letters, digits, - or _: {name!r}")
-    if name in EXECUTORS:
-        raise ValueError(f"executor {name!r} is already registered")
     if not callable(executor):
         raise TypeError(f"executor {name!r} must be callable, got {executor!r}")
-    EXECUTORS[name] = executor
-    return executor
+    return EXECUTORS.register(name, executor, replace=replace)
 
 
 # ---------------------------------------------------------------------------------------------

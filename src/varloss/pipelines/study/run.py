@@ -81,7 +81,7 @@ def run_study(
     if not isinstance(spec, StudySpec):
         spec = load_spec(spec)
     if executor not in EXECUTORS:
-        raise InputError(f"--executor must be one of {', '.join(EXECUTORS)}, got {executor!r}.")
+        raise EXECUTORS.unknown(executor)
     if jobs is None:
         jobs = usable_cores()
     for name, value in (("--jobs", jobs), ("--threads", threads)):
