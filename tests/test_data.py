@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from varloss._hashing import sha256_arrays
-from varloss.data import acquire as acquire_module
 from varloss.data import available_names, ensure, info, load, resolve_dataset_spec
+from varloss.data import sources as sources_module
 from varloss.data.cache import load_split, read_manifest, store
 from varloss.errors import InputError
 
@@ -41,7 +41,9 @@ def test_digits_match_sklearn_scaled_by_one_sixteenth() -> None:
 
 
 def test_unknown_names_splits_and_limits_are_rejected_clearly() -> None:
-    with pytest.raises(InputError, match="known names are mnist, fashion-mnist, cifar10"):
+    with pytest.raises(
+        InputError, match="unknown data set 'imagenet'; known: mnist, fashion-mnist, cifar10"
+    ):
         load("imagenet")
     with pytest.raises(InputError, match="no split 'valid'; expected one of train, test"):
         load("digits", "valid")
@@ -116,7 +118,7 @@ def test_concurrent_loads_fetch_once(cache_dir: Path, tmp_path: Path, monkeypatc
         time.sleep(0.3)
         return fake
 
-    monkeypatch.setattr(acquire_module, "read_cifar10", slow_reader)
+    monkeypatch.setattr(sources_module, "read_cifar10", slow_reader)
     (tmp_path / "cifar").mkdir()
     results, errors = [], []
 
@@ -152,7 +154,7 @@ def test_cli_data_info_json_and_unknown_name() -> None:
     rows = {row["name"]: row for row in json.loads(listing.stdout)}
     assert rows["digits"]["offline"] == "bundled" and rows["cifar10"]["splits"]["train"] == 50000
     bad = runner.invoke(app, ["data", "info", "imagenet"])
-    assert bad.exit_code != 0 and "known names" in str(bad.exception)
+    assert bad.exit_code != 0 and "unknown data set 'imagenet'; known: mnist" in str(bad.exception)
 
 
 @pytest.mark.slow

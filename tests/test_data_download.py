@@ -16,7 +16,7 @@ import pytest
 
 from varloss._hashing import sha256_arrays
 from varloss.data import ChecksumError, DownloadError, download_url, load
-from varloss.data import registry as registry_module
+from varloss.data.catalogue import DATASETS
 from varloss.data.formats import write_idx
 from varloss.errors import InputError
 
@@ -120,10 +120,10 @@ def _tiny_idx_set() -> tuple[dict[str, bytes], dict[str, tuple[np.ndarray, np.nd
     return files, arrays
 
 
-def _tiny_mnist(monkeypatch: pytest.MonkeyPatch, files: dict[str, bytes], arrays) -> None:
+def _tiny_mnist(registered, files: dict[str, bytes], arrays) -> None:
     """Swap the mnist registry entry for one whose checksums describe the tiny files."""
     entry = dataclasses.replace(
-        registry_module.DATASETS["mnist"],
+        DATASETS["mnist"],
         counts={"train": 6, "test": 4},
         files={n: hashlib.md5(b, usedforsecurity=False).hexdigest() for n, b in files.items()},
         pins={
@@ -131,14 +131,16 @@ def _tiny_mnist(monkeypatch: pytest.MonkeyPatch, files: dict[str, bytes], arrays
             for s, (x, y) in arrays.items()
         },
     )
-    monkeypatch.setitem(registry_module.DATASETS, "mnist", entry)
+    registered(DATASETS, "mnist", entry)
 
 
-def test_mirrors_skip_a_corrupt_mirror_then_cache(server, tmp_path, monkeypatch) -> None:
+def test_mirrors_skip_a_corrupt_mirror_then_cache(
+    server, tmp_path, monkeypatch, registered
+) -> None:
     base, routes, httpd = server
     monkeypatch.setenv("VARLOSS_DATA_DIR", str(tmp_path / "cache"))
     files, arrays = _tiny_idx_set()
-    _tiny_mnist(monkeypatch, files, arrays)
+    _tiny_mnist(registered, files, arrays)
     for name, body in files.items():
         routes[f"/bad/{name}"] = (body[:-3] + b"\0\0\0", "ok")  # same size, wrong MD5
         routes[f"/good/{name}"] = (body, "ok")
@@ -162,16 +164,16 @@ def test_mirrors_skip_a_corrupt_mirror_then_cache(server, tmp_path, monkeypatch)
     assert again.images.shape == (6, 1, 28, 28)
 
 
-def test_arrays_failing_their_pins_are_discarded(server, tmp_path, monkeypatch, capsys) -> None:
+def test_arrays_failing_their_pins_are_discarded(
+    server, tmp_path, monkeypatch, capsys, registered
+) -> None:
     base, routes, _ = server
     monkeypatch.setenv("VARLOSS_DATA_DIR", str(tmp_path / "cache"))
     files, arrays = _tiny_idx_set()
-    _tiny_mnist(monkeypatch, files, arrays)
-    entry = registry_module.DATASETS["mnist"]
+    _tiny_mnist(registered, files, arrays)
+    entry = DATASETS["mnist"]
     wrong_pins = {s: {"images": "0" * 64, "labels": p["labels"]} for s, p in entry.pins.items()}
-    monkeypatch.setitem(
-        registry_module.DATASETS, "mnist", dataclasses.replace(entry, pins=wrong_pins)
-    )
+    registered(DATASETS, "mnist", dataclasses.replace(entry, pins=wrong_pins))
     for name, body in files.items():
         routes[f"/m/{name}"] = (body, "ok")
     with pytest.raises(InputError, match="could not be obtained from web mirrors"):
@@ -191,16 +193,18 @@ def test_unreachable_mirrors_give_one_clear_error(tmp_path, monkeypatch) -> None
     )
 
 
-def _patched(monkeypatch, name: str, files: dict[str, bytes], counts: dict[str, int]) -> None:
+def _patched(registered, name: str, files: dict[str, bytes], counts: dict[str, int]) -> None:
     entry = dataclasses.replace(
-        registry_module.DATASETS[name],
+        DATASETS[name],
         counts=counts,
         files={n: hashlib.md5(b, usedforsecurity=False).hexdigest() for n, b in files.items()},
     )
-    monkeypatch.setitem(registry_module.DATASETS, name, entry)
+    registered(DATASETS, name, entry)
 
 
-def test_cifar_and_celeba_canonical_downloads_through_a_mirror(server, tmp_path, monkeypatch):
+def test_cifar_and_celeba_canonical_downloads_through_a_mirror(
+    server, tmp_path, monkeypatch, registered
+):
     import io
     import pickle
     import tarfile
@@ -222,7 +226,7 @@ def test_cifar_and_celeba_canonical_downloads_through_a_mirror(server, tmp_path,
             info.size = len(blob)
             archive.addfile(info, io.BytesIO(blob))
     cifar_files = {"cifar-10-python.tar.gz": tarball.getvalue()}
-    _patched(monkeypatch, "cifar10", cifar_files, {"train": 3, "test": 2})
+    _patched(registered, "cifar10", cifar_files, {"train": 3, "test": 2})
 
     faces = io.BytesIO()
     with zipfile.ZipFile(faces, "w") as archive:
@@ -233,7 +237,7 @@ def test_cifar_and_celeba_canonical_downloads_through_a_mirror(server, tmp_path,
             archive.writestr(f"img_align_celeba/{i + 1:06d}.jpg", buffer.getvalue())
     partition = b"000001.jpg 0\n000002.jpg 1\n000003.jpg 2\n"
     celeba_files = {"img_align_celeba.zip": faces.getvalue(), "list_eval_partition.txt": partition}
-    _patched(monkeypatch, "celeba", celeba_files, {"train": 1, "valid": 1, "test": 1})
+    _patched(registered, "celeba", celeba_files, {"train": 1, "valid": 1, "test": 1})
     for name, body in {**cifar_files, **celeba_files}.items():
         routes[f"/m/{name}"] = (body, "ok")
     monkeypatch.setenv("VARLOSS_DATA_MIRRORS", f"{base}/m/")

@@ -244,7 +244,7 @@ def test_sample_temperature_zero_decodes_the_origin() -> None:
 
 
 def test_bad_input_is_rejected_clearly(tmp_path) -> None:
-    with pytest.raises(InputError, match="unknown model family .vqvae.; known: dense, "):
+    with pytest.raises(InputError, match="unknown model family .vqvae.; known: conv, "):
         create_model("vqvae", (1, 28, 28), 2)
     with pytest.raises(InputError, match="hyper-parameters"):
         create_model("dense", (1, 28, 28), 2, depth=3)

@@ -74,8 +74,11 @@ def plugin_file(tmp_path: Path):
     path.write_text(PLUGIN)
     families, imported = dict(MODEL_FAMILIES), set(registry._imported_plugins)
     yield path
-    MODEL_FAMILIES.clear()
-    MODEL_FAMILIES.update(families)
+    for name in MODEL_FAMILIES.names():
+        if name not in families:
+            MODEL_FAMILIES.unregister(name)
+    for name, cls in families.items():
+        MODEL_FAMILIES.register(name, cls, replace=True)
     registry._imported_plugins.clear()
     registry._imported_plugins.update(imported)
 

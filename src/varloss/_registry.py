@@ -21,7 +21,7 @@ only `varloss.errors`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
 from varloss.errors import InputError
@@ -58,15 +58,23 @@ class Registry(Mapping[str, T], Generic[T]):
     def register(self, name: str, obj: T, *, replace: bool = False) -> T:
         """Give `name` to `obj` and return `obj`. A name another object holds is refused (an
         InputError) unless `replace`; the same object (or definition) again is a no-op."""
-        if not isinstance(name, str) or not name:
-            raise InputError(f"a {self.what} name must be a non-empty string, got {name!r}.")
-        old = self._entries.get(name)
-        if old is not None and not replace and not _same_definition(old, obj):
-            raise InputError(
-                f"{self.what} {name!r} is already registered ({_describe(old)}); pass "
-                "replace=True to replace it."
-            )
-        self._entries[name] = obj
+        return self.register_all([name], obj, replace=replace)
+
+    def register_all(self, names: Iterable[str], obj: T, *, replace: bool = False) -> T:
+        """Give every one of `names` to `obj` (e.g. the suffixes of one file reader), or none of
+        them: all are checked before any is registered."""
+        names = list(names)
+        for name in names:
+            if not isinstance(name, str) or not name:
+                raise InputError(f"a {self.what} name must be a non-empty string, got {name!r}.")
+            old = self._entries.get(name)
+            if old is not None and not replace and not _same_definition(old, obj):
+                raise InputError(
+                    f"{self.what} {name!r} is already registered ({_describe(old)}); pass "
+                    "replace=True to replace it."
+                )
+        for name in names:
+            self._entries[name] = obj
         return obj
 
     def unregister(self, name: str) -> T:

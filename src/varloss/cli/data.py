@@ -11,7 +11,7 @@ from rich.table import Table
 from varloss.cli.app import VarlossCommand, app
 from varloss.cli.common import parse_crop
 from varloss.data import fetch, info
-from varloss.data.registry import dataset_status
+from varloss.data.loading import dataset_status
 
 data_app = typer.Typer(help="List, fetch and describe data sets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")

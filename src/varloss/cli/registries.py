@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from varloss.data.registry import DATASETS  # loaded by `import varloss` anyway
+from varloss._registry import Registry
+from varloss.data.catalogue import DATASETS  # loaded by `import varloss` anyway
 
 
 def _families() -> list[str]:
@@ -55,7 +56,8 @@ def _presets() -> list[str]:
 
 # Imports inside these functions, not at the top: `varloss --help` and every command's own
 # `--help` would otherwise import the whole library (1.6 s; see varloss/cli/__init__.py).
-REGISTRIES: dict[str, Callable[[], list[str]]] = {
+REGISTRIES: Registry[Callable[[], list[str]]] = Registry("help-text registry")
+for _placeholder, _names in {
     "families": _families,
     "losses": _losses,
     "methods": _methods,
@@ -63,7 +65,8 @@ REGISTRIES: dict[str, Callable[[], list[str]]] = {
     "executors": _executors,
     "datasets": _datasets,
     "presets": _presets,
-}
+}.items():
+    REGISTRIES.register(_placeholder, _names)
 
 
 def registry_names(registry: str) -> str:

@@ -11,10 +11,9 @@ Data-set names: mnist, fashion-mnist, cifar10, celeba, digits, folder:PATH, npz:
 from varloss.data.cache import data_dir
 from varloss.data.convert import to_images
 from varloss.data.download import ChecksumError, DownloadError, download_url
-from varloss.data.files import IMAGE_SUFFIXES, register_reader
 from varloss.data.imageset import ImageSet
-from varloss.data.readers import CheckedStream, Stream, open_source, read_images
-from varloss.data.registry import (
+from varloss.data.inputs import CheckedStream, Stream, open_source, read_images
+from varloss.data.loading import (
     DATASETS,
     available_names,
     ensure,
@@ -23,6 +22,7 @@ from varloss.data.registry import (
     load,
     resolve_dataset_spec,
 )
+from varloss.data.readers import IMAGE_SUFFIXES, register_reader
 
 __all__ = [
     "DATASETS",

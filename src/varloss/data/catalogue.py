@@ -2,19 +2,29 @@
 
 A `Dataset` entry says what a canonical set is (shape, split counts, classes), where its bytes
 come from (mirrors, remote files and their MD5) and what its decoded arrays must hash to (SHA-256
-pins). `parse_name` reads a data-set name: a registered one, `folder:PATH` or `npz:PATH[:KEY]`.
+pins). What sets one data set apart from another is a field of its entry (a bundled loader, a crop
+box, Google Drive ids, a system folder): the loader and the sources read the fields and never
+test a set's name. `parse_name` reads a data-set name: a registered one, `folder:PATH` or
+`npz:PATH[:KEY]`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
+
+from varloss._registry import Registry
 from varloss.errors import InputError
 
 SOURCE_KINDS = ("cache", "local", "registry", "mirrors")
 CELEBA_CROP = (45, 173, 25, 153)
 CELEBA_SIZE = 64
 DIGITS_TEST = 297
+
+BundledLoader = Callable[[str], "tuple[np.ndarray, np.ndarray]"]
+"""split -> (float images N x C x H x W in [0, 1], labels) of a set that ships with a library."""
 
 
 @dataclass(frozen=True)
@@ -30,6 +40,35 @@ class Dataset:
     mirrors: tuple[str, ...] = ()
     files: dict[str, str] = field(default_factory=dict)  # remote file name -> MD5
     pins: dict[str, dict[str, str]] = field(default_factory=dict)  # split -> images/labels SHA-256
+    # A set that ships with a library: read by `bundled` on every load, never fetched or cached;
+    # `bundled_source` is recorded as where its images came from.
+    bundled: BundledLoader | None = None
+    bundled_source: str = ""
+    # A set cut from larger images (CelebA): the default crop box (top, bottom, left, right) and
+    # side of the resized crop. Such a set takes crop= and size=, has one cache entry per pair,
+    # and its `shape` is the default pair's.
+    crop: tuple[int, int, int, int] | None = None
+    size: int | None = None
+    drive_ids: dict[str, str] = field(default_factory=dict)  # remote file -> Google Drive id
+    system_folder: str | None = None  # where an installed system package keeps its IDX files
+
+    @property
+    def cached(self) -> bool:
+        """Whether the set is fetched into the verified cache (every set but a bundled one)."""
+        return self.bundled is None
+
+
+def _sklearn_digits(split: str) -> tuple[np.ndarray, np.ndarray]:
+    """sklearn's digits as float32 1 x 8 x 8 in [0, 1]; the last 297 images are the test split."""
+    from sklearn.datasets import load_digits  # here: importing scikit-learn takes seconds
+
+    bunch = load_digits()
+    images = (bunch.data.reshape(-1, 1, 8, 8) / 16.0).astype(np.float32)
+    labels = bunch.target.astype(np.int64)
+    cut = images.shape[0] - DIGITS_TEST
+    if split == "train":
+        return images[:cut], labels[:cut]
+    return images[cut:], labels[cut:]
 
 
 MNIST_MIRRORS = (
@@ -44,8 +83,9 @@ CELEBA_DRIVE_IDS = {
     "list_eval_partition.txt": "0B7EVK8r0v71pY0NSMzRuSXJEVkk",
 }
 
-DATASETS: dict[str, Dataset] = {
-    "mnist": Dataset(
+DATASETS: Registry[Dataset] = Registry("data set", hint="or folder:PATH and npz:PATH[:KEY]")
+for _dataset in (
+    Dataset(
         name="mnist",
         description="MNIST handwritten digits, 28 x 28 grayscale",
         shape=(1, 28, 28),
@@ -71,7 +111,7 @@ DATASETS: dict[str, Dataset] = {
             },
         },
     ),
-    "fashion-mnist": Dataset(
+    Dataset(
         name="fashion-mnist",
         description="Fashion-MNIST clothing images, 28 x 28 grayscale",
         shape=(1, 28, 28),
@@ -79,6 +119,7 @@ DATASETS: dict[str, Dataset] = {
         classes=10,
         offline="Debian package dataset-fashion-mnist (installed, or apt-get download)",
         mirrors=FASHION_MIRRORS,
+        system_folder="/usr/share/datasets/fashion-mnist",
         files={
             "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
             "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
@@ -96,7 +137,7 @@ DATASETS: dict[str, Dataset] = {
             },
         },
     ),
-    "cifar10": Dataset(
+    Dataset(
         name="cifar10",
         description="CIFAR-10 natural images, 32 x 32 RGB",
         shape=(3, 32, 32),
@@ -106,7 +147,7 @@ DATASETS: dict[str, Dataset] = {
         mirrors=(CIFAR_URL_BASE,),
         files={CIFAR_FILE: "c58f30108f718f92721af3b95e74349a"},
     ),
-    "celeba": Dataset(
+    Dataset(
         name="celeba",
         description="CelebA aligned faces, 128 x 128 crop at (45, 25) resized to 64 x 64 RGB",
         shape=(3, CELEBA_SIZE, CELEBA_SIZE),
@@ -117,16 +158,22 @@ DATASETS: dict[str, Dataset] = {
             "img_align_celeba.zip": "00d2c5bc6d35e252742224ab0c1e8fcb",
             "list_eval_partition.txt": "d32c9cbf5e040fd4025c592c306e6668",
         },
+        crop=CELEBA_CROP,
+        size=CELEBA_SIZE,
+        drive_ids=CELEBA_DRIVE_IDS,
     ),
-    "digits": Dataset(
+    Dataset(
         name="digits",
         description="scikit-learn's bundled 8 x 8 digits (values 0..16 scaled by 1/16)",
         shape=(1, 8, 8),
         counts={"train": 1797 - DIGITS_TEST, "test": DIGITS_TEST},
         classes=10,
         offline="bundled with scikit-learn",
+        bundled=_sklearn_digits,
+        bundled_source="sklearn.datasets.load_digits",
     ),
-}
+):
+    DATASETS.register(_dataset.name, _dataset)
 
 PREFIXES = ("folder:", "npz:")
 
@@ -134,13 +181,6 @@ PREFIXES = ("folder:", "npz:")
 def available_names() -> list[str]:
     """Registered data-set names (plus the `folder:PATH` and `npz:PATH[:KEY]` forms)."""
     return list(DATASETS)
-
-
-def unknown_dataset(name: str) -> InputError:
-    return InputError(
-        f"Unknown data set {name!r}; known names are {', '.join(DATASETS)}, "
-        "or folder:PATH and npz:PATH[:KEY]."
-    )
 
 
 def check_split(dataset: Dataset, split: str) -> None:
@@ -167,4 +207,4 @@ def parse_name(name: str) -> tuple[str, str | None]:
     key = name.strip().lower()
     if key in DATASETS:
         return key, None
-    raise unknown_dataset(name)
+    raise DATASETS.unknown(name)

@@ -2,7 +2,7 @@
 
 IDX (MNIST, Fashion-MNIST), the classic `mnist.pkl.gz`, the CIFAR-10 python batches, the CelebA
 aligned JPEGs (folder or zip) with their partition list, Debian packages. (Array files, images
-and image folders are read by `varloss.data.files`.)
+and image folders are read by `varloss.data.readers`.)
 Pickled formats are read with an unpickler that only admits numpy arrays, never arbitrary code.
 """
 

@@ -1,152 +1,271 @@
-"""Every input varloss accepts, opened one way: `open_source` and `read_images`.
+"""The file readers by suffix (`READERS`): array files and image files, and the one suffix list.
 
-An input is an array, a tensor, an iterable of batches, or a string/path:
+    array = read_array_file(Path("samples.npz"), "x", "generated")    # file.npz:x
+    register_reader(".h5", my_reader)                                 # (path, key, name) -> array
 
-- a file, read by its suffix (`varloss.data.files.READERS`): `.npy`, `.npz` and `.safetensors`
-  (`file:key` names one of several arrays), `.pt`/`.pth` (torch.save'd tensor or dict of tensors,
-  `weights_only=True`), an image (IMAGE_SUFFIXES);
-- a folder of images (sorted by name);
-- a registered data set (`mnist:test`, `digits`, `folder:PATH`, `npz:PATH[:KEY]`).
-
-`open_source` streams raw batches (memory O(batch) for files and folders); `CheckedStream`
-converts each batch with `to_images`, the one converter, and checks one shape across batches.
+Files hold raw arrays (not yet scaled); `varloss.data.convert.to_images` turns them into
+images. A file with several arrays is read as `file:key`; without a key its only array is read,
+or, for data sets saved with labels, the array named `images` (`pick_key` is the one rule).
+Image folders are decoded file by file in name order: grayscale when every image is grayscale,
+RGB otherwise (alpha dropped), 16-bit grayscale scaled to 8 bits.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
+from safetensors import safe_open
 
-from varloss.data.convert import ValueRange, convert_images, shape_text
-from varloss.data.files import (
-    IMAGE_SUFFIXES,
-    describe_shape,
-    folder_batches,
-    image_files,
-    read_array_file,
-    split_key,
-)
-from varloss.data.registry import resolve_dataset_spec
+from varloss._registry import Registry
+from varloss.data.convert import shape_text
 from varloss.errors import InputError
 
-__all__ = ["IMAGE_SUFFIXES", "CheckedStream", "Source", "Stream", "open_source", "read_images"]
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
+"""The suffixes read as images, in files and in folders (compared in lower case)."""
 
-Source = Any  # np.ndarray | torch.Tensor | str | Path | Iterable of batches
+DEFAULT_ARRAY_KEY = "images"
+"""The array read from a multi-array file when no key is named (data sets saved with labels)."""
 
+Reader = Callable[[Path, "str | None", str], Any]
+"""(path, key or None, input name) -> raw array or tensor, N first."""
 
-@dataclass
-class Stream:
-    """One input set: its name, where it came from, its sample count when known, its batches."""
-
-    name: str
-    description: str
-    count: int | None
-    batches: Iterator[Any]
+READERS: Registry[Reader] = Registry("file suffix")
 
 
-def _array_batches(array: Any, batch_size: int) -> Iterator[Any]:
-    for start in range(0, len(array), batch_size):
-        yield array[start : start + batch_size]
+def register_reader(
+    suffixes: str | Sequence[str], reader: Reader, *, replace: bool = False
+) -> None:
+    """Make files with `suffixes` (e.g. ".h5") readable by every varloss command. A suffix
+    another reader holds is refused unless `replace` (the registries' one duplicate policy)."""
+    suffixes = [suffixes] if isinstance(suffixes, str) else list(suffixes)
+    for suffix in suffixes:
+        if not (isinstance(suffix, str) and suffix.startswith(".") and len(suffix) > 1):
+            raise ValueError(f"reader suffix must look like '.npy', got {suffix!r}")
+    if not callable(reader):
+        raise TypeError(f"reader for {', '.join(suffixes)} must be callable, got {reader!r}")
+    READERS.register_all([suffix.lower() for suffix in suffixes], reader, replace=replace)
 
 
-def _array_stream(array: Any, name: str, description: str, batch_size: int) -> Stream:
-    if array.ndim == 0:
+def split_key(text: str) -> tuple[Path, str | None]:
+    """`file.npz:key` -> (Path("file.npz"), "key"); an existing path or one without ':' has no
+    key. The key is whatever follows the last ':' (so Windows drive letters survive)."""
+    path = Path(text).expanduser()
+    if path.exists() or ":" not in text:
+        return path, None
+    head, key = text.rsplit(":", 1)
+    if not head or not key or "/" in key or "\\" in key:
+        return path, None
+    return Path(head).expanduser(), key
+
+
+def pick_key(keys: list[str], key: str | None, path: Path, name: str) -> str:
+    """The one rule for choosing the array of a multi-array file (npz, safetensors, torch dict):
+    the named key; else the only array; else the array named `images`."""
+    if key is None:
+        if len(keys) == 1:
+            return keys[0]
+        if DEFAULT_ARRAY_KEY in keys:
+            return DEFAULT_ARRAY_KEY
         raise InputError(
-            f"{name} is a single number (a 0-d array); expected a batch shaped N x D, "
-            "N x H x W, N x C x H x W or N x H x W x C."
+            f"{name} file {path} holds {len(keys)} arrays ({', '.join(keys) or 'none'}); "
+            f"name one as {path}:KEY."
         )
-    return Stream(name, description, len(array), _array_batches(array, batch_size))
+    if key not in keys:
+        raise InputError(f"{name} file {path} has no array {key!r}; it holds: {', '.join(keys)}.")
+    return key
 
 
-def _dataset_stream(spec: str, name: str, batch_size: int) -> Stream | None:
-    """A registered data set given as `name[:split]` (e.g. `mnist:test`), or None."""
-    loaded = resolve_dataset_spec(spec)
-    if loaded is None:
-        return None
-    description = f"data set {loaded.name}:{loaded.split} ({loaded.source})".replace(" ()", "")
-    return Stream(name, description, len(loaded.images), _array_batches(loaded.images, batch_size))
-
-
-def _path_stream(text: str, name: str, batch_size: int) -> Stream:
-    path, key = split_key(text)
-    if path.is_dir() and key is None:
-        files = image_files(path, name)
-        return Stream(name, text, len(files), folder_batches(files, name, batch_size))
-    if not path.exists():
-        dataset = _dataset_stream(text, name, batch_size)
-        if dataset is not None:
-            return dataset
+def read_array_file(path: Path, key: str | None, name: str = "input") -> Any:
+    """The raw array (memory-mapped where the format allows) of a file, by its suffix."""
+    suffix = path.suffix.lower()
+    reader = READERS.get(suffix)
+    if reader is None:
+        known = ", ".join(sorted(s for s in READERS if s not in IMAGE_SUFFIXES))
         raise InputError(
-            f"{name} {text!r} is neither an existing path nor a data set such as mnist:test "
-            "(see `varloss data list`)."
+            f"{name} path {path} is not an array file ({known}), an image or an image folder "
+            f"(got suffix {suffix or 'none'!r})."
         )
-    return _array_stream(read_array_file(path, key, name), name, text, batch_size)
+    return reader(path, key, name)
 
 
-def open_source(source: Source, name: str = "input", *, batch_size: int = 1024) -> Stream:
-    """Turn any accepted input into a stream of raw batches (not yet scaled or checked)."""
-    if isinstance(source, str | Path):
-        return _path_stream(str(source), name, batch_size)
-    if isinstance(source, np.ndarray | torch.Tensor):
-        return _array_stream(source, name, describe_shape(source), batch_size)
-    if isinstance(source, Iterable):
-        return Stream(name, "iterable of batches", None, iter(source))
-    raise InputError(
-        f"{name} is a {type(source).__name__}; expected an array, a tensor, an iterable of "
-        "batches or a path."
+# ---- array formats ----
+
+
+def _read_npy(path: Path, key: str | None, name: str) -> np.ndarray:
+    if key is not None:
+        raise InputError(f"{name} file {path} holds one array, not named arrays; drop :{key}.")
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except Exception as error:  # noqa: BLE001 - any reader failure is a user-facing input problem
+        raise InputError(f"{name} file {path} could not be read as .npy ({error}).") from None
+
+
+def _read_npz(path: Path, key: str | None, name: str) -> np.ndarray:
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except Exception as error:  # noqa: BLE001
+        raise InputError(f"{name} file {path} could not be read as .npz ({error}).") from None
+    with archive:
+        key = pick_key(list(archive.files), key, path, name)
+        try:
+            return archive[key]
+        except Exception as error:  # noqa: BLE001
+            raise InputError(f"{name} array {path}:{key} could not be read ({error}).") from None
+
+
+def npz_keys(path: Path, name: str = "input") -> list[str]:
+    """The array names of an .npz file."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return list(archive.files)
+    except Exception as error:  # noqa: BLE001
+        raise InputError(f"{name} file {path} could not be read as .npz ({error}).") from None
+
+
+def _read_safetensors(path: Path, key: str | None, name: str) -> torch.Tensor:
+    try:
+        with safe_open(str(path), framework="pt") as tensors:
+            key = pick_key(list(tensors.keys()), key, path, name)
+            return tensors.get_tensor(key)
+    except InputError:
+        raise
+    except Exception as error:  # noqa: BLE001
+        raise InputError(
+            f"{name} file {path} could not be read as .safetensors ({error})."
+        ) from None
+
+
+def _read_torch(path: Path, key: str | None, name: str) -> torch.Tensor:
+    """A tensor saved with torch.save, or one tensor of a saved dict; loaded with
+    `weights_only=True` (no code runs) and memory-mapped."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:  # noqa: BLE001
+        raise InputError(
+            f"{name} file {path} could not be read as a torch-saved tensor ({error})."
+        ) from None
+    if isinstance(saved, dict):
+        tensors = {str(k): v for k, v in saved.items() if isinstance(v, torch.Tensor)}
+        saved = tensors[pick_key(list(tensors), key, path, name)]
+    elif key is not None:
+        raise InputError(f"{name} file {path} holds one tensor, not named arrays; drop :{key}.")
+    if not isinstance(saved, torch.Tensor):
+        raise InputError(
+            f"{name} file {path} holds a {type(saved).__name__}; expected a tensor or a dict of "
+            "tensors."
+        )
+    return saved
+
+
+# ---- images ----
+
+_GRAY_MODES = ("1", "L", "LA", "I;16", "I;16B", "I;16L", "I", "F", "P")
+
+
+def _is_gray(image: Any) -> bool:
+    if image.mode not in _GRAY_MODES:
+        return False
+    if image.mode != "P":
+        return True
+    rgb = np.asarray(image.convert("RGB"))
+    return bool(
+        np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2])
     )
 
 
-@dataclass
-class CheckedStream:
-    """A stream's batches through `to_images` (floats), flattened to N x D; one shape checked
-    across batches; the per-sample dims, sample count, observed min/max and input dtype kept."""
-
-    stream: Stream
-    value_range: ValueRange | None = None
-    dims: tuple[int, ...] | None = None
-    count: int = 0
-    low: float = math.inf
-    high: float = -math.inf
-    dtype: str | None = None
-
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        name = self.stream.name
-        for raw in self.stream.batches:
-            # dtype=None: float batches keep their dtype (varloss.stats upcasts them to float64
-            # chunk by chunk, in cache); uint8, bool and declared ranges become float64.
-            batch, low, high = convert_images(
-                raw, name=name, value_range=self.value_range, dtype=None
-            )
-            if batch.shape[0] == 0:
-                continue
-            dims = tuple(batch.shape[1:])
-            if self.dims is None:
-                self.dims = dims
-                self.dtype = str(getattr(raw, "dtype", batch.dtype)).removeprefix("torch.")
-            elif dims != self.dims:
-                raise InputError(
-                    f"{name} batches change shape from {shape_text(self.dims)} to "
-                    f"{shape_text(dims)} per sample; all samples of a set must have one shape."
-                )
-            batch = batch.reshape(batch.shape[0], -1)
-            self.low, self.high = min(self.low, low), max(self.high, high)
-            self.count += batch.shape[0]
-            yield batch
+def _gray_uint8(image: Any) -> np.ndarray:
+    if image.mode.startswith("I"):  # 16- or 32-bit integers: scale the 16-bit range to 8 bits
+        pixels = np.asarray(image, dtype=np.float64) / 65535.0 * 255.0
+        return np.clip(pixels, 0, 255).round().astype(np.uint8)
+    if image.mode == "F":
+        return (np.clip(np.asarray(image, dtype=np.float64), 0, 1) * 255).round().astype(np.uint8)
+    return np.asarray(image.convert("L"), dtype=np.uint8)
 
 
-def read_images(
-    source: Source, name: str = "input", *, value_range: ValueRange | None = None
-) -> np.ndarray:
-    """A whole set in memory as a float64 array N x C x H x W (or N x D), by `to_images`' rule."""
-    checked = CheckedStream(open_source(source, name), value_range)
-    batches = [batch.to("cpu", torch.float64).numpy() for batch in checked]
-    if not batches:
-        raise InputError(f"{name} is empty; expected at least one sample.")
-    return np.concatenate(batches).reshape(checked.count, *checked.dims)
+def decode_image(path: Path, name: str = "input", gray: bool | None = None) -> np.ndarray:
+    """One image file as uint8 C x H x W: 1 channel when `gray` (default: when it is grayscale),
+    else RGB."""
+    try:
+        with Image.open(path) as image:
+            if gray is None:
+                gray = _is_gray(image)
+            if gray:
+                return _gray_uint8(image)[None]
+            return np.asarray(image.convert("RGB"), dtype=np.uint8).transpose(2, 0, 1)
+    except (OSError, ValueError, SyntaxError) as error:
+        raise InputError(f"{name} image {path} could not be decoded ({error}).") from None
+
+
+def _read_image(path: Path, key: str | None, name: str) -> np.ndarray:
+    if key is not None:
+        raise InputError(f"{name} image {path} has no named arrays; drop :{key}.")
+    return decode_image(path, name)[None]
+
+
+def image_files(folder: Path, name: str = "input") -> list[Path]:
+    """The image files of a folder (IMAGE_SUFFIXES), sorted by name; InputError when none."""
+    try:
+        files = sorted(
+            p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        )
+    except OSError as error:
+        raise InputError(f"{name} folder {folder} could not be listed ({error}).") from None
+    if not files:
+        raise InputError(f"{name} folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)}).")
+    return files
+
+
+def folder_is_gray(files: list[Path], name: str = "input") -> bool:
+    """Whether every image is grayscale (then the set has one channel); checks one size too.
+
+    Only headers are read, except for palette images, whose colours must be looked at.
+    """
+    first_size = None
+    gray = True
+    for path in files:
+        try:
+            with Image.open(path) as image:
+                if first_size is None:
+                    first_size = image.size
+                elif image.size != first_size:
+                    raise InputError(
+                        f"{name} image {path} is {image.size[1]} x {image.size[0]} but the first "
+                        f"image is {first_size[1]} x {first_size[0]}; all images of a set must "
+                        "have one size."
+                    )
+                gray = gray and _is_gray(image)
+        except (OSError, ValueError, SyntaxError) as error:
+            raise InputError(f"{name} image {path} could not be decoded ({error}).") from None
+    return gray
+
+
+def folder_batches(files: list[Path], name: str, batch_size: int) -> Iterator[np.ndarray]:
+    """uint8 N x C x H x W batches of an image folder's files, decoded lazily."""
+    gray = folder_is_gray(files, name)
+    for start in range(0, len(files), batch_size):
+        images = [decode_image(path, name, gray) for path in files[start : start + batch_size]]
+        yield np.stack(images)
+
+
+def read_image_folder(folder: Path, name: str = "input") -> np.ndarray:
+    """Every image of a folder as one uint8 N x C x H x W array."""
+    files = image_files(folder, name)
+    return np.concatenate(list(folder_batches(files, name, len(files))))
+
+
+def describe_shape(array: Any) -> str:
+    """`array 10 x 28 x 28` or `tensor ...` for input descriptions."""
+    kind = "tensor" if isinstance(array, torch.Tensor) else "array"
+    return f"{kind} {shape_text(tuple(array.shape))}"
+
+
+register_reader(".npy", _read_npy)
+register_reader(".npz", _read_npz)
+register_reader((".pt", ".pth"), _read_torch)
+register_reader(".safetensors", _read_safetensors)
+register_reader(IMAGE_SUFFIXES, _read_image)

@@ -1,6 +1,6 @@
 """`measure(real, reconstructed, generated)`: how much variance a model loses, and why.
 
-Inputs are anything `varloss.data.readers.open_source` accepts (arrays, tensors, iterables of
+Inputs are anything `varloss.data.inputs.open_source` accepts (arrays, tensors, iterables of
 batches, files, image folders, data sets), converted by `varloss.data.to_images`, the one rule.
 Everything streams through `varloss.stats` in float64, so memory stays O(D) for paths and
 iterables. When two sets are on visibly different value ranges (say [0, 1] and [-1, 1]) measure
@@ -16,7 +16,7 @@ import torch
 
 from varloss._version import __version__
 from varloss.data.convert import ValueRange, check_value_range, shape_text
-from varloss.data.readers import CheckedStream, Source, open_source
+from varloss.data.inputs import CheckedStream, Source, open_source
 from varloss.errors import InputError
 from varloss.stats import MomentAccumulator, PairedMomentAccumulator
 from varloss.variance.breakdown import Breakdowns

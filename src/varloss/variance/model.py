@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from varloss.data.readers import CheckedStream, Source, open_source
+from varloss.data.inputs import CheckedStream, Source, open_source
 from varloss.errors import InputError
 from varloss.variance.measurement import ValueRange, measure, normalise_ranges
 from varloss.variance.protocol import (

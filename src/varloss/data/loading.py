@@ -4,7 +4,8 @@
     load("digits"); load("folder:PATH"); load("npz:PATH[:KEY]")   # read directly
 
 Every set comes back as an `ImageSet`, float32 N x C x H x W in [0, 1], converted by
-`varloss.data.to_images`. The catalogue of names is in `catalogue.py`, fetching in `acquire.py`.
+`varloss.data.to_images`. The catalogue of names is in `catalogue.py`, fetching into the cache in
+`acquire.py` (from the sources of `sources.py`), file readers in `readers.py`.
 """
 
 from __future__ import annotations
@@ -18,12 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from varloss.data import sources as src
-from varloss.data.acquire import SOURCES, ensure, variant_key
+from varloss.data.acquire import ensure, variant_key
 from varloss.data.cache import data_dir, read_manifest, say
 from varloss.data.catalogue import (
     DATASETS,
-    DIGITS_TEST,
     PREFIXES,
     Dataset,
     available_names,
@@ -32,8 +31,9 @@ from varloss.data.catalogue import (
     parse_name,
 )
 from varloss.data.convert import to_images
-from varloss.data.files import npz_keys, pick_key, read_array_file, read_image_folder, split_key
 from varloss.data.imageset import ImageSet, uint8_to_imageset
+from varloss.data.readers import npz_keys, pick_key, read_array_file, read_image_folder, split_key
+from varloss.data.sources import sources_for
 from varloss.errors import InputError
 
 __all__ = [
@@ -48,20 +48,7 @@ __all__ = [
     "resolve_dataset_spec",
 ]
 
-# ---- digits, folders, npz ----
-
-
-def _digits(split: str) -> tuple[np.ndarray, np.ndarray]:
-    """sklearn's digits as float32 1 x 8 x 8 in [0, 1]; the last 297 images are the test split."""
-    from sklearn.datasets import load_digits  # here: importing scikit-learn takes seconds
-
-    bunch = load_digits()
-    images = (bunch.data.reshape(-1, 1, 8, 8) / 16.0).astype(np.float32)
-    labels = bunch.target.astype(np.int64)
-    cut = images.shape[0] - DIGITS_TEST
-    if split == "train":
-        return images[:cut], labels[:cut]
-    return images[cut:], labels[cut:]
+# ---- folders, npz ----
 
 
 NPZ_SPLIT_KEYS = ("train", "test")
@@ -171,8 +158,8 @@ def load(
         return _load_npz(name, argument, split, limit)
     dataset = DATASETS[kind]
     check_split(dataset, split)
-    if kind == "digits":
-        images, labels = _digits(split)
+    if dataset.bundled is not None:  # ships with a library: read directly, never cached
+        images, labels = dataset.bundled(split)
         if limit is not None:
             images, labels = images[:limit], labels[:limit]
         return ImageSet(
@@ -180,7 +167,7 @@ def load(
             torch.from_numpy(labels.copy()),
             kind,
             split,
-            source="sklearn.datasets.load_digits",
+            source=dataset.bundled_source,
         )
     images, labels, manifest = ensure(
         kind, split, data_path=data_path, sources=sources, mirrors=mirrors, crop=crop, size=size
@@ -202,7 +189,7 @@ def fetch(
 ) -> dict[str, Any]:
     """Cache every split of a canonical set (no-op when cached); return what `info` reports."""
     kind, _ = parse_name(name)
-    if kind in ("folder", "npz", "digits"):
+    if kind in ("folder", "npz") or not DATASETS[kind].cached:
         return info(name, data_path=data_path)
     dataset = DATASETS[kind]
     for split in splits or list(dataset.counts):
@@ -253,14 +240,14 @@ def info(
         "classes": dataset.classes,
         "offline_source": dataset.offline,
     }
-    if kind == "digits":
-        result.update(available=True, cached=False, source="sklearn.datasets.load_digits")
+    if not dataset.cached:
+        result.update(available=True, cached=False, source=dataset.bundled_source)
         return result
     key, variant = variant_key(dataset, crop, size)
     entry = data_dir() / key
     result["cache_dir"] = str(entry)
     if variant:
-        result["shape"] = [3, variant["size"], variant["size"]]
+        result["shape"] = [dataset.shape[0], variant["size"], variant["size"]]
         result["crop"] = list(variant["crop"])
     errors = []
     if fetch:
@@ -330,14 +317,14 @@ def dataset_status() -> list[dict[str, Any]]:
 
 
 def _offline_status(dataset: Dataset) -> str:
-    """How a set is had here without the web (see `dataset_status`), from the cache manifest and
-    the sources registered for it in `acquire.SOURCES`."""
-    if dataset.name == "digits":
+    """How a set is had here without the web (see `dataset_status`), from its catalogue entry,
+    the cache manifest and the sources registered for it in `sources.SOURCES`."""
+    if not dataset.cached:
         return "bundled"
     key, _ = variant_key(dataset, None, None)
     manifest = read_manifest(data_dir() / key) or {}
     if all(s in manifest.get("splits", {}) for s in dataset.counts):
         return "cached"
-    if dataset.name == "fashion-mnist" and src.FASHION_SYSTEM_DIR.is_dir():
+    if dataset.system_folder and Path(dataset.system_folder).is_dir():
         return "system"
-    return "registry" if SOURCES["registry"].get(dataset.name) else "no"
+    return "registry" if sources_for("registry", dataset.name) else "no"
