@@ -52,8 +52,6 @@ MODEL_FAMILIES: Registry[type[VAE]] = Registry(
     hint=f"your own families: register them and name their module in {PLUGINS_ENV} or --plugin",
 )
 
-WEIGHTS_FILE = MODEL_FILE  # the older name
-
 
 def register(cls: type[VAE]) -> type[VAE]:
     """Class decorator: add a family to MODEL_FAMILIES under its config's `family` name (the
@@ -62,6 +60,8 @@ def register(cls: type[VAE]) -> type[VAE]:
     if not name:
         raise ValueError(f"{cls.__name__}.config_class has no family name")
     return MODEL_FAMILIES.register(name, cls)
+
+
 _imported_plugins: set[str] = set()
 _entry_points_loaded = False
 
