@@ -49,6 +49,7 @@ from varloss.samplers import (
     BASELINE,
     METHODS,
     Sampler,
+    check_methods_fit,
     create_sampler,
     load_sampler,
     model_fingerprint,
@@ -132,6 +133,7 @@ def correct(
     methods = parse_methods(method)
     _check_arguments(n_samples, sampler_params or {})
     model = _load_model(run_dir, _Data(dataset, train, test), device)  # refused: nothing written
+    check_methods_fit(methods, model)
     run_dir = Path(model.source)
     data = _Data(dataset or (None if train is not None else model.dataset), train, test)
     limit = train_limit if train_limit is not None else model.dataset_limit

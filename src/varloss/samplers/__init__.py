@@ -33,7 +33,14 @@ from varloss.samplers.latents import (
     renormalize_latents,
 )
 from varloss.samplers.match import MatchSampler
-from varloss.samplers.methods import ALL_METHODS, BASELINE, METHODS, create_sampler, parse_methods
+from varloss.samplers.methods import (
+    ALL_METHODS,
+    BASELINE,
+    METHODS,
+    check_methods_fit,
+    create_sampler,
+    parse_methods,
+)
 from varloss.samplers.prior import PriorSampler
 from varloss.samplers.temperature import TemperatureSampler
 from varloss.samplers.two_stage import LatentVAE, TwoStageSampler
@@ -54,6 +61,7 @@ __all__ = [
     "TemperatureSampler",
     "TwoStageSampler",
     "aggregate_posterior_stats",
+    "check_methods_fit",
     "create_sampler",
     "decode_codes",
     "encode_dataset",

@@ -51,6 +51,18 @@ def register(cls: type[Sampler]) -> type[Sampler]:
     return SAMPLERS.register(name, cls)
 
 
+def refuse_posterior_fit(model: Any, methods: list[str]) -> None:
+    """Refuse to fit `methods` (samplers that fit the codes `encode` gives) on a model whose
+    decoder takes other codes: an adapter with a `posterior_note` (pythae's flow posteriors)."""
+    note = getattr(model, "posterior_note", None)
+    if note and methods:
+        raise InputError(
+            f"{', '.join(methods)} cannot be fitted on {getattr(model, 'source', 'this model')}: "
+            f"they fit the codes its encoder gives, but {note}; choose other methods, e.g. "
+            "temperature,match."
+        )
+
+
 class Sampler(ABC):
     """A fitted way of drawing images from a trained VAE.
 
@@ -60,6 +72,9 @@ class Sampler(ABC):
     """
 
     name: ClassVar[str] = ""
+    # True for samplers fitted on the codes `encode` gives (mu, logvar): refused on a model whose
+    # decoder takes other codes (a flow posterior, `posterior_note`; see `refuse_posterior_fit`)
+    fits_posterior: ClassVar[bool] = False
 
     def __init__(self, seed: int = 0, batch_size: int = 1024) -> None:
         self.seed = int(seed)
@@ -83,6 +98,8 @@ class Sampler(ABC):
     # -- fitting -----------------------------------------------------------------------------
     def fit(self, model: nn.Module, train_images: Any) -> Sampler:
         """Fit on a trained VAE and its training images (ImageSet, tensor or array)."""
+        if self.fits_posterior:
+            refuse_posterior_fit(model, [self.name])
         images = training_images(train_images)
         self.attach(model, check=False)
         self.image_shape = tuple(int(s) for s in images.shape[1:])

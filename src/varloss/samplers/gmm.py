@@ -24,6 +24,7 @@ class GMMSampler(Sampler):
     """
 
     name = "gmm"
+    fits_posterior = True  # on the training codes mu
 
     def __init__(
         self,

@@ -10,7 +10,7 @@ from typing import Any
 
 from varloss._registry import Registry
 from varloss.errors import InputError
-from varloss.samplers.base import SAMPLERS, Sampler
+from varloss.samplers.base import SAMPLERS, Sampler, refuse_posterior_fit
 
 # name -> (sampler registry name, constructor overrides). Two-stage variants share one fit.
 METHODS: Registry[tuple[str, dict[str, Any]]] = Registry(
@@ -48,3 +48,10 @@ def parse_methods(method: str) -> list[str]:
     if unknown:
         raise METHODS.unknown(unknown[0])
     return [BASELINE] + [name for name in dict.fromkeys(names) if name != BASELINE]
+
+
+def check_methods_fit(methods: list[str], model: Any) -> None:
+    """Refuse, before anything is fitted, the methods whose sampler fits the codes `encode`
+    gives when the model's decoder takes other codes (`refuse_posterior_fit`)."""
+    fitting = [name for name in methods if SAMPLERS[METHODS[name][0]].fits_posterior]
+    refuse_posterior_fit(model, fitting)

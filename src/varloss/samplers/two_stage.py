@@ -94,6 +94,7 @@ class TwoStageSampler(Sampler):
     """
 
     name = "two-stage"
+    fits_posterior = True  # on the training codes mu and their aggregate posterior
     TARGETS: ClassVar[tuple[str, ...]] = ("aggregate", "spherical")
 
     def __init__(

@@ -5,10 +5,13 @@ What `measure_model`, the samplers and `correct` use of a model, and nothing mor
 - `encode(x)` -> (mu, logvar), each N x *latent_shape, for images x in [0, 1];
 - `decode(z)` -> images N x C x H x W in [0, 1] (codes N x latent_dim or N x *latent_shape);
 - `reconstruct(x, noise=None)` -> decode(mu), or decode(mu + sigma * noise) for a posterior draw;
+  both through the posterior's flow where the model has one (`posterior_codes`);
 - `sample(n, generator)` -> n images decoded from prior codes;
 - `value_range` (the model's own pixel range), `device`, `latent_dim`, `dataset` and
   `dataset_limit` (the data the model folder names, or None) and `generates_images` (False when
-  prior samples are not meant to be images, with `generation_note` saying why).
+  prior samples are not meant to be images, with `generation_note` saying why), and
+  `posterior_note` (None when encode's Gaussian describes the codes `decode` takes; else why not,
+  e.g. a posterior with a normalizing flow: tools that fit those codes refuse such a model).
 
 Images cross the boundary in varloss's one convention, [0, 1]: an adapter maps them to the
 model's `value_range` on the way in and back on the way out, so a [-1, 1] model is measured
@@ -37,7 +40,9 @@ class ModelAdapter:
 
     `_encode(x)` gets images in the model's range on its device and dtype and returns the
     posterior (mu, logvar) as the model defines its latents; `_decode(z)` returns images in the
-    model's range. Subclasses with another prior override `_prior_codes`.
+    model's range. Subclasses with another prior override `_prior_codes`; those whose posterior
+    pushes its Gaussian draw z0 through a flow before decoding override `_posterior_flow` (and
+    set `posterior_note`).
     """
 
     kind: ClassVar[str] = ""  # the prefix the registry knows it by ("pythae", "diffusers", ...)
@@ -54,6 +59,7 @@ class ModelAdapter:
         dataset: str | None = None,
         dataset_limit: int | None = None,
         generation_note: str | None = None,
+        posterior_note: str | None = None,
         batch_size: int | None = None,
     ) -> None:
         low, high = (float(v) for v in value_range)
@@ -70,6 +76,7 @@ class ModelAdapter:
         self.dataset = dataset  # the data set the model folder names (None: it names none)
         self.dataset_limit = dataset_limit  # the training images it says were used (None: all)
         self.generation_note = generation_note
+        self.posterior_note = posterior_note  # None: decode takes draws of encode's Gaussian
         self.batch_size = None if batch_size is None else int(batch_size)
         self.module.eval()
 
@@ -85,6 +92,11 @@ class ModelAdapter:
     ) -> torch.Tensor:
         """n prior codes N x *latent_shape: N(0, I) unless a kind overrides it."""
         return torch.randn(n, *self.latent_shape, generator=generator, device=device)
+
+    def _posterior_flow(self, z0: torch.Tensor) -> torch.Tensor:
+        """The codes `decode` takes for posterior draws z0 (model dtype, on its device): z0
+        itself unless the posterior has a flow (pythae's VAE_IAF and VAE_LinNF)."""
+        return z0
 
     # -- the nn.Module surface the samplers and measure_model read -------------------------------
     def parameters(self) -> Iterator[nn.Parameter]:
@@ -179,8 +191,13 @@ class ModelAdapter:
         return torch.cat(out)
 
     @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
-        """decode(mu); with `noise` (N(0, I) draws, latent_dim per image) a posterior sample."""
+    def posterior_codes(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """The codes `decode` takes for images x in [0, 1]: the posterior's z0 = mu (or, with
+        `noise`, N(0, I) draws with latent_dim values per image, z0 = mu + sigma * noise) pushed
+        through the posterior's flow where the model has one; float32, N x *latent_shape.
+
+        For a flow posterior, the `mean` protocol's code is flow(mu), what the model's own
+        forward pass computes with eps = 0 (not the mean of the codes after the flow)."""
         mu, logvar = self.encode(x)
         if noise is not None:
             if noise.numel() != mu.numel():
@@ -189,7 +206,17 @@ class ModelAdapter:
                     f"({mu.shape[0]} images), got shape {tuple(noise.shape)}."
                 )
             mu = mu + noise.to(mu).reshape(mu.shape) * torch.exp(0.5 * logvar)
-        return self.decode(mu)
+        codes = [
+            self._posterior_flow(mu[part].to(device=self.device, dtype=self.dtype))
+            for part in self._chunks(mu.shape[0])
+        ]
+        return torch.cat(codes).to(torch.float32).reshape(mu.shape)
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """decode(mu); with `noise` (N(0, I) draws, latent_dim per image) a posterior sample;
+        through the posterior's flow where the model has one (see `posterior_codes`)."""
+        return self.decode(self.posterior_codes(x, noise))
 
     @torch.no_grad()
     def sample(
@@ -213,6 +240,7 @@ class ModelAdapter:
             "value_range": list(self.value_range),
             "dataset": self.dataset,
             "generates_images": self.generates_images,
+            "posterior_note": self.posterior_note,
             "device": str(self.device),
         }
 

@@ -1,13 +1,32 @@
-"""`pythae:PATH`: a pythae model folder (what `model.save(PATH)` or a pythae training writes).
+"""`pythae:PATH`: a pythae model folder (what `model.save(PATH)` writes, e.g. a training's
+`final_model/`).
 
-Any pythae model with a Gaussian posterior (its encoder returns `embedding` and
-`log_covariance`: VAE, BetaVAE, IWAE, FactorVAE, BetaTCVAE, MSSSIM_VAE, INFOVAE_MMD, HVAE,
-RHVAE, VAEGAN, ...) loads through `pythae.models.AutoModel.load_from_folder`; encode gives
-(embedding, log_covariance), decode the decoder's `reconstruction`, and prior samples are
-decoded N(0, I) codes, as pythae's `NormalSampler` draws them. Models whose prior is not N(0, I)
-(VAMP, PoincareVAE) are measured on reconstructions only; deterministic auto-encoders (AE, RAE,
-WAE) are refused. Pixel values are taken as [0, 1] (pythae's image decoders end in a sigmoid);
-pass `value_range=(-1, 1)` for a model trained on [-1, 1] data.
+varloss measures a pythae model only where it can draw codes as the model does; every other
+model is refused by name, before anything is unpickled:
+
+- **Gaussian posterior** (VAE, BetaVAE, DisentangledBetaVAE, BetaTCVAE, FactorVAE, INFOVAE_MMD,
+  MSSSIM_VAE, IWAE, CIWAE, MIWAE, PIWAE, VAEGAN, Adversarial_AE, VAMP): encode gives the
+  encoder's (embedding, log_covariance), a posterior draw is mu + exp(logvar / 2) * eps, decode is
+  the decoder's `reconstruction`, and prior samples are decoded N(0, I) codes, as pythae's
+  `NormalSampler` draws them. VAMP's prior is a VampPrior, not N(0, I): it is measured on
+  reconstructions only.
+- **Flow posterior** (VAE_IAF, VAE_LinNF): the decoder was trained on z_K = flow(z0), the Gaussian
+  draw z0 = mu + sigma * eps pushed through the model's inverse autoregressive flow (`iaf_flow`)
+  or its planar/radial flows (`net`), so every code drawn from the posterior goes through the
+  flow, exactly as the model's own forward pass does (the same eps gives its `recon_x`). The
+  `mean` protocol decodes flow(mu), its forward pass with eps = 0. Their prior is N(0, I) on z_K,
+  so prior samples are decoded N(0, I) codes. encode gives the Gaussian before the flow, which
+  does not describe the codes the decoder takes (`posterior_note`): `correct` refuses the
+  remedies that fit those codes (two-stage, gmm) on these models.
+- **Refused**: HVAE and RHVAE (their codes move by Hamiltonian steps guided by the decoder at
+  each image), PoincareVAE and SVAE (codes on a manifold, not mu + sigma * eps), VQVAE (a
+  codebook), the deterministic auto-encoders (AE, RAE_L2, RAE_GP, WAE_MMD) and pythae's flows
+  and autoregressive models, which are not auto-encoders.
+
+Pixel values are taken as [0, 1] (pythae's image decoders end in a sigmoid); pass
+`value_range=(-1, 1)` for a model trained on [-1, 1] data. A pythae trainer's output folder (its
+`*_training_<date>/` holds `final_model/` and `checkpoint_epoch_N/`) is refused with the paths of
+the saved models it holds.
 
 pythae keeps the weights in `model.pt` (read by torch.load, which by default loads tensors
 only) but a custom encoder or decoder as a pickle (`encoder.pkl`, `decoder.pkl`), which pythae
@@ -18,6 +37,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -30,26 +50,131 @@ __all__ = ["PythaeAdapter", "load_pythae"]
 CONFIG_NAME = "model_config.json"
 WEIGHTS_NAME = "model.pt"
 PICKLES = ("encoder.pkl", "decoder.pkl")
-# Models whose prior is not N(0, I): their prior samples are not drawn (yet).
-OTHER_PRIORS = {"VAMP": "a VampPrior", "PoincareVAE": "a distribution on the Poincare ball"}
+FINAL_MODEL = "final_model"  # where a pythae trainer saves the model it ends with
+CHECKPOINTS = "checkpoint_epoch_*"  # and its checkpoints, beside it in `*_training_<date>/`
+
+# What varloss knows of each pythae model, by its `model_name` (its config's name less Config).
+GAUSSIAN_POSTERIORS = frozenset(
+    {
+        "VAE", "BetaVAE", "DisentangledBetaVAE", "BetaTCVAE", "FactorVAE", "INFOVAE_MMD",
+        "MSSSIM_VAE", "IWAE", "CIWAE", "MIWAE", "PIWAE", "VAEGAN", "Adversarial_AE", "VAMP",
+    }
+)  # fmt: skip
+
+
+def _inverse_autoregressive_flow(model: torch.nn.Module, z0: torch.Tensor) -> torch.Tensor:
+    return model.iaf_flow.inverse(z0).out  # what VAE_IAF.forward decodes ("sampling")
+
+
+def _linear_flows(model: torch.nn.Module, z0: torch.Tensor) -> torch.Tensor:
+    for layer in model.net:  # VAE_LinNF.forward: its planar and radial flows, in order
+        z0 = layer(z0).out
+    return z0
+
+
+# Models whose decoder takes flow(z0): the flow and how a note names it.
+POSTERIOR_FLOWS: dict[str, tuple[Callable[[torch.nn.Module, torch.Tensor], torch.Tensor], str]] = {
+    "VAE_IAF": (_inverse_autoregressive_flow, "an inverse autoregressive flow"),
+    "VAE_LinNF": (_linear_flows, "planar/radial flows"),
+}
+# Models whose prior is not N(0, I): measured on reconstructions only.
+OTHER_PRIORS = {"VAMP": "a VampPrior"}
+_DETERMINISTIC = "is a deterministic auto-encoder, with no posterior to draw codes from"
+_NOT_AUTOENCODER = "is a normalizing flow or autoregressive model, not an auto-encoder"
+REFUSED = {
+    "HVAE": "moves each posterior code by Hamiltonian leapfrog steps guided by the decoder at "
+    "the image, which varloss does not run",
+    "RHVAE": "moves each posterior code by Riemannian Hamiltonian steps guided by the decoder "
+    "at the image, which varloss does not run",
+    "PoincareVAE": "draws its codes from a distribution on the Poincare ball, not as "
+    "mu + sigma * eps",
+    "SVAE": "draws its codes from a von Mises-Fisher distribution on the hypersphere, not as "
+    "mu + sigma * eps",
+    "VQVAE": "quantises its codes to a codebook, with no Gaussian posterior",
+    **dict.fromkeys(("AE", "RAE_L2", "RAE_GP", "WAE_MMD"), _DETERMINISTIC),
+    **dict.fromkeys(
+        ("MAF", "IAF", "PlanarFlow", "RadialFlow", "MADE", "PixelCNN"), _NOT_AUTOENCODER
+    ),
+}
 
 
 class PythaeAdapter(ModelAdapter):
-    """A loaded pythae model; its inputs are reshaped to its `input_dim`, outputs to images."""
+    """A loaded pythae model; its inputs are reshaped to its `input_dim`, outputs to images,
+    and posterior draws pushed through its flow where it has one."""
 
     kind = "pythae"
 
     def __init__(self, module: torch.nn.Module, *, input_dim: tuple[int, ...], **options) -> None:
+        flow = POSTERIOR_FLOWS.get(getattr(module, "model_name", ""))
+        if flow is not None:
+            options.setdefault(
+                "posterior_note",
+                f"pythae {module.model_name} decodes its posterior draws after {flow[1]}, so "
+                "its encoder's (mu, logvar) do not describe the codes its decoder takes",
+            )
         super().__init__(module, **options)
         self.input_dim = input_dim  # the shape pythae's encoder takes, per sample
+        self.flow = None if flow is None else flow[0]
 
     def _encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         output = self.module.encoder(x.reshape(x.shape[0], *self.input_dim))
         return output["embedding"], output["log_covariance"]
 
+    def _posterior_flow(self, z0: torch.Tensor) -> torch.Tensor:
+        return z0 if self.flow is None else self.flow(self.module, z0)
+
     def _decode(self, z: torch.Tensor) -> torch.Tensor:
         images = self.module.decoder(z)["reconstruction"]
         return images.reshape(z.shape[0], *self.image_shape)
+
+
+def model_name(config_name: str) -> str:
+    """The pythae model a config's `name` is for: "VAE_IAF_Config" -> "VAE_IAF"."""
+    return config_name.removesuffix("Config").removesuffix("_")
+
+
+def check_measurable(name: str, folder: Path) -> None:
+    """Refuse, in one sentence naming the class, a pythae model varloss cannot measure right."""
+    known = "VAE, BetaVAE, IWAE, ... with a Gaussian posterior, or VAE_IAF and VAE_LinNF"
+    if name in GAUSSIAN_POSTERIORS or name in POSTERIOR_FLOWS:
+        return
+    if name in REFUSED:
+        raise InputError(
+            f"pythae {name} in {folder} cannot be measured right by varloss: it {REFUSED[name]} "
+            f"(varloss measures {known})."
+        )
+    raise InputError(
+        f"pythae model {name!r} in {folder} is not one varloss knows how to measure (expected "
+        f"{known})."
+    )
+
+
+def _is_saved_model(folder: Path) -> bool:
+    return (folder / CONFIG_NAME).is_file() and (folder / WEIGHTS_NAME).is_file()
+
+
+def _saved_models_in(folder: Path, pattern: str) -> list[Path]:
+    """The saved models named `pattern` in a pythae trainer's output: in `folder` itself (a
+    `*_training_<date>/` folder) or one level down (the trainer's `output_dir`), sorted."""
+    found = [*folder.glob(pattern), *folder.glob(f"*/{pattern}")]
+    return sorted(path for path in found if path.is_dir() and _is_saved_model(path))
+
+
+def _refuse_training_folder(folder: Path) -> None:
+    """A pythae trainer's folder is refused with the saved models it holds (its final_model/
+    first): a training may have written several, and varloss does not guess which is meant."""
+    finals = _saved_models_in(folder, FINAL_MODEL)
+    checkpoints = _saved_models_in(folder, CHECKPOINTS)
+    if finals:
+        where = ", ".join(f"pythae:{path}" for path in finals)
+        one = "its model is in final_model/: pass" if len(finals) == 1 else "pass one of"
+        raise InputError(f"{folder} is a pythae training folder, not a saved model; {one} {where}.")
+    if checkpoints:
+        where = ", ".join(f"pythae:{path}" for path in checkpoints)
+        raise InputError(
+            f"{folder} is a pythae training folder without a final_model/ (has the training "
+            f"finished?); pass a checkpoint instead: {where}."
+        )
 
 
 def _check_folder(folder: Path) -> dict:
@@ -57,10 +182,11 @@ def _check_folder(folder: Path) -> dict:
     if not folder.is_dir():
         raise InputError(f"pythae model folder {folder} does not exist; expected a saved model.")
     config_file = folder / CONFIG_NAME
-    if not config_file.is_file() or not (folder / WEIGHTS_NAME).is_file():
+    if not _is_saved_model(folder):
+        _refuse_training_folder(folder)
         raise InputError(
             f"{folder} is not a pythae model folder (expected {CONFIG_NAME} and {WEIGHTS_NAME}, "
-            "as pythae's model.save writes them)."
+            f"as pythae's model.save writes them, or a trainer's {FINAL_MODEL}/)."
         )
     try:
         config = json.loads(config_file.read_text())
@@ -94,7 +220,7 @@ def load_pythae(
 ) -> PythaeAdapter:
     """The pythae model saved in folder `path` as an adapter on `device`."""
     folder = Path(path)
-    _check_folder(folder)
+    check_measurable(model_name(_check_folder(folder)["name"]), folder)  # before any unpickling
     try:
         # optional dependency (the `adapters` extra): imported only when a pythae model is used
         from pythae.models import AutoModel
@@ -119,12 +245,13 @@ def load_pythae(
     model = model.to(device).eval()
     input_dim = tuple(int(s) for s in model.model_config.input_dim)
     image_shape = _image_shape(input_dim, folder)
-    with torch.no_grad():  # one probe image: is the posterior Gaussian?
+    check_measurable(model.model_name, folder)
+    with torch.no_grad():  # one probe image: does the (custom) encoder give a Gaussian?
         probe = model.encoder(torch.zeros(1, *input_dim, device=device))
     if "log_covariance" not in probe.keys():
         raise InputError(
-            f"pythae model {model.model_name} in {folder} is not a VAE-family model (its encoder "
-            "returns no log_covariance); expected one with a Gaussian posterior, e.g. VAE."
+            f"pythae {model.model_name} in {folder} has an encoder that returns no "
+            "log_covariance; varloss needs its Gaussian posterior (embedding, log_covariance)."
         )
     other_prior = OTHER_PRIORS.get(model.model_name)
     return PythaeAdapter(
