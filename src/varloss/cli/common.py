@@ -38,8 +38,17 @@ VARIANCE_ROWS = [
 
 
 def print_variance_table(report: dict, title: str = "variance loss") -> None:
-    """The measure keys of a report dict as a rich table, with the ratio variance loss / MSE."""
-    table = Table(title=title)
+    """The measure keys of a report dict as a rich table, with the ratio variance loss / MSE and
+    the report's warnings (`variance_warnings`) as its caption."""
+    from varloss.variance.report import variance_warnings  # start-up cost: see cli/__init__.py
+
+    warnings = variance_warnings(report)
+    table = Table(
+        title=title,
+        caption="\n".join(f"warning: {text}." for text in warnings) or None,
+        caption_justify="left",
+        caption_style="bold yellow",
+    )
     table.add_column("quantity")
     table.add_column("value", justify="right")
     table.add_column("meaning")

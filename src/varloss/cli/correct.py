@@ -35,7 +35,10 @@ def _cell(value: float | None, fmt: str) -> str:
 
 
 def print_methods(report: dict) -> None:
-    """The methods table of correct's report.json: variance kept, gap closed, FID."""
+    """The methods table of correct's report.json: variance kept, gap closed, FID, and each
+    method's warnings (`variance_warnings`: samples that do not vary)."""
+    from varloss.variance.report import variance_warnings  # start-up cost: see cli/__init__.py
+
     table = Table(title=f"variance remedies: {report['settings']['run_dir']}")
     for column in ("method", "var_real", "var_generated", "gap closed", "FID"):
         table.add_column(column, justify="left" if column == "method" else "right")
@@ -49,6 +52,9 @@ def print_methods(report: dict) -> None:
         )
     console = Console()
     console.print(table)
+    for name, entry in report["methods"].items():
+        for text in variance_warnings(entry):
+            console.print(f"warning ({name}): {text}.", style="bold yellow")
     reason = report["baseline"].get("fid_reason")
     if reason:
         console.print(f"FID: {reason}")

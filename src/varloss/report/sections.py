@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from varloss.report.html import Cell, Table, fmt, num_cell, number, percent
+from varloss.variance.report import variance_warnings
 
 # ---------------------------------------------------------------------------------------------
 # the measure keys, in words and in a table
@@ -27,7 +28,9 @@ def explain_variance(report: Mapping[str, Any]) -> list[str]:
     var_real = number(report.get("var_real"))
     if var_real is None:
         return []
-    sentences = _explain_reconstructed(report, var_real)
+    # the warnings first: a set that does not vary makes the sentences below misleading
+    sentences = [f"Warning: {text}." for text in variance_warnings(report)]
+    sentences += _explain_reconstructed(report, var_real)
     var_gen = number(report.get("var_generated"))
     if var_gen is not None:
         gen_loss = var_real - var_gen

@@ -1,7 +1,10 @@
-"""`VarianceReport`: the numbers `measure` returns, their per-channel breakdown and maps."""
+"""`VarianceReport`: the numbers `measure` returns, their per-channel breakdown and maps, and
+the warnings a reader of those numbers must see (`variance_warnings`, the one rule)."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,43 @@ MAP_SUMMARY_KEYS = (
     "bias2",
     "cov_term",
 )
+
+# A reconstructed or generated set whose (mean per-pixel) variance is below this fraction of the
+# real set's is taken not to vary: the decoder gives about the same image for every input.
+CONSTANT_OUTPUT_FRACTION = 1e-8
+VARIANCES = {"var_reconstructed": "reconstructed", "var_generated": "generated"}
+
+
+def variance_warnings(report: Mapping[str, Any]) -> list[str]:
+    """Warnings about a report's numbers (a `VarianceReport.to_dict()` or any mapping with its
+    keys), one sentence each, for tables, JSON and pages alike.
+
+    A reconstructed or generated set whose variance is below CONSTANT_OUTPUT_FRACTION of the
+    real variance does not vary across inputs (a decoder that ignores its code, e.g. a collapsed
+    VAE or VampPrior): its variance loss is then the whole real variance, and its MSE mostly the
+    real variance too, which says little about the model's reconstructions. Real images that do
+    not vary at all (variance 0) leave nothing to lose: every variance loss is then 0 or
+    negative, and no fraction of the real variance means anything.
+    """
+    var_real = report.get("var_real")
+    if not isinstance(var_real, int | float) or not math.isfinite(var_real):
+        return []
+    if var_real <= 0:
+        return [
+            f"real images do not vary (variance {var_real:.3g}): there is no variance to "
+            "lose, so the variance losses and their ratios compare nothing"
+        ]
+    warnings = []
+    fraction = f"{CONSTANT_OUTPUT_FRACTION:g}".replace("e-0", "e-")  # 1e-8, as the docs write it
+    for key, name in VARIANCES.items():
+        value = report.get(key)
+        if isinstance(value, int | float) and value < CONSTANT_OUTPUT_FRACTION * var_real:
+            warnings.append(
+                f"{name} images do not vary across inputs: their variance {value:.3g} is below "
+                f"{fraction} of the real variance {var_real:.6g} (whatever made them gives about "
+                "the same image for every input, e.g. a collapsed decoder)"
+            )
+    return warnings
 
 
 @dataclass
@@ -62,9 +102,15 @@ class VarianceReport:
             return None
         return self.variance_loss_generated / self.mse
 
+    @property
+    def warnings(self) -> list[str]:
+        """What a reader of these numbers must be told (`variance_warnings`): a set that does
+        not vary, or real images that do not."""
+        return variance_warnings({key: getattr(self, key) for key in ("var_real", *VARIANCES)})
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict of every number and the settings (the maps are left out); `spectrum`
-        and `pca` only when they were measured."""
+        """JSON-safe dict of every number, its `warnings` and the settings (the maps are left
+        out); `spectrum` and `pca` only when they were measured."""
         splits = {name: getattr(self, name) for name in ("spectrum", "pca")}
         return {
             "n_real": self.n_real,
@@ -83,6 +129,7 @@ class VarianceReport:
             "ratio_generated": self.ratio_generated,
             "per_channel": self.per_channel,
             **{name: value for name, value in splits.items() if value is not None},
+            "warnings": self.warnings,
             "settings": self.settings,
         }
 
