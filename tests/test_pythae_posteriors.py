@@ -6,12 +6,14 @@ trainer's output folder is refused with the paths of the models it saved."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from varloss.cli import run
 from varloss.data import load
 from varloss.errors import InputError
 from varloss.models.adapters import load_adapter
@@ -205,3 +207,29 @@ def test_a_pythae_trainer_folder_names_its_final_model(trainer_output, tmp_path)
             (second / f"VAE_training_{index}" / "final_model" / file).unlink()
     with pytest.raises(InputError, match=r"without a final_model/ .*_1/checkpoint_epoch_1, pyth"):
         load_adapter(f"pythae:{second}")
+
+
+def invoke(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of `varloss ARGS`, run in-process as the installed script."""
+    monkeypatch.setattr(sys, "argv", ["varloss", *args])
+    with pytest.raises(SystemExit) as stop:
+        run()
+    captured = capsys.readouterr()
+    return int(stop.value.code or 0), captured.out, captured.err
+
+
+def test_correct_on_a_flow_posterior_fits_only_prior_code_remedies(
+    flow_folder, tmp_path, monkeypatch, capsys
+):
+    out = tmp_path / "fixed"
+    common = ["correct", f"pythae:{flow_folder}", "--dataset", "digits", "--out", str(out)]
+    code, _, err = invoke(monkeypatch, capsys, *common)  # all: two-stage, gmm fit encoder codes
+    assert code == 2 and not out.exists(), err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "two-stage-spherical, gmm cannot be fitted on" in err, err
+    quick = ["--method", "temperature", "--no-fid", "--n-samples", "200", "--no-report"]
+    code, _, err = invoke(monkeypatch, capsys, *common, *quick)
+    assert code == 0, err
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["methods"]) == {"prior", "temperature"}
+    assert report["methods"]["temperature"]["var_generated"] > 0

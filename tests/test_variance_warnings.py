@@ -6,6 +6,7 @@ nothing. The threshold (1e-8 of the real variance) is checked on both sides with
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from varloss.cli import app
 from varloss.cli.correct import print_methods
 from varloss.data import load
 from varloss.report import explain_variance
+from varloss.report.pages.correct import remedies_section
 from varloss.variance import measure, measure_model
 from varloss.variance.report import CONSTANT_OUTPUT_FRACTION, variance_warnings
 
@@ -102,6 +104,9 @@ def test_correct_prints_each_method_s_warning(capsys):
     output = " ".join(capsys.readouterr().out.split())
     assert "warning (prior): generated images do not vary across inputs" in output
     assert "warning (match)" not in output
+    report = {"baseline": rows["prior"], "methods": rows}
+    (note,) = remedies_section(report, Path("report.json"))["notes"]
+    assert note.startswith("Warning (prior): generated images do not vary across inputs")
 
 
 def test_a_collapsed_pythae_model_is_measured_with_a_warning(tmp_path):

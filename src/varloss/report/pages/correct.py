@@ -24,6 +24,7 @@ from varloss.report.sections import (
 )
 from varloss.report.spectrum import methods_spectrum_section
 from varloss.runs import CONFIG_FILE, CORRECT_DIR, HTML_FILE, REPORT_FILE, SAMPLES_FILE, RunFolder
+from varloss.variance.report import variance_warnings
 
 _COLUMNS = (
     ("method", None),
@@ -51,7 +52,11 @@ def remedies_section(report: Mapping[str, Any], path: Path) -> dict[str, Any]:
         for column, key in _COLUMNS[1:]:
             cells.append(num_cell(entry.get(key), percent=column == "gap closed"))
         rows.append(cells)
-    notes = []
+    notes = [
+        f"Warning ({name}): {text}."
+        for name, entry in methods.items()
+        for text in variance_warnings(entry)
+    ]
     if fid_value(baseline.get("fid")) is None and baseline.get("fid_reason"):
         notes.append(f"FID not computed: {baseline['fid_reason']}")
     table = Table(
