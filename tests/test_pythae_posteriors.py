@@ -233,3 +233,38 @@ def test_correct_on_a_flow_posterior_fits_only_prior_code_remedies(
     report = json.loads((out / "report.json").read_text())
     assert set(report["methods"]) == {"prior", "temperature"}
     assert report["methods"]["temperature"]["var_generated"] > 0
+
+
+def test_vamp_samples_its_vamp_prior_and_correct_refuses_it(tmp_path, monkeypatch, capsys):
+    """VAMP's prior codes are draws of the mixture of its encoder's posteriors at the pseudo-
+    inputs: with the posteriors made nearly exact (log-variance -30), every code is one of the
+    components' means, each chosen about equally often; correct's remedies draw N(0, I) codes
+    and refuse it."""
+    torch.manual_seed(0)
+    config = pythae_models.VAMPConfig(input_dim=(1, 8, 8), latent_dim=2, number_components=4)
+    model = pythae_models.VAMP(config)
+    with torch.no_grad():
+        model.encoder.log_var.weight.zero_()
+        model.encoder.log_var.bias.fill_(-30.0)
+    model.save(str(tmp_path / "vamp"))
+    adapter = load_adapter(f"pythae:{tmp_path / 'vamp'}")
+    assert adapter.generates_images and "VampPrior" in adapter.prior_note
+    with torch.no_grad():
+        pseudo = model.pseudo_inputs(model.idle_input).reshape(4, 1, 8, 8)
+        means = model.encoder(pseudo).embedding  # the components' means, by pythae itself
+        codes = adapter._prior_codes(4000, torch.Generator().manual_seed(1), torch.device("cpu"))
+    exact = "donot_use_mm_for_euclid_dist"  # (the matrix-product shortcut errs by ~1e-4)
+    distance, nearest = torch.cdist(codes, means, compute_mode=exact).min(dim=1)
+    assert distance.max() < 1e-5
+    counts = torch.bincount(nearest, minlength=4)
+    assert ((counts - 1000).abs() < 150).all(), counts  # equal weights: 1000 +- 5 sd each
+    images = adapter.sample(6, torch.Generator().manual_seed(1))
+    by_hand = model.decoder(codes[:6]).reconstruction.detach().reshape(6, 1, 8, 8)
+    torch.testing.assert_close(images, by_hand)  # the same components chosen, decoded
+    out = tmp_path / "fixed"
+    code, _, err = invoke(
+        monkeypatch, capsys, "correct", f"pythae:{tmp_path / 'vamp'}", "--dataset", "digits",
+        "--method", "gmm", "--out", str(out),
+    )  # fmt: skip
+    assert code == 2 and not out.exists(), err
+    assert "prior cannot be fitted on" in err and "N(0, I) prior codes" in err, err

@@ -51,15 +51,25 @@ def register(cls: type[Sampler]) -> type[Sampler]:
     return SAMPLERS.register(name, cls)
 
 
-def refuse_posterior_fit(model: Any, methods: list[str]) -> None:
-    """Refuse to fit `methods` (samplers that fit the codes `encode` gives) on a model whose
-    decoder takes other codes: an adapter with a `posterior_note` (pythae's flow posteriors)."""
-    note = getattr(model, "posterior_note", None)
-    if note and methods:
+def check_model_fit(model: Any, samplers: dict[str, type[Sampler]]) -> None:
+    """Refuse samplers (method name -> class) whose assumption `model` breaks: those that fit
+    the codes `encode` gives (`fits_posterior`) on a model whose decoder takes other codes (an
+    adapter's `posterior_note`: pythae's flow posteriors), and those that draw N(0, I) prior
+    codes (`draws_prior`) on a model with another prior (an adapter's `prior_note`: VAMP)."""
+    source = getattr(model, "source", "this model")
+    posterior_note = getattr(model, "posterior_note", None)
+    fitting = [name for name, sampler in samplers.items() if sampler.fits_posterior]
+    if posterior_note and fitting:
         raise InputError(
-            f"{', '.join(methods)} cannot be fitted on {getattr(model, 'source', 'this model')}: "
-            f"they fit the codes its encoder gives, but {note}; choose other methods, e.g. "
-            "temperature,match."
+            f"{', '.join(fitting)} cannot be fitted on {source}: they fit the codes its encoder "
+            f"gives, but {posterior_note}; choose other methods, e.g. temperature,match."
+        )
+    prior_note = getattr(model, "prior_note", None)
+    drawing = [name for name, sampler in samplers.items() if sampler.draws_prior]
+    if prior_note and drawing:
+        raise InputError(
+            f"{', '.join(drawing)} cannot be fitted on {source}: they draw N(0, I) prior codes, "
+            f"but {prior_note}."
         )
 
 
@@ -72,9 +82,10 @@ class Sampler(ABC):
     """
 
     name: ClassVar[str] = ""
-    # True for samplers fitted on the codes `encode` gives (mu, logvar): refused on a model whose
-    # decoder takes other codes (a flow posterior, `posterior_note`; see `refuse_posterior_fit`)
+    # What a sampler assumes of the model (`check_model_fit` refuses a model that breaks it):
+    # fitted on the codes `encode` gives (mu, logvar), or drawing N(0, I) prior codes.
     fits_posterior: ClassVar[bool] = False
+    draws_prior: ClassVar[bool] = False
 
     def __init__(self, seed: int = 0, batch_size: int = 1024) -> None:
         self.seed = int(seed)
@@ -98,8 +109,7 @@ class Sampler(ABC):
     # -- fitting -----------------------------------------------------------------------------
     def fit(self, model: nn.Module, train_images: Any) -> Sampler:
         """Fit on a trained VAE and its training images (ImageSet, tensor or array)."""
-        if self.fits_posterior:
-            refuse_posterior_fit(model, [self.name])
+        check_model_fit(model, {self.name: type(self)})
         images = training_images(train_images)
         self.attach(model, check=False)
         self.image_shape = tuple(int(s) for s in images.shape[1:])

@@ -38,6 +38,7 @@ class MatchSampler(Sampler):
     """
 
     name = "match"
+    draws_prior = True  # N(0, I) codes, their images matched to the data's moments
 
     def __init__(
         self,

@@ -10,7 +10,7 @@ from typing import Any
 
 from varloss._registry import Registry
 from varloss.errors import InputError
-from varloss.samplers.base import SAMPLERS, Sampler, refuse_posterior_fit
+from varloss.samplers.base import SAMPLERS, Sampler, check_model_fit
 
 # name -> (sampler registry name, constructor overrides). Two-stage variants share one fit.
 METHODS: Registry[tuple[str, dict[str, Any]]] = Registry(
@@ -51,7 +51,6 @@ def parse_methods(method: str) -> list[str]:
 
 
 def check_methods_fit(methods: list[str], model: Any) -> None:
-    """Refuse, before anything is fitted, the methods whose sampler fits the codes `encode`
-    gives when the model's decoder takes other codes (`refuse_posterior_fit`)."""
-    fitting = [name for name in methods if SAMPLERS[METHODS[name][0]].fits_posterior]
-    refuse_posterior_fit(model, fitting)
+    """Refuse, before anything is fitted, the methods whose sampler assumes what the model
+    breaks (`check_model_fit`: codes from its encoder, or an N(0, I) prior)."""
+    check_model_fit(model, {name: SAMPLERS[METHODS[name][0]] for name in methods})

@@ -14,6 +14,7 @@ class PriorSampler(Sampler):
     """z ~ N(0, I) decoded: the plain VAE sampler (the baseline)."""
 
     name = "prior"
+    draws_prior = True
 
     def _fit(self, model: nn.Module, images: torch.Tensor) -> None:
         pass  # nothing to learn: the prior is fixed

@@ -31,6 +31,7 @@ class TemperatureSampler(Sampler):
     """
 
     name = "temperature"
+    draws_prior = True  # tau * N(0, I) codes
 
     def __init__(
         self,

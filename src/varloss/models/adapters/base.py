@@ -11,7 +11,8 @@ What `measure_model`, the samplers and `correct` use of a model, and nothing mor
   `dataset_limit` (the data the model folder names, or None) and `generates_images` (False when
   prior samples are not meant to be images, with `generation_note` saying why), and
   `posterior_note` (None when encode's Gaussian describes the codes `decode` takes; else why not,
-  e.g. a posterior with a normalizing flow: tools that fit those codes refuse such a model).
+  e.g. a posterior with a normalizing flow) and `prior_note` (None when the prior is N(0, I);
+  else what it is, which `sample` draws): samplers that assume otherwise refuse such a model.
 
 Images cross the boundary in varloss's one convention, [0, 1]: an adapter maps them to the
 model's `value_range` on the way in and back on the way out, so a [-1, 1] model is measured
@@ -60,6 +61,7 @@ class ModelAdapter:
         dataset_limit: int | None = None,
         generation_note: str | None = None,
         posterior_note: str | None = None,
+        prior_note: str | None = None,
         batch_size: int | None = None,
     ) -> None:
         low, high = (float(v) for v in value_range)
@@ -77,6 +79,7 @@ class ModelAdapter:
         self.dataset_limit = dataset_limit  # the training images it says were used (None: all)
         self.generation_note = generation_note
         self.posterior_note = posterior_note  # None: decode takes draws of encode's Gaussian
+        self.prior_note = prior_note  # None: the prior is N(0, I), what `_prior_codes` draws
         self.batch_size = None if batch_size is None else int(batch_size)
         self.module.eval()
 
@@ -241,6 +244,7 @@ class ModelAdapter:
             "dataset": self.dataset,
             "generates_images": self.generates_images,
             "posterior_note": self.posterior_note,
+            "prior_note": self.prior_note,
             "device": str(self.device),
         }
 

@@ -8,8 +8,9 @@ model is refused by name, before anything is unpickled:
   MSSSIM_VAE, IWAE, CIWAE, MIWAE, PIWAE, VAEGAN, Adversarial_AE, VAMP): encode gives the
   encoder's (embedding, log_covariance), a posterior draw is mu + exp(logvar / 2) * eps, decode is
   the decoder's `reconstruction`, and prior samples are decoded N(0, I) codes, as pythae's
-  `NormalSampler` draws them. VAMP's prior is a VampPrior, not N(0, I): it is measured on
-  reconstructions only.
+  `NormalSampler` draws them. VAMP's prior is a VampPrior: its samples are decoded codes of the
+  equal-weight mixture of the encoder's posteriors at its learned pseudo-inputs, the density it
+  was trained with (`prior_note`: `correct`, whose remedies draw N(0, I) codes, refuses it).
 - **Flow posterior** (VAE_IAF, VAE_LinNF): the decoder was trained on z_K = flow(z0), the Gaussian
   draw z0 = mu + sigma * eps pushed through the model's inverse autoregressive flow (`iaf_flow`)
   or its planar/radial flows (`net`), so every code drawn from the posterior goes through the
@@ -77,8 +78,26 @@ POSTERIOR_FLOWS: dict[str, tuple[Callable[[torch.nn.Module, torch.Tensor], torch
     "VAE_IAF": (_inverse_autoregressive_flow, "an inverse autoregressive flow"),
     "VAE_LinNF": (_linear_flows, "planar/radial flows"),
 }
-# Models whose prior is not N(0, I): measured on reconstructions only.
-OTHER_PRIORS = {"VAMP": "a VampPrior"}
+
+
+def _vamp_prior_codes(
+    model: torch.nn.Module, n: int, generator: torch.Generator | None, device: torch.device
+) -> torch.Tensor:
+    """n codes of VAMP's prior: the mixture, with equal weights, of the encoder's posteriors at
+    its learned pseudo-inputs (the density VAMP._log_p_z trains with)."""
+    components = model.number_components
+    pseudo = model.pseudo_inputs(model.idle_input.to(next(model.parameters()).device))
+    posterior = model.encoder(pseudo.reshape(components, *model.model_config.input_dim))
+    mu, logvar = (posterior[key].to(device) for key in ("embedding", "log_covariance"))
+    chosen = torch.randint(components, (n,), generator=generator, device=device)
+    eps = torch.randn(n, mu.shape[1], generator=generator, device=device, dtype=mu.dtype)
+    return mu[chosen] + torch.exp(0.5 * logvar[chosen]) * eps
+
+
+# Models whose prior is not N(0, I): how to draw it, and how a note names it.
+OTHER_PRIORS: dict[str, tuple[Callable[..., torch.Tensor], str]] = {
+    "VAMP": (_vamp_prior_codes, "a VampPrior (a mixture of its posteriors at pseudo-inputs)"),
+}
 _DETERMINISTIC = "is a deterministic auto-encoder, with no posterior to draw codes from"
 _NOT_AUTOENCODER = "is a normalizing flow or autoregressive model, not an auto-encoder"
 REFUSED = {
@@ -105,16 +124,20 @@ class PythaeAdapter(ModelAdapter):
     kind = "pythae"
 
     def __init__(self, module: torch.nn.Module, *, input_dim: tuple[int, ...], **options) -> None:
-        flow = POSTERIOR_FLOWS.get(getattr(module, "model_name", ""))
+        name = getattr(module, "model_name", "")
+        flow, prior = POSTERIOR_FLOWS.get(name), OTHER_PRIORS.get(name)
         if flow is not None:
             options.setdefault(
                 "posterior_note",
-                f"pythae {module.model_name} decodes its posterior draws after {flow[1]}, so "
-                "its encoder's (mu, logvar) do not describe the codes its decoder takes",
+                f"pythae {name} decodes its posterior draws after {flow[1]}, so its encoder's "
+                "(mu, logvar) do not describe the codes its decoder takes",
             )
+        if prior is not None:
+            options.setdefault("prior_note", f"pythae {name} has {prior[1]} as its prior")
         super().__init__(module, **options)
         self.input_dim = input_dim  # the shape pythae's encoder takes, per sample
         self.flow = None if flow is None else flow[0]
+        self.prior = None if prior is None else prior[0]
 
     def _encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         output = self.module.encoder(x.reshape(x.shape[0], *self.input_dim))
@@ -122,6 +145,13 @@ class PythaeAdapter(ModelAdapter):
 
     def _posterior_flow(self, z0: torch.Tensor) -> torch.Tensor:
         return z0 if self.flow is None else self.flow(self.module, z0)
+
+    def _prior_codes(
+        self, n: int, generator: torch.Generator | None, device: torch.device
+    ) -> torch.Tensor:
+        if self.prior is None:
+            return super()._prior_codes(n, generator, device)
+        return self.prior(self.module, n, generator, device)
 
     def _decode(self, z: torch.Tensor) -> torch.Tensor:
         images = self.module.decoder(z)["reconstruction"]
@@ -253,7 +283,6 @@ def load_pythae(
             f"pythae {model.model_name} in {folder} has an encoder that returns no "
             "log_covariance; varloss needs its Gaussian posterior (embedding, log_covariance)."
         )
-    other_prior = OTHER_PRIORS.get(model.model_name)
     return PythaeAdapter(
         model,
         input_dim=input_dim,
@@ -261,9 +290,5 @@ def load_pythae(
         image_shape=image_shape,
         latent_shape=(int(model.model_config.latent_dim),),
         value_range=value_range,
-        generation_note=None
-        if other_prior is None
-        else f"pythae {model.model_name} has {other_prior} as its prior, not N(0, I), which "
-        "varloss does not sample",
         batch_size=batch_size,
     )
