@@ -119,7 +119,8 @@ REFUSED = {
 
 class PythaeAdapter(ModelAdapter):
     """A loaded pythae model; its inputs are reshaped to its `input_dim`, outputs to images,
-    and posterior draws pushed through its flow where it has one."""
+    posterior draws pushed through its flow where it has one (VAE_IAF, VAE_LinNF) and prior
+    codes drawn from its own prior where that is not N(0, I) (VAMP)."""
 
     kind = "pythae"
 
