@@ -227,7 +227,7 @@ def test_correct_on_a_flow_posterior_fits_only_prior_code_remedies(
     assert code == 2 and not out.exists(), err
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and "two-stage-spherical, gmm cannot be fitted on" in err, err
-    quick = ["--method", "temperature", "--no-fid", "--n-samples", "200", "--no-report"]
+    quick = ["--method", "temperature", "--fid", "off", "--n-samples", "200", "--no-report"]
     code, _, err = invoke(monkeypatch, capsys, *common, *quick)
     assert code == 0, err
     report = json.loads((out / "report.json").read_text())
