@@ -1,4 +1,5 @@
-"""The VarianceLoss torchmetrics Metric: equals measure(); merges across 2 gloo processes."""
+"""The VarianceLoss torchmetrics Metric: equals measure(); merges across 2 gloo processes; a
+sibling of VarianceSpectrum over one moment base, both merging across simulated ranks."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import torch
 import torch.multiprocessing as mp
 
 import varloss
-from varloss.variance import VarianceLoss
+from varloss.variance import VarianceLoss, VarianceSpectrum
+from varloss.variance.moment_metric import MomentMetric
 
 KEYS = (
     "var_real",
@@ -66,6 +68,47 @@ def test_mixing_paired_and_unpaired_updates_is_refused() -> None:
     metric.update(real[:10], reconstructed[:10])
     with pytest.raises(ValueError, match="every update or in none"):
         metric.update(real[10:20])
+
+
+def _simulated_gather(ranks: list) -> object:
+    """A stand-in for torch.distributed's all-gather among `ranks` (metrics in one process): each
+    state of the calling metric comes back as that state of every rank, in rank order."""
+
+    def gather(tensor: torch.Tensor, group=None) -> list[torch.Tensor]:
+        caller = next(rank for rank in ranks if any(v is tensor for v in rank._states().values()))
+        name = next(key for key, value in caller._states().items() if value is tensor)
+        return [getattr(rank, name) for rank in ranks]
+
+    return gather
+
+
+def test_loss_and_spectrum_are_siblings_that_merge_across_simulated_ranks() -> None:
+    real, reconstructed, generated = _data()
+    loss, spectrum = VarianceLoss(), VarianceSpectrum(bands=3)
+    assert isinstance(loss, MomentMetric) and isinstance(spectrum, MomentMetric)
+    assert not isinstance(loss, VarianceSpectrum) and not isinstance(spectrum, VarianceLoss)
+    whole = varloss.measure(real.numpy(), reconstructed.numpy(), generated.numpy(), spectrum=3)
+    for kind in (VarianceLoss, lambda: VarianceSpectrum(bands=3)):
+        ranks = [kind(), kind()]
+        for rank, metric in enumerate(ranks):  # uneven shards: 151 and 150 real images
+            part = slice(rank, None, 2)
+            metric.update(real[part], reconstructed[part], generated[part])
+        alone = type(ranks[0]).compute(ranks[0])  # rank 0's shard only, before the gather
+        merged = ranks[0].sync_compute(
+            dist_sync_fn=_simulated_gather(ranks), distributed_available=lambda: True
+        )
+        after = type(ranks[0]).compute(ranks[0])  # the local states are back after the gather
+        if isinstance(ranks[0], VarianceLoss):
+            assert merged["n_real"] == 301 and alone["n_real"] == after["n_real"] == 151
+            for key in KEYS:
+                assert merged[key] == pytest.approx(getattr(whole, key), rel=1e-12), key
+            assert abs(alone["mse"] - whole.mse) > 1e-6  # the gather changed the answer
+        else:
+            for key in ("var_real", "var_generated", "mse", "bias2", "cov_term"):
+                got = [band[key] for band in merged["bands"]]
+                want = [band[key] for band in whole.spectrum["bands"]]
+                assert got == pytest.approx(want, rel=1e-11), key
+            assert after == alone
 
 
 def _free_port() -> int:

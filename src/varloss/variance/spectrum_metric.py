@@ -5,9 +5,10 @@
         metric.update(x, reconstructed=model.reconstruct(x), generated=model.sample(len(x)))
     metric.compute()  # the `spectrum` object of `varloss.variance.spectrum`
 
-It is `VarianceLoss` on the frequency features (`varloss.variance.fourier`, each batch's moments
-computed the way `measure` does): the same float64 moment states, gathered and merged with Chan's
-formula under torch.distributed, so the bands equal the single-process ones (to rounding).
+A sibling of `VarianceLoss` over the same moment base (`MomentMetric`): the same float64 moment
+states, `update`, merge and gather (Chan's formula under torch.distributed, so the bands equal the
+single-process ones, to rounding), taken over the frequency features (`varloss.variance.fourier`,
+each batch's moments computed the way `measure` does); its own `compute` gives the spectrum.
 Batches must be images (N x C x H x W or N x H x W).
 """
 
@@ -19,11 +20,11 @@ import torch
 
 from varloss.stats import MomentAccumulator, PairedMomentAccumulator
 from varloss.variance.fourier import moments, paired_moments
-from varloss.variance.metric import VarianceLoss
+from varloss.variance.moment_metric import MomentMetric
 from varloss.variance.spectrum import DEFAULT_BANDS, check_bands, image_shape, spectrum_from_moments
 
 
-class VarianceSpectrum(VarianceLoss):
+class VarianceSpectrum(MomentMetric):
     """The variance, variance losses and MSE terms of real, reconstructed and generated images,
     split by radial spatial frequency band."""
 
@@ -44,7 +45,7 @@ class VarianceSpectrum(VarianceLoss):
     ) -> PairedMomentAccumulator:
         return paired_moments(real, reconstructed, self._shape(real))
 
-    def compute(self) -> dict[str, Any]:  # type: ignore[override]
+    def compute(self) -> dict[str, Any]:
         """The `spectrum` object (edges, bands, totals, high_frequency_share, ...)."""
         return self.spectrum()
 
@@ -56,12 +57,3 @@ class VarianceSpectrum(VarianceLoss):
         return spectrum_from_moments(
             self.shape, real, paired, generated if generated.count else None, self.bands
         )
-
-    def sync_compute(self) -> dict[str, Any]:
-        """`compute` after gathering every rank's states (when torch.distributed runs)."""
-        self.sync()  # a no-op outside torch.distributed
-        try:
-            return self.spectrum()
-        finally:
-            if self._is_synced:
-                self.unsync()
