@@ -1,7 +1,8 @@
 """VAE model zoo: a common interface (`VAE`), one file per family, and a registry.
 
 Families: dense (Chollet's Keras VAE by default), conv, resnet, draw (Gregor et al. 2015) and
-convdraw (GQN-like convolutional DRAW). `create_model`, `save_model` and `load_model` are the
+convdraw (GQN-like convolutional DRAW), the last two over one iterative base
+(`models.iterative`: the loop they share). `create_model`, `save_model` and `load_model` are the
 entry points; `MODEL_FAMILIES` maps family names to classes; `parse_settings` and
 `check_hyper` read hyper-parameters and check them against a family's config types. Your own
 families register with `@register` and are found through `load_plugins` (`models.registry`).

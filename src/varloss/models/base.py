@@ -3,9 +3,10 @@
 A family subclasses `ModelConfig` (adding its hyper-parameters) and `VAE` (implementing `encode`
 and `decode_logits`; every decoder ends in a sigmoid, which `decode` applies, so the Bernoulli
 loss can be computed from the logits: exact and cheaper than on probabilities). Iterative
-families whose posterior depends on the decoder state (DRAW) override `forward` too; their
-`encode` then follows the deterministic path z_t = mu_t, so that `decode(encode(x)[0])` is
-exactly the model's reconstruction.
+families whose posterior depends on the decoder state (DRAW, ConvDRAW) override `forward` too,
+through their shared base `varloss.models.iterative.IterativeVAE`; their `encode` then follows the
+deterministic path z_t = mu_t, so that `decode(encode(x)[0])` is exactly the model's
+reconstruction.
 
 Two reconstruction protocols: `mean` is decode(mu), the deterministic reconstruction; `sample`
 is decode(mu + sigma * eps) with one standard-normal draw per image, as the training loss (and

@@ -12,7 +12,9 @@ by strided convolutions into feature maps x_f once, then for T steps
 and x_hat = sigmoid(upsampler(u)), where the upsampler is a stack of stride-2 transposed
 convolutions back to full resolution. Each z_t is a latent feature map (latent_channels x side x
 side) with a N(0, I) prior; the flat latent is the concatenation over steps (latent_dim = T x
-channels x side^2) and the KL is summed over steps. `encode` follows z_t = mu_t.
+channels x side^2) and the KL is summed over steps. `encode` follows z_t = mu_t. The loop is the
+iterative base's, shared with DRAW (`varloss.models.iterative`); this module holds the cells, the
+embedding, the posterior and canvas convolutions and the upsampler.
 Default loss: bernoulli, like the DRAW family, so the two iterative models compare directly.
 """
 
@@ -27,9 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from varloss.errors import InputError
-from varloss.losses import gaussian_kl
-from varloss.models.base import VAE, LossTerms, ModelConfig
-from varloss.models.draw import auto_steps
+from varloss.models.iterative import IterativeConfig, IterativeVAE, State
 from varloss.models.registry import register
 
 __all__ = ["ConvDrawConfig", "ConvDrawVAE", "ConvLSTMCell"]
@@ -41,15 +41,15 @@ def _auto_latent_side(per_step: int, most: int) -> int:
 
 
 @dataclass
-class ConvDrawConfig(ModelConfig):
+class ConvDrawConfig(IterativeConfig):
     """`scale` (a power of two) divides the image side to give the working resolution.
     `steps=0` picks the largest divisor of latent_dim up to 8; `latent_side=0` picks the largest
     side whose square divides the per-step latent size (at most the working side)."""
 
     family: ClassVar[str] = "convdraw"
     default_loss: ClassVar[str] = "bernoulli"
+    most_steps: ClassVar[int] = 8
 
-    steps: int = 0
     scale: int = 4
     hidden_channels: int = 32
     canvas_channels: int = 32
@@ -65,12 +65,6 @@ class ConvDrawConfig(ModelConfig):
             raise InputError(
                 f"convdraw scale must be a power of two dividing the image sides "
                 f"{height} x {width}, got {scale}."
-            )
-        if not self.steps:
-            self.steps = auto_steps(self.latent_dim, 8)
-        if self.steps < 1 or self.latent_dim % self.steps:
-            raise InputError(
-                f"convdraw steps must divide latent_dim {self.latent_dim}, got {self.steps}."
             )
         per_step = self.latent_dim // self.steps
         working_side = min(height, width) // scale
@@ -116,7 +110,7 @@ class ConvLSTMCell(nn.Module):
 
 
 @register
-class ConvDrawVAE(VAE):
+class ConvDrawVAE(IterativeVAE):
     """Conv-LSTM encoder/decoder refining a low-resolution canvas; latent feature maps."""
 
     config_class = ConvDrawConfig
@@ -125,7 +119,6 @@ class ConvDrawVAE(VAE):
     def __init__(self, config: ConvDrawConfig) -> None:
         super().__init__(config)
         channels, height, width = self.image_shape
-        self.steps = config.steps
         self.working_shape = (height // config.scale, width // config.scale)
         self.latent_shape = (config.latent_channels, config.latent_side, config.latent_side)
         halvings = int(math.log2(config.scale))
@@ -162,69 +155,38 @@ class ConvDrawVAE(VAE):
             up.append(nn.Conv2d(previous, channels, 3, padding=1))
         self.upsampler = nn.Sequential(*up)
 
+    @property
+    def code_shape(self) -> tuple[int, ...]:
+        return self.latent_shape
+
     def _zeros(self, n: int, channels: int, like: torch.Tensor) -> torch.Tensor:
         return like.new_zeros(n, channels, *self.working_shape)
 
+    def _context(self, x: torch.Tensor) -> torch.Tensor:
+        return self.embed(x)  # the feature maps x_f, once per batch
+
+    def _initial_states(self, n: int, like: torch.Tensor) -> tuple[State, State, torch.Tensor]:
+        hidden = self.config.hidden_channels
+        encoder_state = (self._zeros(n, hidden, like), self._zeros(n, hidden, like))
+        decoder_state = (self._zeros(n, hidden, like), self._zeros(n, hidden, like))
+        return encoder_state, decoder_state, self._zeros(n, self.config.canvas_channels, like)
+
+    def _encoder_step(
+        self, context: torch.Tensor, encoder_state: State, h_dec: torch.Tensor, canvas: torch.Tensor
+    ) -> tuple[State, torch.Tensor, torch.Tensor]:
+        encoder_state = self.encoder_cell(torch.cat([context, h_dec, canvas], 1), encoder_state)
+        posterior = F.adaptive_avg_pool2d(
+            self.to_posterior(encoder_state[0]), self.latent_shape[1:]
+        )
+        mu, logvar = posterior.chunk(2, dim=1)
+        return encoder_state, mu, logvar
+
     def _decoder_step(
-        self,
-        z_map: torch.Tensor,
-        state: tuple[torch.Tensor, torch.Tensor],
-        canvas: torch.Tensor,
-    ) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
-        z_up = F.interpolate(z_map, size=self.working_shape, mode="nearest")
-        state = self.decoder_cell(z_up, state)
-        return state, canvas + self.to_canvas(state[0])
+        self, z_t: torch.Tensor, decoder_state: State, canvas: torch.Tensor
+    ) -> tuple[State, torch.Tensor]:
+        z_up = F.interpolate(z_t, size=self.working_shape, mode="nearest")
+        decoder_state = self.decoder_cell(z_up, decoder_state)
+        return decoder_state, canvas + self.to_canvas(decoder_state[0])
 
-    def _run(
-        self, x: torch.Tensor, sample: bool, noise: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(mu, logvar) flattened and concatenated over steps, and the logits of x_hat; with
-        `sample`, z_t is drawn along the sampled path (eps_t: step t's slice of `noise`)."""
-        self.check_images(x)
-        n = x.shape[0]
-        hidden = self.config.hidden_channels
-        features = self.embed(x)
-        encoder_state = (self._zeros(n, hidden, x), self._zeros(n, hidden, x))
-        decoder_state = (self._zeros(n, hidden, x), self._zeros(n, hidden, x))
-        canvas = self._zeros(n, self.config.canvas_channels, x)
-        mus, logvars = [], []
-        step_noise = [None] * self.steps if noise is None else noise.chunk(self.steps, dim=1)
-        for eps in step_noise:
-            encoder_input = torch.cat([features, decoder_state[0], canvas], dim=1)
-            encoder_state = self.encoder_cell(encoder_input, encoder_state)
-            posterior = F.adaptive_avg_pool2d(
-                self.to_posterior(encoder_state[0]), self.latent_shape[1:]
-            )
-            mu, logvar = posterior.chunk(2, dim=1)
-            z = self.reparameterize(mu, logvar, eps) if sample else mu
-            decoder_state, canvas = self._decoder_step(z, decoder_state, canvas)
-            mus.append(mu.flatten(1))
-            logvars.append(logvar.flatten(1))
-        return torch.cat(mus, 1), torch.cat(logvars, 1), self.upsampler(canvas)
-
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mu, logvar, _ = self._run(x, sample=False)
-        return mu, logvar
-
-    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
-        self.check_codes(z)
-        n = z.shape[0]
-        hidden = self.config.hidden_channels
-        state = (self._zeros(n, hidden, z), self._zeros(n, hidden, z))
-        canvas = self._zeros(n, self.config.canvas_channels, z)
-        for z_t in z.view(n, self.steps, *self.latent_shape).unbind(dim=1):
-            state, canvas = self._decoder_step(z_t, state, canvas)
+    def _logits(self, canvas: torch.Tensor) -> torch.Tensor:
         return self.upsampler(canvas)
-
-    @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
-        """decode(mu) along the deterministic path; with `noise`, the canvas of the path sampled
-        step by step as in training (each step's posterior depends on the codes before it)."""
-        if noise is None:
-            return super().reconstruct(x)
-        self.check_noise(x, noise)
-        return torch.sigmoid(self._run(x, sample=True, noise=noise)[2])
-
-    def forward(self, x: torch.Tensor) -> LossTerms:
-        mu, logvar, logits = self._run(x, sample=True)
-        return self.loss_terms(x, logits, gaussian_kl(mu, logvar))

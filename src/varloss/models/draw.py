@@ -12,7 +12,9 @@ An LSTM encoder and an LSTM decoder refine a canvas over T steps. At step t:
 and x_hat = sigmoid(c_T). The prior of every z_t is N(0, I), so the flat latent is the
 concatenation [z_1, ..., z_T] (latent_dim = T * per-step size) and the KL is summed over steps.
 Because the posterior at step t depends on the decoder's state, `encode` follows the
-deterministic path z_t = mu_t, so `decode(encode(x)[0])` is the model's reconstruction.
+deterministic path z_t = mu_t, so `decode(encode(x)[0])` is the model's reconstruction. That
+loop (encode, decode, reconstruct, forward) is the iterative base's, shared with ConvDRAW
+(`varloss.models.iterative`); this module holds what is DRAW's: its cells, read and write.
 
 Attention uses separable Gaussian filterbanks: `write_attention` draws M x M patches (on by
 default for 28 x 28 images, as in the paper's MNIST model; off otherwise), `read_attention`
@@ -34,28 +36,21 @@ import torch
 from torch import nn
 
 from varloss.errors import InputError
-from varloss.losses import gaussian_kl
-from varloss.models.base import VAE, LossTerms, ModelConfig
+from varloss.models.iterative import IterativeConfig, IterativeVAE, State, auto_steps
 from varloss.models.registry import register
 
 __all__ = ["DrawConfig", "DrawVAE", "auto_steps"]
 
 
-def auto_steps(latent_dim: int, most: int) -> int:
-    """The largest number of steps <= `most` that divides latent_dim (so each step gets an
-    equal share of the latent)."""
-    return max(t for t in range(1, most + 1) if latent_dim % t == 0)
-
-
 @dataclass
-class DrawConfig(ModelConfig):
+class DrawConfig(IterativeConfig):
     """`steps=0` picks the largest divisor of latent_dim up to 10; `write_attention=None` turns
     it on for 28 x 28 images. Both are resolved at construction, so a saved config is explicit."""
 
     family: ClassVar[str] = "draw"
     default_loss: ClassVar[str] = "bernoulli"
+    most_steps: ClassVar[int] = 10
 
-    steps: int = 0
     hidden: int = 256
     write_attention: bool | None = None
     read_attention: bool = False
@@ -64,13 +59,6 @@ class DrawConfig(ModelConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.steps:
-            self.steps = auto_steps(self.latent_dim, 10)
-        if self.steps < 1 or self.latent_dim % self.steps:
-            raise InputError(
-                f"draw steps must divide latent_dim {self.latent_dim} (each step gets an equal "
-                f"share), got steps={self.steps}."
-            )
         if self.write_attention is None:
             self.write_attention = tuple(self.image_shape[1:]) == (28, 28)
         self.write_attention = bool(self.write_attention)
@@ -127,7 +115,7 @@ class GaussianAttention(nn.Module):
 
 
 @register
-class DrawVAE(VAE):
+class DrawVAE(IterativeVAE):
     """DRAW with optional Gaussian read/write attention and per-step latents."""
 
     config_class = DrawConfig
@@ -136,7 +124,6 @@ class DrawVAE(VAE):
     def __init__(self, config: DrawConfig) -> None:
         super().__init__(config)
         channels, height, width = self.image_shape
-        self.steps = config.steps
         self.step_dim = self.latent_dim // self.steps
         hidden = config.hidden
         if config.read_attention:
@@ -175,59 +162,26 @@ class DrawVAE(VAE):
         patch = patch.view(-1, self.image_shape[0], size, size)
         return self.writer.write(patch, fy, fx) / gamma.view(-1, 1, 1, 1)
 
-    def _zero_state(self, n: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    @property
+    def code_shape(self) -> tuple[int, ...]:
+        return (self.step_dim,)
+
+    def _initial_states(self, n: int, like: torch.Tensor) -> tuple[State, State, torch.Tensor]:
         zeros = like.new_zeros(n, self.config.hidden)
-        return zeros, zeros
+        return (zeros, zeros), (zeros, zeros), like.new_zeros(n, *self.image_shape)
 
-    def _run(
-        self, x: torch.Tensor, sample: bool, noise: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Encoder and decoder together: (mu, logvar) concatenated over steps, and the final
-        canvas (the logits of x_hat). With `sample`, z_t = mu_t + sigma_t * eps_t along the
-        sampled path, eps_t from step t's slice of `noise` (N x latent_dim) or the global RNG."""
-        self.check_images(x)
-        n = x.shape[0]
-        encoder_state = self._zero_state(n, x)
-        h_dec, c_dec = self._zero_state(n, x)
-        canvas = torch.zeros_like(x)
-        mus, logvars = [], []
-        step_noise = [None] * self.steps if noise is None else noise.chunk(self.steps, dim=1)
-        for eps in step_noise:
-            x_err = x - torch.sigmoid(canvas)
-            read = self._read(x, x_err, h_dec)
-            encoder_state = self.encoder_cell(torch.cat([read, h_dec], 1), encoder_state)
-            mu, logvar = self.to_posterior(encoder_state[0]).chunk(2, dim=1)
-            z = self.reparameterize(mu, logvar, eps) if sample else mu
-            h_dec, c_dec = self.decoder_cell(z, (h_dec, c_dec))
-            canvas = canvas + self._write(h_dec)
-            mus.append(mu)
-            logvars.append(logvar)
-        return torch.cat(mus, 1), torch.cat(logvars, 1), canvas
+    def _encoder_step(
+        self, context: torch.Tensor, encoder_state: State, h_dec: torch.Tensor, canvas: torch.Tensor
+    ) -> tuple[State, torch.Tensor, torch.Tensor]:
+        x = context  # the images: DRAW reads them and the error of the canvas at every step
+        x_err = x - torch.sigmoid(canvas)
+        read = self._read(x, x_err, h_dec)
+        encoder_state = self.encoder_cell(torch.cat([read, h_dec], 1), encoder_state)
+        mu, logvar = self.to_posterior(encoder_state[0]).chunk(2, dim=1)
+        return encoder_state, mu, logvar
 
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mu, logvar, _ = self._run(x, sample=False)
-        return mu, logvar
-
-    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
-        self.check_codes(z)
-        n = z.shape[0]
-        state = self._zero_state(n, z)
-        canvas = z.new_zeros(n, *self.image_shape)
-        for z_t in z.view(n, self.steps, self.step_dim).unbind(dim=1):
-            state = self.decoder_cell(z_t, state)
-            canvas = canvas + self._write(state[0])
-        return canvas
-
-    @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
-        """decode(mu) along the deterministic path; with `noise`, the canvas of the path sampled
-        step by step as in training (not decode(mu + sigma * noise) of the deterministic path's
-        mu and sigma: the posterior at step t depends on the codes drawn before it)."""
-        if noise is None:
-            return super().reconstruct(x)
-        self.check_noise(x, noise)
-        return torch.sigmoid(self._run(x, sample=True, noise=noise)[2])
-
-    def forward(self, x: torch.Tensor) -> LossTerms:
-        mu, logvar, logits = self._run(x, sample=True)
-        return self.loss_terms(x, logits, gaussian_kl(mu, logvar))
+    def _decoder_step(
+        self, z_t: torch.Tensor, decoder_state: State, canvas: torch.Tensor
+    ) -> tuple[State, torch.Tensor]:
+        decoder_state = self.decoder_cell(z_t, decoder_state)
+        return decoder_state, canvas + self._write(decoder_state[0])
