@@ -134,6 +134,15 @@ def _tiny_mnist(registered, files: dict[str, bytes], arrays) -> None:
     registered(DATASETS, "mnist", entry)
 
 
+def _visible(entry: Path) -> list[str]:
+    """The files of a cache entry, sorted, without hidden ones (its lock stays after a failure)."""
+    return (
+        sorted(p.name for p in entry.iterdir() if not p.name.startswith("."))
+        if entry.exists()
+        else []
+    )
+
+
 def test_mirrors_skip_a_corrupt_mirror_then_cache(
     server, tmp_path, monkeypatch, registered
 ) -> None:
@@ -149,8 +158,9 @@ def test_mirrors_skip_a_corrupt_mirror_then_cache(
     expected = arrays["test"][0].astype(np.float32)[:, None] / np.float32(255)
     np.testing.assert_array_equal(loaded.images.numpy(), expected)
     assert loaded.labels.tolist() == [0, 1, 2, 3]
-    cached = sorted(p.name for p in (tmp_path / "cache" / "mnist").iterdir())
+    cached = _visible(tmp_path / "cache" / "mnist")
     assert cached == [
+        "cache.json",
         "manifest.json",
         "test-images.npy",
         "test-labels.npy",
@@ -180,7 +190,7 @@ def test_arrays_failing_their_pins_are_discarded(
         load("mnist", "test", sources=("cache", "mirrors"), mirrors=[f"{base}/m/"])
     assert "do not match their pinned SHA-256" in capsys.readouterr().err
     entry_dir = tmp_path / "cache" / "mnist"
-    assert not entry_dir.exists() or list(entry_dir.iterdir()) == []
+    assert _visible(entry_dir) == []
 
 
 def test_unreachable_mirrors_give_one_clear_error(tmp_path, monkeypatch) -> None:
@@ -188,9 +198,7 @@ def test_unreachable_mirrors_give_one_clear_error(tmp_path, monkeypatch) -> None
     monkeypatch.setenv("VARLOSS_DATA_MIRRORS", f"http://127.0.0.1:{_closed_port()}/")
     with pytest.raises(InputError, match="fashion-mnist.*web mirrors.*data_path"):
         load("fashion-mnist", "test", sources=("cache", "mirrors"))
-    assert not (tmp_path / "cache" / "fashion-mnist").exists() or not any(
-        (tmp_path / "cache" / "fashion-mnist").iterdir()
-    )
+    assert _visible(tmp_path / "cache" / "fashion-mnist") == []
 
 
 def _patched(registered, name: str, files: dict[str, bytes], counts: dict[str, int]) -> None:

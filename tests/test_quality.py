@@ -258,7 +258,7 @@ def test_fid_caches_real_statistics_of_named_sets(tmp_path, monkeypatch) -> None
     assert not first["settings"]["real_statistics_cached"]
     assert second["settings"]["real_statistics_cached"]
     assert second["fid"] == first["fid"]
-    assert len(list((tmp_path / "fid-stats").glob("toy-test-*.safetensors"))) == 1
+    assert len(list((tmp_path / "fid-stats").glob("toy-test-*/statistics.safetensors"))) == 1
     changed = ImageSet(real.images * 0.9, None, "toy", "test")  # same name, other pixels
     assert not fid(changed, generated, features=nn.Flatten())["settings"]["real_statistics_cached"]
 

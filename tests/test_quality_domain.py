@@ -97,7 +97,7 @@ def test_availability_check_and_architecture_choice(tmp_path, monkeypatch) -> No
 
 
 def test_small_resnet_shapes() -> None:
-    from varloss.quality.domain import SmallResNet
+    from varloss.quality.domain_classifiers import SmallResNet
 
     for size in (32, 64):
         net = SmallResNet(3, size, 10)

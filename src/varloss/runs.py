@@ -12,11 +12,17 @@ Every pipeline (train, correct, study) writes its folder through `RunFolder`:
 
 Typed writers and readers: `write_json`/`read_json`, `write_csv`/`read_csv` (numbers parsed),
 `write_tensors`/`read_tensors` (safetensors: weights, sampler state), `write_arrays`/`read_arrays`
-(npz: maps), `write_torch`/`read_torch` (checkpoints, loaded with weights_only=True). Every
+(npz: maps), `write_array`/`read_array` (npy, memory-mapped: cached data sets),
+`write_torch`/`read_torch` (checkpoints, loaded with weights_only=True). Every
 reader checks what it reads against the manifest first (and `verify(name)` does it alone):
 a truncated or altered file gives one sentence naming the file and what to do, never a traceback
 and never a silently wrong number. Folders written before manifests existed have none; they are
 read unchecked.
+
+The caches (decoded data sets, domain classifiers, FID statistics) are folders of this kind too:
+a cache entry is a folder with a manifest, written under its lock (`lock(wait=...)`: a second
+process waits for the first instead of refusing), its record file recorded last, so an entry
+whose record is not in the manifest is incomplete; a damaged entry is `clear`ed and built again.
 
 This module is ground layer: it imports only errors, _io, _hashing and third-party libraries.
 """
@@ -144,20 +150,23 @@ class RunFolder:
         return self
 
     @contextlib.contextmanager
-    def lock(self) -> Iterator[RunFolder]:
+    def lock(self, wait: float = 0.0, *, reentrant: bool = False) -> Iterator[RunFolder]:
         """Hold the folder's lock for the block; another process (or another RunFolder of the same
-        folder) asking meanwhile gets InputError at once. The folder is created if needed, and
-        removed again if the block fails before writing anything into it."""
+        folder) asking meanwhile gets InputError at once, or after `wait` seconds (caches wait
+        for the process filling them). With `reentrant`, a block of the same thread that holds
+        the lock may take it again (a cache's read-then-repair paths). The folder is created if
+        needed, and removed again if the block fails before writing anything into it."""
         created = not self.path.exists()
         self.create()
         lock_path = self.path / LOCK_FILE
-        lock = FileLock(str(lock_path))
+        lock = FileLock(str(lock_path), is_singleton=reentrant)
         try:
-            lock.acquire(timeout=0)
+            lock.acquire(timeout=wait)
         except Timeout:
+            held = f"after {wait:g} s " if wait else ""
             raise InputError(
-                f"{self.path} is in use by another varloss process (lock {lock_path}); wait for "
-                "it or choose another --out."
+                f"{self.path} is in use by another varloss process {held}(lock {lock_path}); "
+                "wait for it or choose another --out."
             ) from None
         except OSError as error:
             raise InputError(
@@ -242,6 +251,12 @@ class RunFolder:
             np.savez(handle, **{k: np.asarray(v) for k, v in arrays.items()})
         return self.path / name
 
+    def write_array(self, name: str, array: Any, *, record: bool = True) -> Path:
+        """One array as .npy (no pickles): `read_array` can memory-map it (a data cache's sets)."""
+        with self.atomic_path(name, record=record) as tmp, tmp.open("wb") as handle:
+            np.save(handle, np.asarray(array), allow_pickle=False)
+        return self.path / name
+
     def write_torch(self, name: str, state: Any, *, record: bool = True) -> Path:
         """`torch.save(state)` (checkpoints: tensors, numbers, strings, lists, dicts)."""
         with self.atomic_path(name, record=record) as tmp:
@@ -252,6 +267,13 @@ class RunFolder:
         """Delete `name` (if present) and its manifest entry."""
         (self.path / name).unlink(missing_ok=True)
         self.forget(name)
+
+    def clear(self) -> None:
+        """Delete every file a seal covers, then the manifest (a damaged cache entry, before it is
+        built again); hidden files (the lock) and subfolders with a manifest of their own stay."""
+        for name in self.files():
+            (self.path / name).unlink(missing_ok=True)
+        (self.path / MANIFEST_FILE).unlink(missing_ok=True)
 
     # ------------------------------------------------------------------------------------------
     # Reading (checked against the manifest first)
@@ -308,6 +330,14 @@ class RunFolder:
                 return {key: data[key] for key in data.files}
         except Exception as error:  # noqa: BLE001 - zipfile, numpy and OS errors alike
             raise self._unreadable(name, "npz", error, advice) from None
+
+    def read_array(self, name: str, *, mmap: bool = True, advice: str | None = None) -> np.ndarray:
+        """The array of an .npy file (no pickles; memory-mapped with `mmap`), verified first."""
+        self.verify(name, required=True, advice=advice)
+        try:
+            return np.load(self.path / name, mmap_mode="r" if mmap else None, allow_pickle=False)
+        except Exception as error:  # noqa: BLE001 - numpy and OS errors alike
+            raise self._unreadable(name, "npy", error, advice) from None
 
     def read_torch(self, name: str, *, advice: str | None = None) -> Any:
         """A `torch.save` file loaded with weights_only=True on the CPU, verified first."""

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from varloss._hashing import sha256_arrays
-from varloss.data.cache import data_dir, entry_lock, load_split, read_manifest, say, store
+from varloss.data.cache import data_dir, entry_lock, load_split, read_record, say, store, upgrade
 from varloss.data.catalogue import DATASETS, SOURCE_KINDS, Dataset, check_split
 from varloss.data.download import DownloadError
 from varloss.data.sources import Arrays, Producer, SourceError, sources_for
@@ -134,7 +134,7 @@ def ensure(
     def cached() -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]] | None:
         if "cache" not in kinds:
             return None
-        manifest = read_manifest(entry)
+        manifest = read_record(entry)
         if manifest is None:
             return None
         # Pinned sets are identical whatever their source; others must come from the given path.
@@ -146,6 +146,7 @@ def ensure(
     if hit is not None:
         return hit
     with entry_lock(entry):
+        upgrade(entry)  # an entry of an older varloss is moved to the current layout
         hit = cached()  # another process may have filled it while we waited
         if hit is not None:
             return hit

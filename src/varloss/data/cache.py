@@ -1,8 +1,14 @@
 """The on-disk cache: decoded uint8 arrays as .npy (memory-mapped on load), verified by SHA-256.
 
-Layout: `data_dir()/<entry>/{split}-images.npy`, `{split}-labels.npy` and `manifest.json`, which is
-written last and records the SHA-256 of every array, so an entry without a manifest is incomplete.
-Writers hold a file lock on the entry, so concurrent processes never interleave their writes.
+A cache entry is a run-folder-layer folder (`varloss.runs.RunFolder`):
+`data_dir()/<entry>/{split}-images.npy`, `{split}-labels.npy`, the entry's record `cache.json`
+(source, and per split its count, shape and the SHA-256 of the decoded arrays) and `manifest.json`
+(the SHA-256 of every file). The record is recorded last, so an entry whose record is not in the
+manifest is incomplete. Every read checks the file against the manifest, and canonical sets also
+against the SHA-256 pins of the catalogue, fixed in the code (a forged manifest cannot pass those).
+Writers hold the entry's lock, so concurrent processes never interleave their writes; a second
+process waits for the first. Entries of the older layout (the record in `manifest.json`) are
+checked against their own record and moved to this layout on first use, with one sentence.
 """
 
 from __future__ import annotations
@@ -15,16 +21,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from filelock import FileLock
 from platformdirs import user_cache_dir
 
 from varloss._hashing import sha256_arrays
-from varloss._io import atomic_path, atomic_write_json
 from varloss.errors import InputError
+from varloss.runs import MANIFEST_FILE, RunFolder
 
 ENV_DATA_DIR = "VARLOSS_DATA_DIR"
-MANIFEST = "manifest.json"
+RECORD_FILE = "cache.json"
+RECORD_FORMAT = 2  # 1: the record was manifest.json itself (before the run-folder layer)
 LOCK_TIMEOUT_S = 1800.0
+# What a damaged entry's sentence ends with: nothing for the user to do.
+_REBUILT = "it is discarded and obtained again"
 
 
 def data_dir() -> Path:
@@ -59,16 +67,60 @@ def say(message: str) -> None:
 
 
 def entry_lock(entry: Path) -> Any:
-    """A FileLock on one cache entry (created beside it so `entry` itself can be replaced)."""
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(str(entry.parent / f".{entry.name}.lock"), timeout=LOCK_TIMEOUT_S)
+    """The lock of one cache entry: a second process waits (up to LOCK_TIMEOUT_S) for the first;
+    the same thread may take it again (a read that repairs inside a fill)."""
+    return RunFolder(entry).lock(wait=LOCK_TIMEOUT_S, reentrant=True)
 
 
-def read_manifest(entry: Path) -> dict[str, Any] | None:
+def read_record(entry: Path) -> dict[str, Any] | None:
+    """The record of a complete entry (source, splits, ...), or None when the entry is absent,
+    incomplete, damaged (`load_split` names and discards it) or of the older layout (`upgrade`)."""
+    folder = RunFolder(entry)
     try:
-        return json.loads((entry / MANIFEST).read_text())
+        if not folder.verify(RECORD_FILE):  # no manifest, or the record not in it: incomplete
+            return None
+        return folder.read_json(RECORD_FILE)
+    except InputError:
+        return None
+
+
+def _old_record(entry: Path) -> dict[str, Any] | None:
+    """The record of an entry of the older layout (`manifest.json` held it), else None."""
+    try:
+        old = json.loads((entry / MANIFEST_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    return old if isinstance(old, dict) and "splits" in old and "files" not in old else None
+
+
+def upgrade(entry: Path) -> None:
+    """Move an entry of the older layout to this one (the caller holds the lock): its arrays are
+    checked against the hashes its own record holds, then recorded in a manifest, the record
+    last; arrays that fail are discarded. One sentence says so; other entries are left alone."""
+    old = _old_record(entry)
+    if old is None:
+        return
+    folder, splits = RunFolder(entry), {}
+    for split, record in old["splits"].items():
+        try:
+            arrays = [np.load(entry / f"{split}-images.npy", mmap_mode="r", allow_pickle=False)]
+            if record.get("labels_sha256"):
+                arrays.append(np.load(entry / f"{split}-labels.npy", allow_pickle=False))
+        except (OSError, ValueError):
+            continue
+        hashes = [record["images_sha256"], record.get("labels_sha256")]
+        if all(sha256_arrays(a) == h for a, h in zip(arrays, hashes, strict=False)):
+            splits[split] = record
+    files = [f"{split}-{kind}.npy" for split in splits for kind in ("images", "labels")]
+    (entry / MANIFEST_FILE).unlink()
+    for name in folder.files():  # the arrays that failed: nothing may use them
+        if name not in files:
+            (entry / name).unlink()
+    folder.seal([name for name in files if (entry / name).is_file()])
+    if splits:
+        folder.write_json(RECORD_FILE, {**old, "format": RECORD_FORMAT, "splits": splits})
+    kept = ", ".join(splits) or "nothing (its arrays fail their SHA-256 check)"
+    say(f"moved the cache entry {entry} of an older varloss to the current layout; kept {kept}")
 
 
 def store(
@@ -78,16 +130,20 @@ def store(
     source: str,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write verified arrays into `entry` atomically, manifest last; the caller holds the lock.
+    """Write verified arrays into `entry` atomically, the record last; the caller holds the lock.
 
     Splits already cached from the same source are kept, so a set can be filled split by split.
     """
-    entry.mkdir(parents=True, exist_ok=True)
-    previous = read_manifest(entry)
+    folder = RunFolder(entry).create()
+    upgrade(entry)
+    previous = read_record(entry)
+    if previous is None or previous.get("source") != source:
+        folder.clear()  # another source, or an incomplete entry: nothing in it is kept
+    else:
+        folder.forget(RECORD_FILE)  # incomplete until the record is written again, last
     kept = previous["splits"] if previous and previous.get("source") == source else {}
-    (entry / MANIFEST).unlink(missing_ok=True)
-    manifest: dict[str, Any] = {
-        "format": 1,
+    record: dict[str, Any] = {
+        "format": RECORD_FORMAT,
         "source": source,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "splits": {k: v for k, v in kept.items() if k not in splits},
@@ -95,10 +151,8 @@ def store(
     }
     for split, (images, labels) in splits.items():
         images = np.ascontiguousarray(images, dtype=np.uint8)
-        with atomic_path(entry / f"{split}-images.npy") as tmp:
-            with open(tmp, "wb") as handle:
-                np.save(handle, images, allow_pickle=False)
-        record: dict[str, Any] = {
+        folder.write_array(f"{split}-images.npy", images)
+        record["splits"][split] = {
             "count": int(images.shape[0]),
             "shape": [int(s) for s in images.shape[1:]],
             "images_sha256": sha256_arrays(images),
@@ -106,22 +160,18 @@ def store(
         }
         if labels is not None:
             labels = np.ascontiguousarray(labels)
-            with atomic_path(entry / f"{split}-labels.npy") as tmp:
-                with open(tmp, "wb") as handle:
-                    np.save(handle, labels, allow_pickle=False)
-            record["labels_sha256"] = sha256_arrays(labels)
-        manifest["splits"][split] = record
-    atomic_write_json(entry / MANIFEST, manifest)
-    return manifest
+            folder.write_array(f"{split}-labels.npy", labels)
+            record["splits"][split]["labels_sha256"] = sha256_arrays(labels)
+        else:
+            folder.unlink(f"{split}-labels.npy")
+    folder.write_json(RECORD_FILE, record)
+    return record
 
 
 def discard(entry: Path, reason: str) -> None:
     """Remove a cache entry's files after a failed verification (the caller holds the lock)."""
     say(f"discarding cached {entry}: {reason}")
-    if entry.is_dir():
-        for file in entry.iterdir():
-            if file.is_file():
-                file.unlink(missing_ok=True)
+    RunFolder(entry).clear()
 
 
 def load_split(
@@ -129,38 +179,48 @@ def load_split(
     split: str,
     *,
     pins: dict[str, str | None] | None = None,
-    verify: bool = True,
 ) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]] | None:
-    """Memory-map one split of a cache entry, verifying its SHA-256; None when absent or bad.
+    """Memory-map one split of a cache entry, verifying it; None when absent or bad.
 
-    `pins` ({"images": sha, "labels": sha}) are the values fixed in the code for canonical sets;
-    otherwise the manifest's own hashes are checked. A bad entry is discarded (under its lock).
+    Every file is checked against the manifest (and must be listed in it), and against `pins`
+    ({"images": sha, "labels": sha}: the values fixed in the code for canonical sets) when given.
+    A bad entry is discarded (under its lock) with one sentence naming the damaged file.
     """
-    manifest = read_manifest(entry)
-    if manifest is None or split not in manifest.get("splits", {}):
+    record = read_record(entry)
+    if record is None or split not in record.get("splits", {}):
         return None
-    record = manifest["splits"][split]
-    try:
-        images = np.load(entry / f"{split}-images.npy", mmap_mode="r", allow_pickle=False)
-        labels = None
-        if record.get("labels_sha256"):
-            labels = np.load(entry / f"{split}-labels.npy", mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError) as error:
-        problem = f"cannot read {split} arrays ({error})"
-    else:
-        problem = None
-        if list(images.shape[1:]) != record["shape"] or images.shape[0] != record["count"]:
-            problem = f"{split} images have shape {images.shape}, manifest says otherwise"
-        elif verify:
-            expected_images = (pins or {}).get("images") or record["images_sha256"]
-            expected_labels = (pins or {}).get("labels") or record.get("labels_sha256")
-            if sha256_arrays(images) != expected_images:
-                problem = f"{split} images fail their SHA-256 check"
-            elif labels is not None and sha256_arrays(labels) != expected_labels:
-                problem = f"{split} labels fail their SHA-256 check"
-        if problem is None:
-            return images, labels, manifest
+    problem = _problem(entry, split, record["splits"][split], pins)
+    if isinstance(problem, tuple):
+        return (*problem, record)
     with entry_lock(entry):
-        if read_manifest(entry) == manifest:  # nobody repaired it meanwhile
+        if read_record(entry) == record:  # nobody repaired it meanwhile
             discard(entry, problem)
     return None
+
+
+def _problem(
+    entry: Path,
+    split: str,
+    record: dict[str, Any],
+    pins: dict[str, str | None] | None,
+) -> tuple[np.ndarray, np.ndarray | None] | str:
+    """The split's (images, labels), memory-mapped and checked, or a sentence naming what is
+    wrong with which file."""
+    folder = RunFolder(entry)
+    arrays: dict[str, np.ndarray | None] = {"images": None, "labels": None}
+    for kind in ("images", "labels") if record.get("labels_sha256") else ("images",):
+        name = f"{split}-{kind}.npy"
+        try:
+            if name not in (folder.manifest() or {}):
+                return f"{entry / name} is not listed in its {MANIFEST_FILE}"
+            arrays[kind] = folder.read_array(name, advice=_REBUILT)  # checked against it
+        except InputError as error:
+            return str(error).rstrip(".")
+        pinned = (pins or {}).get(kind)
+        if pinned and sha256_arrays(arrays[kind]) != pinned:
+            return f"{split} {kind} ({entry / name}) fail their SHA-256 check (the catalogue's pin)"
+    images = arrays["images"]
+    assert images is not None
+    if list(images.shape[1:]) != record["shape"] or images.shape[0] != record["count"]:
+        return f"{entry / split}-images.npy has shape {images.shape}, its record says otherwise"
+    return images, arrays["labels"]

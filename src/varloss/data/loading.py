@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from varloss.data.acquire import ensure, variant_key
-from varloss.data.cache import data_dir, read_manifest, say
+from varloss.data.cache import data_dir, read_record, say
 from varloss.data.catalogue import (
     DATASETS,
     PREFIXES,
@@ -259,7 +259,7 @@ def info(
                 errors.append(str(error))
                 break  # the other splits come from the same sources
         result["seconds"] = round(time.perf_counter() - started, 3)
-    manifest = read_manifest(entry)
+    manifest = read_record(entry)
     cached_splits = (manifest or {}).get("splits", {})
     for split, record in cached_splits.items():
         result["splits"].setdefault(split, {})["count"] = record["count"]
@@ -322,7 +322,7 @@ def _offline_status(dataset: Dataset) -> str:
     if not dataset.cached:
         return "bundled"
     key, _ = variant_key(dataset, None, None)
-    manifest = read_manifest(data_dir() / key) or {}
+    manifest = read_record(data_dir() / key) or {}
     if all(s in manifest.get("splits", {}) for s in dataset.counts):
         return "cached"
     if dataset.system_folder and Path(dataset.system_folder).is_dir():

@@ -6,11 +6,14 @@ classifier of the data set itself: LeNet-like for 1 x 28 x 28, a small ResNet fo
 64 x 64 colour images, a tiny CNN for smaller images (sklearn digits). Training is seeded and
 deterministic on CPU; the classifier is cached as safetensors + JSON metadata (test accuracy,
 seed, epochs, data hash) under the varloss cache, keyed by data set, architecture, seed, epochs.
+A cached classifier is a run-folder-layer folder (`varloss.runs.RunFolder`): written under its
+lock, `manifest.json` sealed last over the weights and `meta.json`, every read checked against it;
+a damaged cached classifier is named in one sentence and trained again. Folders written before
+the manifest are still read, their weights checked against `meta.json`'s `weights_sha256`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
@@ -20,115 +23,18 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from filelock import FileLock
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from varloss._hashing import sha256_arrays, sha256_file
-from varloss._io import atomic_path, atomic_torch_save, atomic_write_json
 from varloss._progress import progress_bar
 from varloss.data import data_dir, info, load
+from varloss.data.cache import say
 from varloss.errors import InputError
+from varloss.quality.domain_classifiers import ARCHITECTURES, architecture_for
 from varloss.quality.extractors import FeatureExtractor
+from varloss.runs import MODEL_FILE, RunFolder
 
 DOMAIN_FORMAT = 1
-
-
-# ---- architectures: `features(x)` is the penultimate layer, `forward(x)` the class logits ----
-
-
-class TinyCNN(nn.Module):
-    """For small images (e.g. 1 x 8 x 8 digits): one conv block and a 64-d hidden layer."""
-
-    def __init__(self, channels: int, size: int, classes: int, width: int = 64) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(channels, 16, 3, padding=1)
-        self.hidden = nn.Linear(16 * (size // 2) ** 2, width)
-        self.head = nn.Linear(width, classes)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.max_pool2d(F.relu(self.conv(x - 0.5)), 2)
-        return F.relu(self.hidden(x.flatten(1)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
-
-
-class LeNet(nn.Module):
-    """LeNet-like for 28 x 28: two 5 x 5 conv + max-pool blocks, a 128-d hidden layer."""
-
-    def __init__(self, channels: int, size: int, classes: int, width: int = 128) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(channels, 16, 5, padding=2)
-        self.conv2 = nn.Conv2d(16, 32, 5, padding=2)
-        self.hidden = nn.Linear(32 * (size // 4) ** 2, width)
-        self.head = nn.Linear(width, classes)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.max_pool2d(F.relu(self.conv1(x - 0.5)), 2)
-        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
-        return F.relu(self.hidden(x.flatten(1)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
-
-
-class _Block(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.skip = (
-            nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-            if stride != 1 or cin != cout
-            else nn.Identity()
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        return F.relu(self.bn2(self.conv2(out)) + self.skip(x))
-
-
-class SmallResNet(nn.Module):
-    """A small ResNet for 32 x 32 / 64 x 64 colour images: 3 stages, global average pool (128-d)."""
-
-    def __init__(self, channels: int, size: int, classes: int, width: int = 32) -> None:
-        super().__init__()
-        stride = 2 if size >= 64 else 1
-        self.stem = nn.Sequential(
-            nn.Conv2d(channels, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU()
-        )
-        self.stages = nn.Sequential(
-            _Block(width, width, 1), _Block(width, 2 * width, 2), _Block(2 * width, 4 * width, 2)
-        )
-        self.head = nn.Linear(4 * width, classes)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stages(self.stem(x - 0.5)).mean(dim=(2, 3))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
-
-
-ARCHITECTURES: dict[str, type[nn.Module]] = {
-    "tiny-cnn": TinyCNN,
-    "lenet": LeNet,
-    "small-resnet": SmallResNet,
-}
-
-
-def architecture_for(image_shape: tuple[int, int, int]) -> str:
-    """LeNet-like for gray 28-ish images, small ResNet for colour 32/64, tiny CNN below 16."""
-    channels, height, width = image_shape
-    if height != width:
-        raise InputError(f"domain classifiers need square images, got {height} x {width}.")
-    if height < 16:
-        return "tiny-cnn"
-    if channels == 1 and height <= 32:
-        return "lenet"
-    return "small-resnet"
 
 
 @dataclass
@@ -158,6 +64,9 @@ class DomainSettings:
 DEFAULT_EPOCHS = {"tiny-cnn": 30, "lenet": 3, "small-resnet": 8}
 # Written after every epoch while training, removed when the classifier is complete.
 CHECKPOINT_FILE = "checkpoint.pt"
+META_FILE = "meta.json"  # settings, accuracies, data and weights hashes; beside MODEL_FILE
+# A second process waits this long for the one training the same classifier.
+LOCK_WAIT_S = 3600.0
 # Data sets that need more updates than their architecture's default to reach the target
 # accuracy (Fashion-MNIST: 87.7% test accuracy after 3 epochs of batch 128, below our 88%).
 DATASET_DEFAULTS: dict[str, dict[str, int]] = {"fashion-mnist": {"epochs": 4, "batch_size": 64}}
@@ -250,19 +159,17 @@ def train_domain_classifier(
     load_fn = loader or load
     train = load_fn(name, "train", limit=limit)
     settings = _domain_settings(name, train, seed, epochs, batch_size, lr, limit)
-    folder = Path(out_dir) if out_dir is not None else domain_dir() / settings.folder_name()
-    if (folder / "meta.json").exists() and (folder / "model.safetensors").exists():
-        return folder
-    folder.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(folder) + ".lock"):
-        if (folder / "meta.json").exists():
-            return folder
+    folder = RunFolder(out_dir if out_dir is not None else domain_dir() / settings.folder_name())
+    if _complete(folder):
+        return folder.path
+    with folder.lock(wait=LOCK_WAIT_S):
+        if _complete(folder, repair=True):  # another process may have trained it meanwhile
+            return folder.path
         started = time.perf_counter()
         images, labels = train.images.to(torch.float32), train.labels.to(torch.int64)
         test = load_fn(name, "test")
-        model, history = _fit(settings, images, labels, test, folder / CHECKPOINT_FILE, progress)
-        with atomic_path(folder / "model.safetensors") as tmp:
-            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+        model, history = _fit(settings, images, labels, test, folder, progress)
+        folder.write_tensors(MODEL_FILE, model.state_dict(), record=False)
         meta = {
             "format": DOMAIN_FORMAT,
             "settings": settings.identity(),
@@ -272,13 +179,46 @@ def train_domain_classifier(
             "n_train": int(images.shape[0]),
             "n_test": int(test.images.shape[0]),
             "data_hash": sha256_arrays(images, labels),
-            "weights_sha256": sha256_file(folder / "model.safetensors"),
+            "weights_sha256": sha256_file(folder.file(MODEL_FILE)),
             "train_seconds": round(time.perf_counter() - started, 1),
             "torch": torch.__version__,
         }
-        atomic_write_json(folder / "meta.json", meta)
-        (folder / CHECKPOINT_FILE).unlink(missing_ok=True)
-    return folder
+        folder.write_json(META_FILE, meta, record=False)
+        folder.unlink(CHECKPOINT_FILE)
+        folder.seal([MODEL_FILE, META_FILE])  # last: the classifier is complete
+    return folder.path
+
+
+def _complete(folder: RunFolder, *, repair: bool = False) -> bool:
+    """True when `folder` holds a complete classifier whose files pass their checks (against the
+    manifest; without one, the weights against meta.json's weights_sha256). A damaged one is
+    False; with `repair` (the caller holds the lock) it is named in one sentence and cleared."""
+    try:
+        return _checked(folder)
+    except InputError as error:
+        if repair:
+            say(f"{str(error).rstrip('.')}: training the domain classifier again")
+            folder.clear()
+        return False
+
+
+def _checked(folder: RunFolder, advice: str | None = None) -> bool:
+    """True when the classifier's files are there and pass their checks, False when incomplete;
+    InputError naming a damaged file (ending with `advice`)."""
+    what_to_do = advice or "it is trained again"
+    if folder.manifest() is not None:
+        return folder.verify(MODEL_FILE, advice=what_to_do) and folder.verify(
+            META_FILE, advice=what_to_do
+        )
+    if not (folder.exists(MODEL_FILE) and folder.exists(META_FILE)):
+        return False
+    # written before the manifest existed: meta.json recorded the weights' digest
+    if sha256_file(folder.file(MODEL_FILE)) != folder.read_json(META_FILE).get("weights_sha256"):
+        raise InputError(
+            f"{folder.file(MODEL_FILE)} is damaged (its SHA-256 does not match the weights_sha256 "
+            f"of {META_FILE}); {what_to_do}."
+        )
+    return True
 
 
 def _fit(
@@ -286,7 +226,7 @@ def _fit(
     images: torch.Tensor,
     labels: torch.Tensor,
     test: Any,
-    checkpoint_path: Path,
+    folder: RunFolder,
     progress: bool,
 ) -> tuple[nn.Module, list[dict[str, Any]]]:
     """(trained model in eval mode, per-epoch test accuracy), resuming from the checkpoint of
@@ -297,7 +237,7 @@ def _fit(
         torch.manual_seed(settings.seed)
         model = ARCHITECTURES[settings.architecture](channels, size, settings.classes)
     optimiser = torch.optim.Adam(model.parameters(), lr=settings.lr)
-    history, first_epoch = _resume(checkpoint_path, settings, model, optimiser, generator)
+    history, first_epoch = _resume(folder, settings, model, optimiser, generator)
     n, batch_size = images.shape[0], settings.batch_size
     steps = (n + batch_size - 1) // batch_size
     bar = progress_bar(
@@ -330,13 +270,13 @@ def _fit(
             "generator": generator.get_state(),
             "history": history,
         }
-        atomic_torch_save(checkpoint_path, state)
+        folder.write_torch(CHECKPOINT_FILE, state, record=False)
     bar.close()
     return model.eval(), history
 
 
 def _resume(
-    checkpoint_path: Path,
+    folder: RunFolder,
     settings: DomainSettings,
     model: nn.Module,
     optimiser: torch.optim.Optimizer,
@@ -346,10 +286,10 @@ def _resume(
 
     The checkpoint is varloss's own cache: an unreadable one is started afresh, never trained on.
     """
-    if not checkpoint_path.is_file():
+    if not folder.exists(CHECKPOINT_FILE):
         return [], 0
     try:
-        state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+        state = folder.read_torch(CHECKPOINT_FILE)
         if state.get("settings") != settings.identity():  # other settings: start afresh
             return [], 0
         model.load_state_dict(state["model"])
@@ -361,20 +301,22 @@ def _resume(
 
 
 def load_domain_classifier(path: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Any]]:
-    """(model in eval mode, metadata) from a folder (or its model.safetensors) written above."""
+    """(model in eval mode, metadata) from a folder (or its model.safetensors) written above,
+    its files checked first: a damaged one is an InputError naming it."""
     path = Path(path).expanduser()
-    folder = path.parent if path.is_file() else path
-    meta_path, weights_path = folder / "meta.json", folder / "model.safetensors"
-    if not meta_path.exists() or not weights_path.exists():
+    folder = RunFolder(path.parent if path.is_file() else path)
+    if not folder.exists(META_FILE) or not folder.exists(MODEL_FILE):
         raise InputError(
-            f"domain classifier {str(path)!r} must be a folder holding model.safetensors "
-            "and meta.json."
+            f"domain classifier {str(path)!r} must be a folder holding {MODEL_FILE} "
+            f"and {META_FILE}."
         )
-    meta = json.loads(meta_path.read_text())
+    advice = "delete the folder to train it again, or pass another classifier"
+    _checked(folder, advice)
+    meta = folder.read_json(META_FILE, advice=advice)
     settings = meta["settings"]
     shape = settings["image_shape"]
     model = ARCHITECTURES[settings["architecture"]](shape[0], shape[1], settings["classes"])
-    model.load_state_dict(load_file(str(weights_path)))
+    model.load_state_dict(folder.read_tensors(MODEL_FILE, advice=advice))
     return model.eval(), meta
 
 
@@ -401,7 +343,7 @@ def domain_extractor_available(dataset: str | None) -> bool:
         folder = default_domain_folder(dataset or "")
     except Exception:
         return False
-    return (folder / "meta.json").exists() and (folder / "model.safetensors").exists()
+    return _complete(RunFolder(folder))
 
 
 class DomainExtractor(FeatureExtractor):
@@ -436,7 +378,7 @@ class DomainExtractor(FeatureExtractor):
             model, meta = load_domain_classifier(weights)
             return cls(model, meta, batch_size, device)
         folder = default_domain_folder(dataset or "")
-        if not (folder / "meta.json").exists():
+        if not _complete(RunFolder(folder)):  # absent, incomplete or damaged
             if not train:
                 raise InputError(
                     f"no cached domain classifier for {dataset!r}; run `varloss fid` once with "

@@ -9,28 +9,34 @@ pairwise formula
     M2 = M2a + M2b + outer(delta, delta) * na * nb / n,
 
 which, unlike raw sums of squares, does not lose precision when the mean is large.
+
+The cache of real-data statistics is a folder per entry in the run-folder layer
+(`varloss.runs.RunFolder`): `statistics.safetensors`, `statistics.json` (its key, recorded last)
+and `manifest.json`, written under the entry's lock and checked on every read; a damaged entry is
+named in one sentence and computed again, as are entries of the older flat layout.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torchmetrics import Metric
 
 from varloss._hashing import sha256_json
-from varloss._io import atomic_path, atomic_write_json
 from varloss.data import data_dir
+from varloss.data.cache import say
 from varloss.errors import InputError
 from varloss.quality.frechet import frechet_distance
+from varloss.runs import RunFolder
 from varloss.stats import chan_merge
 
 STATS_FORMAT = 1
+STATISTICS_FILE = "statistics.safetensors"  # a cache entry's tensors; its key in the .json beside
+LOCK_WAIT_S = 600.0  # a second process storing the same entry waits for the first
 
 
 def _features(batch: Any, what: str = "features") -> torch.Tensor:
@@ -131,22 +137,26 @@ class FeatureStatistics:
     # ---- files ----
 
     def save(self, path: str | os.PathLike[str], metadata: dict[str, Any] | None = None) -> None:
-        """Write safetensors (mean, m2, count) plus a JSON sidecar of metadata, atomically."""
+        """Write safetensors (mean, m2, count) plus a JSON sidecar of metadata, atomically, both
+        recorded in the manifest of their folder (the sidecar last: it marks them complete)."""
         if self.mean is None or self.m2 is None:
             raise InputError("cannot save empty feature statistics.")
         path = Path(path)
+        folder, sidecar = RunFolder(path.parent).create(), path.with_suffix(".json").name
         tensors = {
-            "mean": self.mean.contiguous(),
-            "m2": self.m2.contiguous(),
+            "mean": self.mean,
+            "m2": self.m2,
             "count": torch.tensor([self.count], dtype=torch.int64),
         }
-        with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata={"format": str(STATS_FORMAT)})
-        atomic_write_json(path.with_suffix(".json"), {"count": self.count, **(metadata or {})})
+        folder.forget(sidecar)  # incomplete until the sidecar is written again
+        folder.write_tensors(path.name, tensors, {"format": str(STATS_FORMAT)})
+        folder.write_json(sidecar, {"count": self.count, **(metadata or {})})
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> FeatureStatistics:
-        tensors = load_file(str(path))
+        """The statistics `save` wrote, checked against their folder's manifest first."""
+        path = Path(path)
+        tensors = RunFolder(path.parent).read_tensors(path.name)
         state = cls(int(tensors["mean"].shape[0]))
         state.mean = tensors["mean"].to(torch.float64)
         state.m2 = tensors["m2"].to(torch.float64)
@@ -218,21 +228,40 @@ def cache_key(key: dict[str, Any]) -> str:
     return f"{safe}-{key.get('split', 'x')}-{key.get('extractor', 'x')}-{digest}"
 
 
+def _entry(key: dict[str, Any]) -> RunFolder:
+    return RunFolder(stats_cache_dir() / cache_key(key))
+
+
 def load_cached(key: dict[str, Any]) -> FeatureStatistics | None:
-    """The cached statistics for `key`, or None when absent or unreadable."""
-    path = stats_cache_dir() / f"{cache_key(key)}.safetensors"
-    sidecar = path.with_suffix(".json")
-    if not path.exists() or not sidecar.exists():
-        return None
+    """The cached statistics for `key`, or None when absent, incomplete or damaged (a damaged
+    entry, or one of the older flat layout, is named in one sentence and computed again)."""
+    _drop_old_layout(key)
+    folder = _entry(key)
+    sidecar = Path(STATISTICS_FILE).with_suffix(".json").name
     try:
-        if json.loads(sidecar.read_text()).get("key") != key:
+        if not folder.verify(sidecar):  # absent, or not complete: no sidecar in the manifest
             return None
-        return FeatureStatistics.load(path)
-    except Exception:  # a corrupt entry is recomputed, never trusted
+        if folder.read_json(sidecar).get("key") != key:
+            return None
+        return FeatureStatistics.load(folder.file(STATISTICS_FILE))
+    except InputError as error:
+        say(f"{str(error).rstrip('.')}: the real statistics are computed again")
         return None
+
+
+def _drop_old_layout(key: dict[str, Any]) -> None:
+    """Delete the entry of `key` in the flat layout of older varloss versions (unchecked files)."""
+    old = stats_cache_dir() / f"{cache_key(key)}.safetensors"
+    if old.is_file():
+        say(f"the cached statistics {old} are of an older varloss; they are computed again")
+        old.unlink(missing_ok=True)
+        old.with_suffix(".json").unlink(missing_ok=True)
 
 
 def store_cached(key: dict[str, Any], statistics: FeatureStatistics) -> Path:
-    path = stats_cache_dir() / f"{cache_key(key)}.safetensors"
-    statistics.save(path, {"key": key})
-    return path
+    """Write the statistics of `key` as a fresh cache entry (under its lock); return the file."""
+    folder = _entry(key)
+    with folder.lock(wait=LOCK_WAIT_S):
+        folder.clear()  # whatever was there (damaged, or another key's) is replaced whole
+        statistics.save(folder.file(STATISTICS_FILE), {"key": key})
+    return folder.file(STATISTICS_FILE)
