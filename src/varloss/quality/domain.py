@@ -4,8 +4,9 @@ Inception-v3 features are the FID standard but need weights this machine cannot 
 are a poor fit for 28 x 28 digits. "FID (domain)" uses the penultimate activations of a small
 classifier of the data set itself (`domain_classifiers`): LeNet-like for 1 x 28 x 28, a small
 ResNet for 32 x 32 and 64 x 64 colour images, a tiny CNN for smaller images (sklearn digits).
-Training is seeded and deterministic on CPU; the classifier is cached as safetensors + JSON metadata (test accuracy,
-seed, epochs, data hash) under the varloss cache, keyed by data set, architecture, seed, epochs.
+Training is seeded and deterministic on CPU; the classifier is cached as safetensors + JSON
+metadata (test accuracy, seed, epochs, data hash) under the varloss cache, keyed by data set,
+architecture, seed, epochs.
 A cached classifier is a run-folder-layer folder (`varloss.runs.RunFolder`): written under its
 lock, `manifest.json` sealed last over the weights and `meta.json`, every read checked against it;
 a damaged cached classifier is named in one sentence and trained again. Folders written before
