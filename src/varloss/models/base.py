@@ -205,13 +205,29 @@ class VAE(nn.Module):
 
     @torch.no_grad()
     def sample(
-        self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        temperature: float = 1.0,
+        noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Decode n codes z ~ N(0, temperature^2 I); `generator` makes the draw reproducible."""
-        if int(n) < 0:
+        """Decode n codes z ~ N(0, temperature^2 I); `generator` makes the draw reproducible.
+        With `noise` (n x latent_dim draws of N(0, I), one row per sample), z = temperature *
+        noise: the caller's codes, so that sample i is decode(row i) however the rows were cut
+        (the evaluation-code stream of `varloss train` and `measure --model`). Every family's
+        prior is N(0, I) over its flat latent (DRAW's: per step, steps concatenated)."""
+        if isinstance(n, bool) or int(n) < 0:
             raise InputError(f"n must be a non-negative integer, got {n!r}.")
         device, dtype = self._device_dtype()
-        draw_device = generator.device if generator is not None else device
-        z = torch.randn(int(n), self.latent_dim, generator=generator, device=draw_device)
+        if noise is None:
+            draw_device = generator.device if generator is not None else device
+            z = torch.randn(int(n), self.latent_dim, generator=generator, device=draw_device)
+        else:
+            z = noise
+            if tuple(z.shape) != (int(n), self.latent_dim):
+                raise InputError(
+                    f"prior codes must have shape {int(n)} x {self.latent_dim} (one row per "
+                    f"sample), got {tuple(z.shape)}."
+                )
         z = (z * float(temperature)).to(device=device, dtype=dtype)
         return self.decode(z)

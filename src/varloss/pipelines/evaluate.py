@@ -2,14 +2,16 @@
 reconstructions and prior samples, the FID of the samples when wanted, and the sample grid and
 per-pixel maps of a run folder.
 
-Seeded: the same weights and the same config give the same numbers, bit for bit. Under torchrun
-the test split is sharded over the ranks and merged through `VarianceLoss` (Chan's formula), so
-the numbers equal a single-process evaluation.
+Seeded by the one rule of `varloss.variance.protocol`: image i's reconstruction draw and sample
+i's prior code are row i of the run seed's named streams, so the same weights and config give the
+same numbers, bit for bit, and `varloss measure --model RUN --seed <the run's seed>` (same
+protocol, test images and sample count) gives them too. Under torchrun the test split is sharded
+over the ranks and merged through `VarianceLoss` (Chan's formula), so the numbers equal a
+single-process evaluation.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +20,17 @@ import torch
 from varloss.data import load
 from varloss.figures import save_image_grid
 from varloss.pipelines.config import TrainConfig
-from varloss.pipelines.runtime import Ranks, epoch_seed
+from varloss.pipelines.runtime import Ranks
 from varloss.quality import domain_extractor_available, fid_or_reason
 from varloss.runs import MAPS_FILE, SAMPLES_FILE, RunFolder
 from varloss.variance import VarianceLoss, VarianceSpectrum
+from varloss.variance.protocol import (
+    NOISE_BLOCK,
+    NoiseStream,
+    Reconstruction,
+    Stream,
+    stream_settings,
+)
 
 GRID_SIZE = 12  # images per row of samples.png
 
@@ -34,11 +43,12 @@ def evaluate(
     ranks: Ranks | None = None,
     out: str | Path | RunFolder | None = None,
     settings: dict[str, Any] | None = None,
-    batch_size: int = 500,
+    batch_size: int = NOISE_BLOCK,
 ) -> dict[str, Any]:
     """Seeded evaluation on the test split: real vs reconstructions (decode(mu), or one seeded
     posterior draw per image with `config.reconstruction="sample"`), and real vs as many prior
-    samples as test images. Same weights, same config -> the same numbers, bit for bit.
+    samples as test images. Same weights, same config -> the same numbers, bit for bit. The
+    batches are `measure_model`'s default (NOISE_BLOCK), so that it repeats them exactly.
 
     With `out` (a folder), also writes samples.png and maps.npz there; under torchrun `ranks`
     shards the test split.
@@ -50,11 +60,15 @@ def evaluate(
     n_test = test_set.images.shape[0]
     shard = torch.arange(n_test).tensor_split(ranks.world)[ranks.rank]
     real = test_set.images[shard].to(device)
-    generator = torch.Generator(device="cpu").manual_seed(epoch_seed(config.seed, -1))
-    # Draw every rank's codes from one stream so the samples do not depend on the world size.
-    codes = torch.randn(n_test, model.latent_dim, generator=generator)[shard].to(device)
-    noise, protocol = reconstruction_noise(config, n_test, model.latent_dim)
-    noise = noise[shard].to(device) if noise is not None else None
+    # Every rank takes the whole streams and keeps its shard's rows: image i gets row i, so the
+    # samples and draws do not depend on the world size.
+    codes = _stream_rows(config.seed, Stream.EVALUATION_CODES, n_test, model.latent_dim)
+    codes = codes[shard].to(device)
+    protocol = Reconstruction.parse(config.reconstruction)
+    noise = None
+    if protocol is Reconstruction.SAMPLE:
+        noise = _stream_rows(config.seed, Stream.RECONSTRUCTION_DRAWS, n_test, model.latent_dim)
+        noise = noise[shard].to(device)
 
     want_fid = ranks.all_agree(fid_wanted(config), device)  # every rank takes part in the gather
     kept: list[torch.Tensor] = []
@@ -83,7 +97,7 @@ def evaluate(
             "split": "test",
             "test_images": n_test,
             "test_source": test_set.source,
-            **protocol,
+            **stream_settings(protocol, config.seed),
             "generated": f"decode(z), z ~ N(0, I), {n_test} codes seeded from seed {config.seed}",
         },
     }
@@ -108,27 +122,9 @@ def evaluate(
     return report
 
 
-def reconstruction_noise(
-    config: TrainConfig, n_test: int, latent_dim: int
-) -> tuple[torch.Tensor | None, dict[str, Any]]:
-    """The draws of sampled reconstructions (n_test x latent_dim, one stream seeded apart from
-    the prior codes', so they do not depend on the world size), or None for decode(mu); and what
-    the report records about them."""
-    if config.reconstruction != "sample":
-        return None, {"reconstructions": "decode(mu)", "reconstruction": "mean"}
-    seed = epoch_seed(config.seed, -2)
-    generator = torch.Generator(device="cpu").manual_seed(seed)
-    return torch.randn(n_test, latent_dim, generator=generator), {
-        "reconstructions": "decode(mu + sigma * eps), eps ~ N(0, I), one draw per test image",
-        "reconstruction": "sample",
-        "reconstruction_seed": seed,
-    }
-
-
-def measured_reconstruction(report: Mapping[str, Any]) -> str | None:
-    """The protocol a report's evaluation used (`settings.evaluation.reconstruction`), or None
-    for reports written before it was recorded."""
-    return ((report.get("settings") or {}).get("evaluation") or {}).get("reconstruction")
+def _stream_rows(seed: int, stream: Stream, n: int, width: int) -> torch.Tensor:
+    """The first n rows of the named stream `stream` of `seed` (n x width, on the CPU)."""
+    return NoiseStream.named(seed, stream, width).take(n)
 
 
 def fid_wanted(config: TrainConfig) -> bool:

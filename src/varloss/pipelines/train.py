@@ -48,7 +48,7 @@ from varloss.pipelines.early_stopping import (
     split_validation,
     stopped_in,
 )
-from varloss.pipelines.evaluate import GRID_SIZE, evaluate, measured_reconstruction
+from varloss.pipelines.evaluate import GRID_SIZE, evaluate
 from varloss.pipelines.runtime import (
     Ranks,
     device_name,
@@ -66,6 +66,7 @@ from varloss.runs import (
     TRAIN_RUN_FILES,
     RunFolder,
 )
+from varloss.variance.protocol import protocol_of
 
 __all__ = [
     "FID_MODES",
@@ -202,7 +203,7 @@ def _finished_report(folder: RunFolder, config: TrainConfig, ranks: Ranks) -> di
         if ranks.main:
             log.warning("%s", damage)
         return None
-    measured = measured_reconstruction(report) or "mean"  # older reports: decode(mu)
+    measured = protocol_of(report)  # older reports: decode(mu)
     return report if measured == config.reconstruction else None  # else: measure it again
 
 

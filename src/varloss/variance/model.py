@@ -3,7 +3,9 @@
 The model may be any framework's: its `reconstruct(x)`/`sample(n)`, or two functions. The real
 set streams batch by batch through the model and into `measure`, so outputs are never held.
 `reconstruction="sample"` reconstructs through `model.reconstruct(x, noise)`: decode(mu + sigma *
-eps), one draw per image from a generator seeded with seed + 1 (the samples' codes use seed).
+eps), image i's eps from row i of the reconstruction-draw stream of `seed`; sample i decodes row i
+of the evaluation-code stream of `seed` (`varloss.variance.protocol`: the rule `varloss train`
+evaluates by, so the run's seed, protocol and test images reproduce its report.json).
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ from varloss.errors import InputError
 from varloss.variance.measurement import ValueRange, measure, normalise_ranges
 from varloss.variance.protocol import (
     NOISE_BLOCK,
+    Reconstruction,
     Stream,
-    check_reconstruction,
+    prior_generation,
     sampled_reconstruction,
     stream_seed,
+    stream_settings,
 )
 from varloss.variance.report import VarianceReport
 
@@ -44,23 +48,32 @@ def measure_model(
     generate: Callable[[int], Any] | None = None,
     n_generated: int | None = None,
     seed: int = 0,
-    reconstruction: str = "mean",
-    batch_size: int = 256,
+    reconstruction: Reconstruction | str = Reconstruction.MEAN,
+    batch_size: int = NOISE_BLOCK,
     value_range: ValueRange | dict[str, ValueRange] | None = None,
     settings: dict[str, Any] | None = None,
     **splits: Any,
 ) -> VarianceReport:
     """`measure` a model directly: its reconstructions of `real` and its samples, streamed.
 
-    `real` is any `measure` input; each batch (scaled to floats, shaped N x C x H x W or as
-    given) goes through `reconstruct` (default: `model.reconstruct`) on the model's device, and
+    `real` is any `measure` input, read `batch_size` samples at a time; its images (scaled to
+    floats, shaped N x C x H x W or as given) go through `reconstruct` (default:
+    `model.reconstruct`) on the model's device NOISE_BLOCK at a time, and
     `n_generated` samples (default: as many as real samples) come from `generate(n)` (default:
-    `model.sample(n)`), NOISE_BLOCK at a time under a torch RNG seeded with `seed` (the numbers
-    repeat, whatever `batch_size`). Either side may be missing (`model=None`, or no `sample`).
+    `model.sample(n)`), NOISE_BLOCK at a time. A `generate` that takes `noise` (a model's
+    `sample`) decodes the codes of the evaluation-code stream of `seed`, sample i from row i, as
+    `varloss train` does; a plain function runs under torch.manual_seed(the stream's seed). Either
+    way the numbers repeat whatever `batch_size`, and the model's batches are those `varloss
+    train` evaluates in: a run's own seed, protocol, test images and sample count give its
+    report.json's numbers. Either side may be missing (`model=None`, or no `sample`).
     An `nn.Module` is measured in eval mode and under `torch.no_grad()`, then put back as it was.
     Outputs are checked like `measure`'s inputs; `splits` (spectrum=, pca=) go to `measure`.
     """
+    reconstruction = Reconstruction.parse(reconstruction)
     reconstruct, generate = _model_functions(model, reconstruct, generate, reconstruction, seed)
+    from_stream = None if generate is None else prior_generation(
+        generate, seed, getattr(model, "latent_dim", None)
+    )
     _check_counts(n_generated, batch_size)
     ranges = normalise_ranges(value_range)
     device = model_device(model)
@@ -69,7 +82,7 @@ def measure_model(
 
     def real_batches() -> Iterator[torch.Tensor]:
         # `measure` pairs the streams by pulling a real batch, then its reconstruction.
-        for batch in real_set:
+        for batch in _in_blocks(real_set):  # the model's batches: train's, whatever batch_size
             images = batch.reshape(batch.shape[0], *real_set.dims)
             if reconstruct is not None:
                 inputs = images.to(device=device, dtype=torch.float32)
@@ -83,10 +96,11 @@ def measure_model(
     def samples() -> Iterator[Any]:
         total = int(n_generated) if n_generated is not None else real_set.count
         devices = [device.index or 0] if device.type == "cuda" else []
+        draw = from_stream or generate
         with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
+            torch.manual_seed(stream_seed(seed, Stream.EVALUATION_CODES))  # for plain functions
             for start in range(0, total, NOISE_BLOCK):  # whatever batch_size is (see NOISE_BLOCK)
-                yield _detached(generate(min(NOISE_BLOCK, total - start)))
+                yield _detached(draw(min(NOISE_BLOCK, total - start)))
 
     training = getattr(model, "training", None)
     if isinstance(model, torch.nn.Module):
@@ -103,9 +117,9 @@ def measure_model(
                 settings={
                     "model": _model_name(model),
                     "reconstructed_by": _function_name(reconstruct),
-                    "generated_by": _function_name(generate),
+                    "generated_by": _function_name(from_stream or generate),
                     "seed": seed,
-                    **_reconstruction_settings(reconstruction, seed),
+                    **stream_settings(reconstruction, seed),
                     **(settings or {}),
                 },
             )
@@ -116,6 +130,23 @@ def measure_model(
     if ranges["real"] is not None:
         report.settings["value_range"]["real"] = list(ranges["real"])
     return report
+
+
+def _in_blocks(batches: Iterator[torch.Tensor] | CheckedStream) -> Iterator[torch.Tensor]:
+    """The same rows regrouped into NOISE_BLOCK rows a batch (the last one shorter): the batches
+    a model reconstructs in, as `varloss train` evaluates (float32 results of a network depend on
+    its batch size, so equal batches make equal numbers)."""
+    pending: list[torch.Tensor] = []
+    have = 0
+    for batch in batches:
+        pending.append(batch)
+        have += batch.shape[0]
+        while have >= NOISE_BLOCK:
+            joined = torch.cat(pending) if len(pending) > 1 else pending[0]
+            yield joined[:NOISE_BLOCK]
+            pending, have = [joined[NOISE_BLOCK:]], have - NOISE_BLOCK
+    if have:
+        yield torch.cat(pending) if len(pending) > 1 else pending[0]
 
 
 def _check_counts(n_generated: int | None, batch_size: int) -> None:
@@ -129,12 +160,12 @@ def _model_functions(
     model: Any,
     reconstruct: Callable | None,
     generate: Callable | None,
-    reconstruction: str = "mean",
+    reconstruction: Reconstruction = Reconstruction.MEAN,
     seed: int = 0,
 ) -> tuple[Callable | None, Callable | None]:
     """The reconstruct and generate functions: as given, else the model's own (sampled
     reconstructions draw through the model's `reconstruct(x, noise)`)."""
-    if check_reconstruction(reconstruction) == "sample":
+    if reconstruction is Reconstruction.SAMPLE:
         if reconstruct is not None:
             raise InputError(
                 "reconstruction 'sample' draws through the model's reconstruct(x, noise); a "
@@ -153,19 +184,6 @@ def _model_functions(
             "reconstruct= and/or generate= functions."
         )
     return reconstruct, generate
-
-
-def _reconstruction_seed(seed: int) -> int:
-    return stream_seed(seed, Stream.RECONSTRUCTION_DRAWS)
-
-
-def _reconstruction_settings(reconstruction: str, seed: int) -> dict[str, Any]:
-    """What a report records about its reconstructions' protocol."""
-    sampled = reconstruction == "sample"
-    return {
-        "reconstruction": reconstruction,
-        "reconstruction_seed": _reconstruction_seed(seed) if sampled else None,
-    }
 
 
 def _model_name(model: Any) -> str | None:

@@ -36,8 +36,12 @@ __all__ = [
     "check_reconstruction",
     "epoch_seed",
     "protocol_of",
+    "recorded_protocol",
+    "prior_generation",
     "sampled_reconstruction",
+    "standard_normal_rows",
     "stream_seed",
+    "stream_settings",
 ]
 
 NOISE_BLOCK = 256
@@ -80,10 +84,10 @@ def check_reconstruction(reconstruction: Any, name: str = "reconstruction") -> s
     return Reconstruction.parse(reconstruction, name).value
 
 
-def protocol_of(record: Mapping[str, Any] | None) -> Reconstruction:
+def recorded_protocol(record: Mapping[str, Any] | None) -> Reconstruction | None:
     """The protocol a record names: a report (its `settings.evaluation.reconstruction`, or its
-    `settings.reconstruction`), a settings mapping or a results row (`reconstruction`). The one
-    fallback: records written before the protocol was recorded were measured with `mean`."""
+    `settings.reconstruction`), a settings mapping or a results row (`reconstruction`); None when
+    it names none (`protocol_of` says what that means)."""
     record = record or {}
     settings = record.get("settings") if isinstance(record.get("settings"), Mapping) else {}
     evaluation = (
@@ -96,7 +100,13 @@ def protocol_of(record: Mapping[str, Any] | None) -> Reconstruction:
     ):
         if value not in (None, ""):
             return Reconstruction.parse(value)
-    return DEFAULT_RECONSTRUCTION
+    return None
+
+
+def protocol_of(record: Mapping[str, Any] | None) -> Reconstruction:
+    """The protocol a record names (`recorded_protocol`), with the one fallback: records written
+    before the protocol was recorded were measured with `mean`."""
+    return recorded_protocol(record) or DEFAULT_RECONSTRUCTION
 
 
 class Stream(Enum):
@@ -107,6 +117,7 @@ class Stream(Enum):
     RECONSTRUCTION_DRAWS = -2  # eps of sampled reconstructions, one row per image
     VALIDATION_SPLIT = -3  # which training images are held out for early stopping
     VALIDATION_DRAWS = -4  # the posterior draws of the validation loss, the same every epoch
+    SECOND_STAGE_CODES = -5  # `correct`: the two-stage sampler's own prior draws, in latent space
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -119,6 +130,16 @@ def epoch_seed(seed: int, epoch: int) -> int:
 def stream_seed(seed: int, stream: Stream) -> int:
     """The seed of one named stream of `seed`: the one rule every command uses."""
     return epoch_seed(seed, stream.value)
+
+
+def standard_normal_rows(
+    n: int, width: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """n x width float32 draws of N(0, 1) from `generator`, drawn NOISE_BLOCK rows at a time: the
+    rows a fresh generator gives are those of `NoiseStream` (and of any other split of n)."""
+    blocks = -(-int(n) // NOISE_BLOCK)
+    rows = [torch.randn(NOISE_BLOCK, int(width), generator=generator) for _ in range(blocks)]
+    return torch.cat(rows)[: int(n)] if rows else torch.empty(0, int(width))
 
 
 class NoiseStream:
@@ -138,11 +159,10 @@ class NoiseStream:
 
     def take(self, n: int) -> torch.Tensor:
         """The next `n` rows."""
-        parts, have = [self.left], self.left.shape[0]
-        while have < n:
-            parts.append(torch.randn(NOISE_BLOCK, self.width, generator=self.generator))
-            have += NOISE_BLOCK
-        rows = torch.cat(parts) if len(parts) > 1 else parts[0]
+        missing = max(int(n) - self.left.shape[0], 0)
+        whole_blocks = -(-missing // NOISE_BLOCK) * NOISE_BLOCK
+        drawn = standard_normal_rows(whole_blocks, self.width, self.generator)
+        rows = torch.cat([self.left, drawn]) if missing else self.left
         self.left = rows[n:]
         return rows[:n]
 
@@ -165,6 +185,43 @@ def sampled_reconstruction(model: Any, seed: int) -> Callable[[torch.Tensor], to
 
     reconstruct_sampled.__qualname__ = f"{type(model).__name__}.reconstruct(x, noise)"
     return reconstruct_sampled
+
+
+def prior_generation(
+    generate: Callable[..., Any], seed: int, latent_dim: Any
+) -> Callable[[int], Any] | None:
+    """`n -> generate(n, noise=codes)` with the codes (n x latent_dim) taken in order from the
+    evaluation-code stream of `seed` (`Stream.EVALUATION_CODES`), when `generate` takes `noise`
+    (a model's `sample`: a varloss VAE, DRAW and ConvDRAW included, or an adapter) and the model's
+    latent_dim is known: sample i is decode(row i), as `varloss train` evaluates it. None for
+    other functions: the caller runs those under torch.manual_seed(stream_seed(seed,
+    Stream.EVALUATION_CODES)) (`codes_seed`), reproducible but drawn as the function draws."""
+    if not (_takes_noise(generate) and isinstance(latent_dim, int)):
+        return None
+    codes = NoiseStream.named(seed, Stream.EVALUATION_CODES, latent_dim)
+
+    def generate_from_stream(n: int) -> Any:
+        return generate(n, noise=codes.take(n))
+
+    owner = getattr(generate, "__self__", None)
+    name = getattr(generate, "__name__", "generate")
+    owned = f"{type(owner).__name__}.{name}" if owner is not None else name
+    generate_from_stream.__qualname__ = f"{owned}(n, noise)"
+    return generate_from_stream
+
+
+def stream_settings(reconstruction: Any, seed: int) -> dict[str, Any]:
+    """What a report records about its protocol and draws, the same for `train` and `measure`:
+    the protocol, its wording, and the stream seeds its draws came from (`reconstruction_seed`
+    only for `sample`)."""
+    protocol = Reconstruction.parse(reconstruction)
+    sampled = protocol is Reconstruction.SAMPLE
+    return {
+        "reconstruction": protocol.value,
+        "reconstructions": protocol.description,
+        "reconstruction_seed": stream_seed(seed, Stream.RECONSTRUCTION_DRAWS) if sampled else None,
+        "codes_seed": stream_seed(seed, Stream.EVALUATION_CODES),
+    }
 
 
 def _takes_noise(function: Callable[..., Any]) -> bool:

@@ -6,7 +6,8 @@ What `measure_model`, the samplers and `correct` use of a model, and nothing mor
 - `decode(z)` -> images N x C x H x W in [0, 1] (codes N x latent_dim or N x *latent_shape);
 - `reconstruct(x, noise=None)` -> decode(mu), or decode(mu + sigma * noise) for a posterior draw;
   both through the posterior's flow where the model has one (`posterior_codes`);
-- `sample(n, generator)` -> n images decoded from prior codes;
+- `sample(n, generator, noise=None)` -> n images decoded from prior codes (`noise`: the N(0, I)
+  codes to decode, where the prior is N(0, I));
 - `value_range` (the model's own pixel range), `device`, `latent_dim`, `dataset` and
   `dataset_limit` (the data the model folder names, or None) and `generates_images` (False when
   prior samples are not meant to be images, with `generation_note` saying why), and
@@ -41,9 +42,9 @@ class ModelAdapter:
 
     `_encode(x)` gets images in the model's range on its device and dtype and returns the
     posterior (mu, logvar) as the model defines its latents; `_decode(z)` returns images in the
-    model's range. Subclasses with another prior override `_prior_codes`; those whose posterior
-    pushes its Gaussian draw z0 through a flow before decoding override `_posterior_flow` (and
-    set `posterior_note`).
+    model's range. Subclasses with another prior override `_prior_codes` (and set `prior_note`:
+    `sample` then takes no `noise`); those whose posterior pushes its Gaussian draw z0 through a
+    flow before decoding override `_posterior_flow` (and set `posterior_note`).
     """
 
     kind: ClassVar[str] = ""  # the prefix the registry knows it by ("pythae", "diffusers", ...)
@@ -223,14 +224,33 @@ class ModelAdapter:
 
     @torch.no_grad()
     def sample(
-        self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        temperature: float = 1.0,
+        noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """n images decoded from prior codes (scaled by `temperature`); seed `generator`."""
+        """n images decoded from prior codes (scaled by `temperature`); seed `generator`. With
+        `noise` (N(0, I) draws, latent_dim per sample) the codes are those draws, for a model
+        whose prior is N(0, I) (`prior_note` None; another prior draws its own codes)."""
         if isinstance(n, bool) or int(n) < 0:
             raise InputError(f"n must be a non-negative integer, got {n!r}.")
-        draw_device = generator.device if generator is not None else self.device
-        codes = self._prior_codes(int(n), generator, draw_device) * float(temperature)
-        return self.decode(codes)
+        if noise is not None and self.prior_note is not None:
+            raise InputError(
+                f"the {self.kind} model {self.source} does not decode given N(0, I) codes: "
+                f"{self.prior_note}; sample it with a generator instead."
+            )
+        if noise is None:
+            draw_device = generator.device if generator is not None else self.device
+            codes = self._prior_codes(int(n), generator, draw_device)
+        elif noise.numel() != int(n) * self.latent_dim:
+            raise InputError(
+                f"prior codes must hold {self.latent_dim} values per sample ({int(n)} samples), "
+                f"got shape {tuple(noise.shape)}."
+            )
+        else:
+            codes = noise.reshape(int(n), *self.latent_shape)
+        return self.decode(codes * float(temperature))
 
     def describe(self) -> dict[str, Any]:
         """What a report records of the model: its kind, source, shapes, range and batching."""

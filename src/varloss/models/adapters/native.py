@@ -60,9 +60,13 @@ class VarlossAdapter(ModelAdapter):
 
     @torch.no_grad()
     def sample(
-        self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        temperature: float = 1.0,
+        noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        return self.vae.sample(n, generator=generator, temperature=temperature)
+        return self.vae.sample(n, generator=generator, temperature=temperature, noise=noise)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "family": self.vae.family}

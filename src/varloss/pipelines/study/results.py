@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from varloss.models import MODEL_FAMILIES
-from varloss.pipelines.evaluate import measured_reconstruction
 from varloss.pipelines.study.spec import RunSpec, StudySpec
 from varloss.runs import CONFIG_FILE, REPORT_FILE, RUN_TIMING_FILE, RunFolder
+from varloss.variance.protocol import protocol_of, recorded_protocol
 
 __all__ = [
     "METRIC_COLUMNS",
@@ -112,10 +112,8 @@ def collect_row(run: RunSpec, run_dir: str | Path) -> dict[str, Any]:
 def _reconstruction(report: Mapping[str, Any], folder: RunFolder) -> str:
     """The run's reconstruction protocol: the one report.json's evaluation used, else in
     config.json's train settings, else `mean` (runs from before the protocol was recorded)."""
-    value = measured_reconstruction(report)
-    if value is None and folder.exists(CONFIG_FILE):
-        value = (folder.read_json(CONFIG_FILE).get("train") or {}).get("reconstruction")
-    return str(value) if value is not None else "mean"
+    train = folder.read_json(CONFIG_FILE).get("train") if folder.exists(CONFIG_FILE) else None
+    return (recorded_protocol(report) or protocol_of(train)).value
 
 
 def _high_frequency_shares(report: Mapping[str, Any]) -> dict[str, float]:

@@ -1,0 +1,134 @@
+"""One rule for every command: `measure_model` (and `varloss measure --model`) with a run's own
+seed, protocol, test images and sample count reproduces the run's report.json, for both protocols
+and for the iterative (DRAW) family too; the named streams are the documented epoch-seed rule."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from varloss import measure_model
+from varloss.data import load
+from varloss.models import load_model
+from varloss.pipelines.config import TrainConfig
+from varloss.pipelines.train import train
+from varloss.runs import REPORT_FILE, RunFolder
+from varloss.variance.protocol import (
+    NOISE_BLOCK,
+    NoiseStream,
+    Reconstruction,
+    Stream,
+    protocol_of,
+    stream_seed,
+)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+# The numbers report.json and `measure` share; the variance losses and covariance term included.
+KEYS = (
+    "var_real",
+    "var_reconstructed",
+    "var_generated",
+    "variance_loss_reconstructed",
+    "variance_loss_generated",
+    "mse",
+    "bias2",
+    "cov_term",
+)
+SEED = 5
+EVAL_LIMIT = 300  # more than one NOISE_BLOCK: the streams' blocks and the batches are exercised
+FAMILIES = {
+    "dense": {"hidden_sizes": [16]},
+    "draw": {"steps": 2, "hidden": 16},
+}
+
+
+@pytest.fixture(scope="module", params=sorted(FAMILIES))
+def run(request, tmp_path_factory) -> tuple[Path, dict]:
+    """A one-epoch run of the family, its report evaluated with each protocol (the second is
+    measured again from the finished run, nothing trained): {protocol: report}."""
+    family = request.param
+    out = tmp_path_factory.mktemp(family) / "run"
+    values = dict(family=family, dataset="digits", epochs=1, latent=4, seed=SEED, out=str(out))
+    values.update(limit=100, eval_limit=EVAL_LIMIT, batch_size=50, fid="off")
+    values["hyper"] = FAMILIES[family]
+    reports = {}
+    for protocol in Reconstruction:
+        config = TrainConfig(**values, reconstruction=protocol.value)
+        again = protocol is not Reconstruction.MEAN  # the finished run, measured again
+        reports[protocol] = train(config, resume=again, progress=False)
+        on_disk = RunFolder(out).read_json(REPORT_FILE)
+        assert protocol_of(on_disk) is protocol
+    return out, reports
+
+
+@pytest.mark.parametrize("protocol", list(Reconstruction))
+def test_measure_model_reproduces_the_runs_report(run, protocol: Reconstruction) -> None:
+    out, reports = run
+    report = reports[protocol]
+    images = load("digits", "test", limit=EVAL_LIMIT).images
+    measured = measure_model(
+        load_model(out),
+        images,
+        reconstruction=protocol,
+        seed=SEED,
+        n_generated=report["settings"]["evaluation"]["test_images"],
+    )
+    for key in KEYS:
+        assert getattr(measured, key) == pytest.approx(report[key], rel=1e-9, abs=0), key
+    # Both record the same stream seeds, computed by the one rule.
+    evaluation = report["settings"]["evaluation"]
+    for key in ("reconstruction", "reconstruction_seed", "codes_seed"):
+        assert measured.settings[key] == evaluation[key], key
+    assert evaluation["codes_seed"] == (SEED * 1_000_003 - 1 * 7919 + 17)
+    sampled = protocol is Reconstruction.SAMPLE
+    assert evaluation["reconstruction_seed"] == (
+        (SEED * 1_000_003 - 2 * 7919 + 17) if sampled else None
+    )
+    assert evaluation["reconstructions"] == protocol.description
+
+
+def test_the_protocols_differ_and_the_samples_do_not(run) -> None:
+    _, reports = run
+    mean, sample = reports[Reconstruction.MEAN], reports[Reconstruction.SAMPLE]
+    assert sample["mse"] != mean["mse"]  # a posterior draw is not decode(mu)
+    assert sample["var_generated"] == mean["var_generated"]  # the same codes, decoded
+
+
+def test_cli_measure_reproduces_the_runs_report(run, tmp_path, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from varloss.cli import app
+
+    out, reports = run
+    report = reports[Reconstruction.SAMPLE]
+    # --real: the run's own test images (its eval_limit first ones of digits:test), as a file
+    real = tmp_path / "real.npy"
+    np.save(real, load("digits", "test", limit=EVAL_LIMIT).images.numpy())
+    args = ["measure", "--model", str(out), "--real", str(real), "--seed", str(SEED)]
+    args += ["--reconstruction", "sample", "--json", str(tmp_path / "m.json")]
+    monkeypatch.setattr("sys.argv", ["varloss", *args])
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    written = RunFolder(tmp_path).read_json("m.json")
+    for key in KEYS:
+        assert written[key] == pytest.approx(report[key], rel=1e-9, abs=0), key
+    assert written["settings"]["reconstruction_seed"] == stream_seed(
+        SEED, Stream.RECONSTRUCTION_DRAWS
+    )
+
+
+def test_the_streams_follow_the_epoch_seed_rule_in_blocks() -> None:
+    # Independently: the documented rule, and torch.randn in blocks of NOISE_BLOCK rows.
+    for stream, index in ((Stream.EVALUATION_CODES, -1), (Stream.RECONSTRUCTION_DRAWS, -2)):
+        seed = (7 * 1_000_003 + index * 7919 + 17) % (2**63 - 1)
+        assert stream_seed(7, stream) == seed
+        generator = torch.Generator().manual_seed(seed)
+        blocks = torch.cat([torch.randn(NOISE_BLOCK, 3, generator=generator) for _ in range(2)])
+        assert torch.equal(NoiseStream.named(7, stream, 3).take(NOISE_BLOCK + 9), blocks[:265])
+    # The validation streams keep the values early stopping always used (epoch_seed(seed, -3/-4)).
+    assert stream_seed(3, Stream.VALIDATION_SPLIT) == 3 * 1_000_003 - 3 * 7919 + 17
+    assert stream_seed(3, Stream.VALIDATION_DRAWS) == 3 * 1_000_003 - 4 * 7919 + 17
