@@ -161,7 +161,8 @@ def test_correct_all_closes_the_gap_and_resumes(tmp_path):
         assert (out / "samplers" / name / "state.safetensors").is_file()
     # var_generated agrees with an independent computation from the saved sampler
     match = load_sampler(out / "samplers" / "match", model)
-    regenerated = match.sample(600, torch.Generator().manual_seed(0))
+    # seed 0's evaluation-code stream: index -1 of the epoch-seed rule
+    regenerated = match.sample(600, torch.Generator().manual_seed(0 * 1_000_003 - 1 * 7919 + 17))
     entry, baseline = report["methods"]["match"], report["baseline"]
     assert entry["var_generated"] == pytest.approx(numpy_pixel_variance(regenerated), rel=1e-6)
     expected = 1 - abs(entry["var_real"] - entry["var_generated"]) / abs(

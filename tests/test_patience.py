@@ -13,10 +13,10 @@ from varloss._hashing import sha256_json
 from varloss.data import load
 from varloss.errors import InputError
 from varloss.pipelines.early_stopping import split_validation, validation_loss
-from varloss.pipelines.runtime import epoch_seed
 from varloss.pipelines.study.spec import parse_spec
 from varloss.pipelines.train import TrainConfig, train
 from varloss.runs import CHECKPOINT_FILE, HISTORY_FILE, MODEL_FILE, REPORT_FILE, RunFolder
+from varloss.variance.protocol import Stream, stream_seed
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -66,7 +66,9 @@ def test_patience_stops_where_the_rule_says_and_keeps_the_best_weights(tmp_path:
     assert report["best_validation_loss"] == min(losses)
     # The split: 10% of the 300 images, seeded, recorded; the rest trained on.
     split = report["settings"]["validation"]
-    assert split == {"fraction": 0.1, "images": 30, "seed": epoch_seed(3, -3)}
+    # seeded from the run's validation-split stream: epoch_seed(3, -3), as before streams had names
+    assert split == {"fraction": 0.1, "images": 30, "seed": 3 * 1_000_003 - 3 * 7919 + 17}
+    assert split["seed"] == stream_seed(3, Stream.VALIDATION_SPLIT)
     assert report["settings"]["train_images"] == 270
     # The saved model is the best epoch's, not the last one's: its validation loss, recomputed
     # from model.safetensors, is the best; the checkpoint's last weights give the last epoch's.
@@ -76,7 +78,7 @@ def test_patience_stops_where_the_rule_says_and_keeps_the_best_weights(tmp_path:
     assert record == split
     model = _model(config)
     model.load_state_dict(load_file(folder.file(MODEL_FILE)))
-    noise_seed = epoch_seed(config.seed, -4)
+    noise_seed = stream_seed(config.seed, Stream.VALIDATION_DRAWS)
     kept = validation_loss(model, held_out, noise_seed, torch.autocast("cpu", enabled=False))
     assert kept["val_loss"] == pytest.approx(min(losses), rel=1e-6)
     model.load_state_dict(folder.read_torch(CHECKPOINT_FILE)["model"])

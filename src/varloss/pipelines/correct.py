@@ -14,7 +14,10 @@ the manifest last:
   keys of its samples against the test split, `gap_closed`, `fid`, `fid_before`, `fid_after`,
   `fid_gain` and the sampler's settings; `table` is the short summary the CLI prints.
 
-Every method draws from the same seeded generator, so latent-space methods show matched samples.
+Every method draws from a generator seeded with the evaluation-code stream of `seed`
+(`varloss.variance.protocol`), so latent-space methods show matched samples, and with the run's
+own seed the prior's codes are the ones `varloss train` evaluated; the two-stage rows' latent
+measurement draws from the seed's second-stage stream.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ from varloss.samplers import (
 )
 from varloss.samplers.two_stage import TwoStageSampler
 from varloss.variance import measure
+from varloss.variance.protocol import Stream, stream_seed
 
 GAP_CLOSED_DEFINITION = "1 - |var_real - var_generated| / |var_real - var_generated(prior)|"
 
@@ -278,7 +282,8 @@ def _evaluate(
 ) -> tuple[dict[str, Any], torch.Tensor]:
     """One method's row (its samples measured against the test split, FID) and its samples."""
     started = time.perf_counter()
-    samples = sampler.sample(inputs.n_generated, torch.Generator().manual_seed(seed))
+    codes = torch.Generator().manual_seed(stream_seed(seed, Stream.EVALUATION_CODES))
+    samples = sampler.sample(inputs.n_generated, codes)
     sample_seconds = time.perf_counter() - started
     measured = measure(
         inputs.test_images,
@@ -312,7 +317,7 @@ def latent_variance(sampler: TwoStageSampler, inputs: _Inputs, seed: int) -> dic
     """The second stage's variance loss in latent space (standardised codes mu of the test
     images against their second-stage reconstructions and raw samples) and its ratio to the
     second stage's MSE: the quantity the renormalisation rule makes up for."""
-    generator = torch.Generator().manual_seed(seed + 1)
+    generator = torch.Generator().manual_seed(stream_seed(seed, Stream.SECOND_STAGE_CODES))
     sets = sampler.latent_sets(inputs.model, inputs.test_images, inputs.n_generated, generator)
     report = measure(sets["codes"], sets["reconstructed"], sets["generated"])
     return {
@@ -373,6 +378,8 @@ def _settings(
         "n_test": int(inputs.test_images.shape[0]),
         "n_generated": inputs.n_generated,
         "seed": seed,
+        "codes_seed": stream_seed(seed, Stream.EVALUATION_CODES),
+        "second_stage_seed": stream_seed(seed, Stream.SECOND_STAGE_CODES),
         "model_fingerprint": inputs.fingerprint,
         "model_family": model.get("family", model["class"]),
         "model": model,

@@ -1,14 +1,15 @@
 """Training to convergence: a seeded validation split, the validation loss, and patience.
 
 With `TrainConfig.patience = N` the trainer holds out the fraction `validation` of the training
-images (after `limit`; which ones is drawn with `validation_seed(seed)`), measures the negative
-ELBO of that split after every epoch (eval mode, the same seeded posterior draws each epoch, so
-two epochs differ only by their weights), and stops once N epochs in a row have not improved on
-the best by more than the fraction `min_delta` of it (Keras's min_delta, made relative so that one
-value fits losses of any scale). The weights of the epoch with the lowest validation loss become
-the run's model, even when that epoch's gain was too small to reset the count. Everything the
-rule needs (best loss, best epoch, epochs since, the last counted loss, best weights) is in the
-checkpoint, so a resumed run stops where an uninterrupted one would.
+images (after `limit`; which ones is drawn from the run's `Stream.VALIDATION_SPLIT`), measures
+the negative ELBO of that split after every epoch (eval mode, the same posterior draws each epoch,
+from the run's `Stream.VALIDATION_DRAWS`, so two epochs differ only by their weights), and
+stops once N epochs in a row have not improved on the best by more than the fraction `min_delta`
+of it (Keras's min_delta, made relative so that one value fits losses of any scale). The
+weights of the epoch with the lowest validation loss become the run's model, even when that
+epoch's gain was too small to reset the count. Everything the rule needs (best loss, best epoch,
+epochs since, the last counted loss, best weights) is in the checkpoint, so a resumed run stops
+where an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 
 from varloss.errors import InputError
 from varloss.pipelines.config import TrainConfig
-from varloss.pipelines.runtime import epoch_seed
+from varloss.variance.protocol import Stream, stream_seed
 
 __all__ = ["VALIDATION_COLUMNS", "EarlyStopping", "split_validation", "validation_loss"]
 
@@ -36,7 +37,9 @@ def split_validation(
     """(training images, validation images, what the report records about the split).
 
     The validation images are round(validation * N) of the N training images, drawn without
-    replacement by a generator seeded with epoch_seed(seed, -3); both parts keep their order.
+    replacement by a generator seeded with the run's validation-split stream (`stream_seed(seed,
+    Stream.VALIDATION_SPLIT)`, the value epoch_seed(seed, -3) always had); both parts keep their
+    order.
     """
     n = images.shape[0]
     n_validation = round(n * float(config.validation))
@@ -45,7 +48,7 @@ def split_validation(
             f"validation {config.validation} of {n} training images leaves {n_validation} for "
             f"validation and {n - n_validation} for training; at least 1 and 2 are needed."
         )
-    seed = epoch_seed(config.seed, -3)
+    seed = stream_seed(config.seed, Stream.VALIDATION_SPLIT)
     order = torch.randperm(n, generator=torch.Generator(device="cpu").manual_seed(seed))
     held_out = order[:n_validation].sort().values.to(images.device)
     kept = order[n_validation:].sort().values.to(images.device)
@@ -92,7 +95,7 @@ class EarlyStopping:
     @classmethod
     def create(cls, config: TrainConfig, images: torch.Tensor, record: dict[str, Any]):
         """The rule for `config` (patience) on the validation `images`."""
-        noise_seed = epoch_seed(config.seed, -4)
+        noise_seed = stream_seed(config.seed, Stream.VALIDATION_DRAWS)
         return cls(int(config.patience), images, record, noise_seed, float(config.min_delta))
 
     @property

@@ -17,6 +17,7 @@ from varloss._hashing import sha256_state
 from varloss.data import to_images
 from varloss.errors import InputError
 from varloss.variance import model_device
+from varloss.variance.protocol import standard_normal_rows
 
 FINGERPRINT_LENGTH = 16
 
@@ -105,8 +106,10 @@ def seeded_generator(seed: int) -> torch.Generator:
 
 
 def standard_normal(n: int, dim: int, generator: torch.Generator | None) -> torch.Tensor:
-    """n x dim float32 draws of N(0, 1) from `generator`."""
-    return torch.randn(n, dim, generator=generator, dtype=torch.float32)
+    """n x dim float32 draws of N(0, 1) from `generator`, by the rows rule of the evaluation
+    streams (`varloss.variance.protocol`): a generator seeded with a run's evaluation-code stream
+    gives the prior codes `varloss train` decoded."""
+    return standard_normal_rows(n, dim, generator)
 
 
 def check_sample_count(n: int) -> int:
