@@ -39,7 +39,8 @@ KEYS = (
     "cov_term",
 )
 SEED = 5
-EVAL_LIMIT = 300  # more than one NOISE_BLOCK: the streams' blocks and the batches are exercised
+EVAL_LIMIT = 280  # of digits' 297 test images; over one NOISE_BLOCK: the streams' blocks and the
+# model's batches are exercised
 FAMILIES = {
     "dense": {"hidden_sizes": [16]},
     "draw": {"steps": 2, "hidden": 16},
@@ -132,3 +133,20 @@ def test_the_streams_follow_the_epoch_seed_rule_in_blocks() -> None:
     # The validation streams keep the values early stopping always used (epoch_seed(seed, -3/-4)).
     assert stream_seed(3, Stream.VALIDATION_SPLIT) == 3 * 1_000_003 - 3 * 7919 + 17
     assert stream_seed(3, Stream.VALIDATION_DRAWS) == 3 * 1_000_003 - 4 * 7919 + 17
+
+
+def test_correct_with_the_runs_seed_decodes_the_runs_prior_codes(run, tmp_path) -> None:
+    from varloss.pipelines.correct import correct
+
+    out, reports = run
+    report = reports[Reconstruction.MEAN]
+    n_test = report["settings"]["evaluation"]["test_images"]
+    assert n_test == EVAL_LIMIT
+    options = {"n_samples": n_test, "fid": "off", "progress": False, "seed": SEED}
+    corrected = correct(out, "prior", tmp_path / "correct", **options)
+    prior = corrected["baseline"]
+    # The same codes through the same decoder (in other batches: float32 rounding only).
+    assert prior["var_generated"] == pytest.approx(report["var_generated"], rel=1e-6)
+    assert corrected["settings"]["codes_seed"] == report["settings"]["evaluation"]["codes_seed"]
+    other = correct(out, "prior", tmp_path / "other", **{**options, "seed": SEED + 1})
+    assert other["baseline"]["var_generated"] != pytest.approx(report["var_generated"], rel=1e-3)
