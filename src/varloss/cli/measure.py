@@ -9,6 +9,7 @@ from varloss.cli.app import command, command_line
 from varloss.cli.common import print_variance_table
 from varloss.cli.splits import print_pca_table, print_spectrum_table
 from varloss.errors import InputError
+from varloss.variance.protocol import Reconstruction
 
 MAP_SUFFIXES = (".png", ".svg", ".pdf", ".npz")
 # The splits of issue 14 (opt-in: the spectrum costs up to 2x a plain measure, PCA O(D²) memory).
@@ -21,6 +22,19 @@ PCA_OPTION = typer.Option(
 )
 PCA_LIMIT_OPTION = typer.Option(
     3072, "--pca-limit", help="With --pca: most features per image (the covariance is D x D)."
+)
+
+# With --model: the one rule of varloss.variance.protocol, shared with `varloss train`.
+SEED_OPTION = typer.Option(
+    0,
+    "--seed",
+    help="With --model: seed of the samples' codes and the reconstruction draws (the named "
+    "streams `varloss train --seed` evaluates with: a run's seed gives its report.json).",
+)
+RECONSTRUCTION_OPTION = typer.Option(
+    Reconstruction.MEAN.value,
+    "--reconstruction",
+    help=f"With --model: {Reconstruction.choices()}.",
 )
 
 
@@ -47,7 +61,7 @@ def parse_ranges(values: list[str] | None) -> dict[str, tuple[float, float]] | N
 
 
 def _check_arguments(
-    model, reconstructed, generated, n_generated, json_out, maps, reconstruction="mean"
+    model, reconstructed, generated, n_generated, json_out, maps, reconstruction=Reconstruction.MEAN
 ) -> None:
     if model is not None and (reconstructed is not None or generated is not None):
         raise InputError("give either --model or --reconstructed/--generated, not both.")
@@ -57,9 +71,8 @@ def _check_arguments(
         )
     if model is None and n_generated is not None:
         raise InputError("--n-generated is only used with --model.")
-    if reconstruction not in ("mean", "sample"):
-        raise InputError(f"--reconstruction must be mean or sample, got {reconstruction!r}.")
-    if model is None and reconstruction != "mean":
+    protocol = Reconstruction.parse(reconstruction, "--reconstruction")
+    if model is None and protocol is not Reconstruction.MEAN:
         raise InputError("--reconstruction sample is only used with --model.")
     if maps is not None and not maps.lower().endswith(MAP_SUFFIXES):
         raise InputError(f"--maps {maps!r} must end with one of {', '.join(MAP_SUFFIXES)}.")
@@ -90,11 +103,9 @@ def measure_command(
     n_generated: int = typer.Option(
         None, "--n-generated", help="With --model: samples to draw (default: as many as --real)."
     ),
-    seed: int = typer.Option(0, "--seed", help="With --model: seed of the samples."),
+    seed: int = SEED_OPTION,
     device: str = typer.Option("cpu", "--device", help="With --model: cpu, cuda[:N] or auto."),
-    reconstruction: str = typer.Option(
-        "mean", "--reconstruction", help="With --model: mean, decode(mu), or sample (one draw)."
-    ),
+    reconstruction: str = RECONSTRUCTION_OPTION,
     json_out: str = typer.Option(None, "--json", help="Write the numbers and settings as JSON."),
     maps: str = typer.Option(
         None, "--maps", help="Write per-pixel variance maps: a figure (.png/.svg/.pdf) or .npz."

@@ -13,6 +13,7 @@ from varloss.cli.app import command, command_line
 from varloss.cli.common import print_variance_table
 from varloss.errors import InputError
 from varloss.pipelines.config import FID_MODES, TrainConfig
+from varloss.variance.protocol import Reconstruction
 
 
 def check_hyper_settings(family: str, pairs: list[str] | None) -> dict:
@@ -108,7 +109,7 @@ def train_command(
         "(train it if needed; also --fid alone), off.",
     ),
     reconstruction: str = typer.Option(
-        "mean", "--reconstruction", help="mean: decode(mu); sample: decode(mu + sigma * eps)."
+        Reconstruction.MEAN.value, "--reconstruction", help=f"{Reconstruction.choices()}."
     ),
     patience: int = typer.Option(
         None, "--patience", help="Stop after N epochs without a better validation loss."

@@ -24,6 +24,7 @@ import numpy as np
 from varloss._hashing import sha256_json
 from varloss._io import atomic_path
 from varloss.figures.base import pyplot
+from varloss.variance.protocol import Reconstruction, protocol_of
 
 __all__ = ["FAMILY_COLOURS", "FAMILY_LABELS", "family_colour", "plot_study"]
 
@@ -132,7 +133,7 @@ def _scatter_runs(
         first = group[0]
         family = str(first.get("family"))
         marker = markers[str(first.get("dataset"))]
-        half = mixed and _protocol(first) == "sample"
+        half = mixed and _protocol(first) == Reconstruction.SAMPLE
         for key, filled in _POINT_KINDS:
             pairs = [(_float(r.get("mse")), _float(r.get(key))) for r in group]
             pairs = [(x, y) for x, y in pairs if math.isfinite(x) and math.isfinite(y)]
@@ -179,7 +180,7 @@ def _draw_point(
 
 def _protocol(row: Mapping[str, Any]) -> str:
     """A run's reconstruction protocol (results.csv's `reconstruction`; `mean` when absent)."""
-    return str(row.get("reconstruction") or "mean")
+    return protocol_of(row).value
 
 
 def _protocols(rows: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -267,7 +268,7 @@ def _legend_handles(
             )
         )
     else:
-        protocol = protocols[0] if protocols else "mean"
+        protocol = protocols[0] if protocols else Reconstruction.MEAN.value
         handles.append(entry(f"filled: reconstructions ({protocol} protocol)"))
     handles.append(entry("hollow: generated samples", markerfacecolor="none", markeredgewidth=1.6))
     if any(len(group) > 1 for group in _points(rows).values()):
@@ -301,7 +302,7 @@ def _plot_decomposition(axis: Any, rows: Sequence[Mapping[str, Any]]) -> None:
     )  # fmt: skip
     axis.axvline(0.0, color="black", linewidth=0.8)
     axis.set_yticks(positions)
-    mixed = len({str(r.get("reconstruction") or "mean") for r in rows}) > 1
+    mixed = len({_protocol(r) for r in rows}) > 1
     axis.set_yticklabels([_run_label(r, mixed) for r in rows], fontsize=7)
     for tick, row in zip(axis.get_yticklabels(), rows, strict=True):
         family = str(row.get("family"))

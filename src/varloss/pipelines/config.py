@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from varloss.errors import InputError
-from varloss.variance.protocol import check_reconstruction
+from varloss.variance.protocol import Reconstruction
 
 SCHEDULES = ("constant", "cosine", "step")
 # FID (domain features) of the prior samples in report.json: "auto" when the data set's domain
@@ -24,7 +24,12 @@ FID_MODES = ("auto", "on", "off")
 RESUMABLE_CHANGES = ("epochs", "out", "device", "compile", "data_path", "fid", "reconstruction")
 # Settings added later: at these values they are left out of a run's identity, so that runs
 # written before them still resume (and their study run ids stay the same).
-LATER_DEFAULTS = {"reconstruction": "mean", "patience": None, "validation": 0.1, "min_delta": 0.0}
+LATER_DEFAULTS = {
+    "reconstruction": Reconstruction.MEAN.value,
+    "patience": None,
+    "validation": 0.1,
+    "min_delta": 0.0,
+}
 # Early-stopping settings that mean nothing (and are left out of the identity) without patience.
 PATIENCE_SETTINGS = ("validation", "min_delta")
 
@@ -78,7 +83,7 @@ class TrainConfig:
     data_path: str | None = None
     eval_limit: int | None = None
     fid: str = "auto"
-    reconstruction: str = "mean"
+    reconstruction: str = Reconstruction.MEAN.value
     patience: int | None = None
     validation: float = 0.1
     min_delta: float = 0.0
@@ -113,7 +118,7 @@ class TrainConfig:
             raise InputError(f"hyper must be a dict of hyper-parameters, got {self.hyper!r}.")
         if self.data_path is not None and not isinstance(self.data_path, str):
             raise InputError(f"data_path must be a path, got {self.data_path!r}.")
-        check_reconstruction(self.reconstruction)
+        Reconstruction.parse(self.reconstruction)
         patience = self.patience
         if patience is not None and (
             isinstance(patience, bool) or not isinstance(patience, int) or patience < 1

@@ -60,15 +60,8 @@ def evaluate(
     n_test = test_set.images.shape[0]
     shard = torch.arange(n_test).tensor_split(ranks.world)[ranks.rank]
     real = test_set.images[shard].to(device)
-    # Every rank takes the whole streams and keeps its shard's rows: image i gets row i, so the
-    # samples and draws do not depend on the world size.
-    codes = _stream_rows(config.seed, Stream.EVALUATION_CODES, n_test, model.latent_dim)
-    codes = codes[shard].to(device)
     protocol = Reconstruction.parse(config.reconstruction)
-    noise = None
-    if protocol is Reconstruction.SAMPLE:
-        noise = _stream_rows(config.seed, Stream.RECONSTRUCTION_DRAWS, n_test, model.latent_dim)
-        noise = noise[shard].to(device)
+    codes, noise = _draws(config.seed, protocol, n_test, model.latent_dim, shard, device)
 
     want_fid = ranks.all_agree(fid_wanted(config), device)  # every rank takes part in the gather
     kept: list[torch.Tensor] = []
@@ -122,9 +115,23 @@ def evaluate(
     return report
 
 
-def _stream_rows(seed: int, stream: Stream, n: int, width: int) -> torch.Tensor:
-    """The first n rows of the named stream `stream` of `seed` (n x width, on the CPU)."""
-    return NoiseStream.named(seed, stream, width).take(n)
+def _draws(
+    seed: int,
+    protocol: Reconstruction,
+    n_test: int,
+    latent_dim: int,
+    shard: torch.Tensor,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """This rank's prior codes and (with `sample`) reconstruction draws: the rows `shard` of the
+    run seed's named streams. Every rank takes the whole streams and keeps its shard's rows, so
+    image i gets row i and the numbers do not depend on the world size."""
+
+    def rows(stream: Stream) -> torch.Tensor:
+        return NoiseStream.named(seed, stream, latent_dim).take(n_test)[shard].to(device)
+
+    sampled = protocol is Reconstruction.SAMPLE
+    return rows(Stream.EVALUATION_CODES), rows(Stream.RECONSTRUCTION_DRAWS) if sampled else None
 
 
 def fid_wanted(config: TrainConfig) -> bool:

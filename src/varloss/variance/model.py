@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -71,9 +72,6 @@ def measure_model(
     """
     reconstruction = Reconstruction.parse(reconstruction)
     reconstruct, generate = _model_functions(model, reconstruct, generate, reconstruction, seed)
-    from_stream = None if generate is None else prior_generation(
-        generate, seed, getattr(model, "latent_dim", None)
-    )
     _check_counts(n_generated, batch_size)
     ranges = normalise_ranges(value_range)
     device = model_device(model)
@@ -95,41 +93,56 @@ def measure_model(
 
     def samples() -> Iterator[Any]:
         total = int(n_generated) if n_generated is not None else real_set.count
-        devices = [device.index or 0] if device.type == "cuda" else []
-        draw = from_stream or generate
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(stream_seed(seed, Stream.EVALUATION_CODES))  # for plain functions
-            for start in range(0, total, NOISE_BLOCK):  # whatever batch_size is (see NOISE_BLOCK)
-                yield _detached(draw(min(NOISE_BLOCK, total - start)))
+        yield from _samples(generate, total, device, seed)
 
+    with _evaluating(model):
+        report = measure(
+            real_batches(),
+            reconstructions() if reconstruct is not None else None,
+            samples() if generate is not None else None,
+            batch_size=batch_size,
+            value_range={k: v for k, v in ranges.items() if v is not None and k != "real"},
+            **splits,
+            settings={
+                "model": _model_name(model),
+                "reconstructed_by": _function_name(reconstruct),
+                "generated_by": _function_name(generate),
+                "seed": seed,
+                **stream_settings(reconstruction, seed),
+                **(settings or {}),
+            },
+        )
+    report.settings["inputs"]["real"] = real_set.stream.description
+    if ranges["real"] is not None:
+        report.settings["value_range"]["real"] = list(ranges["real"])
+    return report
+
+
+@contextmanager
+def _evaluating(model: Any) -> Iterator[None]:
+    """An `nn.Module` in eval mode and everything under torch.no_grad(); the module is put back
+    in training mode afterwards if it was in it."""
     training = getattr(model, "training", None)
     if isinstance(model, torch.nn.Module):
         model.eval()
     try:
         with torch.no_grad():
-            report = measure(
-                real_batches(),
-                reconstructions() if reconstruct is not None else None,
-                samples() if generate is not None else None,
-                batch_size=batch_size,
-                value_range={k: v for k, v in ranges.items() if v is not None and k != "real"},
-                **splits,
-                settings={
-                    "model": _model_name(model),
-                    "reconstructed_by": _function_name(reconstruct),
-                    "generated_by": _function_name(from_stream or generate),
-                    "seed": seed,
-                    **stream_settings(reconstruction, seed),
-                    **(settings or {}),
-                },
-            )
+            yield
     finally:
         if isinstance(model, torch.nn.Module) and training:
             model.train()
-    report.settings["inputs"]["real"] = real_set.stream.description
-    if ranges["real"] is not None:
-        report.settings["value_range"]["real"] = list(ranges["real"])
-    return report
+
+
+def _samples(
+    generate: Callable[[int], Any], total: int, device: torch.device, seed: int
+) -> Iterator[Any]:
+    """`total` samples, NOISE_BLOCK at a time whatever batch_size is (see NOISE_BLOCK); a plain
+    function draws under torch.manual_seed(the evaluation-code stream's seed), on a forked RNG."""
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(stream_seed(seed, Stream.EVALUATION_CODES))
+        for start in range(0, total, NOISE_BLOCK):
+            yield _detached(generate(min(NOISE_BLOCK, total - start)))
 
 
 def _in_blocks(batches: Iterator[torch.Tensor] | CheckedStream) -> Iterator[torch.Tensor]:
@@ -178,6 +191,8 @@ def _model_functions(
     images_from_prior = getattr(model, "generates_images", True)
     if generate is None and images_from_prior and callable(getattr(model, "sample", None)):
         generate = model.sample
+    if generate is not None:  # a model's sample(n, noise): the codes of the evaluation stream
+        generate = prior_generation(generate, seed, getattr(model, "latent_dim", None)) or generate
     if reconstruct is None and generate is None:
         raise InputError(
             f"model {type(model).__name__} has neither reconstruct(x) nor sample(n); pass "

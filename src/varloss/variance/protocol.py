@@ -8,12 +8,21 @@ latent_dim); the iterative families (draw, convdraw) use them step by step along
 Reports written before the protocol was recorded were all `mean`: `protocol_of` is the one place
 that says so.
 
-**Streams.** Every random draw of an evaluation comes from a named stream whose seed is derived
-from the run's (or the command's) seed by one rule, `stream_seed`: `train`, `measure --model`,
-`correct` and the DDP path all draw image i's code or noise from the same place, so the same
-model, seed and protocol give the same numbers whichever command asks. Draws are made in blocks
-of NOISE_BLOCK rows whatever the batch size (torch's vectorised randn depends on how a stream is
-cut), so image i gets the same draw in batches of any size and under any world size.
+**Streams.** Every random draw of an evaluation comes from a named stream (`Stream`) whose seed
+is derived from the run's (or the command's) seed by one rule, `stream_seed`: `train` (its DDP
+path included), `measure --model` and `correct` all draw from the same place. Sample i decodes
+row i of `Stream.EVALUATION_CODES` (a model decodes given codes through `sample(n, noise=rows)`;
+DRAW's codes are its steps' codes, concatenated), and image i's sampled reconstruction takes row
+i of `Stream.RECONSTRUCTION_DRAWS`; so `measure --model RUN --seed <the run's seed>` with the
+run's protocol, test images and sample count gives RUN/report.json's numbers, and each report
+records its stream seeds (`stream_settings`). Rows are drawn NOISE_BLOCK at a time whatever the
+batch size (torch's vectorised randn depends on how a stream is cut; `standard_normal_rows`), so
+row i is the same in batches of any size and under any world size, and models are evaluated
+NOISE_BLOCK images at a time (float32 results of a network depend on its batch size). A plain
+`generate(n)` function that takes no codes runs under torch.manual_seed(the evaluation-code
+stream's seed) instead. Early stopping's held-out images and posterior draws are the
+`VALIDATION_SPLIT` and `VALIDATION_DRAWS` streams; `correct` measures the two-stage sampler's
+latent space with `SECOND_STAGE_CODES`.
 """
 
 from __future__ import annotations
@@ -29,11 +38,9 @@ from varloss.errors import InputError
 
 __all__ = [
     "NOISE_BLOCK",
-    "RECONSTRUCTIONS",
     "NoiseStream",
     "Reconstruction",
     "Stream",
-    "check_reconstruction",
     "epoch_seed",
     "protocol_of",
     "recorded_protocol",
@@ -66,6 +73,11 @@ class Reconstruction(StrEnum):
         return "decode(mu + sigma * eps), one posterior draw per image"
 
     @classmethod
+    def choices(cls) -> str:
+        """Every protocol with its wording, for help texts."""
+        return "; ".join(f"{member.value}: {member.description}" for member in cls)
+
+    @classmethod
     def parse(cls, value: Any, name: str = "reconstruction") -> Reconstruction:
         """The protocol named by `value`, or an InputError naming `name` and the choices."""
         try:
@@ -75,13 +87,7 @@ class Reconstruction(StrEnum):
             raise InputError(f"{name} must be one of {choices}, got {value!r}.") from None
 
 
-RECONSTRUCTIONS = tuple(member.value for member in Reconstruction)
 DEFAULT_RECONSTRUCTION = Reconstruction.MEAN
-
-
-def check_reconstruction(reconstruction: Any, name: str = "reconstruction") -> str:
-    """The protocol's name, or an InputError naming `name` and the choices."""
-    return Reconstruction.parse(reconstruction, name).value
 
 
 def recorded_protocol(record: Mapping[str, Any] | None) -> Reconstruction | None:

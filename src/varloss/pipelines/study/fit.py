@@ -18,6 +18,7 @@ import numpy as np
 from varloss.errors import InputError
 from varloss.pipelines.study.ratios import family_ratios
 from varloss.pipelines.study.spec import StudySpec
+from varloss.variance.protocol import protocol_of
 
 __all__ = ["BOOTSTRAP", "bootstrap_line", "fit_line", "fit_origin", "fit_results", "r2"]
 
@@ -150,7 +151,7 @@ def fit_results(rows: Sequence[Mapping[str, Any]], spec: StudySpec | None = None
         "family_ratios": family_ratios(rows),
         "n_runs": len(rows),
         "n_points": len({str(row.get("point_id") or row.get("run_id")) for row in rows}),
-        "reconstruction": sorted({str(row.get("reconstruction") or "mean") for row in rows}),
+        "reconstruction": sorted({protocol_of(row).value for row in rows}),
         "families": sorted({str(row.get("family")) for row in rows}),
         "datasets": sorted({str(row.get("dataset")) for row in rows}),
     }

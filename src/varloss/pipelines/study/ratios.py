@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from varloss.variance.protocol import protocol_of
+
 __all__ = ["RATIO_INTERVAL", "family_ratios"]
 
 RATIO_INTERVAL = "student-t 95% interval of the mean over runs"
@@ -34,7 +36,7 @@ def family_ratios(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         mse, loss = _float(row.get("mse")), _float(row.get("variance_loss_reconstructed"))
         if not (math.isfinite(mse) and math.isfinite(loss) and mse > 0):
             continue
-        key = (str(row.get("family")), str(row.get("reconstruction") or "mean"))
+        key = (str(row.get("family")), protocol_of(row).value)
         point = str(row.get("point_id") or row.get("run_id"))
         groups.setdefault(key, []).append((loss / mse, point))
     return [

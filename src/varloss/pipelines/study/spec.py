@@ -27,6 +27,7 @@ from varloss.errors import InputError
 from varloss.losses import LIKELIHOODS
 from varloss.models import MODEL_FAMILIES, load_plugins
 from varloss.pipelines.config import TrainConfig, drop_later_defaults
+from varloss.variance.protocol import Reconstruction
 
 __all__ = ["RUN_FIELDS", "RunSpec", "StudySpec", "load_spec", "parse_spec", "preset_names"]
 
@@ -60,7 +61,7 @@ class RunSpec:
     lr: float | None = None
     hyper: dict[str, Any] = field(default_factory=dict)
     data_path: str | None = None
-    reconstruction: str = "mean"
+    reconstruction: str = Reconstruction.MEAN.value
     patience: int | None = None
     validation: float | None = None
     min_delta: float | None = None

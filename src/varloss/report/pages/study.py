@@ -27,6 +27,7 @@ from varloss.runs import (
     SPEC_FILE,
     RunFolder,
 )
+from varloss.variance.protocol import Reconstruction, protocol_of
 
 _MAX_RUN_GRIDS = 60
 _MAX_RUN_MAPS = 24
@@ -226,22 +227,21 @@ def _explain_study(rows: list[dict[str, Any]], fit: Mapping[str, Any]) -> list[s
     return sentences
 
 
-_PROTOCOLS = {
-    "mean": "the `mean` protocol, x̂ = decode(μ)",
-    "sample": "the `sample` protocol, x̂ = decode(μ + σ·ε) with one seeded draw per image",
-}
+def _protocol_words(protocol: Reconstruction) -> str:
+    """The protocol in a sentence, in the enum's one wording."""
+    return f"the `{protocol.value}` protocol, x̂ = {protocol.description}"
 
 
 def _protocol_sentence(rows: list[dict[str, Any]]) -> str:
     """Which reconstruction protocol the study's runs used (results.csv's `reconstruction`)."""
     counts: dict[str, int] = {}
     for row in rows:
-        protocol = str(row.get("reconstruction") or "mean")
+        protocol = protocol_of(row)
         counts[protocol] = counts.get(protocol, 0) + 1
     if len(counts) == 1:
         (protocol,) = counts
-        return f"Reconstructions were measured with {_PROTOCOLS.get(protocol, protocol)}."
-    parts = [f"{n} with {_PROTOCOLS.get(p, p)}" for p, n in sorted(counts.items())]
+        return f"Reconstructions were measured with {_protocol_words(protocol)}."
+    parts = [f"{n} with {_protocol_words(p)}" for p, n in sorted(counts.items())]
     return (
         "The study mixes reconstruction protocols: " + "; ".join(parts) + " (half-filled "
         "markers in the figure; the per-family table keeps them apart)."
