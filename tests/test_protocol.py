@@ -1,6 +1,7 @@
 """One rule for every command: `measure_model` (and `varloss measure --model`) with a run's own
 seed, protocol, test images and sample count reproduces the run's report.json, for both protocols
-and for the iterative (DRAW) family too; the named streams are the documented epoch-seed rule."""
+and for the iterative families (DRAW, ConvDRAW) too; `correct` with the run's seed decodes the
+run's prior codes; the named streams are the documented epoch-seed rule."""
 
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ EVAL_LIMIT = 280  # of digits' 297 test images; over one NOISE_BLOCK: the stream
 FAMILIES = {
     "dense": {"hidden_sizes": [16]},
     "draw": {"steps": 2, "hidden": 16},
+    "convdraw": {"steps": 2, "hidden_channels": 4, "canvas_channels": 4},
 }
 
 
