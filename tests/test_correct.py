@@ -162,7 +162,9 @@ def test_correct_all_closes_the_gap_and_resumes(tmp_path):
     # var_generated agrees with an independent computation from the saved sampler
     match = load_sampler(out / "samplers" / "match", model)
     # seed 0's evaluation-code stream: index -1 of the epoch-seed rule
-    regenerated = match.sample(600, torch.Generator().manual_seed(0 * 1_000_003 - 1 * 7919 + 17))
+    codes_seed = (0 * 1_000_003 - 1 * 7919 + 17) % (2**63 - 1)
+    assert report["settings"]["codes_seed"] == codes_seed
+    regenerated = match.sample(600, torch.Generator().manual_seed(codes_seed))
     entry, baseline = report["methods"]["match"], report["baseline"]
     assert entry["var_generated"] == pytest.approx(numpy_pixel_variance(regenerated), rel=1e-6)
     expected = 1 - abs(entry["var_real"] - entry["var_generated"]) / abs(
