@@ -152,3 +152,27 @@ def test_correct_with_the_runs_seed_decodes_the_runs_prior_codes(run, tmp_path) 
     assert corrected["settings"]["codes_seed"] == report["settings"]["evaluation"]["codes_seed"]
     other = correct(out, "prior", tmp_path / "other", **{**options, "seed": SEED + 1})
     assert other["baseline"]["var_generated"] != pytest.approx(report["var_generated"], rel=1e-3)
+
+
+def test_a_prior_other_than_n01_draws_its_own_codes(tmp_path) -> None:
+    """A pythae VAMP's prior is a mixture, not N(0, I): it takes no stream codes (one sentence),
+    and `measure_model` samples it under torch.manual_seed(the evaluation-code stream's seed)."""
+    pythae_models = pytest.importorskip("pythae.models")
+    from varloss.errors import InputError
+    from varloss.models.adapters import load_adapter
+
+    torch.manual_seed(0)
+    config = pythae_models.VAMPConfig(input_dim=(1, 8, 8), latent_dim=2, number_components=4)
+    pythae_models.VAMP(config).save(str(tmp_path / "vamp"))
+    adapter = load_adapter(f"pythae:{tmp_path / 'vamp'}")
+    with pytest.raises(InputError, match="does not decode given N\\(0, I\\) codes"):
+        adapter.sample(2, noise=torch.zeros(2, 2))
+    images = load("digits", "test", limit=40).images
+    report = measure_model(adapter, images, n_generated=30, seed=SEED)
+    assert report.settings["generated_by"] == "PythaeAdapter.sample"
+    with torch.random.fork_rng():
+        torch.manual_seed(stream_seed(SEED, Stream.EVALUATION_CODES))
+        by_hand = adapter.sample(30)
+    assert report.var_generated == pytest.approx(
+        by_hand.double().reshape(30, -1).var(0, correction=0).mean().item(), rel=1e-9
+    )

@@ -191,7 +191,8 @@ def _model_functions(
     images_from_prior = getattr(model, "generates_images", True)
     if generate is None and images_from_prior and callable(getattr(model, "sample", None)):
         generate = model.sample
-    if generate is not None:  # a model's sample(n, noise): the codes of the evaluation stream
+    if generate is not None and getattr(model, "prior_note", None) is None:
+        # a model's sample(n, noise) with an N(0, I) prior: the codes of the evaluation stream
         generate = prior_generation(generate, seed, getattr(model, "latent_dim", None)) or generate
     if reconstruct is None and generate is None:
         raise InputError(
