@@ -7,8 +7,8 @@
   `family_colour`, `FAMILY_COLOURS`).
 - `base`: the headless backend (`pyplot`) and the atomic writer (`save_figure`).
 
-Figures read plain numbers and arrays; they import nothing above the ground layer (and the data
-layer), never a pipeline.
+Figures read plain numbers and arrays, and a study's typed records (`varloss.records`); they
+import nothing above the records layer, never a pipeline.
 """
 
 from varloss.figures.base import pyplot, save_figure

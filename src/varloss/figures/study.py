@@ -8,8 +8,9 @@
 - `family_colour(family)`: the seed's colours for the built-in families (`FAMILY_COLOURS`), a
   stable colour chosen by name for families of one's own (plugins).
 
-`rows` are results.csv rows (mappings with the study's column names); the figure reads nothing
-else, so the study pipeline and the HTML report draw the same picture.
+`rows` are results.csv rows (`varloss.records.ResultsRow`) and `fit` is fit.json
+(`varloss.records.FitRecord`); the figure reads nothing else, so the study pipeline and the HTML
+report draw the same picture.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ import numpy as np
 from varloss._hashing import sha256_json
 from varloss._io import atomic_path
 from varloss.figures.base import pyplot
-from varloss.variance.protocol import Reconstruction, protocol_of
+from varloss.records import FitRecord, ResultsRow
+from varloss.variance.protocol import Reconstruction
 
 __all__ = ["FAMILY_COLOURS", "FAMILY_LABELS", "family_colour", "plot_study"]
 
@@ -63,19 +65,14 @@ def _edge_colour(family: str) -> str:
     return "#5a4a00" if family in _YELLOW_FAMILIES else "#222222"
 
 
-def _float(value: Any) -> float:
-    """A results.csv cell as a float; empty or unreadable cells are NaN."""
-    if value is None or value == "":
-        return math.nan
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
+def _float(value: float | None) -> float:
+    """A metric for plotting: NaN where the run did not record it (left out of the plot)."""
+    return math.nan if value is None else value
 
 
 def plot_study(
-    rows: Sequence[Mapping[str, Any]],
-    fit: Mapping[str, Any],
+    rows: Sequence[ResultsRow],
+    fit: FitRecord,
     path: str | Path,
     *,
     title: str | None = None,
@@ -97,7 +94,7 @@ def plot_study(
     fig, (scatter, bars) = plt.subplots(
         1, 2, figsize=(14, height), gridspec_kw={"width_ratios": [1.1, 1.0]}
     )
-    datasets = sorted({str(r.get("dataset")) for r in rows})
+    datasets = sorted({r.dataset for r in rows})
     markers = {d: _DATASET_MARKERS[i % len(_DATASET_MARKERS)] for i, d in enumerate(datasets)}
     points = _scatter_runs(scatter, rows, markers)
     handles = _fit_lines(scatter, fit, points)
@@ -121,7 +118,7 @@ def plot_study(
 
 
 def _scatter_runs(
-    axis: Any, rows: Sequence[Mapping[str, Any]], markers: Mapping[str, str]
+    axis: Any, rows: Sequence[ResultsRow], markers: Mapping[str, str]
 ) -> list[tuple[float, float]]:
     """Two points per point of the study (reconstructions filled, generated hollow): runs that
     differ only in their seed are one marker at their mean with error bars of ± one standard
@@ -131,11 +128,11 @@ def _scatter_runs(
     mixed = len(_protocols(rows)) > 1
     for group in _points(rows).values():
         first = group[0]
-        family = str(first.get("family"))
-        marker = markers[str(first.get("dataset"))]
-        half = mixed and _protocol(first) == Reconstruction.SAMPLE
+        family = first.family
+        marker = markers[first.dataset]
+        half = mixed and first.reconstruction is Reconstruction.SAMPLE
         for key, filled in _POINT_KINDS:
-            pairs = [(_float(r.get("mse")), _float(r.get(key))) for r in group]
+            pairs = [(_float(r.mse), _float(getattr(r, key))) for r in group]
             pairs = [(x, y) for x, y in pairs if math.isfinite(x) and math.isfinite(y)]
             if not pairs:
                 continue
@@ -178,30 +175,19 @@ def _draw_point(
     )  # fmt: skip
 
 
-def _protocol(row: Mapping[str, Any]) -> str:
-    """A run's reconstruction protocol (results.csv's `reconstruction`; `mean` when absent)."""
-    return protocol_of(row).value
+def _protocols(rows: Sequence[ResultsRow]) -> list[str]:
+    return sorted({str(row.reconstruction) for row in rows})
 
 
-def _protocols(rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    return sorted({_protocol(row) for row in rows})
-
-
-def _points(rows: Sequence[Mapping[str, Any]]) -> dict[Any, list[Mapping[str, Any]]]:
-    """Runs grouped by point: results.csv's point_id, else (older studies) the settings columns
-    other than run_id and seed."""
-    groups: dict[Any, list[Mapping[str, Any]]] = {}
+def _points(rows: Sequence[ResultsRow]) -> dict[str, list[ResultsRow]]:
+    """Runs grouped by point (`ResultsRow.point`: runs that differ only in their seed)."""
+    groups: dict[str, list[ResultsRow]] = {}
     for row in rows:
-        key = row.get("point_id") or tuple(
-            str(row.get(c)) for c in ("family", "dataset", "latent", "epochs", "loss", "limit")
-        ) + (_protocol(row),)
-        groups.setdefault(key, []).append(row)
+        groups.setdefault(row.point, []).append(row)
     return groups
 
 
-def _fit_lines(
-    axis: Any, fit: Mapping[str, Any], points: Sequence[tuple[float, float]]
-) -> list[Any]:
+def _fit_lines(axis: Any, fit: FitRecord, points: Sequence[tuple[float, float]]) -> list[Any]:
     """The line y = x and the fitted lines over the points' range; returns their legend handles."""
     if not points:
         return []
@@ -216,20 +202,19 @@ def _fit_lines(
         ("reconstructed", "-", "fit, reconstructions"),
         ("generated", ":", "fit, generated samples"),
     ):
-        values = fit.get(key) or {}
-        if values.get("slope") is None:
+        values = fit.line(key)
+        if values.slope is None or values.intercept is None:
             continue
-        r2 = values.get("r2")
-        r2_text = f"{r2:.3f}" if r2 is not None else "n/a"
-        interval = values.get("slope_ci95")
+        r2_text = f"{values.r2:.3f}" if values.r2 is not None else "n/a"
+        interval = values.slope_ci95
         ci = f" [95% {interval[0]:.3f}, {interval[1]:.3f}]" if interval else ""
         (fitted,) = axis.plot(
             line,
-            values["slope"] * line + values["intercept"],
+            values.slope * line + values.intercept,
             style,
             color="#444444",
             linewidth=1.6,
-            label=f"{label}: slope {values['slope']:.3f}{ci}, R² {r2_text} (n={values['n']})",
+            label=f"{label}: slope {values.slope:.3f}{ci}, R² {r2_text} (n={values.n})",
             zorder=2,
         )
         handles.append(fitted)
@@ -237,16 +222,14 @@ def _fit_lines(
     return handles
 
 
-def _legend_handles(
-    plt: Any, rows: Sequence[Mapping[str, Any]], markers: Mapping[str, str]
-) -> list[Any]:
+def _legend_handles(plt: Any, rows: Sequence[ResultsRow], markers: Mapping[str, str]) -> list[Any]:
     """Legend entries: one per family (seed order first), filled/hollow, one per data set."""
 
     def entry(label: str, **style: Any) -> Any:
         style = {"marker": "o", "markerfacecolor": "#999999", "markeredgecolor": "#333333", **style}
         return plt.Line2D([], [], linestyle="none", markersize=8, label=label, **style)
 
-    present = {str(r.get("family")) for r in rows}
+    present = {r.family for r in rows}
     families = [f for f in FAMILY_COLOURS if f in present]
     families += sorted(present - set(families))
     handles = [
@@ -282,7 +265,7 @@ def _legend_handles(
     return handles
 
 
-def _plot_decomposition(axis: Any, rows: Sequence[Mapping[str, Any]]) -> None:
+def _plot_decomposition(axis: Any, rows: Sequence[ResultsRow]) -> None:
     """Grouped horizontal bars per run: mse, -bias², cov term; their sum is the variance loss."""
     n = len(rows)
     positions = np.arange(n)[::-1]  # first run on top
@@ -293,19 +276,19 @@ def _plot_decomposition(axis: Any, rows: Sequence[Mapping[str, Any]]) -> None:
     )
     width = 0.26
     for index, (key, sign, colour, label) in enumerate(parts):
-        values = [sign * _float(r.get(key)) for r in rows]
+        values = [sign * _float(getattr(r, key)) for r in rows]
         axis.barh(positions + (1 - index) * width, values, height=width, color=colour, label=label)
-    losses = [_float(r.get("variance_loss_reconstructed")) for r in rows]
+    losses = [_float(r.variance_loss_reconstructed) for r in rows]
     axis.scatter(
         losses, positions, marker="|", s=260, color="black", linewidths=2.0, zorder=3,
         label="variance loss (= sum)",
     )  # fmt: skip
     axis.axvline(0.0, color="black", linewidth=0.8)
     axis.set_yticks(positions)
-    mixed = len({_protocol(r) for r in rows}) > 1
+    mixed = len(_protocols(rows)) > 1
     axis.set_yticklabels([_run_label(r, mixed) for r in rows], fontsize=7)
     for tick, row in zip(axis.get_yticklabels(), rows, strict=True):
-        family = str(row.get("family"))
+        family = row.family
         tick.set_color(
             _edge_colour(family) if family in _YELLOW_FAMILIES else family_colour(family)
         )
@@ -318,14 +301,11 @@ def _plot_decomposition(axis: Any, rows: Sequence[Mapping[str, Any]]) -> None:
         axis.set_ylim(-0.6, n - 0.4)
 
 
-def _run_label(row: Mapping[str, Any], protocol: bool = False) -> str:
+def _run_label(row: ResultsRow, protocol: bool = False) -> str:
     """e.g. `dense mnist z2 e40 s0`, and ` sample` when a study mixes protocols (runs that differ
     only in their protocol would otherwise share a label)."""
-    label = (
-        f"{row.get('family')} {row.get('dataset')} z{row.get('latent')} "
-        f"e{row.get('epochs')} s{row.get('seed')}"
-    )
-    return f"{label} {row.get('reconstruction') or 'mean'}" if protocol else label
+    label = f"{row.family} {row.dataset} z{row.latent} e{row.epochs} s{row.seed}"
+    return f"{label} {row.reconstruction}" if protocol else label
 
 
 def _save_png_and_svg(plt: Any, fig: Any, path: Path) -> None:

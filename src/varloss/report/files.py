@@ -14,19 +14,12 @@ from typing import Any
 import numpy as np
 
 from varloss.errors import InputError
+from varloss.records import read_object  # noqa: F401 - the pages read JSON objects through it
 from varloss.report.html import Figure, file_figure
 from varloss.runs import MAPS_FILE, RunFolder
 
 # The keys of a `varloss measure --json` file (VarianceReport.to_dict) that mark one.
 MEASURE_KEY = "var_real"
-
-
-def read_object(folder: RunFolder, name: str) -> dict[str, Any]:
-    """The JSON object in `folder/name` (verified); InputError when it is not an object."""
-    data = folder.read_json(name)
-    if not isinstance(data, dict):
-        raise InputError(f"{folder.file(name)} must hold a JSON object, got {type(data).__name__}.")
-    return data
 
 
 def read_maps(folder: RunFolder, name: str = MAPS_FILE) -> dict[str, np.ndarray]:

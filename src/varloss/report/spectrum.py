@@ -14,6 +14,7 @@ from typing import Any
 from varloss.errors import InputError
 from varloss.figures import FAMILY_LABELS, family_colour
 from varloss.figures.spectrum import kept_curves_figure, pca_figure, spectrum_figure
+from varloss.records import ResultsRow, read_report
 from varloss.report.html import Figure
 from varloss.report.plots import figure_uri
 from varloss.runs import REPORT_FILE, RUNS_DIR, RunFolder
@@ -126,20 +127,18 @@ def _latent_sentences(methods: Mapping[str, Mapping[str, Any]]) -> list[str]:
     return []
 
 
-def runs_spectrum_section(
-    directory: Path, rows: Sequence[Mapping[str, Any]]
-) -> dict[str, Any] | None:
+def runs_spectrum_section(directory: Path, rows: Sequence[ResultsRow]) -> dict[str, Any] | None:
     """The study page: one curve per results.csv row (its run's report.json under runs/),
     coloured by family like the main figure."""
     curves = []
     for row in rows:
-        family = str(row.get("family"))
+        family = row.family
         label = FAMILY_LABELS.get(family, family)
-        folder = RunFolder(directory / RUNS_DIR / str(row.get("run_id")))
+        folder = RunFolder(directory / RUNS_DIR / row.run_id)
         if not folder.exists(REPORT_FILE):
             continue
         try:
-            spectrum = folder.read_json(REPORT_FILE).get("spectrum")
+            spectrum = read_report(folder).spectrum
         except InputError:  # a damaged report.json: the run has no curve, the page still renders
             continue
         if spectrum:

@@ -7,12 +7,14 @@ their MSE. Modules, in the order a study uses them:
 - `spec`: YAML (a preset or a file) -> `StudySpec` of `RunSpec`s, checked by `TrainConfig`'s rules;
 - `executors`: `execute_run` (one run = one `varloss train` run folder) and the registry of
   executors (`local` in this process or worker processes, `dask`);
-- `results`: results.csv rows, `StudyResult`, the summary printed at the end;
-- `fit`: least-squares fits of variance loss against MSE with bootstrap intervals (fit.json);
-- `ratios`: the per-family table of the ratio variance loss / MSE (in fit.json and the page);
+- `results`: each finished run's results row (`varloss.records.ResultsRow`), `StudyResult`, the
+  summary printed at the end;
+- `fit`: fit.json (`varloss.records.FitRecord`) from the rows, through the study maths of the
+  library: `varloss.variance.fit` (least squares with bootstrap intervals) and
+  `varloss.variance.ratios` (the per-family table of the ratio variance loss / MSE);
 - `run`: `run_study`, which ties them together in a locked study folder.
 
-The figure is `varloss.figures.plot_study`.
+The figure is `varloss.figures.plot_study`; the files' formats are `varloss.records`.
 """
 
 from varloss.pipelines.study.executors import (
@@ -21,8 +23,7 @@ from varloss.pipelines.study.executors import (
     execute_run,
     register_executor,
 )
-from varloss.pipelines.study.fit import bootstrap_line, fit_line, fit_origin, fit_results
-from varloss.pipelines.study.ratios import family_ratios
+from varloss.pipelines.study.fit import fit_results
 from varloss.pipelines.study.results import (
     METRIC_COLUMNS,
     RESULT_COLUMNS,
@@ -41,6 +42,8 @@ from varloss.pipelines.study.spec import (
     parse_spec,
     preset_names,
 )
+from varloss.variance.fit import bootstrap_line, fit_line, fit_origin  # the study's maths
+from varloss.variance.ratios import family_ratios
 
 __all__ = [
     "EXECUTORS",

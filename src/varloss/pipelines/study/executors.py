@@ -33,6 +33,7 @@ from varloss.models import load_plugins
 from varloss.pipelines.study.results import collect_row
 from varloss.pipelines.study.spec import RunSpec
 from varloss.pipelines.train import train
+from varloss.records import ResultsRow
 from varloss.runs import (
     CHECKPOINT_DIR,
     CHECKPOINT_FILE,
@@ -54,7 +55,7 @@ __all__ = [
 ]
 
 Task = tuple[RunSpec, str]  # a run and its folder (absolute: workers have their own cwd)
-Outcome = tuple[RunSpec, "dict[str, Any] | BaseException"]
+Outcome = tuple[RunSpec, "ResultsRow | BaseException"]
 
 
 @dataclass
@@ -95,7 +96,7 @@ def execute_run(
     threads: int | None = None,
     progress: bool = False,
     plugins: Sequence[str] = (),
-) -> dict[str, Any]:
+) -> ResultsRow:
     """Train one run into `run_dir` (resuming a partial one) and return its results row.
 
     Module-level and given plain data so that a process pool or a Dask worker can run it. A run
@@ -135,7 +136,7 @@ def derive_run(
     run_dir: str,
     trained_dir: str,
     device: str | None = None,
-) -> dict[str, Any]:
+) -> ResultsRow:
     """A run that differs from the finished run in `trained_dir` only in its reconstruction
     protocol: its checkpoint and history are copied and the trainer, resuming, finds nothing to
     train and measures the model with this run's protocol. Returns the results row.

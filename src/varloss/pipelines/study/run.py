@@ -35,6 +35,7 @@ from varloss.pipelines.study.executors import (
 from varloss.pipelines.study.fit import fit_results
 from varloss.pipelines.study.results import StudyResult, collect_row, write_results
 from varloss.pipelines.study.spec import RunSpec, StudySpec, load_spec
+from varloss.records import ResultsRow
 from varloss.runs import (
     FIGURE_FILE,
     FIT_FILE,
@@ -59,7 +60,7 @@ def run_study(
     device: str | None = None,
     progress: bool = True,
     dask_processes: bool = True,
-    on_row: Callable[[dict[str, Any]], None] | None = None,
+    on_row: Callable[[ResultsRow], None] | None = None,
     command: str | None = None,
     skip_unavailable: bool = False,
 ) -> StudyResult:
@@ -109,8 +110,8 @@ class _Study:
     folder: RunFolder
     executor: str
     settings: ExecutorSettings
-    on_row: Callable[[dict[str, Any]], None] | None
-    rows: dict[str, dict[str, Any]] = field(default_factory=dict)  # finished runs, by id
+    on_row: Callable[[ResultsRow], None] | None
+    rows: dict[str, ResultsRow] = field(default_factory=dict)  # finished runs, by id
     skipped: list[str] = field(default_factory=list)
     pending: list[RunSpec] = field(default_factory=list)
     # runs that differ from an earlier run only in their reconstruction protocol, each with that
@@ -128,7 +129,7 @@ class _Study:
         order = {run.run_id: i for i, run in enumerate(self.spec.runs)}
         return sorted(run_ids, key=order.__getitem__)
 
-    def ordered_rows(self) -> list[dict[str, Any]]:
+    def ordered_rows(self) -> list[ResultsRow]:
         return [self.rows[run_id] for run_id in self.in_spec_order(self.rows)]
 
     def write_results(self) -> Path:
@@ -183,7 +184,7 @@ class _Study:
             outcomes.close()  # stops the ticking thread and the runs in flight
             bar.close()
 
-    def _derive(self, run: RunSpec, trained: RunSpec) -> dict[str, Any] | BaseException:
+    def _derive(self, run: RunSpec, trained: RunSpec) -> ResultsRow | BaseException:
         """The twin `run` measured from `trained`'s model, in this process (nothing is trained;
         every core is free by then), or why it cannot be."""
         trained_folder = self.run_folder(trained)
@@ -215,16 +216,14 @@ class _Study:
     def finish(self, command: str | None, start: float) -> StudyResult:
         """fit.json and the figure from every finished run (`start`: when the call began)."""
         rows = self.ordered_rows()
-        fit = fit_results(rows, self.spec)
-        recorded = fit.setdefault("settings", {})
-        if command:
-            recorded["command"] = command
+        recorded: dict[str, Any] = {"command": command} if command else {}
         recorded["executor"] = self.executor
         recorded["jobs"] = self.settings.jobs
         recorded["threads"] = (
             threads_per_job(self.settings) if self.executor == "local" else self.settings.threads
         )
-        fit_path = self.folder.write_json(FIT_FILE, fit)
+        fit = fit_results(rows, self.spec, recorded)
+        fit_path = self.folder.write_json(FIT_FILE, fit.to_json())
         figure_path = None
         if rows:
             title = f"Study {self.spec.name}"

@@ -4,13 +4,12 @@ figure.png, study.yaml) and each run's samples.png and maps.npz under runs/."""
 from __future__ import annotations
 
 import shlex
-from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from varloss.pipelines.study.ratios import RATIO_INTERVAL, family_ratios
-from varloss.report.files import embed, read_maps, read_object
+from varloss.records import FitRecord, ResultsRow, read_fit, read_results
+from varloss.report.files import embed, read_maps
 from varloss.report.html import Cell, Figure, Table, fmt, num_cell, number
 from varloss.report.kinds import Context, ReportKind
 from varloss.report.plots import runs_maps
@@ -27,7 +26,9 @@ from varloss.runs import (
     SPEC_FILE,
     RunFolder,
 )
-from varloss.variance.protocol import Reconstruction, protocol_of
+from varloss.variance.fit import LineFit
+from varloss.variance.protocol import Reconstruction
+from varloss.variance.ratios import RATIO_INTERVAL
 
 _MAX_RUN_GRIDS = 60
 _MAX_RUN_MAPS = 24
@@ -46,23 +47,23 @@ def detects(directory: Path) -> bool:
 
 def build(directory: Path, source: Path | None) -> Context:
     folder = RunFolder(directory)
-    rows = folder.read_csv(RESULTS_FILE) if folder.exists(RESULTS_FILE) else []
-    fit = read_object(folder, FIT_FILE) if folder.exists(FIT_FILE) else {}
-    name = fit.get("name") or directory.name
+    rows = read_results(folder) if folder.exists(RESULTS_FILE) else []
+    fit = read_fit(folder, rows) if folder.exists(FIT_FILE) else None
+    name = (fit.name if fit else None) or directory.name
     context: Context = {
         "title": f"Study: variance loss against MSE ({name})",
         "subtitle": f"{len(rows)} finished run{'s' if len(rows) != 1 else ''}",
         "notices": [],
         "sentences": _explain_study(rows, fit),
     }
-    if fit.get("quick"):
+    if fit is not None and fit.quick:
         context["notices"].append(
             "This is the QUICK version of the study (preset `quick`): small training subsets "
             "and few epochs so that it runs on a laptop CPU in minutes. The `paper` preset "
             "trains the full zoo on four data sets and is meant for a GPU."
         )
-    elif fit.get("preset"):
-        context["subtitle"] += f", preset {fit['preset']}"
+    elif fit is not None and fit.preset:
+        context["subtitle"] += f", preset {fit.preset}"
     figure = embed(
         folder,
         FIGURE_FILE,
@@ -84,7 +85,7 @@ def build(directory: Path, source: Path | None) -> Context:
     context["study"] = {
         "figures": [figure] if figure else [],
         "fit_table": _fit_table(fit),
-        "family_table": _family_table(rows),
+        "family_table": _family_table(fit),
         "family_interval": RATIO_INTERVAL,
         "results": _results_table(rows, directory),
         "runs": _run_grids(directory, rows),
@@ -95,11 +96,11 @@ def build(directory: Path, source: Path | None) -> Context:
     return context
 
 
-def _study_settings(folder: RunFolder, fit: Mapping[str, Any]) -> dict[str, Any]:
-    settings = fit.get("settings") or {}
+def _study_settings(folder: RunFolder, fit: FitRecord | None) -> dict[str, Any]:
+    settings = fit.settings if fit is not None else {}
     command = settings.get("command")
     equivalent = None
-    preset = fit.get("preset")
+    preset = fit.preset if fit is not None else None
     # Re-running the study command in the same folder redraws it (finished runs are skipped).
     if (
         not command
@@ -117,16 +118,18 @@ def _study_settings(folder: RunFolder, fit: Mapping[str, Any]) -> dict[str, Any]
     )
 
 
-def _fit_table(fit: Mapping[str, Any]) -> Table | None:
+def _fit_table(fit: FitRecord | None) -> Table | None:
     """fit.json as a table: one row per fitted relation, with the bootstrap intervals."""
+    if fit is None:
+        return None
+    lines: list[tuple[str, LineFit]] = [(label, fit.line(key)) for key, label in _FITS]
     rows = [
         [
             Cell(label),
-            *(num_cell(fit[key].get(column)) for column in ("slope", "intercept", "r2", "n")),
-            *(_interval_cell(fit[key].get(column)) for column in _INTERVALS),
+            *(num_cell(value) for value in (line.slope, line.intercept, line.r2, line.n)),
+            *(_interval_cell(interval) for interval in (line.slope_ci95, line.intercept_ci95)),
         ]
-        for key, label in _FITS
-        if isinstance(fit.get(key), Mapping)
+        for label, line in lines
     ]
     if not rows:
         return None
@@ -138,9 +141,6 @@ def _fit_table(fit: Mapping[str, Any]) -> Table | None:
     )
 
 
-_INTERVALS = ("slope_ci95", "intercept_ci95")
-
-
 def _interval_cell(interval: Any) -> Cell:
     """[low, high] as `low – high` (sorted by low); a dash when there is none."""
     if not isinstance(interval, list | tuple) or len(interval) != 2:
@@ -149,10 +149,10 @@ def _interval_cell(interval: Any) -> Cell:
     return Cell(f"{fmt(low)} – {fmt(high)}", low, numeric=True)
 
 
-def _family_table(rows: list[dict[str, Any]]) -> Table | None:
+def _family_table(fit: FitRecord | None) -> Table | None:
     """The per-family ratio variance loss / MSE (reconstructions) over the runs: n, mean,
-    standard deviation and its Student-t 95% interval (`family_ratios`)."""
-    table = family_ratios(rows)
+    standard deviation and its Student-t 95% interval (fit.json's `family_ratios`)."""
+    table = fit.family_ratios if fit is not None else ()
     if not table:
         return None
     return Table(
@@ -167,10 +167,10 @@ def _family_table(rows: list[dict[str, Any]]) -> Table | None:
         ],  # fmt: skip
         rows=[
             [
-                Cell(row["family"]),
-                Cell(row["reconstruction"]),
-                *(num_cell(row[key]) for key in ("n", "points", "mean_ratio", "std_ratio")),
-                _interval_cell(row["ratio_ci95"]),
+                Cell(row.family),
+                Cell(row.reconstruction),
+                *(num_cell(value) for value in (row.n, row.points, row.mean_ratio, row.std_ratio)),
+                _interval_cell(row.ratio_ci95),
             ]
             for row in table
         ],
@@ -179,11 +179,11 @@ def _family_table(rows: list[dict[str, Any]]) -> Table | None:
     )
 
 
-def _explain_study(rows: list[dict[str, Any]], fit: Mapping[str, Any]) -> list[str]:
+def _explain_study(rows: list[ResultsRow], fit: FitRecord | None) -> list[str]:
     sentences = []
     if rows:
-        families = sorted({str(r["family"]) for r in rows if r.get("family")})
-        datasets = sorted({str(r["dataset"]) for r in rows if r.get("dataset")})
+        families = sorted({r.family for r in rows})
+        datasets = sorted({r.dataset for r in rows})
         sentences.append(
             f"{len(rows)} VAEs were trained ({', '.join(families) or 'unknown families'} on "
             f"{', '.join(datasets) or 'unknown data'}); each point compares the variance the "
@@ -193,10 +193,10 @@ def _explain_study(rows: list[dict[str, Any]], fit: Mapping[str, Any]) -> list[s
         training = _training_sentence(rows)
         if training:
             sentences.append(training)
-    line = fit.get("reconstructed") or {}
-    slope, r2, intercept = (number(line.get(key)) for key in ("slope", "r2", "intercept"))
-    if slope is None:
+    if fit is None or fit.reconstructed.slope is None:
         return sentences
+    line = fit.reconstructed
+    slope, r2, intercept = line.slope, line.r2, line.intercept
     text = (
         "A least-squares line through the reconstructions gives variance loss ≈ "
         f"{fmt(slope, 3)} × MSE"
@@ -205,9 +205,9 @@ def _explain_study(rows: list[dict[str, Any]], fit: Mapping[str, Any]) -> list[s
         text += f" {'+' if intercept >= 0 else '-'} {fmt(abs(intercept), 3)}"
     if r2 is not None:
         text += f" (R² = {r2:.3f})"
-    interval = line.get("slope_ci95")
-    if isinstance(interval, list) and len(interval) == 2:
-        resamples = (fit.get("bootstrap") or {}).get("resamples")
+    interval = line.slope_ci95
+    if interval is not None:
+        resamples = (fit.bootstrap or {}).get("resamples")
         text += (
             f"; the slope's 95% interval is {fmt(interval[0], 3)} to {fmt(interval[1], 3)} "
             f"(percentile bootstrap over the runs, {resamples} resamples)"
@@ -232,11 +232,11 @@ def _protocol_words(protocol: Reconstruction) -> str:
     return f"the `{protocol.value}` protocol, x̂ = {protocol.description}"
 
 
-def _protocol_sentence(rows: list[dict[str, Any]]) -> str:
+def _protocol_sentence(rows: list[ResultsRow]) -> str:
     """Which reconstruction protocol the study's runs used (results.csv's `reconstruction`)."""
-    counts: dict[str, int] = {}
+    counts: dict[Reconstruction, int] = {}
     for row in rows:
-        protocol = protocol_of(row)
+        protocol = row.reconstruction
         counts[protocol] = counts.get(protocol, 0) + 1
     if len(counts) == 1:
         (protocol,) = counts
@@ -248,12 +248,11 @@ def _protocol_sentence(rows: list[dict[str, Any]]) -> str:
     )
 
 
-def _training_sentence(rows: list[dict[str, Any]]) -> str | None:
+def _training_sentence(rows: list[ResultsRow]) -> str | None:
     """How many runs early stopping ended and which reached their epoch cap (results.csv's
-    `early_stopped`: True/False for runs trained with --patience, blank otherwise)."""
-    flags = [(row, str(row.get("early_stopped"))) for row in rows]
-    stopped = [row for row, flag in flags if flag == "True"]
-    capped = [row for row, flag in flags if flag == "False"]
+    `early_stopped`: True/False for runs trained with --patience, None otherwise)."""
+    stopped = [row for row in rows if row.early_stopped is True]
+    capped = [row for row in rows if row.early_stopped is False]
     if not stopped and not capped:
         return None
     text = (
@@ -264,7 +263,7 @@ def _training_sentence(rows: list[dict[str, Any]]) -> str | None:
         return text + "."
     groups: dict[str, int] = {}
     for row in capped:
-        label = f"{row.get('family')} on {row.get('dataset')} ({row.get('epochs')} epochs)"
+        label = f"{row.family} on {row.dataset} ({row.epochs} epochs)"
         groups[label] = groups.get(label, 0) + 1
     listed = ", ".join(f"{label}{f' ×{n}' if n > 1 else ''}" for label, n in groups.items())
     return (
@@ -273,10 +272,11 @@ def _training_sentence(rows: list[dict[str, Any]]) -> str | None:
     )
 
 
-def _results_table(rows: list[dict[str, Any]], directory: Path) -> Table | None:
+def _results_table(records: list[ResultsRow], directory: Path) -> Table | None:
     """results.csv, sortable; a run's id links to its page when it has one."""
-    if not rows:
+    if not records:
         return None
+    rows = [record.values() for record in records]
     columns = list(rows[0])
     numeric = [
         all(number(row[column]) is not None for row in rows if row[column] is not None)
@@ -301,27 +301,26 @@ def _results_table(rows: list[dict[str, Any]], directory: Path) -> Table | None:
     )
 
 
-def _run_folders(directory: Path, rows: list[dict[str, Any]], name: str) -> list[RunFolder]:
+def _run_folders(directory: Path, rows: list[ResultsRow], name: str) -> list[RunFolder]:
     """The run folders under runs/ that hold `name`, in results.csv order (others after)."""
     runs = directory / RUNS_DIR
     if not runs.is_dir():
         return []
-    order = {str(row["run_id"]): index for index, row in enumerate(rows)}
+    order = {row.run_id: index for index, row in enumerate(rows)}
     found = [path for path in runs.iterdir() if (path / name).is_file()]
     found.sort(key=lambda path: (order.get(path.name, len(order)), path.name))
     return [RunFolder(path) for path in found]
 
 
-def _run_grids(directory: Path, rows: list[dict[str, Any]]) -> list[Figure]:
-    by_id = {str(row["run_id"]): row for row in rows}
+def _run_grids(directory: Path, rows: list[ResultsRow]) -> list[Figure]:
+    by_id = {row.run_id: row for row in rows}
     figures = []
     for run in _run_folders(directory, rows, SAMPLES_FILE)[:_MAX_RUN_GRIDS]:
-        row = by_id.get(run.path.name, {})
-        parts = [
-            f"{label} {fmt(row[key])}"
-            for key, label in (("mse", "MSE"), ("variance_loss_reconstructed", "variance loss"))
-            if number(row.get(key)) is not None
-        ]
+        row = by_id.get(run.path.name)
+        numbers = (
+            (("MSE", row.mse), ("variance loss", row.variance_loss_reconstructed)) if row else ()
+        )
+        parts = [f"{label} {fmt(value)}" for label, value in numbers if value is not None]
         figure = embed(
             run,
             SAMPLES_FILE,
@@ -333,14 +332,14 @@ def _run_grids(directory: Path, rows: list[dict[str, Any]]) -> list[Figure]:
     return figures
 
 
-def _runs_maps(directory: Path, rows: list[dict[str, Any]]) -> Figure | None:
+def _runs_maps(directory: Path, rows: list[ResultsRow]) -> Figure | None:
     """Every run's maps.npz in one figure, one row per run (at most 24), labelled by family and
     data set."""
-    by_id = {str(row["run_id"]): row for row in rows}
+    by_id = {row.run_id: row for row in rows}
     entries = []
     for run in _run_folders(directory, rows, MAPS_FILE)[:_MAX_RUN_MAPS]:
-        row = by_id.get(run.path.name, {})
-        label = ", ".join(str(row[k]) for k in ("family", "dataset") if row.get(k))
+        row = by_id.get(run.path.name)
+        label = f"{row.family}, {row.dataset}" if row is not None else ""
         entries.append((label or run.path.name, read_maps(run, MAPS_FILE)))
     return runs_maps(entries) if entries else None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from varloss.records import read_report
 from varloss.report.files import embed, read_maps, read_object
 from varloss.report.kinds import Context, ReportKind
 from varloss.report.pages.correct import remedies_section
@@ -34,10 +35,9 @@ def detects(directory: Path) -> bool:
 
 def build(directory: Path, source: Path | None) -> Context:
     folder = RunFolder(directory)
-    report = read_object(folder, REPORT_FILE)
+    record = read_report(folder)
+    report, settings, train = record.data, record.settings, record.train
     config = read_object(folder, CONFIG_FILE)
-    settings = report.get("settings") or {}
-    train = settings.get("train") or {}
     context: Context = {
         "title": f"VAE run: {train.get('family', 'model')} on {train.get('dataset', 'data')}",
         "subtitle": directory.name,
@@ -66,7 +66,7 @@ def build(directory: Path, source: Path | None) -> Context:
     )
     context["grids"] = [samples] if samples else []
     _add_remedies(context, directory / CORRECT_DIR)
-    evaluation = settings.get("evaluation") or {}
+    evaluation = record.evaluation
     context["settings"] = settings_section(
         [
             ("command", settings.get("command")),
