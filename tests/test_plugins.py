@@ -154,7 +154,7 @@ def test_a_study_of_a_plugin_family_in_worker_processes(plugin_file: Path, tmp_p
     )
     result = run_study(spec, tmp_path / "study", jobs=2, progress=False)  # spawned processes
     assert not result.failed, result.failed
-    assert sorted(row["family"] for row in result.rows) == ["dense", "tiny"]
+    assert sorted(row.family for row in result.rows) == ["dense", "tiny"]
     assert (tmp_path / "study" / "figure.png").stat().st_size > 0
     # A family of one's own gets a colour of its own in the figure, the same in every study
     # (every process: not Python's salted hash()).

@@ -32,6 +32,8 @@ from varloss.pipelines.study import (
     register_executor,
     write_results,
 )
+from varloss.records import ResultsRow, read_results
+from varloss.runs import RunFolder
 
 SPEC = """
 name: tiny
@@ -177,15 +179,15 @@ def test_fit_line_matches_numpy_polyfit_and_r2_definition() -> None:
     fit = fit_line(x, y)
     slope, intercept = np.polyfit(x, y, 1)
     r = np.corrcoef(x, y)[0, 1]
-    assert fit["n"] == 12
-    assert fit["slope"] == pytest.approx(slope, rel=1e-10)
-    assert fit["intercept"] == pytest.approx(intercept, rel=1e-8)
-    assert fit["r2"] == pytest.approx(r**2, rel=1e-10)  # for a line with intercept R² = r²
+    assert fit.n == 12
+    assert fit.slope == pytest.approx(slope, rel=1e-10)
+    assert fit.intercept == pytest.approx(intercept, rel=1e-8)
+    assert fit.r2 == pytest.approx(r**2, rel=1e-10)  # for a line with intercept R² = r²
     # non-finite pairs are left out
     with_nan = fit_line(np.append(x, [np.nan, 0.1]), np.append(y, [0.1, np.inf]))
-    assert with_nan["n"] == 12 and with_nan["slope"] == pytest.approx(slope, rel=1e-10)
-    assert fit_line([0.1], [0.2])["slope"] is None
-    assert fit_line([0.1, 0.1], [0.2, 0.3])["slope"] is None
+    assert with_nan.n == 12 and with_nan.slope == pytest.approx(slope, rel=1e-10)
+    assert fit_line([0.1], [0.2]).slope is None
+    assert fit_line([0.1, 0.1], [0.2, 0.3]).slope is None
 
 
 def test_fit_origin_closed_form() -> None:
@@ -193,13 +195,13 @@ def test_fit_origin_closed_form() -> None:
     y = np.array([1.1, 1.9, 3.2, 3.9])
     fit = fit_origin(x, y)
     slope = float(x @ y / (x @ x))
-    assert fit["slope"] == pytest.approx(slope, rel=1e-12)
+    assert fit.slope == pytest.approx(slope, rel=1e-12)
     expected_r2 = 1 - np.sum((y - slope * x) ** 2) / np.sum((y - y.mean()) ** 2)
-    assert fit["r2"] == pytest.approx(expected_r2, rel=1e-12)
-    assert fit["intercept"] == 0.0 and fit["n"] == 4
+    assert fit.r2 == pytest.approx(expected_r2, rel=1e-12)
+    assert fit.intercept == 0.0 and fit.n == 4
 
 
-def _rows(n: int = 8) -> list[dict]:
+def _rows(n: int = 8) -> list[ResultsRow]:
     rng = np.random.default_rng(1)
     families = ["dense", "conv", "resnet", "draw"]
     rows = []
@@ -208,60 +210,61 @@ def _rows(n: int = 8) -> list[dict]:
         loss = 0.95 * mse + 0.0005 * rng.standard_normal()
         bias2 = 1e-4 * (1 + i)
         rows.append(
-            {
-                "run_id": f"r{i}",
-                "family": families[i % 4],
-                "dataset": "mnist" if i < n // 2 else "fashion-mnist",
-                "latent": 16,
-                "epochs": 2,
-                "loss": "bernoulli",
-                "seed": 0,
-                "limit": 100,
-                "mse": mse,
-                "var_real": 0.1,
-                "var_reconstructed": 0.1 - loss,
-                "var_generated": 0.1 - 1.2 * mse,
-                "variance_loss_reconstructed": loss,
-                "variance_loss_generated": 1.2 * mse + 1e-3 * rng.standard_normal(),
-                "bias2": bias2,
-                "cov_term": loss - mse + bias2,
-                "train_seconds": 1.5 + i,
-            }
+            ResultsRow(
+                run_id=f"r{i}",
+                family=families[i % 4],
+                dataset="mnist" if i < n // 2 else "fashion-mnist",
+                latent=16,
+                epochs=2,
+                loss="bernoulli",
+                seed=0,
+                limit=100,
+                mse=mse,
+                var_real=0.1,
+                var_reconstructed=0.1 - loss,
+                var_generated=0.1 - 1.2 * mse,
+                variance_loss_reconstructed=loss,
+                variance_loss_generated=1.2 * mse + 1e-3 * rng.standard_normal(),
+                bias2=bias2,
+                cov_term=loss - mse + bias2,
+                train_seconds=1.5 + i,
+            )
         )
     return rows
 
 
 def test_results_csv_round_trips_float64_exactly(tmp_path: Path) -> None:
     rows = _rows()
-    rows[2]["var_generated"] = math.nan  # a missing metric is an empty cell
+    rows[2] = dataclasses.replace(rows[2], var_generated=None)  # not recorded: an empty cell
     path = write_results(rows, tmp_path / "results.csv")
     with path.open() as handle:
         read = list(csv.DictReader(handle))
     assert list(read[0]) == RESULT_COLUMNS
-    assert [float(r["mse"]) for r in read] == [r["mse"] for r in rows]
+    assert [float(r["mse"]) for r in read] == [r.mse for r in rows]
     assert read[2]["var_generated"] == ""
-    assert [r["family"] for r in read] == [r["family"] for r in rows]
+    assert [r["family"] for r in read] == [r.family for r in rows]
+    assert read_results(RunFolder(tmp_path)) == rows  # typed, and float64 exactly
 
 
 def test_fit_results_and_figure(tmp_path: Path) -> None:
     rows = _rows()
     spec = parse_spec(SPEC)
     fit = fit_results(rows, spec)
-    x = np.array([r["mse"] for r in rows])
-    y_gen = np.array([r["variance_loss_generated"] for r in rows])
-    assert fit["generated"]["slope"] == pytest.approx(np.polyfit(x, y_gen, 1)[0], rel=1e-10)
-    assert fit["reconstructed"]["n"] == 8 and fit["name"] == "tiny" and fit["quick"] is False
-    assert fit["origin"]["slope"] == pytest.approx(
-        sum(r["mse"] * r["variance_loss_reconstructed"] for r in rows) / float(x @ x), rel=1e-12
+    x = np.array([r.mse for r in rows])
+    y_gen = np.array([r.variance_loss_generated for r in rows])
+    assert fit.generated.slope == pytest.approx(np.polyfit(x, y_gen, 1)[0], rel=1e-10)
+    assert fit.reconstructed.n == 8 and fit.name == "tiny" and fit.quick is False
+    assert fit.origin.slope == pytest.approx(
+        sum(r.mse * r.variance_loss_reconstructed for r in rows) / float(x @ x), rel=1e-12
     )
-    json.dumps(fit)  # JSON-safe
+    json.dumps(fit.to_json())  # JSON-safe
 
     png = plot_study(rows, fit, tmp_path / "figure.png", quick=True)
     with Image.open(png) as image:
         assert image.width > 1000 and image.height > 500
     svg = (tmp_path / "figure.svg").read_text()
     assert "QUICK version" in svg
-    assert f"slope {fit['reconstructed']['slope']:.3f}" in svg
+    assert f"slope {fit.reconstructed.slope:.3f}" in svg
 
 
 def test_cli_rejects_unknown_preset_and_executor(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import varloss.pipelines.study.run as study_run
 from varloss.errors import InputError
 from varloss.pipelines.config import TrainConfig
 from varloss.pipelines.study import executors, parse_spec, run_study
+from varloss.records import ResultsRow
 from varloss.runs import (
     CHECKPOINT_DIR,
     CHECKPOINT_FILE,
@@ -89,13 +90,13 @@ def fake_trainer(monkeypatch: pytest.MonkeyPatch) -> None:
     INTERRUPT.clear()
 
 
-def _check_rows(rows: list[dict], spec_text: str = SPEC) -> None:
+def _check_rows(rows: list[ResultsRow], spec_text: str = SPEC) -> None:
     runs = parse_spec(spec_text).runs
-    assert [r["run_id"] for r in rows] == [r.run_id for r in runs]
+    assert [r.run_id for r in rows] == [r.run_id for r in runs]
     for row, run in zip(rows, runs, strict=True):
         want = expected_metrics(run.family, run.latent)
-        assert {k: row[k] for k in want} == want
-        assert row["train_seconds"] == 2.5 and row["loss"] == run.loss
+        assert {k: getattr(row, k) for k in want} == want
+        assert row.train_seconds == 2.5 and row.loss == run.loss
 
 
 def test_interrupted_study_continues_with_the_same_command(
@@ -117,7 +118,7 @@ def test_interrupted_study_continues_with_the_same_command(
     assert CALLS[0] == (ids[4], True)  # the interrupted run resumes from its checkpoint
     assert all(resume is False for _, resume in CALLS[1:])
     _check_rows(result.rows)
-    assert result.fit["reconstructed"]["n"] == 8 and result.complete
+    assert result.fit.reconstructed.n == 8 and result.complete
 
     CALLS.clear()
     again = run_study(spec, tmp_path, jobs=1, progress=False)

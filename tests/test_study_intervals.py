@@ -5,6 +5,7 @@ reconstruction column of results.csv, and the figure's error bars and protocol m
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -25,10 +26,12 @@ from varloss.pipelines.study import (
     parse_spec,
     write_results,
 )
-from varloss.pipelines.study.ratios import RATIO_INTERVAL
+from varloss.records import FitRecord, ResultsRow
 from varloss.report import fmt, render_report
 from varloss.report.pages import study as study_page
 from varloss.runs import CONFIG_FILE, FIGURE_FILE, FIT_FILE, REPORT_FILE, RESULTS_FILE, RunFolder
+from varloss.variance.protocol import Reconstruction
+from varloss.variance.ratios import RATIO_INTERVAL
 
 # ---------------------------------------------------------------------------------------------
 # seeds
@@ -74,16 +77,16 @@ def test_bootstrap_matches_a_loop_of_polyfits_on_the_same_draws() -> None:
     result = bootstrap_line(x, y, resamples=300, seed=11)
     index = np.random.default_rng(11).integers(0, 12, size=(300, 12))
     fits = np.array([np.polyfit(x[i], y[i], 1) for i in index])  # no constant draw here
-    assert result["bootstrap_resamples_used"] == 300
-    assert result["slope_ci95"] == pytest.approx(np.percentile(fits[:, 0], [2.5, 97.5]), rel=1e-9)
-    assert result["intercept_ci95"] == pytest.approx(
+    assert result.resamples_used == 300
+    assert result.slope_ci95 == pytest.approx(np.percentile(fits[:, 0], [2.5, 97.5]), rel=1e-9)
+    assert result.intercept_ci95 == pytest.approx(
         np.percentile(fits[:, 1], [2.5, 97.5]), rel=1e-9, abs=1e-15
     )
     origin = bootstrap_line(x, y, through_origin=True, resamples=300, seed=11)
     slopes = [x[i] @ y[i] / (x[i] @ x[i]) for i in index]
-    assert origin["slope_ci95"] == pytest.approx(np.percentile(slopes, [2.5, 97.5]), rel=1e-9)
-    assert origin["intercept_ci95"] is None
-    assert bootstrap_line(x[:2], y[:2])["slope_ci95"] is None  # too few runs to resample
+    assert origin.slope_ci95 == pytest.approx(np.percentile(slopes, [2.5, 97.5]), rel=1e-9)
+    assert origin.intercept_ci95 is None
+    assert bootstrap_line(x[:2], y[:2]).slope_ci95 is None  # too few runs to resample
     with pytest.raises(InputError, match="resamples"):
         bootstrap_line(x, y, resamples=0)
 
@@ -99,14 +102,14 @@ def test_bootstrap_interval_covers_the_true_slope_at_about_the_nominal_rate() ->
         y = slope * x + intercept + 0.002 * rng.standard_normal(n)
         result = bootstrap_line(x, y, resamples=500, seed=study)
         covered[study] = [
-            result["slope_ci95"][0] <= slope <= result["slope_ci95"][1],
-            result["intercept_ci95"][0] <= intercept <= result["intercept_ci95"][1],
+            result.slope_ci95[0] <= slope <= result.slope_ci95[1],
+            result.intercept_ci95[0] <= intercept <= result.intercept_ci95[1],
         ]
     assert 0.88 <= covered[:, 0].mean() <= 0.99
     assert 0.88 <= covered[:, 1].mean() <= 0.99
 
 
-def _rows() -> list[dict]:
+def _rows() -> list[ResultsRow]:
     """Results rows: two families, three seeds per point, both protocols for dense."""
     rng = np.random.default_rng(5)
     rows = []
@@ -116,19 +119,20 @@ def _rows() -> list[dict]:
         for seed in range(3):
             mse = 0.02 / latent + 0.001 * rng.random()
             rows.append(
-                {
-                    "run_id": f"{family}-z{latent}-{protocol}-s{seed}",
-                    "point_id": f"{family}-z{latent}-{protocol}",
-                    "family": family,
-                    "dataset": "digits",
-                    "latent": latent,
-                    "epochs": 5,
-                    "reconstruction": protocol,
-                    "seed": seed,
-                    "mse": mse,
-                    "variance_loss_reconstructed": mse * (1.2 + 0.05 * rng.standard_normal()),
-                    "variance_loss_generated": 1.3 * mse,
-                }
+                ResultsRow(
+                    run_id=f"{family}-z{latent}-{protocol}-s{seed}",
+                    point_id=f"{family}-z{latent}-{protocol}",
+                    family=family,
+                    dataset="digits",
+                    latent=latent,
+                    epochs=5,
+                    loss="bernoulli",
+                    reconstruction=Reconstruction(protocol),
+                    seed=seed,
+                    mse=mse,
+                    variance_loss_reconstructed=mse * (1.2 + 0.05 * rng.standard_normal()),
+                    variance_loss_generated=1.3 * mse,
+                )
             )
     return rows
 
@@ -136,19 +140,22 @@ def _rows() -> list[dict]:
 def test_fit_results_record_the_intervals_and_the_bootstrap() -> None:
     rows = _rows()
     fit = fit_results(rows)
-    x = np.array([r["mse"] for r in rows])
-    y = np.array([r["variance_loss_reconstructed"] for r in rows])
+    x = np.array([r.mse for r in rows])
+    y = np.array([r.variance_loss_reconstructed for r in rows])
     for key in ("reconstructed", "generated", "origin", "generated_origin"):
-        assert len(fit[key]["slope_ci95"]) == 2 and "slope" in fit[key] and "r2" in fit[key]
-    low, high = fit["reconstructed"]["slope_ci95"]
-    assert low < fit["reconstructed"]["slope"] < high
-    assert fit["reconstructed"]["slope_ci95"] == bootstrap_line(x, y)["slope_ci95"]
-    assert fit["bootstrap"] == {
+        line = fit.line(key)
+        assert len(line.slope_ci95) == 2 and line.slope is not None and line.r2 is not None
+        assert line.bootstrap_resamples_used == 2000
+    low, high = fit.reconstructed.slope_ci95
+    assert low < fit.reconstructed.slope < high
+    assert fit.reconstructed.slope_ci95 == bootstrap_line(x, y).slope_ci95
+    assert fit.bootstrap == {
         "method": "percentile", "unit": "run", "resamples": 2000, "seed": 0, "level": 0.95,
     }  # fmt: skip
-    assert fit["n_runs"] == 12 and fit["n_points"] == 4
-    assert fit["reconstruction"] == ["mean", "sample"]
-    assert fit == json.loads(json.dumps(fit))  # JSON-safe, and the same on every call:
+    assert fit.n_runs == 12 and fit.n_points == 4
+    assert fit.reconstruction == ("mean", "sample")
+    as_json = fit.to_json()
+    assert as_json == json.loads(json.dumps(as_json))  # JSON-safe, and the same on every call:
     assert fit_results(rows) == fit
 
 
@@ -158,21 +165,21 @@ def test_fit_results_record_the_intervals_and_the_bootstrap() -> None:
 
 def test_family_ratios_match_numpy_and_the_t_interval() -> None:
     rows = _rows()
-    rows.append({**rows[0], "run_id": "broken", "mse": ""})  # unreadable: left out
+    rows.append(dataclasses.replace(rows[0], run_id="broken", mse=None))  # not recorded: left out
     table = family_ratios(rows)
-    assert [(r["family"], r["reconstruction"]) for r in table] == [
+    assert [(r.family, r.reconstruction) for r in table] == [
         ("conv", "mean"), ("dense", "mean"), ("dense", "sample"),
     ]  # fmt: skip
     dense = [r for r in rows[:6]]
-    ratios = np.array([r["variance_loss_reconstructed"] / r["mse"] for r in dense])
+    ratios = np.array([r.variance_loss_reconstructed / r.mse for r in dense])
     row = table[1]
-    assert (row["n"], row["points"]) == (6, 2)
-    assert row["mean_ratio"] == pytest.approx(ratios.mean(), rel=1e-12)
-    assert row["std_ratio"] == pytest.approx(ratios.std(ddof=1), rel=1e-12)
+    assert (row.n, row.points) == (6, 2)
+    assert row.mean_ratio == pytest.approx(ratios.mean(), rel=1e-12)
+    assert row.std_ratio == pytest.approx(ratios.std(ddof=1), rel=1e-12)
     half = stats.t.ppf(0.975, 5) * ratios.std(ddof=1) / math.sqrt(6)
-    assert row["ratio_ci95"] == pytest.approx([ratios.mean() - half, ratios.mean() + half])
+    assert row.ratio_ci95 == pytest.approx((ratios.mean() - half, ratios.mean() + half))
     single = family_ratios(rows[:1])[0]
-    assert single["n"] == 1 and single["std_ratio"] is None and single["ratio_ci95"] is None
+    assert single.n == 1 and single.std_ratio is None and single.ratio_ci95 is None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,12 +210,12 @@ def test_results_csv_records_each_runs_reconstruction_protocol(tmp_path: Path) -
 # the figure and the study page
 
 
-def _mixed_study(folder: Path, rows: list[dict]) -> dict:
+def _mixed_study(folder: Path, rows: list[ResultsRow]) -> FitRecord:
     """A study folder as `run_study` finishes one: results.csv, fit.json and the figure."""
     study = RunFolder(folder).create()
     write_results(rows, study.file(RESULTS_FILE))
     fit = fit_results(rows)
-    study.write_json(FIT_FILE, fit)
+    study.write_json(FIT_FILE, fit.to_json())
     plot_study(rows, fit, study.file(FIGURE_FILE), title="mixed")
     return fit
 
@@ -234,9 +241,9 @@ def test_figure_error_bars_across_seeds_and_half_filled_sample_markers(
     # one marker per point (4 points of 3 seeds), reconstructions: 3 full, 1 half-filled
     assert sorted(line.get_fillstyle() for line in filled) == ["full", "full", "full", "left"]
     sample = next(line for line in filled if line.get_fillstyle() == "left")
-    group = [r for r in rows if r["reconstruction"] == "sample"]
-    xs = np.array([r["mse"] for r in group])
-    ys = np.array([r["variance_loss_reconstructed"] for r in group])
+    group = [r for r in rows if r.reconstruction == "sample"]
+    xs = np.array([r.mse for r in group])
+    ys = np.array([r.variance_loss_reconstructed for r in group])
     assert sample.get_xdata()[0] == pytest.approx(xs.mean(), rel=1e-12)
     assert sample.get_ydata()[0] == pytest.approx(ys.mean(), rel=1e-12)
     # the error bars: vertical segments of length 2 std (ddof=1) around the mean
@@ -257,7 +264,7 @@ def test_figure_error_bars_across_seeds_and_half_filled_sample_markers(
     assert ticks[0] == "dense digits z2 e5 s0 mean" and ticks[6] == "dense digits z2 e5 s0 sample"
 
     figures.clear()  # one protocol, one seed per point: no half-filled marker, no error bars
-    single = [r for r in rows if r["reconstruction"] == "mean" and r["seed"] == 0]
+    single = [r for r in rows if r.reconstruction == "mean" and r.seed == 0]
     _mixed_study(tmp_path / "single", single)
     scatter = figures[0].axes[0]
     assert {line.get_fillstyle() for line in scatter.lines if line.get_marker() == "o"} == {
@@ -279,8 +286,8 @@ def test_study_page_family_table_fit_intervals_and_protocols(tmp_path: Path) -> 
     table = context["study"]["family_table"]
     assert table.columns[:6] == ["family", "reconstruction", "runs", "points", "mean ratio", "std"]
     by_key = {(row[0].text, row[1].text): row for row in table.rows}
-    sample = [r for r in rows if r["reconstruction"] == "sample"]
-    ratios = np.array([r["variance_loss_reconstructed"] / r["mse"] for r in sample])
+    sample = [r for r in rows if r.reconstruction == "sample"]
+    ratios = np.array([r.variance_loss_reconstructed / r.mse for r in sample])
     row = by_key[("dense", "sample")]
     assert (row[2].value, row[3].value) == (3, 1)
     assert row[4].value == pytest.approx(ratios.mean(), rel=1e-12)
@@ -289,7 +296,7 @@ def test_study_page_family_table_fit_intervals_and_protocols(tmp_path: Path) -> 
     assert row[6].value == pytest.approx(ratios.mean() - half, rel=1e-12)
     assert row[6].text == f"{fmt(ratios.mean() - half)} – {fmt(ratios.mean() + half)}"
     fit_rows = {row[0].text: row for row in context["study"]["fit_table"].rows}
-    low, high = fit["reconstructed"]["slope_ci95"]
+    low, high = fit.reconstructed.slope_ci95
     assert fit_rows["reconstructed"][5].text == f"{fmt(low)} – {fmt(high)}"
     assert fit_rows["origin"][6].text == "–"  # the origin fit has no intercept to bound
     html = render_report(folder)
@@ -302,8 +309,10 @@ def test_study_page_family_table_fit_intervals_and_protocols(tmp_path: Path) -> 
 def test_study_page_says_which_runs_early_stopping_ended(tmp_path: Path) -> None:
     rows = _rows()
     for index, row in enumerate(rows):  # conv reached its cap twice, everything else stopped
-        capped = row["family"] == "conv" and index % 3 != 2
-        row.update(epochs=30, early_stopped=not capped, stopped_epoch=30 if capped else 12)
+        capped = row.family == "conv" and index % 3 != 2
+        rows[index] = dataclasses.replace(
+            row, epochs=30, early_stopped=not capped, stopped_epoch=30 if capped else 12
+        )
     _mixed_study(tmp_path / "study", rows)
     sentences = study_page.build(tmp_path / "study", None)["sentences"]
     expected = (
@@ -312,8 +321,8 @@ def test_study_page_says_which_runs_early_stopping_ended(tmp_path: Path) -> None
         "than converged: conv on digits (30 epochs) ×2."
     )
     assert expected in sentences
-    for row in rows:  # runs without early stopping: the column is blank, nothing is said
-        row["early_stopped"] = ""
+    # runs without early stopping: the column is blank, nothing is said
+    rows = [dataclasses.replace(row, early_stopped=None) for row in rows]
     _mixed_study(tmp_path / "plain", rows)
     sentences = study_page.build(tmp_path / "plain", None)["sentences"]
     assert not any("early stopping" in sentence for sentence in sentences)
