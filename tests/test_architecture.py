@@ -79,3 +79,31 @@ def test_the_size_check_sees_a_long_function(tmp_path: Path) -> None:
     marked = tmp_path / "marked.py"
     marked.write_text(f"def marked():\n    # The loop {LONG_FUNCTION_MARK}.\n{body}\n")
     assert _long_functions(marked) == {}
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """Every module `path` imports, at any depth of its code (functions included)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def test_pages_read_records_and_never_import_a_pipeline() -> None:
+    """The report renders what the pipelines wrote (varloss.records), never recomputes it: no
+    module of varloss.report imports varloss.pipelines, and import-linter says so too."""
+    offenders = {
+        str(path.relative_to(ROOT)): sorted(m for m in modules if m.startswith("varloss.pipelines"))
+        for path in sorted((SOURCE / "report").rglob("*.py"))
+        for modules in [_imported_modules(path)]
+        if any(m.startswith("varloss.pipelines") for m in modules)
+    }
+    assert not offenders, f"report modules importing a pipeline: {offenders}"
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert 'source_modules = ["varloss.report"]' in pyproject
+    assert 'forbidden_modules = ["varloss.pipelines"]' in pyproject
+    # and the study page reads the per-family table from the records instead of computing it
+    assert "varloss.records" in _imported_modules(SOURCE / "report" / "pages" / "study.py")

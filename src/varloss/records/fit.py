@@ -87,32 +87,19 @@ class FitRecord:
     ) -> FitRecord:
         """Parse (and migrate) a fit.json object; `rows` (the study's results) give what an
         older file lacks: the per-family table, the number of points and the protocols."""
-        migrated = []
+        data, migrated = _migrate(data, rows)
         table = data.get("family_ratios")
-        if table is None and rows is not None:
-            ratios = tuple(family_ratios(rows))
-            migrated.append("family_ratios")
-        else:
-            items = table if isinstance(table, list) else _not_a_list(table, where)
-            ratios = tuple(
-                _family_ratio(row, f"{where} family_ratios[{index}]")
-                for index, row in enumerate(items)
-            )
-        n_points = integer(data.get("n_points"), f"{where} key n_points")
-        if n_points is None and rows is not None:
-            n_points = len({row.point for row in rows})
-            migrated.append("n_points")
-        protocols = data.get("reconstruction")
-        if protocols is None:
-            known = rows if rows else [{}]  # no rows: the fallback of older records
-            protocols = sorted({str(protocol_of(_protocol_record(row))) for row in known})
-            migrated.append("reconstruction")
+        if not isinstance(table, list):
+            raise InputError(f"{where} key family_ratios: expected a list, got {table!r}.")
         return cls(
             **{key: _line_fit(data.get(key), f"{where} key {key}") for key in FIT_LINES},
-            family_ratios=ratios,
+            family_ratios=tuple(
+                _family_ratio(row, f"{where} key family_ratios[{index}]")
+                for index, row in enumerate(table)
+            ),
             n_runs=integer(data.get("n_runs"), f"{where} key n_runs") or 0,
-            n_points=n_points,
-            reconstruction=_texts(protocols, f"{where} key reconstruction"),
+            n_points=integer(data.get("n_points"), f"{where} key n_points"),
+            reconstruction=_texts(data.get("reconstruction"), f"{where} key reconstruction"),
             families=_texts(data.get("families") or [], f"{where} key families"),
             datasets=_texts(data.get("datasets") or [], f"{where} key datasets"),
             bootstrap=mapping(data.get("bootstrap"), f"{where} key bootstrap") or None,
@@ -121,8 +108,30 @@ class FitRecord:
             quick=bool(flag(data.get("quick"), f"{where} key quick")),
             n_runs_planned=integer(data.get("n_runs_planned"), f"{where} key n_runs_planned"),
             settings=mapping(data.get("settings"), f"{where} key settings"),
-            migrated=tuple(migrated),
+            migrated=migrated,
         )
+
+
+def _migrate(
+    data: Mapping[str, Any], rows: Sequence[ResultsRow] | None
+) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """The one migration step of older fit.json files: the keys they lack, filled in from the
+    study's results rows where there are rows (the same maths the study runs), else empty; the
+    protocols of a study without them are `protocol_of`'s fallback. Returns the object in the
+    current format and the keys filled in. Fits without intervals need nothing: None."""
+    data, filled = dict(data), []
+    if data.get("family_ratios") is None:
+        table = family_ratios(rows) if rows is not None else []
+        data["family_ratios"] = [asdict(row) for row in table]
+        filled += ["family_ratios"] if rows is not None else []
+    if data.get("n_points") is None and rows is not None:
+        data["n_points"] = len({row.point for row in rows})
+        filled.append("n_points")
+    if data.get("reconstruction") is None:
+        recorded = [{"reconstruction": row.reconstruction} for row in rows or []] or [{}]
+        data["reconstruction"] = sorted({str(protocol_of(record)) for record in recorded})
+        filled.append("reconstruction")
+    return data, tuple(filled)
 
 
 def read_fit(folder: RunFolder, rows: Sequence[ResultsRow] | None = None) -> FitRecord:
@@ -164,18 +173,10 @@ def _family_ratio(value: Any, where: str) -> FamilyRatio:
     )
 
 
-def _protocol_record(row: ResultsRow | Mapping[str, Any]) -> Mapping[str, Any]:
-    return {"reconstruction": row.reconstruction} if isinstance(row, ResultsRow) else row
-
-
 def _texts(value: Any, where: str) -> tuple[str, ...]:
     if not isinstance(value, list | tuple):
-        _not_a_list(value, where)
+        raise InputError(f"{where}: expected a list, got {value!r}.")
     return tuple(str(text(item, where, required=True)) for item in value)
-
-
-def _not_a_list(value: Any, where: str) -> list[Any]:
-    raise InputError(f"{where}: expected a list, got {value!r}.")
 
 
 def _bad_entry(where: str, key: str) -> Exception:
