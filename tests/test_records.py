@@ -84,7 +84,7 @@ def test_results_rows_round_trip_every_kind_of_value(tmp_path: Path) -> None:
         _row(2, var_generated=None, high_frequency_share_reconstructed=0.125, loss=None),
     ]
     path = write_results(rows, tmp_path / RESULTS_FILE)
-    assert read_results(RunFolder(tmp_path)) == rows
+    assert read_results(tmp_path) == rows  # a path or a RunFolder
     with path.open() as handle:
         cells = list(csv.DictReader(handle))
     assert list(cells[0]) == RESULT_COLUMNS

@@ -65,7 +65,7 @@ def _edge_colour(family: str) -> str:
     return "#5a4a00" if family in _YELLOW_FAMILIES else "#222222"
 
 
-def _float(value: float | None) -> float:
+def _nan_if_missing(value: float | None) -> float:
     """A metric for plotting: NaN where the run did not record it (left out of the plot)."""
     return math.nan if value is None else value
 
@@ -132,7 +132,7 @@ def _scatter_runs(
         marker = markers[first.dataset]
         half = mixed and first.reconstruction is Reconstruction.SAMPLE
         for key, filled in _POINT_KINDS:
-            pairs = [(_float(r.mse), _float(getattr(r, key))) for r in group]
+            pairs = [(_nan_if_missing(r.mse), _nan_if_missing(getattr(r, key))) for r in group]
             pairs = [(x, y) for x, y in pairs if math.isfinite(x) and math.isfinite(y)]
             if not pairs:
                 continue
@@ -276,9 +276,9 @@ def _plot_decomposition(axis: Any, rows: Sequence[ResultsRow]) -> None:
     )
     width = 0.26
     for index, (key, sign, colour, label) in enumerate(parts):
-        values = [sign * _float(getattr(r, key)) for r in rows]
+        values = [sign * _nan_if_missing(getattr(r, key)) for r in rows]
         axis.barh(positions + (1 - index) * width, values, height=width, color=colour, label=label)
-    losses = [_float(r.variance_loss_reconstructed) for r in rows]
+    losses = [_nan_if_missing(r.variance_loss_reconstructed) for r in rows]
     axis.scatter(
         losses, positions, marker="|", s=260, color="black", linewidths=2.0, zorder=3,
         label="variance loss (= sum)",

@@ -10,6 +10,7 @@ before they were recorded are `protocol_of`'s fallback.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -134,9 +135,12 @@ def _migrate(
     return data, tuple(filled)
 
 
-def read_fit(folder: RunFolder, rows: Sequence[ResultsRow] | None = None) -> FitRecord:
+def read_fit(
+    folder: RunFolder | str | os.PathLike[str], rows: Sequence[ResultsRow] | None = None
+) -> FitRecord:
     """The fit.json of the study in `folder` (verified against its manifest), migrated with the
     study's results rows when it is an older file."""
+    folder = folder if isinstance(folder, RunFolder) else RunFolder(folder)
     return FitRecord.from_json(read_object(folder, FIT_FILE), str(folder.file(FIT_FILE)), rows)
 
 

@@ -9,6 +9,7 @@ second place to look (runs whose report did not record the evaluation's protocol
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -93,9 +94,10 @@ class ReportRecord:
         )
 
 
-def read_report(folder: RunFolder) -> ReportRecord:
+def read_report(folder: RunFolder | str | os.PathLike[str]) -> ReportRecord:
     """The report.json of the run in `folder` (verified against its manifest), with config.json's
     train settings for the protocol of older reports. One sentence when it is not an object."""
+    folder = folder if isinstance(folder, RunFolder) else RunFolder(folder)
     data = read_object(folder, REPORT_FILE)
     train = None
     if folder.exists(CONFIG_FILE):

@@ -9,6 +9,7 @@ reads back unchanged (floats by repr, so float64 round-trips exactly).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,8 +151,11 @@ _PARSERS = {
 _REQUIRED = ("run_id", "family", "dataset", "latent", "epochs", "seed")
 
 
-def read_results(folder: RunFolder, name: str = RESULTS_FILE) -> list[ResultsRow]:
+def read_results(
+    folder: RunFolder | str | os.PathLike[str], name: str = RESULTS_FILE
+) -> list[ResultsRow]:
     """The rows of `folder/name` (verified against the folder's manifest), parsed and migrated."""
+    folder = folder if isinstance(folder, RunFolder) else RunFolder(folder)
     path = folder.file(name)
     return [
         ResultsRow.from_csv_row(cells, f"{path} line {line}")
