@@ -23,8 +23,6 @@ from varloss.pipelines.study import (
     RESULT_COLUMNS,
     RUN_FIELDS,
     RunSpec,
-    fit_line,
-    fit_origin,
     fit_results,
     load_spec,
     parse_spec,
@@ -34,6 +32,7 @@ from varloss.pipelines.study import (
 )
 from varloss.records import ResultsRow, read_results
 from varloss.runs import RunFolder
+from varloss.variance.fit import fit_line, fit_origin
 
 SPEC = """
 name: tiny

@@ -19,9 +19,7 @@ from varloss.figures import plot_study
 from varloss.figures import study as study_figure
 from varloss.pipelines.study import (
     RESULT_COLUMNS,
-    bootstrap_line,
     collect_row,
-    family_ratios,
     fit_results,
     parse_spec,
     write_results,
@@ -30,8 +28,9 @@ from varloss.records import FitRecord, ResultsRow
 from varloss.report import fmt, render_report
 from varloss.report.pages import study as study_page
 from varloss.runs import CONFIG_FILE, FIGURE_FILE, FIT_FILE, REPORT_FILE, RESULTS_FILE, RunFolder
+from varloss.variance.fit import bootstrap_line
 from varloss.variance.protocol import Reconstruction
-from varloss.variance.ratios import RATIO_INTERVAL
+from varloss.variance.ratios import RATIO_INTERVAL, family_ratios
 
 # ---------------------------------------------------------------------------------------------
 # seeds

@@ -14,7 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from varloss.cli import app
-from varloss.pipelines.study import fit_line, fit_origin, parse_spec, run_study
+from varloss.pipelines.study import parse_spec, run_study
+from varloss.variance.fit import fit_line, fit_origin
 
 TINY = """
 name: tiny

@@ -42,8 +42,6 @@ from varloss.pipelines.study.spec import (
     parse_spec,
     preset_names,
 )
-from varloss.variance.fit import bootstrap_line, fit_line, fit_origin  # the study's maths
-from varloss.variance.ratios import family_ratios
 
 __all__ = [
     "EXECUTORS",
@@ -55,12 +53,8 @@ __all__ = [
     "RunSpec",
     "StudyResult",
     "StudySpec",
-    "bootstrap_line",
     "collect_row",
     "execute_run",
-    "family_ratios",
-    "fit_line",
-    "fit_origin",
     "fit_results",
     "load_spec",
     "parse_spec",
