@@ -91,6 +91,9 @@ def test_results_rows_round_trip_every_kind_of_value(tmp_path: Path) -> None:
     assert [c["early_stopped"] for c in cells] == ["True", "False", ""]
     assert cells[1]["mse"] == repr(1 / 3) and cells[2]["var_generated"] == ""
     assert [ResultsRow.from_csv_row(row.to_csv_row()) for row in rows] == rows
+    assert _row(0, reconstruction="sample").reconstruction is Reconstruction.SAMPLE
+    with pytest.raises(InputError, match="reconstruction must be one of mean, sample"):
+        _row(0, reconstruction="blurred")
 
 
 def test_an_old_results_csv_is_migrated(tmp_path: Path) -> None:

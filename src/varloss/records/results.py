@@ -86,6 +86,10 @@ class ResultsRow:
     stopped_epoch: int | None = None
     early_stopped: bool | None = None
 
+    def __post_init__(self) -> None:
+        # the protocol as the enum, whether it was given by name or parsed from a cell
+        object.__setattr__(self, "reconstruction", Reconstruction.parse(self.reconstruction))
+
     @property
     def point(self) -> str:
         """The point the run belongs to: its point_id, else (older studies) its settings other
