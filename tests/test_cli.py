@@ -175,8 +175,21 @@ def test_train_family_defaults_to_dense_and_model_is_not_an_option(
     assert code == 0 and fake_train[0].family == "dense", err
     code, _, err = invoke(monkeypatch, capsys, "train", "--model", "conv", "--out", out)
     assert code != 0 and "--model" in err and len(fake_train) == 1
-    code, _, err = invoke(monkeypatch, capsys, "train", "--out", out, "--fid", "sometimes")
-    assert_one_sentence_error(code, err, "--fid must be one of auto, on, off")
+
+
+def test_train_refuses_bad_settings_naming_their_option(monkeypatch, capsys, tmp_path, fake_train):
+    """TrainConfig's rule refuses the value; the sentence names the option the user typed."""
+    out = str(tmp_path / "run")
+    for args, expected in [
+        (["--fid", "sometimes"], "--fid must be one of auto, on, off, got 'sometimes'."),
+        (["--epochs", "0"], "--epochs must be a positive integer, got 0."),
+        (["--limit", "1"], "--limit must be an integer of at least 2, got 1."),
+        (["--validation", "1.5"], "--validation must be a fraction of the training images"),
+        (["--reconstruction", "posterior"], "--reconstruction must be one of mean, sample"),
+    ]:
+        code, _, err = invoke(monkeypatch, capsys, "train", "--out", out, *args)
+        assert_one_sentence_error(code, err, expected)
+    assert fake_train == [] and not (tmp_path / "run").exists()
 
 
 # ---- correct's --fid: auto|on|off and bare --fid ----

@@ -14,9 +14,9 @@ import torch
 from varloss import measure_model
 from varloss.data import load
 from varloss.models import load_model
-from varloss.pipelines.config import TrainConfig
 from varloss.pipelines.train import train
 from varloss.runs import REPORT_FILE, RunFolder
+from varloss.train_config import TrainConfig
 from varloss.variance.protocol import (
     NOISE_BLOCK,
     NoiseStream,

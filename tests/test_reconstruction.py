@@ -13,9 +13,9 @@ from varloss._hashing import sha256_json
 from varloss.data import load
 from varloss.errors import InputError
 from varloss.models import create_model
-from varloss.pipelines.config import TrainConfig
 from varloss.pipelines.evaluate import evaluate
 from varloss.pipelines.study.spec import parse_spec
+from varloss.train_config import TrainConfig
 from varloss.variance.protocol import NOISE_BLOCK, NoiseStream
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -31,7 +31,6 @@ from varloss import data
 from varloss.cli import app
 from varloss.errors import InputError
 from varloss.models import load_model
-from varloss.pipelines.config import TrainConfig
 from varloss.pipelines.correct import correct
 from varloss.pipelines.study import run_study
 from varloss.pipelines.train import train
@@ -46,6 +45,7 @@ from varloss.report import (
     write_report,
 )
 from varloss.runs import MAPS_FILE, RunFolder
+from varloss.train_config import TrainConfig
 
 # ---------------------------------------------------------------------------------------------
 # folders written by varloss

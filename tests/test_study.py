@@ -17,7 +17,6 @@ from typer.testing import CliRunner
 from varloss.cli import app
 from varloss.errors import InputError
 from varloss.figures import plot_study
-from varloss.pipelines.config import TrainConfig
 from varloss.pipelines.study import (
     EXECUTORS,
     RESULT_COLUMNS,
@@ -32,6 +31,7 @@ from varloss.pipelines.study import (
 )
 from varloss.records import ResultsRow, read_results
 from varloss.runs import RunFolder
+from varloss.train_config import TrainConfig
 from varloss.variance.fit import fit_line, fit_origin
 
 SPEC = """
@@ -102,8 +102,9 @@ def test_run_id_is_readable_and_hashes_every_setting_but_the_data_path() -> None
         ("grid: {family: dense, dataset: digits, latent: 0, epochs: 1}", ["latent", "positive"]),
         ("grid: {family: dense, dataset: digits, latent: 2.5, epochs: 1}", ["latent", "2.5"]),
         ("grid: {family: dense, dataset: digits, latent: true, epochs: 1}", ["latent", "True"]),
-        ("grid: {family: dense, dataset: digits, latent: 2, epochs: 1, seed: yes}", ["'seed'"]),
-        ("grid: {family: dense, dataset: digits, latent: 2, epochs: 1, seed: -1}", ["'seed'"]),
+        # the trainer's sentence (TrainConfig's rule), after the spec's place
+        ("grid: {family: dense, dataset: digits, latent: 2, epochs: 1, seed: yes}", ["seed must"]),
+        ("grid: {family: dense, dataset: digits, latent: 2, epochs: 1, seed: -1}", ["seed must"]),
         ("grid: {family: dense, dataset: imagenet, latent: 2, epochs: 1}", ["'dataset'"]),
         ("grid: {family: dense, dataset: digits, latent: [], epochs: 1}", ["latent", "empty"]),
         ("grid: {family: dense, dataset: digits, latent: 2}", ["no 'epochs'"]),

@@ -14,7 +14,6 @@ import torch
 
 import varloss.pipelines.study.run as study_run
 from varloss.errors import InputError
-from varloss.pipelines.config import TrainConfig
 from varloss.pipelines.study import executors, parse_spec, run_study
 from varloss.records import ResultsRow
 from varloss.runs import (
@@ -25,6 +24,7 @@ from varloss.runs import (
     REPORT_FILE,
     RunFolder,
 )
+from varloss.train_config import TrainConfig
 
 SPEC = """
 name: fake

@@ -11,7 +11,7 @@ from rich.table import Table
 from varloss._io import check_output_path
 from varloss.cli.app import command, command_line
 from varloss.errors import InputError
-from varloss.pipelines.config import FID_MODES
+from varloss.train_config import FID_MODES
 
 
 def sampler_params(stage2_steps: int | None, tau: float | None, gmm_components: int | None):

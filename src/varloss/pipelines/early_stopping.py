@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from varloss.errors import InputError
-from varloss.pipelines.config import TrainConfig
+from varloss.train_config import TrainConfig
 from varloss.variance.protocol import Stream, stream_seed
 
 __all__ = ["VALIDATION_COLUMNS", "EarlyStopping", "split_validation", "validation_loss"]

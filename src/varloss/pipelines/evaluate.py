@@ -19,10 +19,10 @@ import torch
 
 from varloss.data import load
 from varloss.figures import save_image_grid
-from varloss.pipelines.config import TrainConfig
 from varloss.pipelines.runtime import Ranks
 from varloss.quality import domain_extractor_available, fid_or_reason
 from varloss.runs import MAPS_FILE, SAMPLES_FILE, RunFolder
+from varloss.train_config import TrainConfig
 from varloss.variance import VarianceLoss, VarianceSpectrum
 from varloss.variance.protocol import (
     NOISE_BLOCK,

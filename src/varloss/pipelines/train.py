@@ -41,7 +41,6 @@ from varloss._progress import progress_bar
 from varloss.data import load
 from varloss.errors import InputError, TrainingError
 from varloss.models import create_model, save_model
-from varloss.pipelines.config import FID_MODES, SCHEDULES, TrainConfig
 from varloss.pipelines.early_stopping import (
     VALIDATION_COLUMNS,
     EarlyStopping,
@@ -66,6 +65,7 @@ from varloss.runs import (
     TRAIN_RUN_FILES,
     RunFolder,
 )
+from varloss.train_config import FID_MODES, SCHEDULES, TrainConfig
 from varloss.variance.protocol import protocol_of
 
 __all__ = [

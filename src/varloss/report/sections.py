@@ -1,5 +1,6 @@
 """Sections shared by the pages: the headline numbers explained in words, the FID rows, the
-remedies table, and the settings that produced the numbers (with an equivalent command line).
+remedies table, and the settings that produced the numbers (with an equivalent command line;
+a train run's is `varloss.train_config.equivalent_command`, where the train settings live).
 
 Each reads the keys its producer writes: `varloss.measure`'s VarianceReport keys, the FID dict
 of `varloss.quality.fid`, and the methods table of `varloss correct`.
@@ -234,40 +235,6 @@ def settings_section(
 
 def _fact_text(value: Any) -> str:
     return " ".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
-
-
-# TrainConfig field -> `varloss train` option, in the order the CLI lists them.
-_TRAIN_OPTIONS = (
-    ("family", "--family"),
-    ("dataset", "--dataset"),
-    ("epochs", "--epochs"),
-    ("latent", "--latent"),
-    ("seed", "--seed"),
-    ("loss", "--loss"),
-    ("limit", "--limit"),
-    ("eval_limit", "--eval-limit"),
-    ("batch_size", "--batch-size"),
-    ("lr", "--lr"),
-    ("schedule", "--schedule"),
-    ("device", "--device"),
-    ("data_path", "--data-path"),
-    ("out", "--out"),
-    ("fid", "--fid"),
-)
-
-
-def train_command(train: Mapping[str, Any]) -> str | None:
-    """The `varloss train` command line that reproduces a recorded TrainConfig, or None."""
-    if not train.get("family") or not train.get("dataset"):
-        return None
-    argv = ["varloss", "train"]
-    for key, option in _TRAIN_OPTIONS:
-        if train.get(key) is not None:
-            argv += [option, str(train[key])]
-    for key, value in (train.get("hyper") or {}).items():
-        argv += ["--set", f"{key}={json.dumps(value)}"]
-    argv += [flag for key, flag in (("compile", "--compile"), ("bf16", "--bf16")) if train.get(key)]
-    return shlex.join(argv)
 
 
 def correct_command(settings: Mapping[str, Any], directory: Path) -> str | None:

@@ -1,10 +1,11 @@
 """The study spec: YAML (a preset or a file) -> a validated `StudySpec` of `RunSpec`s.
 
-A run of the study is a `varloss train` run, so `RunSpec` holds a subset of `TrainConfig`'s fields
-(`RUN_FIELDS`, with the same names and meanings) and is validated by `TrainConfig.validate`: a
-value the trainer refuses (say `limit: 1`) is refused when the spec is read, before anything
-trains, with the trainer's sentence. The spec adds what only it can check up front: that the
-family, the data set and the likelihood are registered names.
+A run of the study is a `varloss train` run, so `RunSpec`'s fields are the `TrainConfig` fields
+whose metadata names them study fields (`RUN_FIELDS`, with the same names, types and meanings),
+and every run is checked by building its `TrainConfig`: a value the trainer refuses (say
+`limit: 1`) is refused when the spec is read, before anything trains, with the trainer's
+sentence. The spec adds what only it can check up front: that the family, the data set and the
+likelihood are registered names.
 """
 
 from __future__ import annotations
@@ -26,45 +27,25 @@ from varloss.data import available_names
 from varloss.errors import InputError
 from varloss.losses import LIKELIHOODS
 from varloss.models import MODEL_FAMILIES, load_plugins
-from varloss.pipelines.config import TrainConfig, drop_later_defaults
-from varloss.variance.protocol import Reconstruction
+from varloss.train_config import (
+    STUDY_DEFAULT,
+    STUDY_OPTIONAL,
+    STUDY_REQUIRED,
+    TrainConfig,
+    drop_later_defaults,
+)
 
 __all__ = ["RUN_FIELDS", "RunSpec", "StudySpec", "load_spec", "parse_spec", "preset_names"]
 
 _PRESET_FOLDER = "presets"
 _PRESET_SUFFIX = ".yaml"
 _TOP_FIELDS = ("name", "preset", "description", "plugins", "defaults", "grid", "runs", "hyper")
-_REQUIRED = ("family", "dataset", "latent", "epochs")
 _DATASET_FORMS = ("folder", "npz")  # folder:PATH and npz:PATH besides the registered names
 
 
-@dataclass
-class RunSpec:
-    """One training run of the study: the `TrainConfig` settings that define it.
-
-    Every field is the `TrainConfig` field of the same name. `loss=None` means the family's
-    default likelihood, `limit=None` the whole training split, `batch_size`/`lr=None` the
-    trainer's defaults; `data_path` says where the data lives and is not part of the run's
-    identity. `reconstruction` (mean or sample), `patience`, `validation` (None: the trainer's 0.1)
-    and `min_delta` (None: 0) are left out of the run id at their defaults, so earlier ids stay
-    the same.
-    """
-
-    family: str
-    dataset: str
-    latent: int
-    epochs: int
-    loss: str | None = None
-    seed: int = 0
-    limit: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    hyper: dict[str, Any] = field(default_factory=dict)
-    data_path: str | None = None
-    reconstruction: str = Reconstruction.MEAN.value
-    patience: int | None = None
-    validation: float | None = None
-    min_delta: float | None = None
+class RunSettings:
+    """What a study run adds to its train settings (the fields of `RunSpec`): its identity
+    (run id, point id, training key) and its `TrainConfig`."""
 
     def settings(self) -> dict[str, Any]:
         """The settings that determine the result (JSON-safe, canonical key order)."""
@@ -105,18 +86,55 @@ class RunSpec:
         return {**self.settings(), "data_path": self.data_path}
 
     def train_config(self, out: str | Path, device: str | None = None) -> TrainConfig:
-        """The `TrainConfig` of this run writing into `out` (None fields: the trainer's default)."""
+        """The `TrainConfig` of this run writing into `out` on `device` (None: auto); the
+        optional settings a run leaves out (None) take the trainer's defaults."""
         values = {name: getattr(self, name) for name in RUN_FIELDS}
         values["hyper"] = dict(self.hyper)
         values.update(out=str(out), device=device)
-        return TrainConfig(**{k: v for k, v in values.items() if v is not None})
+        defaulted = {*_OPTIONAL, "device"}
+        return TrainConfig(
+            **{k: v for k, v in values.items() if not (v is None and k in defaulted)}
+        )
 
 
-# The spec's run fields: all of RunSpec's, each a TrainConfig field (checked at import below).
-RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunSpec))
-_NOT_TRAINER_FIELDS = set(RUN_FIELDS) - {f.name for f in dataclasses.fields(TrainConfig)}
-if _NOT_TRAINER_FIELDS:  # a programming error, not bad input: RunSpec and TrainConfig drifted
-    raise TypeError(f"RunSpec fields {sorted(_NOT_TRAINER_FIELDS)} are not TrainConfig fields")
+def _run_fields() -> list[tuple[str, Any, Any]]:
+    """RunSpec's fields: each TrainConfig field whose metadata names it a study field, in
+    TrainConfig's order, with its type and (unless the study requires it) a default: the
+    TrainConfig default (`STUDY_DEFAULT`) or None, the trainer's default (`STUDY_OPTIONAL`)."""
+    fields = []
+    for spec in dataclasses.fields(TrainConfig):
+        kind = spec.metadata["study"]
+        if kind == STUDY_REQUIRED:
+            fields.append((spec.name, spec.type, field()))
+        elif kind == STUDY_DEFAULT and spec.default_factory is not dataclasses.MISSING:
+            fields.append((spec.name, spec.type, field(default_factory=spec.default_factory)))
+        elif kind == STUDY_DEFAULT:
+            fields.append((spec.name, spec.type, field(default=spec.default)))
+        elif kind == STUDY_OPTIONAL:
+            fields.append((spec.name, f"{spec.type} | None", field(default=None)))
+    return fields
+
+
+RunSpec = dataclasses.make_dataclass("RunSpec", _run_fields(), bases=(RunSettings,))
+RunSpec.__module__ = __name__  # where pickle (process pools, Dask) finds it
+RunSpec.__doc__ = """One training run of the study: the `TrainConfig` settings that define it
+(`_run_fields`), each with the meaning of the TrainConfig field of the same name.
+
+`loss=None` means the family's default likelihood, `limit=None` the whole training split,
+`batch_size`/`lr`/`validation`/`min_delta=None` the trainer's defaults; `data_path` says where
+the data lives and is not part of the run's identity. `reconstruction` (mean or sample),
+`patience`, `validation` and `min_delta` are left out of the run id at their defaults, so
+earlier ids stay the same.
+"""
+RUN_FIELDS = tuple(spec.name for spec in dataclasses.fields(RunSpec))
+
+
+def _study_fields(kind: str) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(TrainConfig) if f.metadata["study"] == kind)
+
+
+_REQUIRED = _study_fields(STUDY_REQUIRED)  # every run must give these
+_OPTIONAL = _study_fields(STUDY_OPTIONAL)  # None: the trainer's default
 
 
 @dataclass
@@ -326,19 +344,13 @@ def _validate_run(values: Mapping[str, Any], label: str) -> RunSpec:
         if values.get(name) is None:
             raise InputError(f"{label} has no {name!r}; every run needs {', '.join(_REQUIRED)}.")
     _check_names(values, label)
-    seed = values.get("seed", 0)  # TrainConfig.validate leaves the seed to torch and numpy
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise InputError(f"{label} field 'seed' must be a non-negative integer, got {seed!r}.")
     if not isinstance(values.get("hyper") or {}, Mapping):
         raise InputError(f"{label} field 'hyper' must be a mapping of model hyper-parameters.")
-    data_path = values.get("data_path")
-    if data_path is not None and not isinstance(data_path, str):
-        raise InputError(f"{label} field 'data_path' must be a path, got {data_path!r}.")
-    run = RunSpec(**{**values, "seed": seed, "hyper": dict(values.get("hyper") or {})})
+    run = RunSpec(**{**values, "hyper": dict(values.get("hyper") or {})})
     # null means the family's default likelihood; resolved so that the run id names it
     run.loss = run.loss or MODEL_FAMILIES[run.family].config_class.default_loss
     try:
-        run.train_config(out=".").validate()
+        run.train_config(out=".")  # every value checked by the trainer's rules
     except InputError as error:
         raise InputError(f"{label}: {error}") from None
     if run.lr is not None:

@@ -20,10 +20,10 @@ from varloss.report.sections import (
     fid_value,
     headline_table,
     settings_section,
-    train_command,
 )
 from varloss.report.spectrum import methods_spectrum_section
 from varloss.runs import CONFIG_FILE, CORRECT_DIR, HTML_FILE, REPORT_FILE, SAMPLES_FILE, RunFolder
+from varloss.train_config import equivalent_command
 from varloss.variance.report import variance_warnings
 
 _COLUMNS = (
@@ -135,7 +135,7 @@ def build(directory: Path, source: Path | None) -> Context:
         [
             ("command", command),
             ("command (equivalent)", None if command else correct_command(settings, directory)),
-            ("training command (equivalent)", train_command(run_config.get("train") or {})),
+            ("training command (equivalent)", equivalent_command(run_config.get("train") or {})),
             ("seed", settings.get("seed")),
             ("data set", settings.get("dataset")),
             ("model family", settings.get("model_family")),

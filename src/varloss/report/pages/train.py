@@ -14,7 +14,6 @@ from varloss.report.sections import (
     explain_variance,
     headline_table,
     settings_section,
-    train_command,
 )
 from varloss.report.spectrum import spectrum_section
 from varloss.runs import (
@@ -27,6 +26,7 @@ from varloss.runs import (
     SAMPLES_FILE,
     RunFolder,
 )
+from varloss.train_config import equivalent_command
 
 
 def detects(directory: Path) -> bool:
@@ -70,7 +70,10 @@ def build(directory: Path, source: Path | None) -> Context:
     context["settings"] = settings_section(
         [
             ("command", settings.get("command")),
-            ("command (equivalent)", None if settings.get("command") else train_command(train)),
+            (
+                "command (equivalent)",
+                None if settings.get("command") else equivalent_command(train),
+            ),
             ("seed", train.get("seed")),
             ("data set", train.get("dataset")),
             ("split", evaluation.get("split")),
