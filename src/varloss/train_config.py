@@ -300,17 +300,19 @@ class TrainConfig:
         return cls(**{**LATER_DEFAULTS, **{k: v for k, v in recorded.items() if k in names}})
 
     def command_line(self) -> str:
-        """The `varloss train` command that trains this config again: every setting that is not
-        its default, `--out` always (the CLI requires it), `--set KEY=VALUE` per hyper-parameter
-        (JSON values, as the CLI reads them). Running it writes the same settings into
-        config.json; give another `--out` to keep the recorded run."""
+        """The `varloss train` command that trains this config again: the settings that define
+        a run (family, data set, epochs, latent size: those a study run must give) and `--out`
+        (the CLI requires it) always, every other setting that is not its default, `--set
+        KEY=VALUE` per hyper-parameter (JSON values, as the CLI reads them). Running it writes
+        the same settings into config.json; give another `--out` to keep the recorded run."""
         argv = ["varloss", "train"]
         for spec in dataclasses.fields(self):
             value, flag = getattr(self, spec.name), spec.metadata["flags"][0]
+            always = spec.metadata["option_required"] or spec.metadata["study"] == STUDY_REQUIRED
             if spec.name == "hyper":
                 for key, inner in value.items():
                     argv += [flag, f"{key}={json.dumps(inner)}"]
-            elif value == _default(spec) and not spec.metadata["option_required"]:
+            elif value == _default(spec) and not always:
                 continue
             elif isinstance(value, bool):  # a flag: its default is False
                 argv.append(flag)
