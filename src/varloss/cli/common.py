@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import typer
 from rich.console import Console
 from rich.table import Table
 
+from varloss._threads import AUTO, parse_threads
 from varloss.errors import InputError
+
+# --threads of train, measure, correct and study: text, so that `auto` and counts both parse;
+# `parse_threads` turns it into a count or "auto" (one sentence for anything else).
+THREADS_OPTION = typer.Option(
+    AUTO,
+    "--threads",
+    help="CPU threads for torch: auto (the faster of 1 and torch's default, timed on the first "
+    "steps; recorded in the report) or a count, e.g. 1.",
+)
 
 
 def number(value: float | None, digits: int = 6) -> str:
@@ -69,3 +80,8 @@ def parse_crop(crop: str | None) -> tuple[int, ...] | None:
         return tuple(int(part) for part in crop.split(","))
     except ValueError:
         raise InputError(f"--crop must be TOP,BOTTOM,LEFT,RIGHT integers, got {crop!r}.") from None
+
+
+def threads_option(value: str | None) -> int | str | None:
+    """--threads as given on the command line: "auto" or a positive integer."""
+    return parse_threads(value, "--threads")

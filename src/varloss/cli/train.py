@@ -10,12 +10,11 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import torch
 import typer
 
 from varloss._io import check_output_path
 from varloss.cli.app import command, command_line
-from varloss.cli.common import print_variance_table
+from varloss.cli.common import THREADS_OPTION, print_variance_table, threads_option
 from varloss.errors import InputError
 from varloss.train_config import SettingError, TrainConfig, option_of
 
@@ -80,9 +79,7 @@ def train_config(settings: Mapping[str, Any]) -> TrainConfig:
 @with_config_options
 def train_command(
     settings: dict[str, Any],
-    threads: int = typer.Option(
-        None, "--threads", help="CPU threads for torch (default: torch's; 1 on a busy machine)."
-    ),
+    threads: str = THREADS_OPTION,
     resume: bool = typer.Option(False, "--resume", help="Continue from the run's checkpoint."),
     force: bool = typer.Option(False, "--force", help="Overwrite a run already in --out."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -97,13 +94,17 @@ def train_command(
     from varloss.pipelines.train import train
     from varloss.report import write_report
 
-    if threads is not None and threads < 1:
-        raise InputError(f"--threads must be a positive integer, got {threads}.")
+    threads_asked = threads_option(threads)  # checked before any work, like the settings
     config = train_config(settings)
-    if threads is not None:
-        torch.set_num_threads(threads)
     command_text = command_line()
-    result = train(config, resume=resume, force=force, progress=not quiet, command=command_text)
+    result = train(
+        config,
+        resume=resume,
+        force=force,
+        progress=not quiet,
+        command=command_text,
+        threads=threads_asked,
+    )
     if int(os.environ.get("RANK", "0")) != 0:
         return
     print_variance_table(result, title=f"{config.family} on {config.dataset}: test split")

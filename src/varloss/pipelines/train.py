@@ -27,10 +27,13 @@ takes its share of every batch, the evaluation is sharded and merged, and rank 0
 
 from __future__ import annotations
 
+import copy
+import functools
 import logging
 import math
 import shutil
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +41,7 @@ from typing import Any
 import torch
 
 from varloss._progress import progress_bar
+from varloss._threads import choose_threads, threads_kept
 from varloss.data import load
 from varloss.errors import InputError, TrainingError
 from varloss.models import create_model, save_model
@@ -97,6 +101,7 @@ def train(
     force: bool = False,
     progress: bool = True,
     command: str | None = None,
+    threads: int | str | None = None,
 ) -> dict[str, Any]:
     """Train (or resume) the run `config` describes; returns the report dict written to report.json.
 
@@ -104,14 +109,17 @@ def train(
     `config.patience` stops it (a finished run with as many epochs, or stopped, returns its
     report, after rebuilding any damaged file from the checkpoint); without it an `out` that
     already holds a run is refused unless `force`, which deletes that run first. `command` (the
-    CLI passes its command line) is recorded in the report.
+    CLI passes its command line) is recorded in the report. `threads`: torch's CPU threads for
+    the run, `"auto"` (the CLI's default: the faster of one and torch's setting, timed on a
+    training step of a copy of the model, `varloss._threads`), a count, or None (left as set);
+    the choice is recorded in the report's settings, and the caller's setting given back.
     """
     config.validate()
     device = pick_device(config.device)
     ranks = init_ranks(device)
     folder = RunFolder(config.out)
     # Rank 0 holds the folder's lock for the whole run: a second `varloss train` stops at once.
-    with folder.lock() if ranks.main else nullcontext():
+    with folder.lock() if ranks.main else nullcontext(), threads_kept():
         if resume:  # a finished run with intact files: nothing to do
             finished = _finished_report(folder, config, ranks)
             if finished is not None:
@@ -123,6 +131,7 @@ def train(
 
         # Data, model, optimiser and schedule; the state of the checkpoint when resuming.
         run = _setup(config, device, ranks, checkpoint)
+        threads_used = choose_threads(threads, _training_probe(run, config)).to_dict()
         bar = progress_bar(
             total=config.epochs * run.steps_per_epoch,
             initial=run.start_epoch * run.steps_per_epoch,
@@ -151,7 +160,7 @@ def train(
         # The trained model: weights, evaluation on the test split, report, and the manifest last.
         if run.stopping is not None and run.stopping.best_model:  # the best epoch's weights
             run.model.load_state_dict(run.stopping.best_model)
-        settings = _settings(config, run, ranks, device, command)
+        settings = {**_settings(config, run, ranks, device, command), "threads": threads_used}
         if ranks.main:
             extra = {"train": config.to_dict(), "versions": versions()}
             save_model(run.model, folder.path, extra=extra)
@@ -374,6 +383,30 @@ def _setup(
         images, train_set.source, model, network, optimizer, scheduler, history, start_epoch,
         steps_per_epoch, fused, autocast, stopping,
     )  # fmt: skip
+
+
+def _training_probe(run: _Run, config: TrainConfig) -> Callable[[], None] | None:
+    """What `--threads auto` times: one training step on the first batch, taken by copies of the
+    model and optimiser (the run's weights, optimiser state and random streams stay as they
+    were). None on accelerators, where torch's CPU threads do not run the steps."""
+    if run.images.device.type != "cpu":
+        return None
+    batch = run.images[: config.batch_size]
+
+    @functools.cache  # copied at the first call: nothing is copied unless auto times it
+    def copies() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+        model = copy.deepcopy(run.model).train()
+        return model, torch.optim.Adam(model.parameters(), lr=config.lr, fused=run.fused)
+
+    def step() -> None:
+        model, optimizer = copies()
+        with run.autocast:
+            terms = model(batch)
+        optimizer.zero_grad(set_to_none=True)
+        terms.loss.backward()
+        optimizer.step()
+
+    return step
 
 
 def _scheduler(optimizer: torch.optim.Optimizer, schedule: str, total_steps: int):
