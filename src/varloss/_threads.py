@@ -95,14 +95,14 @@ def choose_threads(
     asked: Any,
     probe: Probe | None,
     *,
-    timing: Callable[[Probe, tuple[int, ...]], dict[int, float]] = time_threads,
+    timing: Callable[[Probe, tuple[int, ...]], dict[int, float]] | None = None,
 ) -> ThreadChoice:
     """Set torch's CPU threads as `asked` says and return the choice (see the module's notes).
 
     `asked`: None keeps torch's setting; a count sets it; `auto` times `probe` with one thread
     and with torch's current setting N and keeps the faster. Without a probe (the work runs on
-    an accelerator) or with N = 1, `auto` keeps N untimed. `timing` is `time_threads` (tests
-    pass their own, to be deterministic)."""
+    an accelerator) or with N = 1, `auto` keeps N untimed. `timing` defaults to `time_threads`
+    (tests pass their own, to be deterministic)."""
     asked = parse_threads(asked)
     most = torch.get_num_threads()
     if asked is None:
@@ -114,7 +114,7 @@ def choose_threads(
         return ThreadChoice(AUTO, most, "not timed: the work runs on an accelerator")
     if most == 1:
         return ThreadChoice(AUTO, 1, "not timed: one thread is all there is")
-    timings = timing(probe, (1, most))
+    timings = (timing or time_threads)(probe, (1, most))
     used = min(timings, key=lambda count: (timings[count], count))  # a tie: one thread
     torch.set_num_threads(used)
     faster = "one thread" if used == 1 else f"{used} threads"

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from varloss._io import check_output_path
 from varloss.cli.app import command, command_line
+from varloss.cli.common import THREADS_OPTION, threads_option
 from varloss.errors import InputError
 from varloss.train_config import FID_MODES
 
@@ -102,6 +103,7 @@ def correct_command(
     report_html: bool = typer.Option(
         True, "--report/--no-report", help="Also write report.html in the output folder."
     ),
+    threads: str = THREADS_OPTION,
 ) -> None:
     """Fit variance remedies on a trained VAE and report the variance gap each one closes."""
     # start-up cost: see cli/__init__.py
@@ -111,6 +113,7 @@ def correct_command(
 
     if fid not in FID_MODES:
         raise InputError(f"--fid must be one of {', '.join(FID_MODES)}, got {fid!r}.")
+    threads = threads_option(threads)
     out_dir = out or str(Path(split_spec(run_dir)[1]) / "correct")
     check_output_path(out_dir, "--out", folder=True)
     report = correct(
@@ -128,6 +131,7 @@ def correct_command(
         train=train,
         test=test,
         device=device,
+        threads=threads,
     )
     print_methods(report)
     typer.echo(f"wrote {out_dir}/report.json, {out_dir}/samples.png, {out_dir}/samplers/")

@@ -6,7 +6,7 @@ import typer
 
 from varloss._io import check_output_path
 from varloss.cli.app import command, command_line
-from varloss.cli.common import print_variance_table
+from varloss.cli.common import THREADS_OPTION, print_variance_table, threads_option
 from varloss.cli.splits import print_pca_table, print_spectrum_table
 from varloss.errors import InputError
 from varloss.variance.protocol import Reconstruction
@@ -118,6 +118,7 @@ def measure_command(
     bands: int = BANDS_OPTION,
     pca: int = PCA_OPTION,
     pca_limit: int = PCA_LIMIT_OPTION,
+    threads: str = THREADS_OPTION,
 ) -> None:
     """How much variance reconstructions and samples lose, and the MSE decomposition behind it.
 
@@ -126,15 +127,20 @@ def measure_command(
     uint8 inputs are scaled to [0, 1]; float inputs are taken as they are.
     """
     # start-up cost: see varloss/cli/__init__.py
+    from varloss._threads import choose_threads
     from varloss.models.adapters import load_adapter
     from varloss.variance import measure, measure_model
+    from varloss.variance.model import first_batch_probe
 
+    threads = threads_option(threads)
     _check_arguments(model, reconstructed, generated, n_generated, json_out, maps, reconstruction)
     ranges = parse_ranges(value_range)
     splits = {"spectrum": bands if spectrum else False, "pca": pca, "pca_limit": pca_limit}
-    if model is not None:
-        adapter = load_adapter(model, device=device)
-        settings = {"command": command_line(), "model_dir": model, "adapter": adapter.describe()}
+    adapter = None if model is None else load_adapter(model, device=device)
+    probe = first_batch_probe(real, adapter, batch_size=batch_size, value_range=ranges)
+    settings = {"command": command_line(), "threads": choose_threads(threads, probe).to_dict()}
+    if adapter is not None:
+        settings.update(model_dir=model, adapter=adapter.describe())
         report = measure_model(
             adapter,
             real,
@@ -148,7 +154,6 @@ def measure_command(
             **splits,
         )
     else:
-        settings = {"command": command_line()}
         report = measure(
             real,
             reconstructed,

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from varloss._progress import progress_bar
+from varloss._threads import choose_threads, threads_kept
 from varloss._version import __version__
 from varloss.data import load as load_dataset
 from varloss.data import read_images
@@ -61,6 +62,7 @@ from varloss.samplers import (
 )
 from varloss.samplers.two_stage import TwoStageSampler
 from varloss.variance import measure
+from varloss.variance.model import first_batch_probe
 from varloss.variance.protocol import Stream, stream_seed
 
 GAP_CLOSED_DEFINITION = "1 - |var_real - var_generated| / |var_real - var_generated(prior)|"
@@ -121,6 +123,7 @@ def correct(
     train: Any = None,
     test: Any = None,
     device: str = "cpu",
+    threads: int | str | None = None,
 ) -> dict[str, Any]:
     """Fit remedies on a model and measure what each gains; returns report.json.
 
@@ -132,6 +135,9 @@ def correct(
     `n_samples`: generated samples per method (default: as many as test images). `fid`: "auto"
     (only with a cached domain classifier), "on" (train it if needed) or "off"; True/False mean
     "on"/"off". `command` (the CLI passes its command line) is recorded in the settings.
+    `threads`: torch's CPU threads, "auto" (the CLI's default: timed on a batch of the model's
+    reconstructions, samples and their measurement, `varloss._threads`), a count or None (as
+    set); recorded in the settings, the caller's setting given back at the end.
     """
     fid = fid_mode(fid)
     methods = parse_methods(method)
@@ -142,8 +148,11 @@ def correct(
     data = _Data(dataset or (None if train is not None else model.dataset), train, test)
     limit = train_limit if train_limit is not None else model.dataset_limit
     folder = RunFolder(out if out is not None else run_dir / CORRECT_DIR)
-    with folder.lock():  # taken before the data loads: a second process is told at once
+    # the lock is taken before the data loads: a second process is told at once
+    with folder.lock(), threads_kept():
         inputs = _load_inputs(run_dir, model, data, n_samples, limit, data_path)
+        probe = first_batch_probe(inputs.train_images, inputs.model, batch_size=256)
+        threads_used = choose_threads(threads, probe).to_dict()
         rows: dict[str, dict[str, Any]] = {}
         grids: dict[str, torch.Tensor] = {}
         fitted: dict[str, Sampler] = {}
@@ -157,6 +166,7 @@ def correct(
             grids[name] = samples[:grid_size]
         _compare_with_baseline(rows)
         settings = _settings(inputs, methods, seed, fid, rows[BASELINE], command)
+        settings["threads"] = threads_used
         report = _json_safe(_report(methods, rows, settings))
         _write_outputs(folder, inputs, rows, grids, report, grid_size)
     return report

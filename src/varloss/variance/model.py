@@ -162,6 +162,41 @@ def _in_blocks(batches: Iterator[torch.Tensor] | CheckedStream) -> Iterator[torc
         yield torch.cat(pending) if len(pending) > 1 else pending[0]
 
 
+def first_batch_probe(
+    real: Source,
+    model: Any = None,
+    *,
+    batch_size: int = 1024,
+    value_range: ValueRange | dict[str, ValueRange] | None = None,
+) -> Callable[[], Any] | None:
+    """What `varloss measure --threads auto` times (`varloss._threads`): the first batch of
+    `real` measured, with a model's reconstructions of it and as many of its samples when a
+    model is given. None when the model runs on an accelerator (CPU threads do not run it).
+    The batch is read once, here; the model is called under `torch.no_grad()`."""
+    device = model_device(model)
+    if device.type != "cpu":
+        return None
+    ranges = normalise_ranges(value_range)
+    stream = CheckedStream(open_source(real, "real", batch_size=batch_size), ranges["real"])
+    batch = next(iter(stream), None)
+    if batch is None or batch.shape[0] < 2:
+        return None  # nothing worth timing; `measure` itself says what is wrong
+    images = batch.reshape(batch.shape[0], *stream.dims)
+    reconstruct, generate = (None, None) if model is None else _model_functions(model, None, None)
+
+    @torch.no_grad()
+    def step() -> VarianceReport:
+        inputs = images.to(dtype=torch.float32)
+        reconstructed = None if reconstruct is None else _detached(reconstruct(inputs))
+        generated = None if generate is None else _detached(generate(images.shape[0]))
+        if reconstructed is None and generated is None:  # no model: the moments are the work
+            return measure(images, generated=images, batch_size=batch_size)
+        outputs = {name: ranges[name] for name in ("reconstructed", "generated")}
+        return measure(images, reconstructed, generated, batch_size=batch_size, value_range=outputs)
+
+    return step
+
+
 def _check_counts(n_generated: int | None, batch_size: int) -> None:
     if n_generated is not None and (isinstance(n_generated, bool) or int(n_generated) < 2):
         raise InputError(f"n_generated must be an integer of at least 2, got {n_generated!r}.")
