@@ -58,7 +58,11 @@ def expected_metrics(family: str, latent: int) -> dict[str, float]:
 
 
 def fake_train(
-    config: TrainConfig, resume: bool = False, force: bool = False, progress: bool = True
+    config: TrainConfig,
+    resume: bool = False,
+    force: bool = False,
+    progress: bool = True,
+    threads: int | str | None = None,
 ) -> dict:
     folder = RunFolder(config.out)
     CALLS.append((folder.path.name, resume))
@@ -75,6 +79,7 @@ def fake_train(
         "pid": os.getpid(),
         "resume": resume,
         "threads": torch.get_num_threads(),
+        "threads_asked": threads,
         "progress": progress,
     }
     folder.write_json("calls.json", calls)
@@ -173,7 +178,7 @@ def test_run_study_rejects_bad_executor_settings(tmp_path: Path) -> None:
     spec = parse_spec(SPEC)
     with pytest.raises(InputError, match="--jobs must be a positive integer"):
         run_study(spec, tmp_path, jobs=0)
-    with pytest.raises(InputError, match="--threads must be a positive integer, got 1.5"):
+    with pytest.raises(InputError, match="--threads must be auto or a positive integer, got 1.5"):
         run_study(spec, tmp_path, threads=1.5)
     with pytest.raises(InputError, match="--scheduler is only used with --executor dask"):
         run_study(spec, tmp_path, scheduler="tcp://127.0.0.1:1")
@@ -190,15 +195,17 @@ def test_jobs_default_to_one_per_core_and_are_recorded(
     run_study(parse_spec(SPEC), tmp_path / "default", progress=False)
     settings = json.loads((tmp_path / "default" / "fit.json").read_text())["settings"]
     assert (settings["executor"], settings["jobs"], settings["threads"]) == ("local", 1, 1)
-    calls = tmp_path.glob("default/runs/*/calls.json")
-    assert {json.loads(path.read_text())["threads"] for path in calls} == {1}
+    assert settings["threads_asked"] == "auto"
+    calls = [json.loads(path.read_text()) for path in tmp_path.glob("default/runs/*/calls.json")]
+    # at most cores // jobs threads, and each run's trainer picks by timing
+    assert {(call["threads"], call["threads_asked"]) for call in calls} == {(1, "auto")}
     assert torch.get_num_threads() == before  # the caller's setting is given back
 
     run_study(parse_spec(SPEC), tmp_path / "three", jobs=1, threads=3, progress=False)
     settings = json.loads((tmp_path / "three" / "fit.json").read_text())["settings"]
     assert (settings["jobs"], settings["threads"]) == (1, 3)
-    calls = tmp_path.glob("three/runs/*/calls.json")
-    assert {json.loads(path.read_text())["threads"] for path in calls} == {3}
+    calls = [json.loads(path.read_text()) for path in tmp_path.glob("three/runs/*/calls.json")]
+    assert {(call["threads"], call["threads_asked"]) for call in calls} == {(3, None)}
 
 
 def test_usable_cores_is_what_this_process_may_use() -> None:

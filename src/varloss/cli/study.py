@@ -6,6 +6,7 @@ import typer
 
 from varloss._io import check_output_path
 from varloss.cli.app import command, command_line
+from varloss.cli.common import threads_option
 
 
 @command("study")
@@ -27,8 +28,11 @@ def study_command(
         "--jobs",
         help="Runs in parallel (local processes or Dask workers); default: one per core.",
     ),
-    threads: int | None = typer.Option(
-        None, "--threads", help="Torch threads per run; default: cores // jobs (at least 1)."
+    threads: str = typer.Option(
+        "auto",
+        "--threads",
+        help="Torch threads per run: auto (each run times 1 against cores // jobs on its first "
+        "steps and keeps the faster; recorded in its report) or a count.",
     ),
     device: str | None = typer.Option(None, "--device", help="Torch device for training."),
     report: bool = typer.Option(
@@ -54,7 +58,7 @@ def study_command(
             out,
             executor=executor,
             jobs=jobs,
-            threads=threads,
+            threads=threads_option(threads),
             scheduler=scheduler,
             device=device,
             progress=progress,

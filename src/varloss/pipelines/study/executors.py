@@ -9,6 +9,10 @@ queue). Built in:
   `jobs` spawned worker processes (by default as many as there are cores, each with
   cores // jobs torch threads: on a CPU, single-threaded jobs side by side beat one job using
   every core);
+
+With `threads="auto"` (the default) each job may use up to cores // jobs threads and its run
+times one thread against that many on its first training steps (`varloss._threads`), keeping
+the faster; with one job per core that is one thread, untimed. A count fixes the threads.
 - `dask`: one task per run on a Dask cluster (`scheduler`) or a LocalCluster of `jobs` workers.
 """
 
@@ -63,7 +67,8 @@ class ExecutorSettings:
     """What `varloss study` passes to every executor (each uses what applies to it)."""
 
     jobs: int = 1
-    threads: int | None = None  # torch threads per job (None: cores // jobs on this machine)
+    # torch threads per job: "auto" (or None): each run picks 1 or cores // jobs by timing; a count
+    threads: int | str | None = "auto"
     scheduler: str | None = None  # dask: tcp://HOST:PORT of a running cluster
     device: str | None = None
     dask_processes: bool = True  # dask LocalCluster: worker processes (False: threads)
@@ -96,6 +101,7 @@ def execute_run(
     threads: int | None = None,
     progress: bool = False,
     plugins: Sequence[str] = (),
+    auto_threads: bool = False,
 ) -> ResultsRow:
     """Train one run into `run_dir` (resuming a partial one) and return its results row.
 
@@ -103,7 +109,8 @@ def execute_run(
     whose `report.json` exists is not trained again. `progress` shows the trainer's per-batch
     bar (only where it has a terminal to itself: sequential runs in this process). `plugins`
     are imported first (modules registering the run's family; they must be importable where
-    the run executes).
+    the run executes). `threads` is set first; with `auto_threads` the trainer then keeps one
+    thread instead where that ran its first steps faster (`varloss._threads`).
     """
     load_plugins(plugins)
     spec = RunSpec(**run)
@@ -114,7 +121,13 @@ def execute_run(
         resume = folder.exists(CHECKPOINT_FILE)
         config = spec.train_config(folder.path, device)
         start = time.perf_counter()
-        train(config, resume=resume, force=not resume and folder.path.exists(), progress=progress)
+        train(
+            config,
+            resume=resume,
+            force=not resume and folder.path.exists(),
+            progress=progress,
+            threads="auto" if auto_threads else None,
+        )
         previous = (
             folder.read_json(RUN_TIMING_FILE).get("study_seconds", 0.0)
             if folder.exists(RUN_TIMING_FILE)
@@ -169,8 +182,16 @@ def usable_cores() -> int:
 
 
 def threads_per_job(settings: ExecutorSettings) -> int:
-    """`--threads`, else the cores shared out between the jobs (at least one each)."""
-    return settings.threads or max(1, usable_cores() // settings.jobs)
+    """A `--threads` count, else the cores shared out between the jobs (at least one each): what
+    each job uses, or with auto the most it may use."""
+    if isinstance(settings.threads, int):
+        return settings.threads
+    return max(1, usable_cores() // settings.jobs)
+
+
+def auto_threads(settings: ExecutorSettings) -> bool:
+    """Whether each run picks its threads by timing (`--threads auto`, the default)."""
+    return not isinstance(settings.threads, int)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,6 +217,7 @@ def _run_sequentially(tasks: Iterable[Task], settings: ExecutorSettings) -> Iter
                     threads_per_job(settings),
                     progress=settings.progress,
                     plugins=settings.plugins,
+                    auto_threads=auto_threads(settings),
                 )
             except (KeyboardInterrupt, SystemExit):
                 raise
@@ -223,6 +245,7 @@ def _run_in_processes(tasks: list[Task], settings: ExecutorSettings) -> Iterator
                 settings.device,
                 threads,
                 plugins=settings.plugins,
+                auto_threads=auto_threads(settings),
             ): run
             for run, directory in tasks
         }
@@ -272,7 +295,8 @@ def run_on_dask(tasks: list[Task], settings: ExecutorSettings) -> Iterator[Outco
                 f"--scheduler must look like tcp://HOST:PORT, got {settings.scheduler!r}."
             )
         client = Client(settings.scheduler, timeout="30s")
-        threads = settings.threads  # None: a remote worker knows its own machine
+        # a remote worker knows its own machine: its torch default, or the count given
+        threads = settings.threads if isinstance(settings.threads, int) else None
     try:
         futures = {
             client.submit(
@@ -282,6 +306,7 @@ def run_on_dask(tasks: list[Task], settings: ExecutorSettings) -> Iterator[Outco
                 settings.device,
                 threads,
                 plugins=settings.plugins,
+                auto_threads=auto_threads(settings),
                 key=f"varloss-study-{run.run_id}",
                 pure=False,
             ): run

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from varloss._progress import LOG_INTERVAL_SECONDS, interactive, progress_bar
+from varloss._threads import AUTO, parse_threads
 from varloss.data import load
 from varloss.errors import InputError
 from varloss.figures import plot_study
@@ -55,7 +56,7 @@ def run_study(
     *,
     executor: str = "local",
     jobs: int | None = None,
-    threads: int | None = None,
+    threads: int | str | None = "auto",
     scheduler: str | None = None,
     device: str | None = None,
     progress: bool = True,
@@ -68,12 +69,14 @@ def run_study(
 
     `executor="local"` trains runs one after another in this process (`jobs=1`) or in `jobs`
     processes (default: one per core, `usable_cores()`), each with `threads` torch threads
-    (default: cores // jobs); `"dask"` submits each run as a task to the cluster at `scheduler`
-    (`tcp://HOST:PORT`; `out` must then be a path every worker can reach) or to a LocalCluster
-    of `jobs` workers. Finished runs are skipped, interrupted ones resumed; results.csv is
-    rewritten after every finished run, so stopping at any moment loses at most the runs in
-    flight (which resume from their checkpoints next time). The executor, jobs, threads and
-    `command` (the CLI passes its command line) are recorded in fit.json's settings. With
+    (default "auto": each run times one thread against cores // jobs on its first steps and
+    keeps the faster; a count fixes them); `"dask"` submits each run as a task to the cluster
+    at `scheduler` (`tcp://HOST:PORT`; `out` must then be a path every worker can reach) or to
+    a LocalCluster of `jobs` workers. Finished runs are skipped, interrupted ones resumed;
+    results.csv is rewritten after every finished run, so stopping at any moment loses at most
+    the runs in flight (which resume from their checkpoints next time). The executor, jobs,
+    threads and `command` (the CLI passes its command line) are recorded in fit.json's
+    settings. With
     `skip_unavailable`, each data set is loaded once up front and the runs whose data set
     cannot be obtained (say CIFAR-10 offline) are left out with the reason instead of failing
     one by one.
@@ -85,10 +88,9 @@ def run_study(
         raise EXECUTORS.unknown(executor)
     if jobs is None:
         jobs = usable_cores()
-    for name, value in (("--jobs", jobs), ("--threads", threads)):
-        bad = isinstance(value, bool) or not isinstance(value, int) or value < 1
-        if value is not None and bad:
-            raise InputError(f"{name} must be a positive integer, got {value!r}.")
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise InputError(f"--jobs must be a positive integer, got {jobs!r}.")
+    threads = parse_threads(threads) or AUTO
     if scheduler is not None and executor != "dask":
         raise InputError("--scheduler is only used with --executor dask.")
     settings = ExecutorSettings(
@@ -219,9 +221,11 @@ class _Study:
         recorded: dict[str, Any] = {"command": command} if command else {}
         recorded["executor"] = self.executor
         recorded["jobs"] = self.settings.jobs
+        # the threads of each job (with auto: the most, each run's report says what it used)
         recorded["threads"] = (
             threads_per_job(self.settings) if self.executor == "local" else self.settings.threads
         )
+        recorded["threads_asked"] = self.settings.threads
         fit = fit_results(rows, self.spec, recorded)
         fit_path = self.folder.write_json(FIT_FILE, fit.to_json())
         figure_path = None
