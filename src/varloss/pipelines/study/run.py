@@ -20,7 +20,6 @@ from typing import Any
 
 import yaml
 
-from varloss._progress import LOG_INTERVAL_SECONDS, interactive, progress_bar
 from varloss._threads import AUTO, parse_threads
 from varloss.data import load
 from varloss.errors import InputError
@@ -28,12 +27,12 @@ from varloss.figures import plot_study
 from varloss.pipelines.study.executors import (
     EXECUTORS,
     ExecutorSettings,
-    Outcome,
     derive_run,
     threads_per_job,
     usable_cores,
 )
 from varloss.pipelines.study.fit import fit_results
+from varloss.pipelines.study.progress import StudyProgress
 from varloss.pipelines.study.results import StudyResult, collect_row, write_results
 from varloss.pipelines.study.spec import RunSpec, StudySpec, load_spec
 from varloss.records import ResultsRow
@@ -168,15 +167,23 @@ class _Study:
 
     def run_pending(self) -> None:
         """Train the pending runs with the executor; results.csv after each finished one."""
-        bar = _progress_bar(
-            len(self.spec.runs) - len(self.unavailable),
-            len(self.skipped),
+        twin_ids = {run.run_id for run, _ in self.twins}
+        bar = StudyProgress(
+            {  # a twin trains nothing: measured, it counts as a run, not as epochs
+                run.run_id: 0 if run.run_id in twin_ids else run.epochs
+                for run in self.spec.runs
+                if run.run_id not in self.unavailable
+            },
+            {
+                run.run_id: self.run_folder(run)
+                for run in [*self.pending, *(twin for twin, _ in self.twins)]
+            },
             enabled=self.settings.progress,
             desc=self.spec.name,
         )
         tasks = [(run, str(self.run_folder(run))) for run in self.pending]
         executor = EXECUTORS[self.executor]
-        outcomes = _ticking(executor(tasks, self.settings) if tasks else iter(()), bar)
+        outcomes = bar.ticking(executor(tasks, self.settings) if tasks else iter(()))
         try:
             for run, outcome in outcomes:
                 self._finished(run, outcome, bar)
@@ -201,7 +208,7 @@ class _Study:
         except Exception as error:  # noqa: BLE001 - reported like a failed run
             return error
 
-    def _finished(self, run: RunSpec, outcome: Any, bar: Any) -> None:
+    def _finished(self, run: RunSpec, outcome: Any, bar: StudyProgress) -> None:
         """Record a run's row (results.csv rewritten) or its failure, and move the bar on."""
         if isinstance(outcome, BaseException):
             self.failed[run.run_id] = f"{type(outcome).__name__}: {outcome}"
@@ -212,8 +219,7 @@ class _Study:
             self.write_results()
             if self.on_row is not None:
                 self.on_row(outcome)
-        bar.update(1)
-        bar.set_postfix_str(f"last: {run.family}/{run.dataset}", refresh=True)
+        bar.finished(run.run_id, last=f"{run.family}/{run.dataset}")
 
     def finish(self, command: str | None, start: float) -> StudyResult:
         """fit.json and the figure from every finished run (`start`: when the call began)."""
@@ -282,41 +288,3 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
-
-
-def _ticking(
-    outcomes: Iterator[Outcome], bar: Any, every: float | None = None
-) -> Iterator[Outcome]:
-    """Pass the outcomes through while a thread redraws the bar every `every` seconds, so that
-    elapsed time and the estimate move during runs of several minutes. By default every second
-    on a terminal, every 30 s when stderr goes to a file or pipe (a log gets a line per redraw)."""
-    if every is None:
-        every = 1.0 if interactive() else LOG_INTERVAL_SECONDS
-    stop = threading.Event()
-
-    def tick() -> None:
-        while not stop.wait(every):
-            bar.refresh()
-
-    thread = threading.Thread(target=tick, name="study-progress", daemon=True)
-    if not bar.disable:
-        thread.start()
-    try:
-        yield from outcomes
-    finally:
-        stop.set()
-        if thread.is_alive():
-            thread.join()
-
-
-def _progress_bar(total: int, done: int, *, enabled: bool, desc: str) -> Any:
-    return progress_bar(
-        total=total,
-        initial=done,
-        desc=f"study {desc}",
-        unit="run",
-        disable=not enabled,
-        dynamic_ncols=True,
-        bar_format="{desc}: {n_fmt}/{total_fmt} runs |{bar}| elapsed {elapsed}, "
-        "ETA {remaining}{postfix}",
-    )
