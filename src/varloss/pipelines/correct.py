@@ -22,9 +22,11 @@ measurement draws from the seed's second-stage stream.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -160,7 +162,9 @@ def correct(
         for name in bar:
             bar.set_postfix(method=name)
             params = {"seed": seed, **(sampler_params or {}).get(name, {})}
-            sampler, source = _fit_or_load(name, params, inputs, folder, fitted)
+            # a second stage that trains shows its epochs in the bar (minutes on a CPU)
+            shown = functools.partial(_show_epoch, bar, name)
+            sampler, source = _fit_or_load(name, params, inputs, folder, fitted, shown)
             rows[name], samples = _evaluate(name, sampler, inputs, seed, fid)
             rows[name].update(sampler_dir=str(_sampler_dir(folder, name)), sampler_source=source)
             grids[name] = samples[:grid_size]
@@ -251,16 +255,20 @@ def _fit_or_load(
     inputs: _Inputs,
     folder: RunFolder,
     fitted: dict[str, Sampler],
+    on_epoch: Callable[[int, int], Any] | None = None,
 ) -> tuple[Sampler, str]:
     """The method's sampler and where it came from: "loaded", "variant" or "fitted".
 
     A saved sampler is loaded when it was fitted on this model with these parameters (a damaged
-    or stale folder is fitted again); two-stage variants reuse one trained second stage.
+    or stale folder is fitted again); two-stage variants reuse one trained second stage, whose
+    training tells `on_epoch(epoch, epochs)` after each epoch.
     """
     is_two_stage = METHODS[method][0] == "two-stage"
     if is_two_stage:
         params.setdefault("progress", False)
     wanted = create_sampler(method, **params)
+    if is_two_stage:
+        wanted.on_epoch = on_epoch
     directory = _sampler_dir(folder, method)
     if directory.is_dir():
         try:
@@ -285,6 +293,10 @@ def _fit_or_load(
     if is_two_stage:
         fitted["two-stage"] = sampler
     return sampler, "fitted"
+
+
+def _show_epoch(bar: Any, method: str, epoch: int, epochs: int) -> None:
+    bar.set_postfix(method=method, epoch=f"{epoch}/{epochs}")
 
 
 def _evaluate(

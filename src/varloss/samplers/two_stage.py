@@ -11,7 +11,8 @@ sampled code z = mu + sigma eps). `target="spherical"` maps to N(0, I) instead;
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -128,6 +129,9 @@ class TwoStageSampler(Sampler):
         self.lr = float(lr)
         self.n_renorm = int(n_renorm)
         self.progress = bool(progress)
+        # told (epoch, epochs) after each pass over the codes while the second stage trains: a
+        # caller's own progress display (not a parameter: it changes nothing fitted)
+        self.on_epoch: Callable[[int, int], Any] | None = None
         self.network: LatentVAE | None = None
         self.code_mean: torch.Tensor | None = None  # standardisation of the second stage's input
         self.code_std: torch.Tensor | None = None
@@ -191,11 +195,19 @@ class TwoStageSampler(Sampler):
         order = torch.randperm(inputs.shape[0], generator=order_generator)
         position = 0
         warmup = int(self.warmup * self.steps)
+        # an epoch: one pass over the shuffled codes (a last partial batch is left out)
+        epochs = math.ceil(self.steps / max(1, inputs.shape[0] // self.train_batch_size))
         bar = progress_bar(
-            range(self.steps), desc="two-stage", disable=not self.progress, leave=False
+            total=epochs,
+            desc="second stage",
+            unit="epoch",
+            disable=not self.progress,
+            leave=False,
         )
-        for step in bar:
+        epoch = 0
+        for step in range(self.steps):
             if position + self.train_batch_size > inputs.shape[0]:  # a new epoch: reshuffle
+                epoch = self._epoch_done(bar, epoch, epochs)
                 order = torch.randperm(inputs.shape[0], generator=order_generator)
                 position = 0
             batch = inputs[order[position : position + self.train_batch_size]]
@@ -209,11 +221,20 @@ class TwoStageSampler(Sampler):
             optimizer.step()
             scheduler.step()
             if step % 100 == 0:
-                bar.set_postfix(mse=f"{mse.item():.4f}", kl=f"{kl.item():.2f}")
+                bar.set_postfix(mse=f"{mse.item():.4f}", kl=f"{kl.item():.2f}", refresh=False)
+        self._epoch_done(bar, epoch, epochs)  # the last one
+        bar.close()
         network.eval()
         with torch.no_grad():
             _, mse, kl = network.loss(inputs)
         self.final_mse, self.final_kl = mse.item(), kl.item()
+
+    def _epoch_done(self, bar: Any, epoch: int, epochs: int) -> int:
+        """Epoch `epoch + 1` of `epochs` ended: the bar and `on_epoch` are told; returns it."""
+        bar.update(1)
+        if self.on_epoch is not None:
+            self.on_epoch(epoch + 1, epochs)
+        return epoch + 1
 
     @torch.no_grad()
     def _raw_codes(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
