@@ -127,20 +127,16 @@ def measure_command(
     uint8 inputs are scaled to [0, 1]; float inputs are taken as they are.
     """
     # start-up cost: see varloss/cli/__init__.py
-    from varloss._threads import choose_threads
     from varloss.models.adapters import load_adapter
     from varloss.variance import measure, measure_model
-    from varloss.variance.model import first_batch_probe
 
     threads = threads_option(threads)
     _check_arguments(model, reconstructed, generated, n_generated, json_out, maps, reconstruction)
     ranges = parse_ranges(value_range)
     splits = {"spectrum": bands if spectrum else False, "pca": pca, "pca_limit": pca_limit}
     adapter = None if model is None else load_adapter(model, device=device)
-    probe = first_batch_probe(real, adapter, batch_size=batch_size, value_range=ranges)
-    settings = {"command": command_line(), "threads": choose_threads(threads, probe).to_dict()}
+    settings = _settings(real, model, adapter, threads, batch_size, ranges)
     if adapter is not None:
-        settings.update(model_dir=model, adapter=adapter.describe())
         report = measure_model(
             adapter,
             real,
@@ -164,6 +160,20 @@ def measure_command(
             **splits,
         )
     _write_outputs(report, json_out, maps)
+
+
+def _settings(real, model, adapter, threads, batch_size: int, ranges) -> dict:
+    """What the JSON records about how it was measured: the command line, torch's threads
+    (with auto: chosen by timing the first batch of the work, `varloss._threads`), the model."""
+    # start-up cost: see varloss/cli/__init__.py
+    from varloss._threads import choose_threads
+    from varloss.variance.model import first_batch_probe
+
+    probe = first_batch_probe(real, adapter, batch_size=batch_size, value_range=ranges)
+    settings = {"command": command_line(), "threads": choose_threads(threads, probe).to_dict()}
+    if adapter is not None:
+        settings.update(model_dir=model, adapter=adapter.describe())
+    return settings
 
 
 def _write_outputs(report, json_out: str | None, maps: str | None) -> None:

@@ -132,30 +132,7 @@ def train(
         # Data, model, optimiser and schedule; the state of the checkpoint when resuming.
         run = _setup(config, device, ranks, checkpoint)
         threads_used = choose_threads(threads, _training_probe(run, config)).to_dict()
-        bar = progress_bar(
-            total=config.epochs * run.steps_per_epoch,
-            initial=run.start_epoch * run.steps_per_epoch,
-            disable=not (progress and ranks.main),
-            desc=f"{config.family} on {config.dataset}",
-            unit="batch",
-            dynamic_ncols=True,
-            leave=True,
-        )
-        try:
-            for epoch in range(run.start_epoch, config.epochs):
-                if run.stopping is not None and run.stopping.stopped:
-                    break  # patience ran out (also when a run that had stopped is resumed)
-                row = _train_epoch(run, config, ranks, epoch, bar, folder)
-                if run.stopping is not None:  # validation loss; a better one keeps the weights
-                    row.update(run.stopping.observe(run.model, epoch + 1, run.autocast))
-                run.history.append(row)
-                if ranks.main:  # after every epoch: checkpoint and history, digests recorded
-                    _save_checkpoint(folder, run, config, epoch + 1)
-                    columns = history_columns(config)
-                    folder.write_csv(HISTORY_FILE, run.history, columns, record=False)
-                    folder.record(CHECKPOINT_FILE, HISTORY_FILE)
-        finally:
-            bar.close()
+        _train_epochs(run, config, ranks, folder, progress)
 
         # The trained model: weights, evaluation on the test split, report, and the manifest last.
         if run.stopping is not None and run.stopping.best_model:  # the best epoch's weights
@@ -421,6 +398,36 @@ def _scheduler(optimizer: torch.optim.Optimizer, schedule: str, total_steps: int
             lambda step: 0.1 ** ((step >= total_steps // 2) + (step >= 3 * total_steps // 4)),
         )
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+
+def _train_epochs(
+    run: _Run, config: TrainConfig, ranks: Ranks, folder: RunFolder, progress: bool
+) -> None:
+    """The epochs still to train, each followed by its checkpoint and history.csv (rank 0)."""
+    bar = progress_bar(
+        total=config.epochs * run.steps_per_epoch,
+        initial=run.start_epoch * run.steps_per_epoch,
+        disable=not (progress and ranks.main),
+        desc=f"{config.family} on {config.dataset}",
+        unit="batch",
+        dynamic_ncols=True,
+        leave=True,
+    )
+    try:
+        for epoch in range(run.start_epoch, config.epochs):
+            if run.stopping is not None and run.stopping.stopped:
+                break  # patience ran out (also when a run that had stopped is resumed)
+            row = _train_epoch(run, config, ranks, epoch, bar, folder)
+            if run.stopping is not None:  # validation loss; a better one keeps the weights
+                row.update(run.stopping.observe(run.model, epoch + 1, run.autocast))
+            run.history.append(row)
+            if ranks.main:  # after every epoch: checkpoint and history, digests recorded
+                _save_checkpoint(folder, run, config, epoch + 1)
+                columns = history_columns(config)
+                folder.write_csv(HISTORY_FILE, run.history, columns, record=False)
+                folder.record(CHECKPOINT_FILE, HISTORY_FILE)
+    finally:
+        bar.close()
 
 
 def _train_epoch(
