@@ -91,11 +91,29 @@ def test_time_threads_takes_medians_and_leaves_no_trace(two_threads: None) -> No
     torch.manual_seed(7)
     expected_next = torch.rand(2)
     torch.manual_seed(7)
-    timings = time_threads(probe, (1, 2), rounds=3, timer=timer)
+    timings = time_threads(probe, (1, 2), rounds=3, timer=timer, decisive=None)
     assert timings == {1: 3.0, 2: 1.0}  # medians of (5, 2, 3) and (1, 1, 9)
     assert calls == [1, 1, 2, 2] * 3
     assert torch.get_num_threads() == 2
     assert torch.equal(torch.rand(2), expected_next)
+
+
+def test_time_threads_stops_once_one_count_is_decisively_slower(two_threads: None) -> None:
+    """First round 1 s against 1.5 s: not decisive (< 2x), a second round; medians 1 and 3.25
+    after it: decisive, no third round."""
+    durations = iter([1.0, 1.5, 1.0, 5.0, 1.0, 1.0])
+    ticks = itertools.count()
+    clock = {"now": 0.0}
+
+    def timer() -> float:
+        if next(ticks) % 2:
+            clock["now"] += next(durations)
+        return clock["now"]
+
+    calls: list[int] = []
+    timings = time_threads(lambda: calls.append(1), (1, 2), rounds=3, timer=timer, decisive=2.0)
+    assert timings == {1: 1.0, 2: 3.25}
+    assert len(calls) == 8  # two rounds of (warm-up + timed) x 2 counts
 
 
 @pytest.mark.parametrize("bad", [0, -1, "0", "x", "1.5", 1.5, True, ""])

@@ -8,9 +8,9 @@ itself: a caller passes a `probe`, one representative step of its work (a traini
 copy of the model, a measured batch) that leaves no trace, and `choose_threads` runs it with
 one thread and with N (torch's setting when called: its default of one per core, or what a
 study gave each job), then keeps the faster. Each candidate gets a warm-up call (a new thread
-count starts a new thread pool) then one timed call, alternating, `ROUNDS` times; the median
-decides (ties go to one thread). The probe runs under a forked torch random state, so timing
-draws nothing from the run's streams.
+count starts a new thread pool) then one timed call, alternating, up to `ROUNDS` times (fewer
+once one count is `DECISIVE` times slower); the median decides (ties go to one thread). The
+probe runs under a forked torch random state, so timing draws nothing from the run's streams.
 
 The chosen count is recorded (`ThreadChoice.to_dict()`: asked, used, rule, timings). Results
 with `auto` equal results with `--threads USED` bit for bit; for some models (convolutions)
@@ -33,6 +33,7 @@ from varloss.errors import InputError
 
 AUTO = "auto"
 ROUNDS = 3  # timed calls per candidate (each after its own warm-up call)
+DECISIVE = 2.0  # a candidate this many times slower after a round is not timed again
 
 Probe = Callable[[], Any]
 
@@ -69,12 +70,15 @@ def time_threads(
     *,
     rounds: int = ROUNDS,
     timer: Callable[[], float] = time.perf_counter,
+    decisive: float | None = DECISIVE,
 ) -> dict[int, float]:
     """The median seconds of one `probe()` call with each thread count of `candidates`.
 
     Candidates alternate within each round (a machine whose load changes meanwhile weighs on
-    all of them alike); each timed call follows an untimed one with the same count. The
-    caller's thread count and torch's random state are given back."""
+    all of them alike); each timed call follows an untimed one with the same count. Rounds stop
+    early once the slowest median is `decisive` times the fastest (None: all rounds): a count
+    that runs the steps many times slower is not worth timing again. The caller's thread count
+    and torch's random state are given back."""
     samples: dict[int, list[float]] = {count: [] for count in candidates}
     previous = torch.get_num_threads()
     try:
@@ -86,6 +90,9 @@ def time_threads(
                     started = timer()
                     probe()
                     samples[count].append(timer() - started)
+                medians = [statistics.median(values) for values in samples.values()]
+                if decisive is not None and max(medians) >= decisive * min(medians):
+                    break
     finally:
         torch.set_num_threads(previous)
     return {count: statistics.median(values) for count, values in samples.items()}
