@@ -117,5 +117,5 @@ def _bar(total: int, desc: str, enabled: bool) -> Any:
         disable=not enabled,
         dynamic_ncols=True,
         bar_format="{desc}: {n_fmt}/{total_fmt} epochs |{bar}| elapsed {elapsed}, "
-        "ETA {remaining}, {postfix}",
+        "ETA {remaining}{postfix}",
     )
