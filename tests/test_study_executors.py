@@ -241,7 +241,9 @@ def test_worker_processes_gather_the_same_rows(
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(SITECUSTOMIZE.format(path=__file__))
-    monkeypatch.setenv("PYTHONPATH", str(site))
+    # the children import the varloss this process runs (a work tree's, not only the installed)
+    source = Path(executors.__file__).parents[3]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), str(source)]))
     out = tmp_path / "out"
     result = run_study(parse_spec(SPEC), out, executor=executor, jobs=2, progress=True)
     assert result.failed == {} and len(result.ran) == 8
