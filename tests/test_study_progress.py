@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 import varloss.pipelines.study.run as study_run
-from varloss.pipelines.config import TrainConfig
 from varloss.pipelines.study import executors, parse_spec, run_study
 from varloss.pipelines.study import progress as study_progress
 from varloss.pipelines.study.progress import StudyProgress, epochs_in
 from varloss.runs import CHECKPOINT_DIR, CHECKPOINT_FILE, HISTORY_FILE, REPORT_FILE, RunFolder
+from varloss.train_config import TrainConfig
 
 
 class RecordingBar:

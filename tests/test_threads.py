@@ -17,9 +17,9 @@ from varloss import _threads
 from varloss._threads import ThreadChoice, choose_threads, parse_threads, time_threads
 from varloss.cli import app
 from varloss.errors import InputError
-from varloss.pipelines.config import TrainConfig
 from varloss.pipelines.train import train
 from varloss.runs import MODEL_FILE, REPORT_FILE, RunFolder
+from varloss.train_config import TrainConfig
 
 
 @pytest.fixture()
