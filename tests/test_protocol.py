@@ -176,3 +176,21 @@ def test_a_prior_other_than_n01_draws_its_own_codes(tmp_path) -> None:
     assert report.var_generated == pytest.approx(
         by_hand.double().reshape(30, -1).var(0, correction=0).mean().item(), rel=1e-9
     )
+
+
+def test_fid_mode_has_one_home_and_one_sentence() -> None:
+    """The FID modes and their check live beside the other evaluation settings; the pipelines'
+    policy, the train settings and `correct` all use that one check."""
+    from varloss.errors import InputError
+    from varloss.quality import policy
+    from varloss.train_config import SettingError, TrainConfig
+    from varloss.variance import protocol
+
+    assert policy.FID_MODES is protocol.FID_MODES and policy.fid_mode is protocol.fid_mode
+    assert [protocol.fid_mode(m) for m in ("auto", "on", "off", True, False)] == [
+        "auto", "on", "off", "on", "off",
+    ]  # fmt: skip
+    with pytest.raises(InputError, match=r"^--fid must be one of auto, on, off, got 'yes'\.$"):
+        protocol.fid_mode("yes", "--fid")
+    with pytest.raises((InputError, SettingError), match="one of auto, on, off"):
+        TrainConfig(fid="sometimes")

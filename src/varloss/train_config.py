@@ -23,10 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from varloss.errors import InputError
-from varloss.variance.protocol import Reconstruction
+from varloss.variance.protocol import FID_MODES, Reconstruction
 
 __all__ = [
-    "FID_MODES",
     "LATER_DEFAULTS",
     "RESUMABLE_CHANGES",
     "SCHEDULES",
@@ -42,9 +41,6 @@ __all__ = [
 ]
 
 SCHEDULES = ("constant", "cosine", "step")
-# FID (domain features) of the prior samples in report.json: "auto" when the data set's domain
-# classifier is already cached, "on" trains it first if needed (minutes on a CPU), "off" never.
-FID_MODES = ("auto", "on", "off")
 # Settings that may change between a run and its resumption (they do not change what is trained).
 # `reconstruction` only changes how the trained model is measured: resuming a finished run with
 # the other protocol measures it again without training (the study derives its twin runs so).

@@ -11,8 +11,7 @@ from rich.table import Table
 from varloss._io import check_output_path
 from varloss.cli.app import command, command_line
 from varloss.cli.common import THREADS_OPTION, threads_option
-from varloss.errors import InputError
-from varloss.train_config import FID_MODES
+from varloss.variance.protocol import fid_mode
 
 
 def sampler_params(stage2_steps: int | None, tau: float | None, gmm_components: int | None):
@@ -111,8 +110,7 @@ def correct_command(
     from varloss.pipelines.correct import correct
     from varloss.report import write_report
 
-    if fid not in FID_MODES:
-        raise InputError(f"--fid must be one of {', '.join(FID_MODES)}, got {fid!r}.")
+    fid = fid_mode(fid, "--fid")
     threads = threads_option(threads)
     out_dir = out or str(Path(split_spec(run_dir)[1]) / "correct")
     check_output_path(out_dir, "--out", folder=True)

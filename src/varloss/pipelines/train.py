@@ -69,14 +69,12 @@ from varloss.runs import (
     TRAIN_RUN_FILES,
     RunFolder,
 )
-from varloss.train_config import FID_MODES, SCHEDULES, TrainConfig
+from varloss.train_config import TrainConfig
 from varloss.variance.protocol import protocol_of
 
 __all__ = [
-    "FID_MODES",
     "GRID_SIZE",
     "HISTORY_COLUMNS",
-    "SCHEDULES",
     "TrainConfig",
     "epoch_seed",
     "evaluate",

@@ -20,17 +20,10 @@ import torch
 from varloss.errors import InputError
 from varloss.quality.domain import domain_extractor_available
 from varloss.quality.score import fid
+from varloss.variance.protocol import FID_MODES, fid_mode
 
-FID_MODES = ("auto", "on", "off")
-
-
-def fid_mode(mode: str | bool) -> str:
-    """ "auto" | "on" | "off" from a mode or a bool (True -> "on", False -> "off")."""
-    if isinstance(mode, bool):
-        return "on" if mode else "off"
-    if mode not in FID_MODES:
-        raise InputError(f"fid must be one of {', '.join(FID_MODES)}, got {mode!r}.")
-    return mode
+# The modes and their check have one home, beside the other evaluation settings.
+__all__ = ["FID_MODES", "fid_mode", "fid_or_reason"]
 
 
 def fid_or_reason(

@@ -8,6 +8,10 @@ latent_dim); the iterative families (draw, convdraw) use them step by step along
 Reports written before the protocol was recorded were all `mean`: `protocol_of` is the one place
 that says so.
 
+**FID mode.** Whether an evaluation computes the FID of its samples: `auto` (only when the data
+set's domain classifier is already cached), `on` (train it first if needed), `off`. Train,
+correct, study and the pipelines' FID policy (`varloss.quality.policy`) read it from here.
+
 **Streams.** Every random draw of an evaluation comes from a named stream (`Stream`) whose seed
 is derived from the run's (or the command's) seed by one rule, `stream_seed`: `train` (its DDP
 path included), `measure --model` and `correct` all draw from the same place. Sample i decodes
@@ -37,11 +41,13 @@ import torch
 from varloss.errors import InputError
 
 __all__ = [
+    "FID_MODES",
     "NOISE_BLOCK",
     "NoiseStream",
     "Reconstruction",
     "Stream",
     "epoch_seed",
+    "fid_mode",
     "protocol_of",
     "recorded_protocol",
     "prior_generation",
@@ -113,6 +119,19 @@ def protocol_of(record: Mapping[str, Any] | None) -> Reconstruction:
     """The protocol a record names (`recorded_protocol`), with the one fallback: records written
     before the protocol was recorded were measured with `mean`."""
     return recorded_protocol(record) or DEFAULT_RECONSTRUCTION
+
+
+FID_MODES = ("auto", "on", "off")
+
+
+def fid_mode(mode: Any, name: str = "fid") -> str:
+    """ "auto" | "on" | "off" from a mode or a bool (True -> "on", False -> "off"), or an
+    InputError naming `name` (e.g. "--fid") and the choices."""
+    if isinstance(mode, bool):
+        return "on" if mode else "off"
+    if mode not in FID_MODES:
+        raise InputError(f"{name} must be one of {', '.join(FID_MODES)}, got {mode!r}.")
+    return str(mode)
 
 
 class Stream(Enum):
