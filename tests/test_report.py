@@ -480,7 +480,7 @@ def test_explain_variance_branches() -> None:
     large = explain_variance(
         {"var_real": 0.1, "var_reconstructed": 0.05, "mse": 0.02, "bias2": 0.001, "cov_term": 0.031}
     )
-    assert "differs from the reconstruction error by 0.03" in large[1]
+    assert "the variance loss lies 0.03 above the reconstruction error (0.02)" in large[1]
     generated = explain_variance({"var_real": 0.1, "var_generated": 0.07})
     assert generated == [
         "Generated samples keep 70% of the real variance (0.07): a variance loss of 0.03. "

@@ -13,6 +13,7 @@ from typing import Any
 import typer
 
 from varloss._io import check_output_path
+from varloss._words import count, duration
 from varloss.cli.app import command, command_line
 from varloss.cli.common import THREADS_OPTION, print_variance_table, threads_option
 from varloss.errors import InputError
@@ -108,7 +109,7 @@ def train_command(
     if int(os.environ.get("RANK", "0")) != 0:
         return
     print_variance_table(result, title=f"{config.family} on {config.dataset}: test split")
-    seconds = result["train_seconds"]
-    typer.echo(f"trained {len(result['history'])} epochs in {seconds:.1f} s; wrote {config.out}")
+    trained = count(len(result["history"]), "epoch")
+    typer.echo(f"trained {trained} in {duration(result['train_seconds'])}; wrote {config.out}")
     if report:
         typer.echo(f"report: {write_report(config.out, command=command_text)}")

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from varloss._hashing import sha256_arrays
+from varloss._words import duration
 from varloss.data.cache import data_dir, entry_lock, load_split, read_record, say, store, upgrade
 from varloss.data.catalogue import DATASETS, SOURCE_KINDS, Dataset, check_split
 from varloss.data.download import DownloadError
@@ -168,7 +169,7 @@ def ensure(
                 continue
             source = wanted_source or description
             store(entry, arrays, source=source, extra={"name": name, **_jsonable(variant)})
-            say(f"{name}: cached from {description} in {time.perf_counter() - started:.1f} s")
+            say(f"{name}: cached from {description} in {duration(time.perf_counter() - started)}")
             hit = load_split(entry, split, pins=pins)
             if hit is not None:
                 return hit

@@ -21,9 +21,17 @@ from typing import Any
 
 import numpy as np
 
+from varloss._words import share
 from varloss.figures.base import pyplot, save_figure
 
-__all__ = ["kept_curves_figure", "pca_figure", "plot_spectrum", "spectrum_figure"]
+__all__ = [
+    "high_frequency_phrase",
+    "high_frequency_split",
+    "kept_curves_figure",
+    "pca_figure",
+    "plot_spectrum",
+    "spectrum_figure",
+]
 
 _SET_STYLES = {"reconstructed": ("#1f5fbf", "-", "o"), "generated": ("#d62728", "--", "s")}
 _TERM_COLOURS = {"mse": "#4c72b0", "minus_bias2": "#dd8452", "cov_term": "#55a868"}
@@ -48,15 +56,68 @@ def _half_nyquist(axis: Any, spectrum: Mapping[str, Any]) -> None:
               color="#666666", va="top")  # fmt: skip
 
 
+def high_frequency_split(spectrum: Mapping[str, Any], kind: str) -> tuple[float, float] | None:
+    """(variance loss above the high-frequency radius, total variance loss) of `kind`
+    ("reconstructed" or "generated"), or None when the spectrum does not say. The total is the
+    spectrum's `totals` (or the sum over its bands); the part is `high_frequency_share` of it."""
+    fraction = (spectrum.get("high_frequency_share") or {}).get(kind)
+    total = (spectrum.get("totals") or {}).get(f"variance_loss_{kind}")
+    if total is None:
+        values = [band.get(f"variance_loss_{kind}") for band in spectrum.get("bands") or []]
+        total = sum(values) if values and None not in values else None
+    if fraction is None or total is None or not np.isfinite(fraction * total):
+        return None
+    return float(fraction) * float(total), float(total)
+
+
+def high_frequency_phrase(spectrum: Mapping[str, Any], kind: str, subject: str) -> str | None:
+    """Where `subject` (e.g. "the generated images") loses its variance, in words: the share of
+    the variance loss (or of the gain, when the set has more variance than the real images)
+    above the high-frequency radius when it is a share (0 to 100%); otherwise what happened on
+    each side of the radius (e.g. a loss overall but a gain above it). None without the numbers."""
+    split = high_frequency_split(spectrum, kind)
+    if split is None:
+        return None
+    high, total = split
+    radius = spectrum.get("high_frequency_radius", 0.25)
+    above = f"above {radius} cycles/pixel"
+    part = share(high, total)
+    if part is not None:
+        noun = "variance loss" if total > 0 else "variance gain"
+        owner = subject + ("'" if subject.endswith("s") else "'s")
+        return f"{part} of {owner} {noun} lies {above}"
+    overall = f"{'lose' if total > 0 else 'gain'} {abs(total):.3g} of variance overall"
+    if high * total < 0:  # opposite signs: the high bands went the other way
+        return f"{subject} {overall} but {'gain' if high > 0 else 'lose'} {abs(high):.3g} {above}"
+    # same sign, the part larger than the whole: the low bands went the other way
+    below = total - high
+    return (
+        f"{subject} {'lose' if high > 0 else 'gain'} {abs(high):.3g} of variance {above}, more "
+        f"than overall ({abs(total):.3g}): below it they {'gain' if below < 0 else 'lose'} "
+        f"{abs(below):.3g}"
+    )
+
+
+def _high_frequency_note(spectrum: Mapping[str, Any], kind: str) -> str:
+    """The legend's short note: the share of the set's loss above the radius, or its sign."""
+    split = high_frequency_split(spectrum, kind)
+    if split is None:
+        return ""
+    high, total = split
+    radius = spectrum.get("high_frequency_radius", 0.25)
+    part = share(high, total)
+    if part is not None:
+        return f" ({part} of its {'loss' if total > 0 else 'gain'} above {radius})"
+    return f" ({'gains' if high < 0 else 'loses'} variance above {radius})"
+
+
 def _kept_panel(axis: Any, spectrum: Mapping[str, Any]) -> None:
     centres = _centres(spectrum)
-    share = spectrum.get("high_frequency_share") or {}
     for kind, (colour, style, marker) in _SET_STYLES.items():
         kept = _column(spectrum, f"kept_{kind}")
         if kept is None:
             continue
-        high = share.get(kind)
-        note = f" ({high:.0%} of its loss above 0.25)" if high is not None else ""
+        note = _high_frequency_note(spectrum, kind)
         axis.plot(centres, kept, style, color=colour, marker=marker, label=f"{kind}{note}")
     axis.axhline(1.0, color="black", linewidth=0.8)
     _half_nyquist(axis, spectrum)

@@ -99,11 +99,6 @@ def num_cell(value: Any, percent: bool = False) -> Cell:
     return Cell(fmt(value if not isinstance(value, str) else as_float), as_float, numeric=True)
 
 
-def percent(part: float, whole: float) -> str:
-    """`part / whole` as a whole percentage, a dash when `whole` is 0."""
-    return f"{part / whole:.0%}" if whole else "–"
-
-
 # ---------------------------------------------------------------------------------------------
 # images
 

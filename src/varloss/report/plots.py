@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from varloss._words import count
 from varloss.figures import pyplot, variance_map_panels, variance_maps_figure
 from varloss.figures.report_maps import (
     LOSS_COLUMNS,
@@ -76,7 +77,7 @@ def loss_curves(rows: Sequence[Mapping[str, Any]]) -> Figure | None:
         title="Training curves",
         data_uri=figure_uri(training_curves_figure(epochs, curves, stacked=False)),
         narrow_uri=narrow,
-        caption=f"From history.csv ({len(rows)} epoch{'s' if len(rows) != 1 else ''}).",
+        caption=f"From history.csv ({count(len(rows), 'epoch')}).",
         alt="training loss and MSE per epoch",
     )
 

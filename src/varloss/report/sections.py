@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import platform
 import shlex
 from collections.abc import Mapping
@@ -17,7 +18,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from varloss.report.html import Cell, Table, fmt, num_cell, number, percent
+from varloss._words import share
+from varloss.report.html import Cell, Table, fmt, num_cell, number
 from varloss.variance.report import variance_warnings
 
 # ---------------------------------------------------------------------------------------------
@@ -25,7 +27,8 @@ from varloss.variance.report import variance_warnings
 
 
 def explain_variance(report: Mapping[str, Any]) -> list[str]:
-    """Plain-words sentences that explain a measure report's headline numbers."""
+    """Plain-words sentences that explain a measure report's headline numbers (each follows the
+    signs of its numbers: a loss is called a loss, a gain a gain; a share is a share)."""
     var_real = number(report.get("var_real"))
     if var_real is None:
         return []
@@ -34,25 +37,44 @@ def explain_variance(report: Mapping[str, Any]) -> list[str]:
     sentences += _explain_reconstructed(report, var_real)
     var_gen = number(report.get("var_generated"))
     if var_gen is not None:
-        gen_loss = var_real - var_gen
-        text = (
-            f"Generated samples keep {percent(var_gen, var_real)} of the real variance "
-            f"({fmt(var_gen)}): a variance loss of {fmt(gen_loss)}"
-        )
         var_rec = number(report.get("var_reconstructed"))
-        if var_rec is not None and gen_loss != var_real - var_rec:
-            more = gen_loss > var_real - var_rec
-            text += f", {'more' if more else 'less'} than the reconstructions lose"
-        if gen_loss > 0:
-            text += ". Samples with less variance than the data look blurry and alike"
-        sentences.append(text + ".")
+        sentences.append(generated_sentence(var_real, var_gen, var_rec))
     fid = fid_value(report.get("fid"))
-    if fid is not None:
+    if fid is not None and math.isfinite(fid):
         sentences.append(
             f"The Fréchet distance between real and generated features is {fmt(fid)} "
             "(lower is better)."
         )
     return sentences
+
+
+def _kept_or_gained(var_set: float, var_real: float, what: str) -> str:
+    """`keep 60% of {what} (0.06 of 0.1): a variance loss of 0.04`, or the gain in words."""
+    kept = share(var_set, var_real)
+    if var_set == var_real:
+        return f"keep all of {what} ({fmt(var_set)}): no variance loss"
+    if kept is not None:
+        return (
+            f"keep {kept} of {what} ({fmt(var_set)} of {fmt(var_real)}): a variance loss of "
+            f"{fmt(var_real - var_set)}"
+        )
+    return (
+        f"have more variance than the real images ({fmt(var_set)} against {fmt(var_real)}): "
+        f"a variance gain of {fmt(var_set - var_real)}, not a loss"
+    )
+
+
+def generated_sentence(var_real: float, var_gen: float, var_rec: float | None = None) -> str:
+    """The generated samples' variance against the real one (and the reconstructions' loss)."""
+    gen_loss = var_real - var_gen
+    text = "Generated samples " + _kept_or_gained(var_gen, var_real, "the real variance")
+    rec_loss = None if var_rec is None else var_real - var_rec
+    if rec_loss is not None and gen_loss > 0 and rec_loss > 0 and gen_loss != rec_loss:
+        more = gen_loss > rec_loss
+        text += f", {'more' if more else 'less'} than the reconstructions lose ({fmt(rec_loss)})"
+    if gen_loss > 0:
+        text += ". Samples with less variance than the data look blurry and alike"
+    return text + "."
 
 
 def _explain_reconstructed(report: Mapping[str, Any], var_real: float) -> list[str]:
@@ -61,32 +83,51 @@ def _explain_reconstructed(report: Mapping[str, Any], var_real: float) -> list[s
         return []
     mse, bias2, cov = (number(report.get(key)) for key in ("mse", "bias2", "cov_term"))
     loss = var_real - var_rec
-    text = (
-        f"The reconstructions keep {percent(var_rec, var_real)} of the real images' "
-        f"per-pixel variance ({fmt(var_rec)} of {fmt(var_real)}): a variance loss of {fmt(loss)}"
+    text = "The reconstructions " + _kept_or_gained(
+        var_rec, var_real, "the real images' per-pixel variance"
     )
-    if mse is not None and mse > 0:
+    if mse is not None and mse > 0 and loss > 0:
         text += f", {loss / mse:.2f} times the reconstruction MSE ({fmt(mse)})."
+    elif mse is not None and mse > 0:
+        text += f" (reconstruction MSE {fmt(mse)})."
+    elif mse == 0:
+        text += "; the reconstructions are exact (MSE 0), so there is no ratio to the MSE."
     else:
         text += "."
     sentences = [text]
     if mse is None or bias2 is None or cov is None or mse <= 0:
         return sentences
+    sentences.append(decomposition_sentence(mse, bias2, cov))
+    return sentences
+
+
+def decomposition_sentence(mse: float, bias2: float, cov: float) -> str:
+    """Variance loss = MSE - bias² + covariance term, said for these terms' sizes and signs."""
     if max(abs(bias2), abs(cov)) <= 0.1 * mse:
-        sentences.append(
+        return (
             "Variance loss = MSE - bias² + covariance term; here bias² "
             f"({fmt(bias2)}) and the covariance term ({fmt(cov)}) are small, so the "
             "variance lost is essentially the reconstruction error: a decoder that "
             "cannot predict a detail outputs its average, and the spread of that "
             "detail is gone."
         )
+    bias_words = (
+        f"bias² removes {fmt(bias2)} from the MSE"
+        if bias2 >= 0
+        else f"bias² (negative: not a square, a damaged report) adds {fmt(-bias2)} to the MSE"
+    )
+    cov_words = f"the covariance term {'adds' if cov >= 0 else 'removes'} {fmt(abs(cov))}"
+    cov_words += " to it" if cov >= 0 else " from it"
+    difference = cov - bias2
+    if difference == 0:
+        where = "equals the reconstruction error"
     else:
-        sentences.append(
-            "Variance loss = MSE - bias² + covariance term; here bias² removes "
-            f"{fmt(bias2)} and the covariance term adds {fmt(cov)} to the MSE, so the "
-            f"lost variance differs from the reconstruction error by {fmt(cov - bias2)}."
-        )
-    return sentences
+        side = "above" if difference > 0 else "below"
+        where = f"lies {fmt(abs(difference))} {side} the reconstruction error ({fmt(mse)})"
+    return (
+        f"Variance loss = MSE - bias² + covariance term; here {bias_words} and {cov_words}, "
+        f"so the variance loss {where}."
+    )
 
 
 # (VarianceReport key, label, meaning); "identity" is computed here from mse, bias2 and cov_term.

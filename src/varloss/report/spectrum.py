@@ -11,9 +11,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from varloss._words import plural, share
 from varloss.errors import InputError
 from varloss.figures import FAMILY_LABELS, family_colour
-from varloss.figures.spectrum import kept_curves_figure, pca_figure, spectrum_figure
+from varloss.figures.spectrum import (
+    high_frequency_phrase,
+    kept_curves_figure,
+    pca_figure,
+    spectrum_figure,
+)
 from varloss.records import ResultsRow, read_report
 from varloss.report.html import Figure
 from varloss.report.plots import figure_uri
@@ -27,27 +33,40 @@ _CAPTION = (
 )
 
 
-def _share_sentence(spectrum: Mapping[str, Any], what: str = "") -> list[str]:
-    share = spectrum.get("high_frequency_share") or {}
-    parts = [
-        f"{value:.0%} of the {kind} images' variance loss"
-        for kind, value in share.items()
-        if value is not None
-    ]
-    if not parts:
-        return []
-    radius = spectrum.get("high_frequency_radius", 0.25)
-    bands = spectrum.get("bands") or []
-    text = f"{what}Above {radius} cycles per pixel (half the Nyquist frequency) lies " + (
-        " and ".join(parts)
-    )
-    kept = [band.get("kept_reconstructed") for band in bands]
-    if kept and kept[0] is not None and kept[-1] is not None:
-        text += (
-            f"; the reconstructions keep {kept[0]:.0%} of the real variance in the lowest band "
-            f"and {kept[-1]:.0%} in the highest"
+def _share_sentence(spectrum: Mapping[str, Any]) -> list[str]:
+    """Where the loss lies (above or below half the Nyquist frequency) for each set, and how
+    much of the real variance the reconstructions have in the lowest and the highest band."""
+    sentences = [
+        _capitalised(phrase) + "."
+        for phrase in (
+            high_frequency_phrase(spectrum, kind, f"the {kind} images")
+            for kind in ("reconstructed", "generated")
         )
-    return [text + "."]
+        if phrase is not None
+    ]
+    if not sentences:
+        return []
+    kept = [band.get("kept_reconstructed") for band in spectrum.get("bands") or []]
+    if kept and kept[0] is not None and kept[-1] is not None:
+        sentences.append(
+            f"In the lowest frequency band the reconstructions {_kept_words(kept[0])}; in the "
+            f"highest they {_kept_words(kept[-1])}."
+        )
+    return sentences
+
+
+def _kept_words(kept: float) -> str:
+    """var(set) / var(real) of one band in words: a share up to 100%, else a multiple."""
+    part = share(kept, 1.0)
+    if part is not None:
+        return f"keep {part} of the real variance"
+    if kept < 0:  # not a variance ratio any more (a damaged or hand-made report): say it plainly
+        return f"have a variance ratio of {kept:.3g} to the real images"
+    return f"have {kept:.2f} times the real variance"
+
+
+def _capitalised(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def spectrum_section(report: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -100,31 +119,75 @@ def methods_spectrum_section(methods: Mapping[str, Mapping[str, Any]]) -> dict[s
     )
     sentences = []
     for name, _, spectrum in curves:
-        share = (spectrum.get("high_frequency_share") or {}).get("generated")
-        if share is not None:
-            sentences.append(f"{name}: {share:.0%} of the variance loss above 0.25 cycles/pixel.")
+        phrase = high_frequency_phrase(spectrum, "generated", f"the {name} samples")
+        if phrase is not None:
+            sentences.append(_capitalised(phrase) + ".")
     return {"figures": [figure], "sentences": ([" ".join(sentences)] if sentences else []) + latent}
 
 
+# correct's `latent` keys that identify one second stage's numbers (rows sharing them show once).
+_LATENT_KEYS = (
+    "var_codes",
+    "var_reconstructed",
+    "var_generated",
+    "variance_loss_reconstructed",
+    "variance_loss_generated",
+    "mse",
+)
+
+
 def _latent_sentences(methods: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """The two-stage rows' latent variance loss (`latent` in correct's report.json), once."""
-    for row in methods.values():
+    """The two-stage rows' latent variance loss (`latent` in correct's report.json): one
+    sentence per distinct second stage, naming the rows that share it."""
+    blocks: dict[tuple[Any, ...], tuple[Mapping[str, Any], list[str]]] = {}
+    for name, row in methods.items():
         latent = row.get("latent") if isinstance(row, Mapping) else None
-        if not latent or latent.get("variance_loss_generated") is None:
+        if not isinstance(latent, Mapping) or latent.get("variance_loss_generated") is None:
             continue
-        text = (
-            f"In latent space the second stage loses variance too: its samples keep "
-            f"{latent['var_generated']:.3g} of the codes' variance {latent['var_codes']:.3g} "
-            f"(a loss of {latent['variance_loss_generated']:.3g}"
+        key = tuple(latent.get(column) for column in _LATENT_KEYS)
+        blocks.setdefault(key, (latent, []))[1].append(str(name))
+    return [latent_sentence(latent, names) for latent, names in blocks.values()]
+
+
+def latent_sentence(latent: Mapping[str, Any], names: Sequence[str]) -> str:
+    """One second stage's variance in latent space, in words that follow the numbers' signs: a
+    loss is a share of the codes' variance and a multiple of the second stage's MSE only where
+    it is a loss and the MSE is positive; a gain is called a gain."""
+    var_codes = float(latent["var_codes"])
+    rows = ", ".join(names)
+    text = (
+        f"In latent space (the first-stage codes of the test images, standardised; variance "
+        f"{var_codes:.3g}; the same second stage for {plural('row', len(names))} {rows}), "
+        f"the second stage's samples {_latent_change(latent, 'generated', var_codes)}"
+    )
+    if latent.get("variance_loss_reconstructed") is not None:
+        text += f"; its reconstructions {_latent_change(latent, 'reconstructed', var_codes)}"
+    loss = float(latent["variance_loss_generated"])
+    if loss > 0:
+        text += ". Renormalising the generated codes gives that variance back"
+    elif loss < 0:
+        text += ". Renormalising the generated codes scales their variance back down to the codes'"
+    return text + "."
+
+
+def _latent_change(latent: Mapping[str, Any], kind: str, var_codes: float) -> str:
+    """`kind`'s variance against the codes': kept (a share) and lost, or gained."""
+    var_set, loss = float(latent[f"var_{kind}"]), float(latent[f"variance_loss_{kind}"])
+    mse = latent.get("mse")
+    if loss == 0:
+        return f"keep all of the codes' variance ({var_set:.3g})"
+    if loss < 0:
+        return (
+            f"have more variance than the codes ({var_set:.3g}): they gain {-loss:.3g} "
+            "instead of losing variance"
         )
-        if latent.get("ratio_generated") is not None:
-            text += f", {latent['ratio_generated']:.2f} times the second stage's MSE"
-        text += f" {latent['mse']:.3g}); its reconstructions lose "
-        text += f"{latent['variance_loss_reconstructed']:.3g}"
-        if latent.get("ratio_reconstructed") is not None:
-            text += f" ({latent['ratio_reconstructed']:.2f} times the MSE)"
-        return [text + ". Renormalising the generated codes gives that variance back."]
-    return []
+    kept = share(var_set, var_codes)
+    text = f"keep {kept} of it ({var_set:.3g})" if kept else f"have variance {var_set:.3g}"
+    text += f": a loss of {loss:.3g}"
+    ratio = latent.get(f"ratio_{kind}")
+    if ratio is not None and mse is not None and mse > 0:
+        text += f", {ratio:.2f} times the second stage's MSE ({mse:.3g})"
+    return text
 
 
 def runs_spectrum_section(directory: Path, rows: Sequence[ResultsRow]) -> dict[str, Any] | None:

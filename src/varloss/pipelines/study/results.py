@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from varloss._words import count, duration
 from varloss.models import MODEL_FAMILIES
 from varloss.pipelines.study.spec import RunSpec, StudySpec
 from varloss.records import (
@@ -102,7 +103,7 @@ def summary_lines(result: StudyResult) -> list[str]:
         f"({len(result.ran)} trained now, {len(result.skipped)} already done, "
         f"{len(result.failed)} failed"
         + (f", {len(result.unavailable)} left out" if result.unavailable else "")
-        + f") in {result.seconds:.0f} s"
+        + f") in {duration(result.seconds)}"
     ]
     lines += [_fit_line(result.fit, key, label) for key, label in _FIT_LABELS]
     lines += [f"failed: {run_id}: {message}" for run_id, message in result.failed.items()]
@@ -110,8 +111,7 @@ def summary_lines(result: StudyResult) -> list[str]:
     for run_id, reason in result.unavailable.items():
         reasons.setdefault(reason, []).append(run_id)
     for reason, run_ids in reasons.items():
-        runs = f"{len(run_ids)} run{'s' if len(run_ids) != 1 else ''}"
-        lines.append(f"left out {runs}, data set unavailable: {reason}")
+        lines.append(f"left out {count(len(run_ids), 'run')}, data set unavailable: {reason}")
     if result.figure_path is not None:
         lines.append(f"figure: {result.figure_path} (and {result.figure_path.with_suffix('.svg')})")
     lines.append(f"results: {result.results_path}")

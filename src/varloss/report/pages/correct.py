@@ -11,9 +11,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from varloss._words import share
 from varloss.errors import InputError
 from varloss.report.files import embed, read_object
-from varloss.report.html import Cell, Table, fmt, num_cell, number, percent
+from varloss.report.html import Cell, Table, fmt, num_cell, number
 from varloss.report.kinds import Context, ReportKind
 from varloss.report.sections import (
     correct_command,
@@ -73,10 +74,7 @@ def _remedies_sentences(baseline: Mapping[str, Any], methods: Mapping[str, Any])
     sentences = []
     var_real, var_base = number(baseline.get("var_real")), number(baseline.get("var_generated"))
     if var_real is not None and var_base is not None:
-        sentences.append(
-            f"With the plain prior sampler, generated images keep {percent(var_base, var_real)} "
-            f"of the real variance: a gap of {fmt(var_real - var_base)}."
-        )
+        sentences.append(prior_sentence(var_real, var_base))
     # `match` closes the gap by construction; it is discussed apart from the real remedies.
     remedies = {
         name: number(entry.get("gap_closed"))
@@ -86,10 +84,13 @@ def _remedies_sentences(baseline: Mapping[str, Any], methods: Mapping[str, Any])
     if remedies:
         best = max(remedies, key=lambda name: remedies[name])
         entry = methods[best]
-        text = f"The remedy that closes most of it is {best}: {remedies[best]:.0%} of the gap"
+        text = best_remedy_sentence(
+            best, remedies[best], var_real, var_base, number(entry.get("var_generated"))
+        )
         before, after = number(entry.get("fid_before")), number(entry.get("fid_after"))
         if before is not None and after is not None:
-            text += f", with FID going from {fmt(before)} to {fmt(after)}"
+            change = "down" if after < before else "up" if after > before else "unchanged"
+            text += f"; its FID goes from {fmt(before)} to {fmt(after)} ({change}, lower is better)"
         sentences.append(text + ".")
     if "match" in methods:
         sentences.append(
@@ -97,6 +98,63 @@ def _remedies_sentences(baseline: Mapping[str, Any], methods: Mapping[str, Any])
             "construction; judge it by the FID column."
         )
     return sentences
+
+
+def prior_sentence(var_real: float, var_prior: float) -> str:
+    """The plain prior sampler's variance against the real one: a share kept and a gap, or an
+    excess (a prior whose samples vary more than the data), or no gap."""
+    if var_prior == var_real:
+        return (
+            "With the plain prior sampler, generated images have the real variance "
+            f"({fmt(var_real)}): there is no gap to close."
+        )
+    kept = share(var_prior, var_real)
+    if kept is not None:
+        return (
+            f"With the plain prior sampler, generated images keep {kept} of the real variance "
+            f"({fmt(var_prior)} of {fmt(var_real)}): a gap of {fmt(var_real - var_prior)}."
+        )
+    return (
+        f"With the plain prior sampler, generated images have more variance than the real ones "
+        f"({fmt(var_prior)} against {fmt(var_real)}): an excess of {fmt(var_prior - var_real)}."
+    )
+
+
+def best_remedy_sentence(
+    name: str,
+    gap_closed: float,
+    var_real: float | None,
+    var_prior: float | None,
+    var_remedy: float | None,
+) -> str:
+    """The remedy with the largest `gap_closed` (1 - |gap after| / |gap before|), in words true
+    to its value: a share of the gap (0 to 100%), an overshoot past the real variance, or a
+    remedy that leaves the variance further from the real one than the prior does."""
+    overshoots = (
+        var_real is not None
+        and var_prior is not None
+        and var_remedy is not None
+        and (var_remedy - var_real) * (var_prior - var_real) < 0
+    )
+    closed = share(gap_closed, 1.0)
+    if closed is None and gap_closed > 1:  # not 1 - |a| / |b| any more (a hand-made report)
+        return (
+            f"The remedy that moves the variance most is {name}, recorded as closing "
+            f"{gap_closed:.0%} of the gap, which is more than the whole gap"
+        )
+    if closed is None:
+        return (
+            f"No remedy closes any of the gap: the best, {name}, leaves the generated variance "
+            f"further from the real one than the prior does (gap closed {gap_closed:.0%})"
+        )
+    text = f"The remedy that closes most of it is {name}: {closed} of the gap"
+    if overshoots:
+        text += (
+            f", counting its overshoot as gap left: its samples have "
+            f"{'more' if var_remedy > var_real else 'less'} variance than the real images "
+            f"({fmt(var_remedy)} against {fmt(var_real)})"
+        )
+    return text
 
 
 def detects(directory: Path) -> bool:

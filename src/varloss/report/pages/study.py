@@ -8,6 +8,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from varloss._words import count
 from varloss.records import FitRecord, ResultsRow, read_fit, read_results
 from varloss.report.files import embed, read_maps
 from varloss.report.html import Cell, Figure, Table, fmt, num_cell, number
@@ -52,7 +53,7 @@ def build(directory: Path, source: Path | None) -> Context:
     name = (fit.name if fit else None) or directory.name
     context: Context = {
         "title": f"Study: variance loss against MSE ({name})",
-        "subtitle": f"{len(rows)} finished run{'s' if len(rows) != 1 else ''}",
+        "subtitle": f"{count(len(rows), 'finished run')}",
         "notices": [],
         "sentences": _explain_study(rows, fit),
     }

@@ -27,6 +27,7 @@ from varloss.runs import (
     RunFolder,
 )
 from varloss.train_config import equivalent_command
+from varloss.variance.protocol import Reconstruction
 
 
 def detects(directory: Path) -> bool:
@@ -60,8 +61,7 @@ def build(directory: Path, source: Path | None) -> Context:
         folder,
         SAMPLES_FILE,
         title="Samples",
-        caption="Rows: real test images, their reconstructions decode(mu), and samples "
-        "decoded from the prior.",
+        caption=samples_caption(record.reconstruction),
         alt="grid of real, reconstructed and generated images",
     )
     context["grids"] = [samples] if samples else []
@@ -88,6 +88,15 @@ def build(directory: Path, source: Path | None) -> Context:
         model=config.get("model"),
     )
     return context
+
+
+def samples_caption(protocol: Reconstruction) -> str:
+    """The samples grid's caption: the reconstructions as the run's protocol made them."""
+    return (
+        f"Rows: real test images, their reconstructions ({protocol.description}: the "
+        f"`{protocol.value}` protocol this run was measured with), and samples decoded from "
+        "the prior."
+    )
 
 
 def _add_remedies(context: Context, correct_dir: Path) -> None:
