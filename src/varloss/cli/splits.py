@@ -52,15 +52,19 @@ def _print(table: Table) -> None:
 
 def print_spectrum_table(spectrum: Mapping[str, Any]) -> None:
     """One row per radial frequency band (values are each band's share of the totals)."""
+    # start-up cost: see varloss/cli/__init__.py
+    from varloss.figures.spectrum import high_frequency_phrase
+
     rows = [(f"{band['lo']:.2f}–{band['hi']:.2f}", band) for band in spectrum["bands"]]
     rows.append(("total", spectrum["totals"]))
-    share = spectrum.get("high_frequency_share") or {}
-    parts = [f"{kind} {value:.1%}" for kind, value in share.items() if value is not None]
+    parts = [
+        phrase
+        for kind in ("reconstructed", "generated")
+        if (phrase := high_frequency_phrase(spectrum, kind, f"the {kind} images")) is not None
+    ]
     title = "by radial frequency (cycles/pixel), % of var(real); kept: % of the band's"
     if parts:
-        title += f"; share of the loss above {spectrum['high_frequency_radius']}: " + ", ".join(
-            parts
-        )
+        title += "; " + "; ".join(parts)
     _print(_table(title, "band", rows, spectrum["totals"]["var_real"]))
 
 

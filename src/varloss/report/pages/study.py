@@ -8,7 +8,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from varloss._words import count
+from varloss._words import count, plural
 from varloss.records import FitRecord, ResultsRow, read_fit, read_results
 from varloss.report.files import embed, read_maps
 from varloss.report.html import Cell, Figure, Table, fmt, num_cell, number
@@ -185,8 +185,9 @@ def _explain_study(rows: list[ResultsRow], fit: FitRecord | None) -> list[str]:
     if rows:
         families = sorted({r.family for r in rows})
         datasets = sorted({r.dataset for r in rows})
+        trained = f"{count(len(rows), 'VAE')} {'was' if len(rows) == 1 else 'were'} trained"
         sentences.append(
-            f"{len(rows)} VAEs were trained ({', '.join(families) or 'unknown families'} on "
+            f"{trained} ({', '.join(families) or 'unknown families'} on "
             f"{', '.join(datasets) or 'unknown data'}); each point compares the variance the "
             "model loses with its reconstruction error."
         )
@@ -194,8 +195,15 @@ def _explain_study(rows: list[ResultsRow], fit: FitRecord | None) -> list[str]:
         training = _training_sentence(rows)
         if training:
             sentences.append(training)
+    sentences += fit_sentences(fit)
+    return sentences
+
+
+def fit_sentences(fit: FitRecord | None) -> list[str]:
+    """The reconstructions' fitted line in words, and what its slope and R² say: a slope near 1
+    with a tight fit, a negative slope, a fit worse than the mean (R² below 0), or a loose one."""
     if fit is None or fit.reconstructed.slope is None:
-        return sentences
+        return []
     line = fit.reconstructed
     slope, r2, intercept = line.slope, line.r2, line.intercept
     text = (
@@ -209,23 +217,44 @@ def _explain_study(rows: list[ResultsRow], fit: FitRecord | None) -> list[str]:
     interval = line.slope_ci95
     if interval is not None:
         resamples = (fit.bootstrap or {}).get("resamples")
+        method = "percentile bootstrap over the runs"
+        if isinstance(resamples, int):
+            method += f", {count(resamples, 'resample')}"
         text += (
             f"; the slope's 95% interval is {fmt(interval[0], 3)} to {fmt(interval[1], 3)} "
-            f"(percentile bootstrap over the runs, {resamples} resamples)"
+            f"({method})"
         )
-    sentences.append(text + ".")
+    return [text + ".", _slope_verdict(slope, r2)]
+
+
+def _slope_verdict(slope: float, r2: float | None) -> str:
+    """What the fitted slope and R² say about variance loss ≈ MSE."""
+    if r2 is not None and r2 < 0:
+        return (
+            "R² is below 0: the line fits the points worse than their mean does, so its slope "
+            "says little; look at the decomposition panel and the bias² and covariance columns "
+            "to see which runs depart and why."
+        )
+    if slope < 0:
+        return (
+            "The slope is negative: across these runs a larger reconstruction error goes with "
+            "a smaller variance loss, which the decomposition MSE - bias² + covariance term "
+            "does not predict when bias and covariance are small; look at those columns."
+        )
     if 0.8 <= slope <= 1.25 and (r2 is None or r2 >= 0.9):
-        sentences.append(
+        return (
             "The slope is close to 1: across architectures, the variance a VAE loses is "
             "about its reconstruction error, as the decomposition MSE - bias² + covariance "
             "term predicts when bias and covariance are small."
         )
+    if 0.8 <= slope <= 1.25:
+        verdict = f"The slope is close to 1 but the fit is loose (R² = {r2:.3f})"
     else:
-        sentences.append(
-            "The slope is away from 1 or the fit is loose: look at the decomposition panel "
-            "and the bias² and covariance columns to see which runs depart and why."
-        )
-    return sentences
+        verdict = "The slope is away from 1"
+    return (
+        f"{verdict}: look at the decomposition panel and the bias² and covariance columns to "
+        "see which runs depart and why."
+    )
 
 
 def _protocol_words(protocol: Reconstruction) -> str:
@@ -256,21 +285,29 @@ def _training_sentence(rows: list[ResultsRow]) -> str | None:
     capped = [row for row in rows if row.early_stopped is False]
     if not stopped and not capped:
         return None
+    groups: dict[str, int] = {}
+    for row in capped:
+        label = f"{row.family} on {row.dataset} ({row.epochs} {plural('epoch', row.epochs)})"
+        groups[label] = groups.get(label, 0) + 1
+    listed = ", ".join(f"{label}{f' ×{n}' if n > 1 else ''}" for label, n in groups.items())
+    capped_words = "reached {} epoch cap while still improving, so {} less than converged"
+    if len(stopped) + len(capped) == 1:
+        if stopped:
+            return (
+                "The one run trained with early stopping stopped once its validation loss had "
+                "stopped improving."
+            )
+        words = capped_words.format("its", "it is")
+        return f"The one run trained with early stopping {words}: {listed}."
     text = (
-        f"{len(stopped)} of {len(stopped) + len(capped)} runs trained with early stopping "
-        "stopped once their validation loss had stopped improving"
+        f"{len(stopped) or 'None'} of the {len(stopped) + len(capped)} runs trained with early "
+        "stopping stopped once their validation loss had stopped improving"
     )
     if not capped:
         return text + "."
-    groups: dict[str, int] = {}
-    for row in capped:
-        label = f"{row.family} on {row.dataset} ({row.epochs} epochs)"
-        groups[label] = groups.get(label, 0) + 1
-    listed = ", ".join(f"{label}{f' ×{n}' if n > 1 else ''}" for label, n in groups.items())
-    return (
-        f"{text}; {len(capped)} reached their epoch cap while still improving, so they are less "
-        f"than converged: {listed}."
-    )
+    one = len(capped) == 1
+    words = capped_words.format("its", "it is") if one else capped_words.format("their", "they are")
+    return f"{text}; {len(capped)} {words}: {listed}."
 
 
 def _results_table(records: list[ResultsRow], directory: Path) -> Table | None:
