@@ -372,10 +372,33 @@ def test_study_report_tables_fit_and_figure(study: Path) -> None:
     assert_self_contained(html)
     page = parse(html)
     results = RunFolder(study).read_csv("results.csv")
-    assert len(page.tables["results"]) == len(results) == 2
-    assert page.headers["results"] == list(results[0])
+    # Every column of results.csv, in a closed <details>.
+    assert len(page.tables["results-all"]) == len(results) == 2
+    assert page.headers["results-all"] == list(results[0])
     mse_column = list(results[0]).index("mse")
-    assert [float(r[mse_column][1]) for r in page.tables["results"]] == [r["mse"] for r in results]
+    assert [float(r[mse_column][1]) for r in page.tables["results-all"]] == [
+        r["mse"] for r in results
+    ]
+    # The compared numbers: a short label (the runs differ in their latent size), then MSE, both
+    # variance losses, their ratio for the reconstructions and FID (off in this study: a dash).
+    assert page.headers["results"] == [
+        "run",
+        "MSE",
+        "variance loss, reconstructed",
+        "variance loss, generated",
+        "ratio loss / MSE (reconstructed)",
+        "FID",
+    ]
+    for cells, row in zip(page.tables["results"], results, strict=True):
+        assert cells[0] == (f"dense digits z{row['latent']}", row["run_id"])
+        assert [float(cell[1]) for cell in cells[1:4]] == [
+            row["mse"],
+            row["variance_loss_reconstructed"],
+            row["variance_loss_generated"],
+        ]
+        ratio = row["variance_loss_reconstructed"] / row["mse"]
+        assert float(cells[4][1]) == pytest.approx(ratio, rel=1e-12)
+        assert cells[5] == ("–", None)
     x = np.array([r["mse"] for r in results])
     y = np.array([r["variance_loss_reconstructed"] for r in results])
     slope, _ = np.polyfit(x, y, 1)
@@ -483,7 +506,7 @@ def test_explain_variance_branches() -> None:
     assert "the variance loss lies 0.03 above the reconstruction error (0.02)" in large[1]
     generated = explain_variance({"var_real": 0.1, "var_generated": 0.07})
     assert generated == [
-        "Generated samples keep 70% of the real variance (0.07): a variance loss of 0.03. "
+        "Generated samples keep 70% of the real variance (0.07 of 0.1): a variance loss of 0.03. "
         "Samples with less variance than the data look blurry and alike."
     ]
     assert explain_variance({"var_generated": 0.07}) == []

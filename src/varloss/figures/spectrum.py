@@ -5,8 +5,9 @@
   per-band decomposition of the reconstructions' loss (mse, -bias², cov term, the loss).
 - `pca_figure(pca)`: the variance of each set along the top principal directions of the real
   data (log scale), and the fraction kept.
-- `kept_curves_figure(curves)`: one kept-variance curve per run or per method, in given colours
-  (the study page colours runs by family, like the study figure).
+- `kept_curves_figure(curves)`: one kept-variance curve (`Curve`) per run or per method, each in
+  its colour, marker and line style (the study page draws runs in their family's colour and
+  marker, like the study figure, and each data set in its line style, `DATASET_LINESTYLES`).
 - `plot_spectrum(report, path)`: the spectrum (and PCA) figures of a measure report saved beside
   `path` (`NAME-spectrum.png`, `NAME-pca.png`); returns the paths written.
 
@@ -16,6 +17,7 @@ Figures read the plain `spectrum` / `pca` objects of a report (dicts), nothing e
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,8 @@ from varloss._words import share
 from varloss.figures.base import pyplot, save_figure
 
 __all__ = [
+    "DATASET_LINESTYLES",
+    "Curve",
     "high_frequency_phrase",
     "high_frequency_split",
     "kept_curves_figure",
@@ -210,27 +214,44 @@ def pca_figure(pca: Mapping[str, Any], *, title: str | None = None) -> Any:
     return fig
 
 
+@dataclass(frozen=True)
+class Curve:
+    """One kept-variance curve: its legend label, colour, marker and line style, its spectrum."""
+
+    label: str
+    colour: str
+    spectrum: Mapping[str, Any]
+    marker: str = "."
+    linestyle: str = "-"
+
+
+# Line styles that tell data sets apart in one panel (solid, dashed, dotted, dash-dot, ...).
+DATASET_LINESTYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3)))
+
+
 def kept_curves_figure(
-    curves: Sequence[tuple[str, str, Mapping[str, Any]]],
+    curves: Sequence[Curve],
     *,
     kinds: Sequence[str] = ("reconstructed", "generated"),
     title: str | None = None,
 ) -> Any:
-    """One panel per kind (reconstructed, generated): one curve per (label, colour, spectrum)."""
+    """One panel per kind (reconstructed, generated): one curve per `Curve`, each in its own
+    colour, marker and line style (a label is listed once in the legend)."""
     plt = pyplot()
     fig, axes = plt.subplots(1, len(kinds), figsize=(6.2 * len(kinds), 4.4), squeeze=False)
     for axis, kind in zip(axes[0], kinds, strict=True):
         seen: set[str] = set()
-        for label, colour, spectrum in curves:
-            kept = _column(spectrum, f"kept_{kind}")
+        for curve in curves:
+            kept = _column(curve.spectrum, f"kept_{kind}")
             if kept is None:
                 continue
-            axis.plot(_centres(spectrum), kept, color=colour, marker=".", linewidth=1.4,
-                      alpha=0.85, label=None if label in seen else label)  # fmt: skip
-            seen.add(label)
+            axis.plot(_centres(curve.spectrum), kept, color=curve.colour, marker=curve.marker,
+                      markersize=5, linestyle=curve.linestyle, linewidth=1.4, alpha=0.85,
+                      label=None if curve.label in seen else curve.label)  # fmt: skip
+            seen.add(curve.label)
         axis.axhline(1.0, color="black", linewidth=0.8)
         if curves:
-            _half_nyquist(axis, curves[0][2])
+            _half_nyquist(axis, curves[0].spectrum)
         axis.set_xlabel(_X_LABEL)
         axis.set_ylabel("variance kept per band")
         axis.set_title(f"{kind.capitalize()}: variance kept per frequency band")

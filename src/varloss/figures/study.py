@@ -1,12 +1,13 @@
 """The study's figure: variance loss against MSE per run, and its decomposition per run.
 
-- `plot_study(rows, fit, path)`: left, one colour per model family (filled markers =
-  reconstructions, hollow = generated samples, marker shape = data set; half-filled =
-  reconstructions of `sample`-protocol runs when a study mixes protocols; runs that differ only
-  in their seed are one marker with error bars of ± one standard deviation) with y = x and the
-  fitted lines; right, var(x) - var(x_hat) = mse - bias² + cov term per run as grouped bars.
-- `family_colour(family)`: the seed's colours for the built-in families (`FAMILY_COLOURS`), a
-  stable colour chosen by name for families of one's own (plugins).
+- `plot_study(rows, fit, path)`: left, one scatter panel per data set, each family in its own
+  colour and marker (`varloss.figures.style`; filled markers = reconstructions, hollow =
+  generated samples; half-filled = reconstructions of `sample`-protocol runs when a study mixes
+  protocols; runs that differ only in their seed are one marker with error bars of ± one
+  standard deviation) with y = x and the fitted lines; right, var(x) - var(x_hat) = mse - bias²
+  + cov term per run as grouped bars.
+- `family_colour`, `FAMILY_COLOURS`, `FAMILY_LABELS`: re-exported from `varloss.figures.style`,
+  the one home of how a family looks.
 
 `rows` are results.csv rows (`varloss.records.ResultsRow`) and `fit` is fit.json
 (`varloss.records.FitRecord`); the figure reads nothing else, so the study pipeline and the HTML
@@ -16,53 +17,28 @@ report draw the same picture.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from varloss._hashing import sha256_json
 from varloss._io import atomic_path
 from varloss.figures.base import pyplot
+from varloss.figures.style import (
+    FAMILY_COLOURS,
+    FAMILY_LABELS,
+    FamilyStyle,
+    family_colour,
+    family_style,
+)
 from varloss.records import FitRecord, ResultsRow
 from varloss.variance.protocol import Reconstruction
 
 __all__ = ["FAMILY_COLOURS", "FAMILY_LABELS", "family_colour", "plot_study"]
 
-# The seed's colours: dense blue, ResNet red, convolutional green, iterative (DRAW/GQN) yellow.
-FAMILY_COLOURS = {
-    "dense": "#1f5fbf",
-    "resnet": "#d62728",
-    "conv": "#2ca02c",
-    "draw": "#f2c500",
-    "convdraw": "#f2c500",
-}
-FAMILY_LABELS = {
-    "dense": "dense",
-    "conv": "convolutional",
-    "resnet": "ResNet-like",
-    "draw": "DRAW (iterative)",
-    "convdraw": "ConvDRAW (iterative)",
-}
-# Families of one's own (plugins): colours the seed's four do not use, chosen by name so that a
-# family keeps its colour from study to study.
-_EXTRA_COLOURS = ("#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f")
-_YELLOW_FAMILIES = ("draw", "convdraw")  # yellow on white needs a dark edge to be seen
-_DATASET_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 # (results column, filled marker?) for the two points of each run
 _POINT_KINDS = (("variance_loss_reconstructed", True), ("variance_loss_generated", False))
-
-
-def family_colour(family: str) -> str:
-    """The seed's colour of a built-in family, else a stable colour from the name."""
-    if family in FAMILY_COLOURS:
-        return FAMILY_COLOURS[family]
-    return _EXTRA_COLOURS[int(sha256_json(family), 16) % len(_EXTRA_COLOURS)]
-
-
-def _edge_colour(family: str) -> str:
-    return "#5a4a00" if family in _YELLOW_FAMILIES else "#222222"
 
 
 def _nan_if_missing(value: float | None) -> float:
@@ -80,33 +56,42 @@ def plot_study(
 ) -> Path:
     """The seed's figure: variance loss against MSE per run (left) and why (right).
 
-    Left: one colour per family, filled markers = reconstructions, hollow = generated samples,
-    marker shape = data set (half-filled: `sample` reconstructions in a study that mixes the
-    protocols; error bars: ± one std across the seeds of a point), the line y = x and the fitted
-    line(s) with slope, its 95% interval and R². Right: the
+    Left: one panel per data set (one panel when the study has one data set); one colour and
+    one marker per family, filled markers = reconstructions, hollow = generated samples
+    (half-filled: `sample` reconstructions in a study that mixes the protocols; error bars:
+    ± one std across the seeds of a point), the line y = x and the fitted line(s) of all runs
+    with slope, its 95% interval and R². Right: the
     per-run decomposition var(x) - var(x_hat) = mse - bias² + cov term as grouped bars, with
     the variance loss as a black tick. Writes `path` (PNG) and the same name with `.svg`.
     """
     plt = pyplot()
     path = Path(path)
     rows = list(rows)
-    height = max(5.0, 1.2 + 0.32 * len(rows))
-    fig, (scatter, bars) = plt.subplots(
-        1, 2, figsize=(14, height), gridspec_kw={"width_ratios": [1.1, 1.0]}
-    )
-    datasets = sorted({r.dataset for r in rows})
-    markers = {d: _DATASET_MARKERS[i % len(_DATASET_MARKERS)] for i, d in enumerate(datasets)}
-    points = _scatter_runs(scatter, rows, markers)
-    handles = _fit_lines(scatter, fit, points)
-    handles += _legend_handles(plt, rows, markers)
+    datasets = sorted({r.dataset for r in rows}) or ["–"]
+    # one scatter panel per data set (their MSEs differ in scale), stacked beside the bars
+    height = max(5.0, 1.2 + 0.32 * len(rows), 4.0 * len(datasets) if len(datasets) > 1 else 0)
+    fig = plt.figure(figsize=(14, height))
+    grid = fig.add_gridspec(len(datasets), 2, width_ratios=[1.1, 1.0])
+    scatters = [fig.add_subplot(grid[index, 0]) for index in range(len(datasets))]
+    bars = fig.add_subplot(grid[:, 1])
+    handles: list[Any] = []
+    for scatter, dataset in zip(scatters, datasets, strict=True):
+        subset = [row for row in rows if row.dataset == dataset]
+        points = _scatter_runs(scatter, subset, protocols_mixed=len(_protocols(rows)) > 1)
+        # every panel draws y = x and the fitted lines (fitted over all runs); one legend entry
+        handles = handles or _fit_lines(scatter, fit, points)
+        scatter.set_ylabel("variance loss var(x) − var(x̂)\n(mean per pixel; units²)")
+        scatter.grid(True, alpha=0.3)
+        scatter.set_title(
+            f"Variance loss against MSE: {dataset}" if len(datasets) > 1 else
+            "Variance loss against MSE"
+        )  # fmt: skip
+    scatters[-1].set_xlabel("reconstruction MSE (mean per pixel; pixel values in [0, 1], units²)")
+    handles += _legend_handles(plt, rows)
     # below the axes: inside, a dozen entries would cover points wherever they sit
-    scatter.legend(
+    scatters[-1].legend(
         handles=handles, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.17), ncol=3
     )
-    scatter.set_xlabel("reconstruction MSE (mean per pixel; pixel values in [0, 1], units²)")
-    scatter.set_ylabel("variance loss var(x) − var(x̂) (mean per pixel; units²)")
-    scatter.grid(True, alpha=0.3)
-    scatter.set_title("Variance loss against MSE")
     _plot_decomposition(bars, rows)
     heading = title or "Variance loss across VAE architectures"
     if quick:
@@ -118,19 +103,18 @@ def plot_study(
 
 
 def _scatter_runs(
-    axis: Any, rows: Sequence[ResultsRow], markers: Mapping[str, str]
+    axis: Any, rows: Sequence[ResultsRow], *, protocols_mixed: bool
 ) -> list[tuple[float, float]]:
-    """Two points per point of the study (reconstructions filled, generated hollow): runs that
-    differ only in their seed are one marker at their mean with error bars of ± one standard
-    deviation across the seeds. When the study mixes reconstruction protocols, reconstructions
-    of `sample` runs are half-filled. Returns every run's (x, y), for the axes' range."""
+    """Two points per point of the study (reconstructions filled, generated hollow), in the
+    family's colour and marker: runs that differ only in their seed are one marker at their
+    mean with error bars of ± one standard deviation across the seeds. When the study mixes
+    reconstruction protocols, reconstructions of `sample` runs are half-filled. Returns every
+    run's (x, y), for the axes' range."""
     drawn: list[tuple[float, float]] = []
-    mixed = len(_protocols(rows)) > 1
     for group in _points(rows).values():
         first = group[0]
-        family = first.family
-        marker = markers[first.dataset]
-        half = mixed and first.reconstruction is Reconstruction.SAMPLE
+        style = family_style(first.family)
+        half = protocols_mixed and first.reconstruction is Reconstruction.SAMPLE
         for key, filled in _POINT_KINDS:
             pairs = [(_nan_if_missing(r.mse), _nan_if_missing(getattr(r, key))) for r in group]
             pairs = [(x, y) for x, y in pairs if math.isfinite(x) and math.isfinite(y)]
@@ -139,7 +123,7 @@ def _scatter_runs(
             drawn += pairs
             xs, ys = np.array(pairs, dtype=np.float64).T
             spread = (xs.std(ddof=1), ys.std(ddof=1)) if len(pairs) > 1 else None
-            _draw_point(axis, (xs.mean(), ys.mean()), spread, marker, family, filled, half)
+            _draw_point(axis, (xs.mean(), ys.mean()), spread, style, filled, half)
     return drawn
 
 
@@ -147,21 +131,20 @@ def _draw_point(
     axis: Any,
     centre: tuple[float, float],
     spread: tuple[float, float] | None,
-    marker: str,
-    family: str,
+    style: FamilyStyle,
     filled: bool,
     half: bool,
 ) -> None:
     """One marker (full, half-filled or hollow) with its error bars when `spread` is given."""
-    colour, edge = family_colour(family), _edge_colour(family)
+    colour, edge, marker = style.colour, style.edge, style.marker
     x, y = centre
     if spread is not None:
         axis.errorbar(
             [x], [y], xerr=[spread[0]], yerr=[spread[1]], fmt="none", ecolor=colour,
             elinewidth=1.1, capsize=2.5, alpha=0.9, zorder=3,
         )  # fmt: skip
-    if not filled and family in _YELLOW_FAMILIES:
-        # a yellow ring alone vanishes on white: outline it in a dark colour
+    if not filled and style.text_colour != colour:
+        # a light (yellow) ring alone vanishes on white: outline it in a dark colour
         axis.plot(
             [x], [y], marker=marker, markersize=7.75, fillstyle="none", markeredgecolor=edge,
             markeredgewidth=3.4, linestyle="none", zorder=3,
@@ -222,8 +205,9 @@ def _fit_lines(axis: Any, fit: FitRecord, points: Sequence[tuple[float, float]])
     return handles
 
 
-def _legend_handles(plt: Any, rows: Sequence[ResultsRow], markers: Mapping[str, str]) -> list[Any]:
-    """Legend entries: one per family (seed order first), filled/hollow, one per data set."""
+def _legend_handles(plt: Any, rows: Sequence[ResultsRow]) -> list[Any]:
+    """Legend entries: one per family (seed order first) in its colour and marker, then what
+    filled, half-filled and hollow mean, and the error bars."""
 
     def entry(label: str, **style: Any) -> Any:
         style = {"marker": "o", "markerfacecolor": "#999999", "markeredgecolor": "#333333", **style}
@@ -232,14 +216,17 @@ def _legend_handles(plt: Any, rows: Sequence[ResultsRow], markers: Mapping[str, 
     present = {r.family for r in rows}
     families = [f for f in FAMILY_COLOURS if f in present]
     families += sorted(present - set(families))
-    handles = [
-        entry(
-            FAMILY_LABELS.get(family, family),
-            markerfacecolor=family_colour(family),
-            markeredgecolor=_edge_colour(family),
+    handles = []
+    for family in families:
+        style = family_style(family)
+        handles.append(
+            entry(
+                style.label,
+                marker=style.marker,
+                markerfacecolor=style.colour,
+                markeredgecolor=style.edge,
+            )
         )
-        for family in families
-    ]
     protocols = _protocols(rows)
     if len(protocols) > 1:  # the study mixes them: half-filled = sampled reconstructions
         handles.append(entry("filled: reconstructions, mean protocol"))
@@ -257,11 +244,6 @@ def _legend_handles(plt: Any, rows: Sequence[ResultsRow], markers: Mapping[str, 
     if any(len(group) > 1 for group in _points(rows).values()):
         bars = {"color": "#555555", "marker": "|", "markersize": 10, "linewidth": 1.1}
         handles.append(plt.Line2D([], [], label="error bars: ± 1 std across seeds", **bars))
-    if len(markers) > 1:
-        handles += [
-            entry(dataset, marker=marker, markerfacecolor="#bbbbbb")
-            for dataset, marker in markers.items()
-        ]
     return handles
 
 
@@ -288,10 +270,7 @@ def _plot_decomposition(axis: Any, rows: Sequence[ResultsRow]) -> None:
     mixed = len(_protocols(rows)) > 1
     axis.set_yticklabels([_run_label(r, mixed) for r in rows], fontsize=7)
     for tick, row in zip(axis.get_yticklabels(), rows, strict=True):
-        family = row.family
-        tick.set_color(
-            _edge_colour(family) if family in _YELLOW_FAMILIES else family_colour(family)
-        )
+        tick.set_color(family_style(row.family).text_colour)
     axis.set_xlabel("term of var(x) − var(x̂) = mse − bias² + cov term (units²)")
     axis.set_title("Decomposition per run (reconstructions)")
     # below the axis: inside it would cover the bars of the first or last runs

@@ -42,6 +42,8 @@ class Cell:
     value: float | str | None = None
     numeric: bool = False
     link: str | None = None
+    # Shown on hover (e.g. a run's full id beside its short label, why a ratio is undefined).
+    title: str | None = None
 
 
 @dataclass

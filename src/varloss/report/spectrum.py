@@ -13,8 +13,10 @@ from typing import Any
 
 from varloss._words import plural, share
 from varloss.errors import InputError
-from varloss.figures import FAMILY_LABELS, family_colour
+from varloss.figures import family_style
 from varloss.figures.spectrum import (
+    DATASET_LINESTYLES,
+    Curve,
     high_frequency_phrase,
     kept_curves_figure,
     pca_figure,
@@ -26,6 +28,7 @@ from varloss.report.plots import figure_uri
 from varloss.runs import REPORT_FILE, RUNS_DIR, RunFolder
 
 _METHOD_COLOURS = ("#444444", "#1f5fbf", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
+_METHOD_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 _CAPTION = (
     "The orthonormal 2-D Fourier transform splits every number exactly: each band's value is its "
     "share of the total, radial frequency in cycles per pixel (0.5 = Nyquist). A blurring "
@@ -103,7 +106,12 @@ def spectrum_section(report: Mapping[str, Any]) -> dict[str, Any] | None:
 def methods_spectrum_section(methods: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] | None:
     """The correct page: the generated samples' kept variance per band, one curve per method."""
     curves = [
-        (name, _METHOD_COLOURS[index % len(_METHOD_COLOURS)], row["spectrum"])
+        Curve(
+            str(name),
+            _METHOD_COLOURS[index % len(_METHOD_COLOURS)],
+            row["spectrum"],
+            marker=_METHOD_MARKERS[index % len(_METHOD_MARKERS)],
+        )
         for index, (name, row) in enumerate(methods.items())
         if isinstance(row, Mapping) and row.get("spectrum")
     ]
@@ -118,8 +126,8 @@ def methods_spectrum_section(methods: Mapping[str, Mapping[str, Any]]) -> dict[s
         alt="variance kept per frequency band by each sampler",
     )
     sentences = []
-    for name, _, spectrum in curves:
-        phrase = high_frequency_phrase(spectrum, "generated", f"the {name} samples")
+    for curve in curves:
+        phrase = high_frequency_phrase(curve.spectrum, "generated", f"the {curve.label} samples")
         if phrase is not None:
             sentences.append(_capitalised(phrase) + ".")
     return {"figures": [figure], "sentences": ([" ".join(sentences)] if sentences else []) + latent}
@@ -191,12 +199,16 @@ def _latent_change(latent: Mapping[str, Any], kind: str, var_codes: float) -> st
 
 
 def runs_spectrum_section(directory: Path, rows: Sequence[ResultsRow]) -> dict[str, Any] | None:
-    """The study page: one curve per results.csv row (its run's report.json under runs/),
-    coloured by family like the main figure."""
+    """The study page: one curve per results.csv row (its run's report.json under runs/), in
+    its family's colour and marker as in the main figure, one line style per data set."""
+    datasets = sorted({row.dataset for row in rows})
+    linestyles = {
+        dataset: DATASET_LINESTYLES[index % len(DATASET_LINESTYLES)]
+        for index, dataset in enumerate(datasets)
+    }
     curves = []
     for row in rows:
-        family = row.family
-        label = FAMILY_LABELS.get(family, family)
+        style, dataset = family_style(row.family), row.dataset
         folder = RunFolder(directory / RUNS_DIR / row.run_id)
         if not folder.exists(REPORT_FILE):
             continue
@@ -205,14 +217,16 @@ def runs_spectrum_section(directory: Path, rows: Sequence[ResultsRow]) -> dict[s
         except InputError:  # a damaged report.json: the run has no curve, the page still renders
             continue
         if spectrum:
-            curves.append((label, family_colour(family), spectrum))
+            label = f"{style.label}, {dataset}" if len(datasets) > 1 else style.label
+            curves.append(Curve(label, style.colour, spectrum, style.marker, linestyles[dataset]))
     if not curves:
         return None
     figure = Figure(
         title="Variance kept per frequency band, per run",
         data_uri=figure_uri(kept_curves_figure(curves)),
-        caption="One curve per run, coloured by family as in the main figure (left: "
-        "reconstructions, right: generated samples). " + _CAPTION,
+        caption="One curve per run, in its family's colour and marker as in the main figure, "
+        "one line style per data set (left: reconstructions, right: generated samples). "
+        + _CAPTION,
         alt="variance kept per frequency band for every run of the study",
         scroll_min_width=700,
     )

@@ -16,6 +16,7 @@ from varloss.report.kinds import Context, ReportKind
 from varloss.report.plots import runs_maps
 from varloss.report.sections import settings_section
 from varloss.report.spectrum import runs_spectrum_section
+from varloss.report.study_table import compared_table
 from varloss.runs import (
     FIGURE_FILE,
     FIT_FILE,
@@ -69,11 +70,13 @@ def build(directory: Path, source: Path | None) -> Context:
         folder,
         FIGURE_FILE,
         title="Variance loss against MSE",
-        caption="One point per run, coloured by family; filled markers are reconstructions, "
-        "hollow markers generated samples; the dashed line is y = x. Runs that differ only in "
-        "their seed share one marker with error bars of ± one standard deviation across the "
-        "seeds; in a study that mixes reconstruction protocols, half-filled markers are the "
-        "sampled reconstructions (decode(μ + σ·ε)), filled ones decode(μ).",
+        caption="One point per run, each family in its own colour and marker, one panel per "
+        "data set; filled markers are reconstructions, hollow markers generated samples; the "
+        "dashed line is y = x and the fitted lines are fitted over all runs. Runs that differ "
+        "only in their seed share one marker with error bars of ± one standard deviation "
+        "across the seeds; in a study that mixes reconstruction protocols, half-filled markers "
+        f"are the sampled reconstructions ({Reconstruction.SAMPLE.formula}), filled ones "
+        f"{Reconstruction.MEAN.formula}.",
         alt="scatter of variance loss against MSE by architecture family",
     )
     if figure is not None:
@@ -88,7 +91,8 @@ def build(directory: Path, source: Path | None) -> Context:
         "fit_table": _fit_table(fit),
         "family_table": _family_table(fit),
         "family_interval": RATIO_INTERVAL,
-        "results": _results_table(rows, directory),
+        "results": compared_table(rows, directory),
+        "results_all": _results_table(rows, directory),
         "runs": _run_grids(directory, rows),
     }
     context["maps"] = _runs_maps(directory, rows)
@@ -311,7 +315,7 @@ def _training_sentence(rows: list[ResultsRow]) -> str | None:
 
 
 def _results_table(records: list[ResultsRow], directory: Path) -> Table | None:
-    """results.csv, sortable; a run's id links to its page when it has one."""
+    """Every column of results.csv, sortable; a run's id links to its page when it has one."""
     if not records:
         return None
     rows = [record.values() for record in records]
@@ -335,7 +339,7 @@ def _results_table(records: list[ResultsRow], directory: Path) -> Table | None:
             cells.append(Cell(text, text, link=link))
         table_rows.append(cells)
     return Table(
-        columns=columns, rows=table_rows, sortable=True, id="results", numeric_columns=numeric
+        columns=columns, rows=table_rows, sortable=True, id="results-all", numeric_columns=numeric
     )
 
 
