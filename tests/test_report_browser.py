@@ -25,7 +25,7 @@ import pytest
 from test_report import REMEDIES, build_study, build_train_run
 
 from varloss.pipelines.correct import correct
-from varloss.report import write_report
+from varloss.report import fmt, write_report
 from varloss.runs import FIGURE_FILE, RESULTS_FILE, RunFolder
 
 CHROMIUM = shutil.which("chromium") or (
@@ -284,7 +284,7 @@ def test_study_report_in_chromium_sorts_its_table(
     page = write_report(study)
     rows = RunFolder(study).read_csv(RESULTS_FILE)
     _check_page(browser, page, "study", tmp_path)
-    column = list(rows[0]).index("mse")
+    column = 1  # the compared table: run, MSE, ...
     read = (
         f"Array.from(document.querySelectorAll('#results tbody tr'))"
         f".map(r => parseFloat(r.cells[{column}].dataset.value))"
@@ -319,3 +319,55 @@ def test_wide_study_figure_scrolls_inside_its_box_on_a_phone(
     browser.load(page, 1280, 900, False)
     scroll_width, client_width, shown = browser.evaluate(box)
     assert scroll_width == client_width and shown <= client_width + 2  # fits on a desktop
+
+
+# The results table's cells and headers: their boxes, whether their text overflows, the table's
+# wrapper's scrolling, and the viewport's width.
+RESULTS_BOXES = """
+(() => {
+  const wrap = document.querySelector('#results').closest('.table-wrap');
+  const box = el => { const r = el.getBoundingClientRect();
+    return {left: r.left, right: r.right, width: r.width, height: r.height,
+            text: el.textContent.trim(), clipped: el.scrollWidth > el.clientWidth + 1,
+            numeric: el.classList.contains('num')}; };
+  return {
+    viewport: document.documentElement.clientWidth,
+    wrapScroll: wrap.scrollWidth, wrapClient: wrap.clientWidth,
+    headers: Array.from(document.querySelectorAll('#results thead th')).map(box),
+    cells: Array.from(document.querySelectorAll('#results tbody td')).map(box),
+  };
+})()
+"""
+
+
+def test_study_results_show_the_compared_numbers_on_a_desktop_and_a_phone(
+    browser: Chromium, study: Path, tmp_path: Path
+) -> None:
+    """At 1400 px every column of the results table (MSE, both variance losses, ratio, FID) lies
+    inside the viewport with no sideways scrolling of its box; at 400 px every number is shown
+    in full inside the viewport (the compact layout: label line, then the numbers)."""
+    study = Path(shutil.copytree(study, tmp_path / "study"))
+    page = write_report(study)
+    rows = RunFolder(study).read_csv(RESULTS_FILE)
+    for width, mobile in ((1400, False), (400, True)):
+        browser.load(page, width, 900, mobile)
+        state = browser.evaluate(RESULTS_BOXES)
+        assert state["wrapScroll"] <= state["wrapClient"], (width, state)
+        numbers = [cell for cell in state["cells"] if cell["numeric"]]
+        assert len(numbers) == 5 * len(rows)
+        for element in state["headers"] + state["cells"]:
+            assert element["width"] > 0 and element["height"] > 0, (width, element)
+            assert 0 <= element["left"] and element["right"] <= state["viewport"], (width, element)
+        for element in numbers + state["headers"]:
+            assert not element["clipped"], (width, element)  # whole numbers and headers shown
+        # The numbers are the results' own: MSE of each run, in order, as the page prints it.
+        shown = [cell["text"] for cell in numbers[0::5]]
+        assert shown == [fmt(row["mse"]) for row in rows]
+        if mobile:  # compact: the run's label spans the width, the five numbers share a line
+            label, *values = state["cells"][:6]
+            assert label["width"] > 0.8 * state["wrapClient"]
+            assert len({round(cell["left"]) for cell in values}) == 5
+            assert all(cell["left"] >= label["left"] for cell in values)
+        shot = tmp_path / f"report-study-results-{width}.png"
+        browser.screenshot(shot)
+        _keep(shot)

@@ -222,7 +222,8 @@ class Curve:
     colour: str
     spectrum: Mapping[str, Any]
     marker: str = "."
-    linestyle: str = "-"
+    linestyle: Any = "-"
+    edge: str | None = None  # the markers' edge colour (dark for a light colour), else `colour`
 
 
 # Line styles that tell data sets apart in one panel (solid, dashed, dotted, dash-dot, ...).
@@ -246,7 +247,8 @@ def kept_curves_figure(
             if kept is None:
                 continue
             axis.plot(_centres(curve.spectrum), kept, color=curve.colour, marker=curve.marker,
-                      markersize=5, linestyle=curve.linestyle, linewidth=1.4, alpha=0.85,
+                      markersize=6, markeredgecolor=curve.edge or curve.colour,
+                      markeredgewidth=0.8, linestyle=curve.linestyle, linewidth=1.4, alpha=0.85,
                       label=None if curve.label in seen else curve.label)  # fmt: skip
             seen.add(curve.label)
         axis.axhline(1.0, color="black", linewidth=0.8)

@@ -79,7 +79,8 @@ def plot_study(
         subset = [row for row in rows if row.dataset == dataset]
         points = _scatter_runs(scatter, subset, protocols_mixed=len(_protocols(rows)) > 1)
         # every panel draws y = x and the fitted lines (fitted over all runs); one legend entry
-        handles = handles or _fit_lines(scatter, fit, points)
+        drawn = _fit_lines(scatter, fit, points)
+        handles = handles or drawn
         scatter.set_ylabel("variance loss var(x) − var(x̂)\n(mean per pixel; units²)")
         scatter.grid(True, alpha=0.3)
         scatter.set_title(

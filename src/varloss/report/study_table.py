@@ -20,13 +20,14 @@ from varloss.runs import HTML_FILE, REPORT_FILE, RUNS_DIR, RunFolder
 
 __all__ = ["COMPARED_COLUMNS", "compared_table", "ratio_cell", "run_label"]
 
-# (header, results.csv column); the ratio and FID columns follow.
+# (header, results.csv column); the ratio and FID columns follow. The soft hyphens (U+00AD) let
+# the long words break where the compact layout's narrow columns need it, and nowhere else.
 COMPARED_COLUMNS = (
     ("MSE", "mse"),
-    ("variance loss, reconstructed", "variance_loss_reconstructed"),
-    ("variance loss, generated", "variance_loss_generated"),
+    ("variance loss, recon\u00adstructed", "variance_loss_reconstructed"),
+    ("variance loss, gener\u00adated", "variance_loss_generated"),
 )
-_RATIO_HEADER = "ratio loss / MSE (reconstructed)"
+_RATIO_HEADER = "ratio loss / MSE (recon\u00adstructed)"
 # The settings a run label names when they differ between the study's runs (family and data set
 # always), with the short prefix the study figure's run labels use.
 _LABEL_SETTINGS = (
