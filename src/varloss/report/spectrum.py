@@ -218,7 +218,8 @@ def runs_spectrum_section(directory: Path, rows: Sequence[ResultsRow]) -> dict[s
             continue
         if spectrum:
             label = f"{style.label}, {dataset}" if len(datasets) > 1 else style.label
-            curves.append(Curve(label, style.colour, spectrum, style.marker, linestyles[dataset]))
+            linestyle = linestyles[dataset]
+            curves.append(Curve(label, style.colour, spectrum, style.marker, linestyle, style.edge))
     if not curves:
         return None
     figure = Figure(
