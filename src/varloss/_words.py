@@ -32,14 +32,15 @@ def count(n: int, noun: str, plural_form: str | None = None) -> str:
 
 def duration(seconds: float) -> str:
     """A wall time as a reader says it: "under 0.1 s", "0.4 s", "12.3 s", "4 min 5 s",
-    "1 h 2 min" (rounded down to the unit shown; "unknown" for NaN or a negative time)."""
+    "1 h 2 min" (to the nearest second, then down to the unit shown; "unknown" for NaN or a
+    negative time)."""
     if not math.isfinite(seconds) or seconds < 0:
         return "unknown"
     if seconds < 0.05:
         return "under 0.1 s"
     if seconds < 59.95:
         return f"{seconds:.1f} s"
-    whole = int(seconds)
+    whole = round(seconds)
     if whole < 3600:
         minutes, rest = divmod(whole, 60)
         return f"{minutes} min" + (f" {rest} s" if rest else "")

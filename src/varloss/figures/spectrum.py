@@ -92,7 +92,7 @@ def high_frequency_phrase(spectrum: Mapping[str, Any], kind: str, subject: str) 
         return f"{part} of {owner} {noun} lies {above}"
     overall = f"{'lose' if total > 0 else 'gain'} {abs(total):.3g} of variance overall"
     if high * total < 0:  # opposite signs: the high bands went the other way
-        return f"{subject} {overall} but {'gain' if high > 0 else 'lose'} {abs(high):.3g} {above}"
+        return f"{subject} {overall} but {'lose' if high > 0 else 'gain'} {abs(high):.3g} {above}"
     # same sign, the part larger than the whole: the low bands went the other way
     below = total - high
     return (
