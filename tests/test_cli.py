@@ -155,6 +155,17 @@ def test_train_refuses_set_values_of_the_wrong_type(
     assert fake_train == [] and not (tmp_path / "run").exists()
 
 
+def test_train_says_its_epochs_and_time_right(monkeypatch, capsys, tmp_path) -> None:
+    def train(config, **options):
+        return {"history": [{"epoch": 0}], "train_seconds": 75.2, "var_real": 0.1}
+
+    monkeypatch.setattr(train_pipeline, "train", train)
+    args = ["train", "--family", "dense", "--out", str(tmp_path / "run"), "--no-report"]
+    code, out, err = invoke(monkeypatch, capsys, *args)
+    assert code == 0, err
+    assert f"trained 1 epoch in 1 min 15 s; wrote {tmp_path / 'run'}" in " ".join(out.split())
+
+
 def test_train_passes_well_typed_settings_and_family(monkeypatch, capsys, tmp_path, fake_train):
     settings = ["hidden_sizes=[64,32]", "kl_weight=1", "activation=elu"]
     args = ["train", "--family", "dense", "--out", str(tmp_path / "run"), "--no-report"]
