@@ -15,7 +15,7 @@ import pytest
 from scipy import stats
 
 from varloss.errors import InputError
-from varloss.figures import plot_study
+from varloss.figures import family_style, plot_study
 from varloss.figures import study as study_figure
 from varloss.pipelines.study import (
     RESULT_COLUMNS,
@@ -219,6 +219,10 @@ def _mixed_study(folder: Path, rows: list[ResultsRow]) -> FitRecord:
     return fit
 
 
+# The markers of the families in `_rows` (dense, conv: each family has its own).
+_POINT_MARKERS = {family_style("dense").marker, family_style("conv").marker}
+
+
 def test_figure_error_bars_across_seeds_and_half_filled_sample_markers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -235,7 +239,7 @@ def test_figure_error_bars_across_seeds_and_half_filled_sample_markers(
     filled = [
         line
         for line in scatter.lines
-        if line.get_marker() == "o" and line.get_fillstyle() != "none"
+        if line.get_marker() in _POINT_MARKERS and line.get_fillstyle() != "none"
     ]
     # one marker per point (4 points of 3 seeds), reconstructions: 3 full, 1 half-filled
     assert sorted(line.get_fillstyle() for line in filled) == ["full", "full", "full", "left"]
@@ -266,10 +270,8 @@ def test_figure_error_bars_across_seeds_and_half_filled_sample_markers(
     single = [r for r in rows if r.reconstruction == "mean" and r.seed == 0]
     _mixed_study(tmp_path / "single", single)
     scatter = figures[0].axes[0]
-    assert {line.get_fillstyle() for line in scatter.lines if line.get_marker() == "o"} == {
-        "full",
-        "none",
-    }
+    fills = {line.get_fillstyle() for line in scatter.lines if line.get_marker() in _POINT_MARKERS}
+    assert fills == {"full", "none"}
     assert not scatter.collections
     legend = [text.get_text() for text in scatter.get_legend().get_texts()]
     assert "filled: reconstructions (mean protocol)" in legend

@@ -304,8 +304,9 @@ def _training_sentence(rows: list[ResultsRow]) -> str | None:
         words = capped_words.format("its", "it is")
         return f"The one run trained with early stopping {words}: {listed}."
     text = (
-        f"{len(stopped) or 'None'} of the {len(stopped) + len(capped)} runs trained with early "
-        "stopping stopped once their validation loss had stopped improving"
+        f"{len(stopped) or 'None'} of {'' if stopped else 'the '}{len(stopped) + len(capped)} "
+        "runs trained with early stopping stopped once their validation loss had stopped "
+        "improving"
     )
     if not capped:
         return text + "."
