@@ -243,6 +243,24 @@ def test_remedies_sentences_with_an_fid_that_gets_worse(tmp_path: Path) -> None:
     assert "(down, lower is better)" in sentences[1]
 
 
+def test_a_remedy_further_away_is_flagged_in_the_table(tmp_path: Path) -> None:
+    report = _correct_report({"temperature": {"var_generated": 0.3, "gap_closed": -3.99}})
+    table = remedies_section(report, tmp_path / "report.json")["table"]
+    rows = {row[0].value: row for row in table.rows}
+    assert rows["temperature"][3].text == "-399.0%"
+    assert "further from the real variance than the prior" in rows["temperature"][3].title
+    assert rows["prior"][3].title is None
+
+
+def test_training_curves_count_their_epochs() -> None:
+    from varloss.report.plots import loss_curves
+
+    one = loss_curves([{"epoch": 0, "loss": 1.0, "mse": 0.1}])
+    assert one is not None and one.caption == "From history.csv (1 epoch)."
+    two = loss_curves([{"epoch": 0, "loss": 1.0}, {"epoch": 1, "loss": 0.9}])
+    assert two is not None and two.caption == "From history.csv (2 epochs)."
+
+
 # The reviewer's numbers: the second stage's samples have variance 0.982 against the codes'
 # 0.959 (a gain of 0.0231, "-808.12 times the second stage's MSE").
 _GAINING_STAGE = {

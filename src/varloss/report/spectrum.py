@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from varloss._words import plural, share
+from varloss._words import count, plural, share
 from varloss.errors import InputError
 from varloss.figures import family_style
 from varloss.figures.spectrum import (
@@ -94,8 +94,8 @@ def spectrum_section(report: Mapping[str, Any]) -> dict[str, Any] | None:
             Figure(
                 title="Variance along the principal directions of the real data",
                 data_uri=figure_uri(pca_figure(pca)),
-                caption=f"The top {pca['k']} eigenvectors of the real images' covariance; the "
-                "variance of each set along them (v'Σv) and the fraction kept.",
+                caption=f"The top {count(int(pca['k']), 'eigenvector')} of the real images' "
+                "covariance; the variance of each set along them (v'Σv) and the fraction kept.",
                 alt="variance along principal directions",
                 scroll_min_width=700,
             )

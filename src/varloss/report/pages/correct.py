@@ -52,6 +52,9 @@ def remedies_section(report: Mapping[str, Any], path: Path) -> dict[str, Any]:
         cells = [Cell("prior (baseline)" if name == "prior" else name, name)]
         for column, key in _COLUMNS[1:]:
             cells.append(num_cell(entry.get(key), percent=column == "gap closed"))
+        closed = number(entry.get("gap_closed"))
+        if closed is not None and closed < 0:  # not a share of the gap: say what it means
+            cells[3].title = "below 0: further from the real variance than the prior sampler"
         rows.append(cells)
     notes = [
         f"Warning ({name}): {text}."
