@@ -46,6 +46,7 @@ from varloss.report import (
 )
 from varloss.runs import MAPS_FILE, RunFolder
 from varloss.train_config import TrainConfig
+from varloss.variance.protocol import protocol_of
 
 # ---------------------------------------------------------------------------------------------
 # folders written by varloss
@@ -242,6 +243,9 @@ def test_train_report_numbers_match_numpy(train_run: Path, tmp_path: Path) -> No
     assert any("loss and MSE per epoch" in alt for alt in alts)
     samples = image_bytes(page, "grid of real, reconstructed and generated")
     assert samples == (run / "samples.png").read_bytes()
+    # The grid's caption names the protocol the run's report.json records, in its own words.
+    protocol = protocol_of(json.loads((run / "report.json").read_text()))
+    assert f"their reconstructions ({protocol.description}: the `{protocol.value}`" in text
     assert all(decode_png(image["src"]).size[0] > 100 for image in page.images)
     facts = key_facts(html)
     assert facts["command"] == "varloss train (test)"
