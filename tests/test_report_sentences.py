@@ -276,23 +276,25 @@ _GAINING_STAGE = {
 
 
 def test_a_second_stage_that_gains_variance() -> None:
-    text = latent_sentence(_GAINING_STAGE, ["two-stage"])
+    text = latent_sentence(_GAINING_STAGE, ["two-stage"], ["two-stage"])
     assert "the second stage's samples have more variance than the codes (0.982)" in text
     assert "they gain 0.0231 instead of losing variance" in text
     assert "-808" not in text and "keep 0.982" not in text and "a loss of -" not in text
     # the reconstructions do lose: 0.95 of 0.959 is a share, and a multiple of a positive MSE
     assert f"keep {0.95 / 0.959:.0%} of it (0.95): a loss of 0.009, 314.85 times" in text
     assert "gives that variance back" not in text
-    assert "scales their variance back down to the codes'" in text
+    assert "Renormalising the generated codes (two-stage) scales their variance back down" in text
     _assert_shares_are_shares(text)
 
 
 def test_a_second_stage_that_loses_variance() -> None:
     losing = {**_GAINING_STAGE, "var_generated": 0.9, "variance_loss_generated": 0.059,
               "ratio_generated": 2064.0}  # fmt: skip
-    text = latent_sentence(losing, ["two-stage"])
+    text = latent_sentence(losing, ["two-stage", "two-stage-raw"], ["two-stage"])
     assert f"samples keep {0.9 / 0.959:.0%} of it (0.9): a loss of 0.059, 2064.00 times" in text
-    assert "Renormalising the generated codes gives that variance back." in text
+    assert "Renormalising the generated codes (two-stage) gives that variance back." in text
+    # rows that sample the raw codes renormalise nothing
+    assert "Renormalising" not in latent_sentence(losing, ["two-stage-raw"], [])
     # zero MSE: no multiple of it
     assert "times" not in latent_sentence({**losing, "mse": 0.0}, ["two-stage"])
 
@@ -300,14 +302,15 @@ def test_a_second_stage_that_loses_variance() -> None:
 def test_the_latent_block_is_shown_once_for_rows_that_share_it() -> None:
     methods = {
         "prior": {"var_generated": 0.06},
-        "two-stage": {"latent": _GAINING_STAGE},
-        "two-stage-renorm": {"latent": dict(_GAINING_STAGE)},
-        "two-stage-spherical": {"latent": dict(_GAINING_STAGE)},
+        "two-stage": {"latent": {**_GAINING_STAGE, "renormalized": True}},
+        "two-stage-raw": {"latent": {**_GAINING_STAGE, "renormalized": False}},
+        "two-stage-spherical": {"latent": {**_GAINING_STAGE, "renormalized": True}},
     }
     section = methods_spectrum_section(methods)
     assert section is not None
     (sentence,) = section["sentences"]
-    assert "rows two-stage, two-stage-renorm, two-stage-spherical" in sentence
+    assert "rows two-stage, two-stage-raw, two-stage-spherical" in sentence
+    assert "codes (two-stage, two-stage-spherical) scales their variance back down" in sentence
     # a second stage with other numbers gets its own sentence
     methods["other"] = {"latent": {**_GAINING_STAGE, "var_codes": 1.0}}
     assert len(methods_spectrum_section(methods)["sentences"]) == 2

@@ -147,20 +147,26 @@ _LATENT_KEYS = (
 def _latent_sentences(methods: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """The two-stage rows' latent variance loss (`latent` in correct's report.json): one
     sentence per distinct second stage, naming the rows that share it."""
-    blocks: dict[tuple[Any, ...], tuple[Mapping[str, Any], list[str]]] = {}
+    blocks: dict[tuple[Any, ...], tuple[Mapping[str, Any], list[str], list[str]]] = {}
     for name, row in methods.items():
         latent = row.get("latent") if isinstance(row, Mapping) else None
         if not isinstance(latent, Mapping) or latent.get("variance_loss_generated") is None:
             continue
         key = tuple(latent.get(column) for column in _LATENT_KEYS)
-        blocks.setdefault(key, (latent, []))[1].append(str(name))
-    return [latent_sentence(latent, names) for latent, names in blocks.values()]
+        _, names, renormalizing = blocks.setdefault(key, (latent, [], []))
+        names.append(str(name))
+        if latent.get("renormalized"):
+            renormalizing.append(str(name))
+    return [latent_sentence(*block) for block in blocks.values()]
 
 
-def latent_sentence(latent: Mapping[str, Any], names: Sequence[str]) -> str:
+def latent_sentence(
+    latent: Mapping[str, Any], names: Sequence[str], renormalizing: Sequence[str] = ()
+) -> str:
     """One second stage's variance in latent space, in words that follow the numbers' signs: a
     loss is a share of the codes' variance and a multiple of the second stage's MSE only where
-    it is a loss and the MSE is positive; a gain is called a gain."""
+    it is a loss and the MSE is positive; a gain is called a gain. `renormalizing`: the rows
+    that renormalise their generated codes (the others sample them as they are)."""
     var_codes = float(latent["var_codes"])
     rows = ", ".join(names)
     text = (
@@ -171,10 +177,11 @@ def latent_sentence(latent: Mapping[str, Any], names: Sequence[str]) -> str:
     if latent.get("variance_loss_reconstructed") is not None:
         text += f"; its reconstructions {_latent_change(latent, 'reconstructed', var_codes)}"
     loss = float(latent["variance_loss_generated"])
-    if loss > 0:
-        text += ". Renormalising the generated codes gives that variance back"
-    elif loss < 0:
-        text += ". Renormalising the generated codes scales their variance back down to the codes'"
+    which = f" ({', '.join(renormalizing)})"
+    if renormalizing and loss > 0:
+        text += f". Renormalising the generated codes{which} gives that variance back"
+    elif renormalizing and loss < 0:
+        text += f". Renormalising the generated codes{which} scales their variance back down"
     return text + "."
 
 
