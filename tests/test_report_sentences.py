@@ -396,6 +396,10 @@ def test_kept_variance_above_the_real_is_a_multiple_not_a_share() -> None:
         "In the lowest frequency band the reconstructions keep 90% of the real variance; in the "
         "highest they have 1.20 times the real variance."
     )
+    spectrum["bands"][0]["kept_reconstructed"] = -0.5  # not a variance ratio: said plainly
+    lowest = spectrum_section({"spectrum": spectrum})["sentences"][1]
+    assert "reconstructions have a variance ratio of -0.5 to the real images;" in lowest
+    _assert_shares_are_shares(lowest)
 
 
 # ---------------------------------------------------------------------------------------------
