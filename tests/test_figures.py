@@ -15,6 +15,7 @@ from varloss.figures import (
     save_image_grid,
     variance_map_panels,
 )
+from varloss.records import FitRecord, ResultsRow
 
 
 def _pixels(path: Path) -> np.ndarray:
@@ -94,16 +95,16 @@ def test_every_family_has_its_own_marker_and_keeps_the_seed_s_colour() -> None:
     assert tiny == family_style("tiny") and tiny.label == "tiny"
 
 
-def _study_rows() -> list[dict]:
+def _study_rows() -> list[ResultsRow]:
     rows = []
     for index, family in enumerate(["dense", "conv", "resnet", "draw", "convdraw"]):
         for shift, dataset in enumerate(["mnist", "fashion-mnist"]):
             mse = 0.01 * (index + 1) + 0.003 * shift
             rows.append(
-                {"run_id": f"{family}-{dataset}", "family": family, "dataset": dataset,
-                 "latent": 8, "epochs": 3, "loss": "bernoulli", "reconstruction": "sample",
-                 "seed": 0, "limit": "", "mse": mse, "variance_loss_reconstructed": 0.9 * mse,
-                 "variance_loss_generated": 0.7 * mse, "bias2": 0.0001, "cov_term": 0.0}
+                ResultsRow(run_id=f"{family}-{dataset}", family=family, dataset=dataset,
+                           latent=8, epochs=3, loss="bernoulli", reconstruction="sample",
+                           seed=0, mse=mse, variance_loss_reconstructed=0.9 * mse,
+                           variance_loss_generated=0.7 * mse, bias2=0.0001, cov_term=0.0)
             )  # fmt: skip
     return rows
 
@@ -117,7 +118,10 @@ def test_study_figure_draws_each_family_in_its_marker_one_panel_per_data_set(
     drawn = []
     monkeypatch.setattr(study_figure, "_save_png_and_svg", lambda plt, fig, path: drawn.append(fig))
     rows = _study_rows()
-    fit = {"reconstructed": {"slope": 0.9, "intercept": 0.0, "r2": 1.0, "n": 10}}
+    fit = FitRecord.from_json(
+        {"reconstructed": {"slope": 0.9, "intercept": 0.0, "r2": 1.0, "n": 10},
+         "family_ratios": []}
+    )  # fmt: skip
     plot_study(rows, fit, tmp_path / "figure.png")
     (fig,) = drawn
     titles = [axis.get_title() for axis in fig.axes]
@@ -133,10 +137,10 @@ def test_study_figure_draws_each_family_in_its_marker_one_panel_per_data_set(
             if line.get_marker() not in ("None", None, "") and len(line.get_xdata()) == 1
         }
         expected = {
-            (round(row["mse"], 9), family_style(row["family"]).marker,
-             family_style(row["family"]).colour)
+            (round(row.mse, 9), family_style(row.family).marker,
+             family_style(row.family).colour)
             for row in rows
-            if row["dataset"] == dataset
+            if row.dataset == dataset
         }  # fmt: skip
         assert {(x, m, c) for x, m, c in points if c != "none"} == expected
         # y = x and the fitted line in each panel
@@ -167,7 +171,7 @@ def test_spectrum_curves_take_family_markers_and_data_set_line_styles(
     ]
     rows = _study_rows()
     for row in rows:
-        RunFolder(tmp_path / "runs" / row["run_id"]).write_json(
+        RunFolder(tmp_path / "runs" / row.run_id).write_json(
             "report.json", {"spectrum": {"bands": bands, "high_frequency_radius": 0.25}}
         )
     captured = []
@@ -184,10 +188,10 @@ def test_spectrum_curves_take_family_markers_and_data_set_line_styles(
     assert len(curves) == len(rows)
     styles = {"fashion-mnist": DATASET_LINESTYLES[0], "mnist": DATASET_LINESTYLES[1]}
     for curve, row in zip(curves, rows, strict=True):
-        style = family_style(row["family"])
+        style = family_style(row.family)
         assert (curve.marker, curve.colour, curve.edge) == (style.marker, style.colour, style.edge)
-        assert curve.linestyle == styles[row["dataset"]]
-        assert curve.label == f"{style.label}, {row['dataset']}"
+        assert curve.linestyle == styles[row.dataset]
+        assert curve.label == f"{style.label}, {row.dataset}"
     figure = original(curves)
     lines = [line for line in figure.axes[0].get_lines() if line.get_marker() != "None"]
     assert [(line.get_marker(), line.get_linestyle()) for line in lines] == [

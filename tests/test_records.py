@@ -265,7 +265,8 @@ def test_a_fit_with_negative_slopes_and_r2_below_zero_parses_and_renders(tmp_pat
     expected = f"variance loss ≈ {fmt(slope, 3)} × MSE + {fmt(intercept, 3)}"
     assert any(expected in sentence for sentence in context["sentences"])
     html = render_report(folder.path)
-    assert fmt(origin_r2) in html and "The slope is away from 1" in html
+    # the page's verdict follows the slope's sign: a negative slope is called negative
+    assert fmt(origin_r2) in html and "The slope is negative: across these runs" in html
 
 
 # ---------------------------------------------------------------------------------------------

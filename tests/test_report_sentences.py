@@ -14,6 +14,7 @@ import pytest
 
 from varloss._words import count, duration, plural, share
 from varloss.figures.spectrum import high_frequency_phrase, high_frequency_split
+from varloss.records import FitRecord, ResultsRow
 from varloss.report import explain_variance
 from varloss.report.html import fmt
 from varloss.report.pages.correct import best_remedy_sentence, prior_sentence, remedies_section
@@ -406,12 +407,18 @@ def test_kept_variance_above_the_real_is_a_multiple_not_a_share() -> None:
 # the study page
 
 
-def _fit(slope: float, intercept: float, r2: float | None) -> dict:
+def _fit_json(slope: float | None, intercept: float, r2: float | None) -> dict:
+    """A fit.json object as the study writes it (the other fits and the table left empty)."""
     return {
         "reconstructed": {"slope": slope, "intercept": intercept, "r2": r2, "n": 6,
-                          "slope_ci95": [slope - 0.1, slope + 0.1]},
+                          "slope_ci95": [slope - 0.1, slope + 0.1] if slope is not None else None},
         "bootstrap": {"resamples": 1},
+        "family_ratios": [],
     }  # fmt: skip
+
+
+def _fit(slope: float | None, intercept: float = 0.0, r2: float | None = None) -> FitRecord:
+    return FitRecord.from_json(_fit_json(slope, intercept, r2))
 
 
 def test_a_fit_worse_than_the_mean() -> None:
@@ -433,20 +440,24 @@ def test_slopes_near_and_away_from_one() -> None:
     loose = fit_sentences(_fit(0.98, 0.0, 0.5))[1]
     assert loose.startswith("The slope is close to 1 but the fit is loose (R² = 0.500)")
     assert fit_sentences(_fit(2.5, 0.0, 0.97))[1].startswith("The slope is away from 1")
-    assert fit_sentences({"reconstructed": {"slope": None}}) == []
-    no_bootstrap = _fit(1.0, 0.0, 0.99)
+    assert fit_sentences(_fit(None)) == []
+    assert fit_sentences(None) == []
+    no_bootstrap = _fit_json(1.0, 0.0, 0.99)
     del no_bootstrap["bootstrap"]
-    assert "None" not in fit_sentences(no_bootstrap)[0]
+    assert "None" not in fit_sentences(FitRecord.from_json(no_bootstrap))[0]
 
 
-def _row(**values: object) -> dict:
-    return {"run_id": "r", "family": "dense", "dataset": "mnist", "epochs": 1, **values}
+def _row(**values: object) -> ResultsRow:
+    """A results.csv row as the study page reads it (cells parsed by the records layer)."""
+    cells = {"run_id": "r", "family": "dense", "dataset": "mnist", "latent": 2, "epochs": 1,
+             "seed": 0, **values}  # fmt: skip
+    return ResultsRow.from_csv_row({key: str(value) for key, value in cells.items()})
 
 
 def test_one_run_is_one_vae_and_one_epoch() -> None:
-    first = _explain_study([_row()], {})[0]
+    first = _explain_study([_row()], None)[0]
     assert first.startswith("1 VAE was trained (dense on mnist)")
-    assert _explain_study([_row(), _row()], {})[0].startswith("2 VAEs were trained")
+    assert _explain_study([_row(), _row()], None)[0].startswith("2 VAEs were trained")
     capped = _training_sentence([_row(early_stopped="False")])
     assert capped == (
         "The one run trained with early stopping reached its epoch cap while still improving, "
