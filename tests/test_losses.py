@@ -15,6 +15,7 @@ from varloss.losses import (
     Bernoulli,
     FixedGaussian,
     LearnedGammaGaussian,
+    OptimalSigmaGaussian,
     balanced_kl_weight,
     create_likelihood,
     gaussian_kl,
@@ -125,6 +126,61 @@ def test_balanced_rule_follows_hand_computed_sequence() -> None:
     assert likelihood.running_mse.item() == pytest.approx(running, rel=1e-6)
     assert not likelihood.running_mse.requires_grad
     assert "running_mse" in likelihood.state_dict()
+
+
+def _softplus(value: float) -> float:
+    return math.log1p(math.exp(-abs(value))) + max(value, 0.0)
+
+
+def test_sigma_vae_term_is_the_gaussian_nll_at_the_soft_clipped_batch_mse() -> None:
+    x, x_hat = _batch(3)
+    likelihood = OptimalSigmaGaussian()
+    ours = likelihood(x, x_hat).double().numpy()
+    xn, hn = x.double().numpy(), x_hat.double().numpy()
+    squared = ((xn - hn) ** 2).reshape(5, -1).sum(axis=1)
+    pixels = xn[0].size
+    mse = squared.sum() / (5 * pixels)  # one sigma for the whole batch
+    log_sigma = -6.0 + _softplus(0.5 * math.log(mse) + 6.0)  # the paper's code's soft clip
+    expected = squared / (2 * math.exp(2 * log_sigma)) + pixels * log_sigma
+    np.testing.assert_allclose(ours, expected, rtol=1e-5)
+    # Without the clip (a floor far below) sigma^2 is the batch MSE and the batch's summed
+    # term is the paper's closed form N D / 2 (log MSE + 1).
+    unclipped = OptimalSigmaGaussian(min_log_sigma=-60.0)(x, x_hat).double().sum().item()
+    assert unclipped == pytest.approx(5 * pixels / 2 * (math.log(mse) + 1), rel=1e-6)
+
+
+def test_sigma_vae_gradient_is_the_gaussian_one_at_the_optimal_sigma() -> None:
+    # The optimum over sigma makes the gradient through sigma vanish (envelope theorem): the
+    # networks get (x_hat - x) / sigma^2 with sigma^2 = the batch MSE, as for a fixed sigma.
+    x, x_hat = _batch(4)
+    x, x_hat = x.double(), x_hat.double().requires_grad_(True)
+    OptimalSigmaGaussian(min_log_sigma=-60.0)(x, x_hat).sum().backward()
+    mse = (x - x_hat).pow(2).mean().item()
+    expected = (x_hat - x).detach() / mse
+    torch.testing.assert_close(x_hat.grad, expected, rtol=1e-6, atol=1e-9)
+
+
+def test_sigma_vae_keeps_the_training_sigma_and_survives_an_exact_batch() -> None:
+    likelihood = create_likelihood("sigma", (1, 4, 4), 2)
+    assert isinstance(likelihood, OptimalSigmaGaussian) and likelihood.kl_weight == 1.0
+    x = torch.zeros(2, 1, 4, 4)
+    likelihood.train()
+    likelihood(x, torch.full_like(x, 0.2))  # MSE 0.04: log sigma = -6 + softplus(log 0.2 + 6)
+    expected = -6.0 + _softplus(math.log(0.2) + 6.0)
+    assert likelihood.log_sigma.item() == pytest.approx(expected, rel=1e-6)
+    assert likelihood.gamma == pytest.approx(math.exp(expected), rel=1e-6)
+    assert "log_sigma" in likelihood.state_dict()
+    likelihood.eval()  # evaluation uses its batch's sigma and leaves the kept one alone
+    likelihood(x, torch.full_like(x, 0.5))
+    assert likelihood.log_sigma.item() == pytest.approx(expected, rel=1e-6)
+    # An exact reconstruction: sigma floors at about exp(-6), the term is finite.
+    exact = likelihood(x, x.clone())
+    assert torch.isfinite(exact).all()
+    assert exact[0].item() == pytest.approx(16 * (-6.0 + _softplus(-math.inf)), abs=1e-4)
+    with pytest.raises(InputError, match="min_log_sigma must be a finite number"):
+        create_likelihood("sigma", (1, 4, 4), 2, min_log_sigma=math.nan)
+    with pytest.raises(InputError, match="not valid for the sigma loss"):
+        create_likelihood("sigma", (1, 4, 4), 2, sigma=0.1)
 
 
 def test_balanced_default_kl_weight_is_asperti_trentin_k() -> None:

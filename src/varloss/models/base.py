@@ -38,7 +38,7 @@ class ModelConfig:
     `loss` names a likelihood of `varloss.losses`; `kl_weight=None` means that loss's default
     (1, or Asperti & Trentin's k for `balanced`); `loss_options` are the loss's own settings
     (`sigma` for gaussian, `log_gamma` (initial) for learned-gamma, `momentum`/`initial_mse`
-    for balanced).
+    for balanced, `min_log_sigma` for sigma).
     """
 
     family: ClassVar[str] = ""
