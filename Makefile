@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 # torch is installed first from a pinned spec: an unpinned torch pulls a CUDA build of several GB.
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= dev,dask,adapters
+EXTRAS ?= dev,dask,adapters,patches
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.varloss-installed
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
@@ -51,7 +52,14 @@ def test_unknown_names_splits_and_limits_are_rejected_clearly() -> None:
         load("digits", limit=0)
     with pytest.raises(InputError, match="crop and size apply to celeba only"):
         load("mnist", size=32)
-    assert available_names() == ["mnist", "fashion-mnist", "cifar10", "celeba", "digits"]
+    assert available_names() == [
+        "mnist",
+        "fashion-mnist",
+        "cifar10",
+        "celeba",
+        "digits",
+        "patches",
+    ]
 
 
 def test_resolve_dataset_spec(tmp_path: Path) -> None:
@@ -68,7 +76,13 @@ def test_resolve_dataset_spec(tmp_path: Path) -> None:
 def test_info_reports_shape_and_counts() -> None:
     digits = info("digits")
     assert digits["shape"] == [1, 8, 8]
-    assert digits["splits"] == {"train": {"count": 1500}, "test": {"count": 297}}
+    assert {split: v["count"] for split, v in digits["splits"].items()} == {
+        "train": 1500,
+        "test": 297,
+    }
+    # a bundled set is read, so its digest is that of the arrays the library gives (float32)
+    test_bytes = load("digits", "test").images.numpy().tobytes()
+    assert digits["splits"]["test"]["sha256"] == hashlib.sha256(test_bytes).hexdigest()
     celeba = info("celeba", fetch=False, size=32)
     assert celeba["shape"] == [3, 32, 32] and celeba["splits"]["valid"]["count"] == 19867
     assert celeba["available"] is False

@@ -201,6 +201,7 @@ def test_draw_filterbank_matches_paper_formula() -> None:
         ("resnet", "balanced"),
         ("draw", "bernoulli"),
         ("convdraw", "bernoulli"),
+        ("conv", "sigma"),
     ],
 )
 def test_save_load_round_trip_is_exact(family: str, loss: str, tmp_path) -> None:
@@ -232,6 +233,8 @@ def test_save_load_round_trip_is_exact(family: str, loss: str, tmp_path) -> None
     assert torch.equal(loss_a, loss_b)
     if loss == "balanced":
         assert loaded.likelihood.running_mse.item() < 1.0
+    if loss == "sigma":  # the last training batch's sigma, below 1 for images in [0, 1]
+        assert loaded.likelihood.log_sigma.item() < 0.0
 
 
 def test_sample_temperature_zero_decodes_the_origin() -> None:

@@ -71,4 +71,9 @@ def data_info_command(
     for key, value in result.items():
         if key == "splits":
             value = ", ".join(f"{k} {v['count']}" for k, v in value.items())
+        if key == "photographs":  # a set cut from photographs: which ones, per split
+            value = "; ".join(
+                f"{split} from " + ", ".join(f"{p['name']} ({p['file']})" for p in listed)
+                for split, listed in value.items()
+            )
         typer.echo(f"{key}: {value}")

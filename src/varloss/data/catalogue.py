@@ -3,9 +3,9 @@
 A `Dataset` entry says what a canonical set is (shape, split counts, classes), where its bytes
 come from (mirrors, remote files and their MD5) and what its decoded arrays must hash to (SHA-256
 pins). What sets one data set apart from another is a field of its entry (a bundled loader, a crop
-box, Google Drive ids, a system folder): the loader and the sources read the fields and never
-test a set's name. `parse_name` reads a data-set name: a registered one, `folder:PATH` or
-`npz:PATH[:KEY]`.
+box, Google Drive ids, a system folder, the photographs a set is cut from): the loader and the
+sources read the fields and never test a set's name. `parse_name` reads a data-set name: a
+registered one, `folder:PATH` or `npz:PATH[:KEY]`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from varloss._registry import Registry
+from varloss.data.patches import Photograph, photograph_patches
 from varloss.errors import InputError
 
 SOURCE_KINDS = ("cache", "local", "registry", "mirrors")
@@ -23,8 +24,9 @@ CELEBA_CROP = (45, 173, 25, 153)
 CELEBA_SIZE = 64
 DIGITS_TEST = 297
 
-BundledLoader = Callable[[str], "tuple[np.ndarray, np.ndarray]"]
-"""split -> (float images N x C x H x W in [0, 1], labels) of a set that ships with a library."""
+BundledLoader = Callable[["Dataset", str], "tuple[np.ndarray, np.ndarray | None]"]
+"""(entry, split) -> (images N x C x H x W, float in [0, 1] or uint8, labels or None) of a set
+that ships with a library."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,10 @@ class Dataset:
     size: int | None = None
     drive_ids: dict[str, str] = field(default_factory=dict)  # remote file -> Google Drive id
     system_folder: str | None = None  # where an installed system package keeps its IDX files
+    # A set cut from photographs inside installed packages: each file with its split and its
+    # pinned SHA-256, and the seed of the random crops and flips (see `patches.py`).
+    photographs: tuple[Photograph, ...] = ()
+    seed: int | None = None
 
     @property
     def cached(self) -> bool:
@@ -58,7 +64,7 @@ class Dataset:
         return self.bundled is None
 
 
-def _sklearn_digits(split: str) -> tuple[np.ndarray, np.ndarray]:
+def _sklearn_digits(dataset: Dataset, split: str) -> tuple[np.ndarray, np.ndarray]:
     """sklearn's digits as float32 1 x 8 x 8 in [0, 1]; the last 297 images are the test split."""
     from sklearn.datasets import load_digits  # here: importing scikit-learn takes seconds
 
@@ -70,6 +76,42 @@ def _sklearn_digits(split: str) -> tuple[np.ndarray, np.ndarray]:
         return images[:cut], labels[:cut]
     return images[cut:], labels[cut:]
 
+
+def _photograph_patches(dataset: Dataset, split: str) -> tuple[np.ndarray, None]:
+    """uint8 patches of the entry's photographs (`patches.py`); no labels."""
+    count, side = dataset.counts[split], dataset.shape[-1]
+    seed = dataset.seed or 0
+    return photograph_patches(dataset.photographs, split, count, side, seed, dataset.name), None
+
+
+# Natural colour photographs in scikit-image's and scikit-learn's wheels (not the ones
+# scikit-image downloads on demand). The SHA-256 are those of the files (scikit-image lists the
+# same in its own data registry). The two stereo views of the motorcycle are nearly one picture:
+# only the left one is used. Left out: drawings and charts (logo, color, chessboards), grey
+# images, and the fundus (retina) and microscope (ihc) images. The test pair (the cat and the
+# flower) was chosen so that the splits' mean brightness agrees (0.36 train, 0.35 test).
+PATCH_PHOTOGRAPHS = tuple(
+    Photograph(name, package, path, split, sha256, extra)
+    for name, package, path, split, sha256, extra in (
+        ("astronaut", "skimage", "data/astronaut.png", "train",
+         "88431cd9653ccd539741b555fb0a46b61558b301d4110412b5bc28b5e3ea6cb5", "patches"),
+        ("coffee", "skimage", "data/coffee.png", "train",
+         "cc02f8ca188b167c775a7101b5d767d1e71792cf762c33d6fa15a4599b5a8de7", "patches"),
+        ("rocket", "skimage", "data/rocket.jpg", "train",
+         "c2dd0de7c538df8d111e479619b129464d0269d0ae5fd18ca91d33a7fdfea95c", "patches"),
+        ("motorcycle", "skimage", "data/motorcycle_left.png", "train",
+         "db18e9c4157617403c3537a6ba355dfeafe9a7eabb6b9b94cb33f6525dd49179", "patches"),
+        ("hubble", "skimage", "data/hubble_deep_field.jpg", "train",
+         "3a19c5dd8a927a9334bb1229a6d63711b1c0c767fb27e2286e7c84a3e2c2f5f4", "patches"),
+        ("china", "sklearn", "datasets/images/china.jpg", "train",
+         "8378025ad2519d649d02e32bd98990db4ab572357d9f09841c2fbfbb4fefad29", ""),
+        ("flower", "sklearn", "datasets/images/flower.jpg", "test",
+         "a77f6ec41e353afdf8bdff2ea981b2955535d8d83294f8cfa49cf4e423dd5638", ""),
+        ("chelsea", "skimage", "data/chelsea.png", "test",
+         "596aa1e7cb875eb79f437e310381d26b338a81c2da23439704a73c4651e8c4bb", "patches"),
+    )
+)  # fmt: skip
+PATCH_SEED = 0
 
 MNIST_MIRRORS = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -171,6 +213,24 @@ for _dataset in (
         offline="bundled with scikit-learn",
         bundled=_sklearn_digits,
         bundled_source="sklearn.datasets.load_digits",
+    ),
+    Dataset(
+        name="patches",
+        description=(
+            "32 x 32 RGB patches of 8 natural colour photographs shipped with scikit-image and "
+            "scikit-learn; not CIFAR-10 (no classes, test patches from 2 other photographs)"
+        ),
+        shape=(3, 32, 32),
+        counts={"train": 20000, "test": 5000},
+        classes=None,
+        offline="bundled with scikit-image (the patches extra) and scikit-learn",
+        bundled=_photograph_patches,
+        bundled_source=(
+            "scikit-image and scikit-learn photographs (SHA-256 pinned), random 32 x 32 crops "
+            f"and left-right flips, seed {PATCH_SEED}"
+        ),
+        photographs=PATCH_PHOTOGRAPHS,
+        seed=PATCH_SEED,
     ),
 ):
     DATASETS.register(_dataset.name, _dataset)

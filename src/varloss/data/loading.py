@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from varloss._hashing import sha256_arrays
 from varloss.data.acquire import ensure, variant_key
 from varloss.data.cache import data_dir, read_record, say
 from varloss.data.catalogue import (
@@ -32,6 +33,7 @@ from varloss.data.catalogue import (
 )
 from varloss.data.convert import to_images
 from varloss.data.imageset import ImageSet, uint8_to_imageset
+from varloss.data.patches import missing_packages
 from varloss.data.readers import npz_keys, pick_key, read_array_file, read_image_folder, split_key
 from varloss.data.sources import sources_for
 from varloss.errors import InputError
@@ -159,15 +161,9 @@ def load(
     dataset = DATASETS[kind]
     check_split(dataset, split)
     if dataset.bundled is not None:  # ships with a library: read directly, never cached
-        images, labels = dataset.bundled(split)
-        if limit is not None:
-            images, labels = images[:limit], labels[:limit]
-        return ImageSet(
-            to_images(images),
-            torch.from_numpy(labels.copy()),
-            kind,
-            split,
-            source=dataset.bundled_source,
+        images, labels = dataset.bundled(dataset, split)
+        return uint8_to_imageset(  # the one converter: floats as they are, uint8 as k/255
+            images, labels, name=kind, split=split, source=dataset.bundled_source, limit=limit
         )
     images, labels, manifest = ensure(
         kind, split, data_path=data_path, sources=sources, mirrors=mirrors, crop=crop, size=size
@@ -241,8 +237,8 @@ def info(
         "offline_source": dataset.offline,
     }
     if not dataset.cached:
-        result.update(available=True, cached=False, source=dataset.bundled_source)
-        return result
+        result.update(cached=False, source=dataset.bundled_source)
+        return _bundled_info(dataset, result, fetch)
     key, variant = variant_key(dataset, crop, size)
     entry = data_dir() / key
     result["cache_dir"] = str(entry)
@@ -270,6 +266,31 @@ def info(
     result["source"] = (manifest or {}).get("source")
     if errors:
         result["reason"] = errors[0]
+    return result
+
+
+def _bundled_info(dataset: Dataset, result: dict[str, Any], fetch: bool) -> dict[str, Any]:
+    """`info` of a set that ships with a library: with `fetch`, each split is read, so its count
+    and SHA-256 (of the images as the library gives them: uint8 for `patches`) are the real ones,
+    or `available` is false and `reason` says why; a set cut from photographs also lists them
+    (file, pinned SHA-256) and its seed."""
+    if dataset.photographs:
+        result["seed"] = dataset.seed
+        result["photographs"] = {
+            split: [p.describe() for p in dataset.photographs if p.split == split]
+            for split in dataset.counts
+        }
+    result["available"] = True
+    if not fetch:
+        return result
+    for split in dataset.counts:
+        assert dataset.bundled is not None
+        try:
+            images, _ = dataset.bundled(dataset, split)
+        except InputError as error:
+            result.update(available=False, reason=str(error))
+            return result
+        result["splits"][split].update(count=len(images), sha256=sha256_arrays(images))
     return result
 
 
@@ -320,7 +341,7 @@ def _offline_status(dataset: Dataset) -> str:
     """How a set is had here without the web (see `dataset_status`), from its catalogue entry,
     the cache manifest and the sources registered for it in `sources.SOURCES`."""
     if not dataset.cached:
-        return "bundled"
+        return "no" if missing_packages(dataset.photographs) else "bundled"
     key, _ = variant_key(dataset, None, None)
     manifest = read_record(data_dir() / key) or {}
     if all(s in manifest.get("splits", {}) for s in dataset.counts):
