@@ -170,8 +170,13 @@ def test_patience_settings_are_checked_and_keep_earlier_study_ids(tmp_path: Path
         train(_config(tmp_path / "tiny", limit=4, validation=0.05), progress=False)
     # Checkpoints written before these settings existed hold identities without them.
     earlier = {"family", "dataset", "latent", "seed", "loss", "limit", "batch_size", "lr"}
-    earlier |= {"schedule", "bf16", "hyper", "eval_limit"}
+    earlier |= {"bf16", "hyper", "eval_limit"}  # and `schedule`, left out at "constant"
     assert set(TrainConfig(validation=0.3, min_delta=0.01).identity()) == earlier
+    # a checkpoint that recorded the constant schedule (before it was a study field) resumes
+    recorded = {**TrainConfig().identity(), "schedule": "constant"}
+    assert TrainConfig().trains_like(recorded)
+    assert not TrainConfig().trains_like({**recorded, "schedule": "cosine"})
+    assert "schedule" in TrainConfig(schedule="cosine").identity()
     assert {"patience", "validation"} <= set(TrainConfig(patience=1, validation=0.3).identity())
     base = {"family": "dense", "dataset": "digits", "latent": 2, "epochs": 1}
     plain, patient, same = (
@@ -182,6 +187,12 @@ def test_patience_settings_are_checked_and_keep_earlier_study_ids(tmp_path: Path
     digest = sha256_json({**before, "lr": None, "hyper": {}}, 8)
     assert plain.run_id == same.run_id == f"dense-digits-z2-e1-bernoulli-s0-{digest}"
     assert patient.run_id != plain.run_id
+    constant, cosine = (
+        parse_spec({"runs": [{**base, "schedule": schedule}]}).runs[0]
+        for schedule in ("constant", "cosine")
+    )
+    assert constant.run_id == plain.run_id != cosine.run_id
+    assert cosine.train_config(out="x").schedule == "cosine"
     assert patient.train_config(out="x").patience == 3
     with pytest.raises(InputError, match="patience must be"):
         parse_spec({"runs": [{**base, "patience": -1}]})

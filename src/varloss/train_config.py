@@ -53,6 +53,7 @@ LATER_DEFAULTS = {
     "patience": None,
     "validation": 0.1,
     "min_delta": 0.0,
+    "schedule": "constant",  # a study field since the standard preset gave DRAW a schedule
 }
 # Early-stopping settings that mean nothing (and are left out of the identity) without patience.
 PATIENCE_SETTINGS = ("validation", "min_delta")
@@ -209,6 +210,7 @@ class TrainConfig:
         "constant", "--schedule",
         help="constant, cosine or step.",
         expects=f"one of {', '.join(SCHEDULES)}", accepts=_one_of(SCHEDULES),
+        study=STUDY_DEFAULT,
     )  # fmt: skip
     hyper: dict[str, Any] = setting(
         {}, "--set",
@@ -325,9 +327,10 @@ class TrainConfig:
 
     def trains_like(self, identity: dict[str, Any]) -> bool:
         """Whether a checkpoint's recorded `identity` trains the same model as this config
-        (checkpoints written before `reconstruction` was a resumable change recorded it)."""
+        (checkpoints written before `reconstruction` was a resumable change recorded it, and
+        those written before a LATER_DEFAULTS setting left its default out recorded it too)."""
         kept = {k: v for k, v in identity.items() if k not in RESUMABLE_CHANGES}
-        return kept == self.identity()
+        return drop_later_defaults(kept, kept.get("patience")) == self.identity()
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
