@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from varloss.cli import app
 from varloss.errors import InputError
 from varloss.figures import plot_study
+from varloss.models import MODEL_FAMILIES
 from varloss.pipelines.study import (
     EXECUTORS,
     RESULT_COLUMNS,
@@ -152,7 +153,13 @@ def test_preset_standard_is_converged_varied_and_fits_an_hour() -> None:
     runs = standard.runs
     assert len(runs) >= 20 and len({r.run_id for r in runs}) == len(runs)
     assert len({r.family for r in runs}) >= 4
-    assert {r.dataset for r in runs} == {"mnist", "fashion-mnist"}  # both offline data sets
+    # the offline data sets, grey and colour; every family on each
+    assert {r.dataset for r in runs} == {"mnist", "fashion-mnist", "patches"}
+    for dataset in ("mnist", "fashion-mnist", "patches"):
+        assert {r.family for r in runs if r.dataset == dataset} == set(MODEL_FAMILIES)
+    # the iterative families anneal their learning rate, the others keep it constant
+    assert {r.family for r in runs if r.schedule == "cosine"} == {"draw", "convdraw"}
+    assert {r.schedule for r in runs if r.family not in ("draw", "convdraw")} == {"constant"}
     assert all(r.patience is not None and r.patience >= 2 for r in runs)  # early stopping
     assert all(r.min_delta and r.min_delta > 0 for r in runs)  # a plateau, not a creeping loss
     latents = {r.latent for r in runs}
