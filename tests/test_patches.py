@@ -164,3 +164,13 @@ def test_every_family_trains_on_patches(
         model(x).loss.backward()
         optimizer.step()
     assert evaluated() < 0.9 * before
+
+
+def test_a_study_varies_the_loss_on_patches() -> None:
+    from varloss.pipelines.study import parse_spec
+
+    grid = {"family": "conv", "dataset": "patches", "latent": 8, "epochs": 1}
+    spec = parse_spec({"grid": {**grid, "loss": ["learned-gamma", "balanced", "sigma"]}})
+    assert [r.loss for r in spec.runs] == ["learned-gamma", "balanced", "sigma"]
+    assert spec.runs[2].run_id.startswith("conv-patches-z8-e1-sigma-s0-")
+    assert spec.runs[2].train_config(out="x").loss == "sigma"
