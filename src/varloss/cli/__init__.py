@@ -3,7 +3,7 @@
     app.py         the typer app, --version/--plugin, the command class, `run` (entry point)
     registries.py  registry names for help texts (families, losses, methods, extractors, ...)
     common.py      the variance table and small parsers shared by commands
-    measure.py train.py correct.py study.py fid.py data.py report.py   one command each
+    measure.py train.py correct.py study.py fid.py data.py report.py weights.py   one command each
 
 Start-up cost, and why the commands import the library inside their functions: measured on
 this project's 2-core machine (Python 3.11, torch 2.13, CPU; the fastest of 4 runs of
@@ -14,7 +14,16 @@ command functions keep those 2.3 s off `varloss --help`, off every other command
 torchrun rank's start; each such import says so in a short comment.
 """
 
-from varloss.cli import correct, data, fid, measure, report, study, train  # noqa: F401 (registers)
+from varloss.cli import (  # noqa: F401 (registers)
+    correct,
+    data,
+    fid,
+    measure,
+    report,
+    study,
+    train,
+    weights,
+)
 from varloss.cli.app import app, command_line, run
 from varloss.cli.common import print_variance_table
 

@@ -19,6 +19,20 @@ def print_fid(result: dict, prdc: bool) -> None:
         ratio = result["trace_ratio"]
         typer.echo(f"  Tr S_gen / Tr S_real {ratio:.4f} (feature-space variance kept)")
     typer.echo(f"  n_real {result['n_real']}  n_generated {result['n_generated']}")
+    if result.get("kid") is not None:
+        size = result["settings"]["kid"]["subset_size"]
+        subsets = result["settings"]["kid"]["subsets"]
+        typer.echo(
+            f"KID {result['kid']:.6f} ± {result['kid_std']:.6f} "
+            f"({subsets} subsets of {size}, unbiased MMD², cubic kernel)"
+        )
+    if result.get("fid_infinity") is not None:
+        fit = result["fid_infinity_fit"]
+        typer.echo(
+            f"FID∞ {result['fid_infinity']:.4f} (line in 1/N through FID at N = "
+            f"{fit['sizes'][0]}..{fit['sizes'][-1]}, {len(fit['sizes'])} points; slope "
+            f"{fit['slope']:.4g})"
+        )
     if prdc:
         typer.echo(
             f"  precision {result['precision']:.4f}  recall {result['recall']:.4f}  "
@@ -38,13 +52,24 @@ def fid_command(
     ),
     features: str = typer.Option("domain", "--features", help="Feature extractor: {extractors}."),
     weights: str = typer.Option(
-        None, "--weights", help="Inception weights file, or a domain classifier folder."
+        None,
+        "--weights",
+        help="Inception weights file (the fetched default_1.pt, NVIDIA's inception-2015-12-05.pt "
+        "or pt_inception-2015-12-05-6726825d.pth), or a domain classifier folder.",
     ),
     dataset: str = typer.Option(
         None, "--dataset", help="Data set of the domain classifier (default: that of --real)."
     ),
     batch_size: int = typer.Option(256, "--batch-size", help="Images per feature batch."),
     prdc: bool = typer.Option(False, "--prdc", help="Also precision/recall/density/coverage."),
+    kid: bool = typer.Option(
+        True, "--kid/--no-kid", help="Also KID (unbiased MMD², torch-fidelity's subsets)."
+    ),
+    fid_infinity: bool = typer.Option(
+        True,
+        "--fid-infinity/--no-fid-infinity",
+        help="Also FID∞ (Chong & Forsyth: FID at 15 sample sizes, the intercept of a line in 1/N).",
+    ),
     cache: bool = typer.Option(True, "--cache/--no-cache", help="Cache real-data statistics."),
     json_out: str = typer.Option(None, "--json", help="Write the full result as JSON here."),
 ) -> None:
@@ -52,8 +77,10 @@ def fid_command(
 
     Features: `domain` (default) is a small classifier of the data set trained by varloss on
     first use and cached (offline; images at native resolution); `inception` is the FID
-    Inception-v3 (pool3, 2048-d) from --weights or the torch hub cache, fed uint8 images resized
-    to 299 x 299 with torch-fidelity's TF1-compatible bilinear interpolation, gray repeated to RGB.
+    Inception-v3 of the papers (pool3, 2048-d; `varloss weights fetch inception` once, or
+    --weights PATH), fed uint8 images, gray repeated to RGB, resized to 299 x 299 with TF1's
+    bilinear resize and scaled as (x - 128) / 128, as TTUR and torch-fidelity do. KID and FID∞
+    are printed beside FID (less biased at small N).
     """
     from varloss.quality import fid  # start-up cost: see cli/__init__.py
 
@@ -68,6 +95,8 @@ def fid_command(
         batch_size=batch_size,
         cache=cache,
         prdc=prdc,
+        kid=kid,
+        fid_infinity=fid_infinity,
         progress=True,
     )
     print_fid(result, prdc)

@@ -17,14 +17,15 @@ from varloss.quality.domain import (
     load_domain_classifier,
     train_domain_classifier,
 )
-from varloss.quality.extractors import (
+from varloss.quality.extractors import FeatureExtractor, ModuleExtractor
+from varloss.quality.frechet import FrechetTerms, frechet_distance
+from varloss.quality.inception import (
     INCEPTION_WEIGHTS_NAME,
     INCEPTION_WEIGHTS_SHA256,
-    FeatureExtractor,
     InceptionExtractor,
-    ModuleExtractor,
+    recognise_weights,
+    tf1_bilinear_resize,
 )
-from varloss.quality.frechet import FrechetTerms, frechet_distance
 from varloss.quality.policy import FID_MODES, fid_mode, fid_or_reason
 from varloss.quality.prdc import density_coverage, prdc, precision_recall
 from varloss.quality.registry import (
@@ -35,6 +36,7 @@ from varloss.quality.registry import (
 )
 from varloss.quality.score import feature_statistics, fid
 from varloss.quality.statistics import FeatureStatistics, FrechetDistance
+from varloss.quality.weights import WEIGHTS, cached_weights, fetch_weights, list_weights
 
 __all__ = [
     "EXTRACTORS",
@@ -62,4 +64,10 @@ __all__ = [
     "precision_recall",
     "register_extractor",
     "train_domain_classifier",
+    "WEIGHTS",
+    "cached_weights",
+    "fetch_weights",
+    "list_weights",
+    "recognise_weights",
+    "tf1_bilinear_resize",
 ]

@@ -20,7 +20,8 @@ from torch import nn
 from varloss._registry import Registry
 from varloss.errors import InputError
 from varloss.quality.domain import DomainExtractor
-from varloss.quality.extractors import FeatureExtractor, InceptionExtractor, ModuleExtractor
+from varloss.quality.extractors import FeatureExtractor, ModuleExtractor
+from varloss.quality.inception import InceptionExtractor
 
 # A factory gets every keyword below (it may ignore those it does not use) and returns an
 # extractor: dataset (str | None), weights (path | None), batch_size, device, train, progress.

@@ -21,10 +21,17 @@ from varloss._hashing import sha256_arrays
 from varloss.data import ImageSet, read_images, resolve_dataset_spec, to_images
 from varloss.errors import InputError
 from varloss.quality.extractors import FeatureExtractor
+from varloss.quality.fid_infinity import fid_infinity as compute_fid_infinity
 from varloss.quality.frechet import frechet_distance
+from varloss.quality.kid import kernel_inception_distance
 from varloss.quality.prdc import prdc as compute_prdc
 from varloss.quality.registry import get_extractor
-from varloss.quality.statistics import FeatureStatistics, load_cached, store_cached
+from varloss.quality.statistics import (
+    FeatureStatistics,
+    load_cached,
+    load_cached_features,
+    store_cached,
+)
 
 STATS_CACHE_FORMAT = 1
 
@@ -98,6 +105,8 @@ def fid(
     cache: bool = True,
     train_domain: bool = True,
     prdc: bool = False,
+    kid: bool = False,
+    fid_infinity: bool = False,
     progress: bool = False,
 ) -> dict[str, Any]:
     """FID of `generated` against `real` with its terms, as a JSON-safe dict.
@@ -107,7 +116,9 @@ def fid(
     `dataset`, inferred from a spec or ImageSet), "inception" (weights by path) or a Module.
     Keys: fid, terms (mean_term, trace_real, trace_generated, cross_term), trace_ratio
     (Tr S_gen / Tr S_real, the variance kept in feature space), extractor, n_real,
-    n_generated, settings, warnings; plus precision/recall/density/coverage with `prdc`.
+    n_generated, settings, warnings; plus precision/recall/density/coverage with `prdc`;
+    kid, kid_std (`varloss.quality.kid`) with `kid`; fid_infinity and its fit
+    (`varloss.quality.fid_infinity`) with `fid_infinity` (settings["kid"], ["fid_infinity"]).
     """
     real_images, real_origin = load_images(real, "real images")
     generated_images, generated_origin = load_images(generated, "generated images")
@@ -124,10 +135,15 @@ def fid(
         progress=True,
     )
     real_stats, real_features, cached = _real_statistics(
-        real_images, real_origin, extractor, cache=cache, keep_features=prdc, progress=progress
+        real_images,
+        real_origin,
+        extractor,
+        cache=cache,
+        keep_features=prdc or kid,
+        progress=progress,
     )
     generated_stats, generated_features = feature_statistics(
-        generated_images, extractor, progress, prdc
+        generated_images, extractor, progress, prdc or kid or fid_infinity
     )
     info = {**extractor.info(), "feature_dim": int(real_stats.mean.shape[0])}
     notes = _sample_size_notes(real_stats, generated_stats, info["feature_dim"])
@@ -161,7 +177,28 @@ def fid(
     }
     if prdc:
         result.update(compute_prdc(real_features, generated_features))
+    if kid:
+        kid_result = kernel_inception_distance(generated_features, real_features)
+        result.update(kid=kid_result["kid"], kid_std=kid_result["kid_std"])
+        result["settings"]["kid"] = kid_result["settings"]
+    if fid_infinity:
+        _add_fid_infinity(result, real_stats, generated_features)
     return result
+
+
+def _add_fid_infinity(
+    result: dict[str, Any], real: FeatureStatistics, generated: torch.Tensor
+) -> None:
+    """result["fid_infinity"] and its fit, or None and a warning when N is too small."""
+    try:
+        fit = compute_fid_infinity(real.mean, real.covariance(), generated)
+    except InputError as error:
+        result.update(fid_infinity=None, fid_infinity_fit=None)
+        result["warnings"].append(f"FID∞ not computed: {error}")
+        return
+    result["fid_infinity"] = fit["fid_infinity"]
+    result["fid_infinity_fit"] = {k: fit[k] for k in ("slope", "sizes", "fids")}
+    result["settings"]["fid_infinity"] = fit["settings"]
 
 
 def _check_pair(real_images: torch.Tensor, generated_images: torch.Tensor) -> None:
@@ -202,10 +239,15 @@ def _real_statistics(
         cached = load_cached(key)
         if cached is not None and not keep_features:
             return cached, None, True
-    statistics, features = feature_statistics(images, extractor, progress, keep_features)
-    if key is not None and cached is None:
-        store_cached(key, statistics)
-    return statistics, features, False
+        features = None if cached is None else load_cached_features(key)
+        if features is not None:
+            return cached, features, True
+    # a named set's features are cached with its statistics: KID and PR/DC reuse them
+    keep = keep_features or key is not None
+    statistics, features = feature_statistics(images, extractor, progress, keep)
+    if key is not None:
+        store_cached(key, statistics, features)
+    return statistics, features if keep_features else None, False
 
 
 def _sample_size_notes(

@@ -11,9 +11,10 @@ pairwise formula
 which, unlike raw sums of squares, does not lose precision when the mean is large.
 
 The cache of real-data statistics is a folder per entry in the run-folder layer
-(`varloss.runs.RunFolder`): `statistics.safetensors`, `statistics.json` (its key, recorded last)
-and `manifest.json`, written under the entry's lock and checked on every read; a damaged entry is
-named in one sentence and computed again, as are entries of the older flat layout.
+(`varloss.runs.RunFolder`): `statistics.safetensors`, `features.npy` (the features themselves,
+for KID and precision/recall), `statistics.json` (its key, recorded last) and `manifest.json`,
+written under the entry's lock and checked on every read; a damaged entry is named in one
+sentence and computed again, as are entries of the older flat layout.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from varloss.stats import chan_merge
 
 STATS_FORMAT = 1
 STATISTICS_FILE = "statistics.safetensors"  # a cache entry's tensors; its key in the .json beside
+FEATURES_FILE = "features.npy"  # the real features themselves (KID needs them), float32 if exact
 LOCK_WAIT_S = 600.0  # a second process storing the same entry waits for the first
 
 
@@ -258,10 +260,30 @@ def _drop_old_layout(key: dict[str, Any]) -> None:
         old.with_suffix(".json").unlink(missing_ok=True)
 
 
-def store_cached(key: dict[str, Any], statistics: FeatureStatistics) -> Path:
-    """Write the statistics of `key` as a fresh cache entry (under its lock); return the file."""
+def load_cached_features(key: dict[str, Any]) -> torch.Tensor | None:
+    """The cached real features of `key` (float64 N x d), or None when the entry has none (an
+    older entry) or is damaged (named in one sentence; computed again)."""
+    folder = _entry(key)
+    try:
+        if load_cached(key) is None or not folder.verify(FEATURES_FILE):
+            return None
+        return torch.from_numpy(np.array(folder.read_array(FEATURES_FILE), dtype=np.float64))
+    except InputError as error:
+        say(f"{str(error).rstrip('.')}: the real features are computed again")
+        return None
+
+
+def store_cached(
+    key: dict[str, Any], statistics: FeatureStatistics, features: torch.Tensor | None = None
+) -> Path:
+    """Write the statistics of `key` (and the features, float32 when that is exact) as a fresh
+    cache entry (under its lock); return the statistics file."""
     folder = _entry(key)
     with folder.lock(wait=LOCK_WAIT_S):
         folder.clear()  # whatever was there (damaged, or another key's) is replaced whole
+        if features is not None:
+            compact = features.to(torch.float32)
+            exact = torch.equal(compact.to(features.dtype), features)
+            folder.write_array(FEATURES_FILE, (compact if exact else features).numpy())
         statistics.save(folder.file(STATISTICS_FILE), {"key": key})
     return folder.file(STATISTICS_FILE)

