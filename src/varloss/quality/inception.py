@@ -22,6 +22,7 @@ Weights files accepted (`recognise_weights`, by content, not by name):
 from __future__ import annotations
 
 import os
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,7 +78,9 @@ def recognise_weights(path: str | os.PathLike[str]) -> InceptionWeights:
     known = KNOWN_WEIGHTS.get(digest)
     if zipfile.is_zipfile(path):
         try:
-            module = torch.jit.load(str(path), map_location="cpu").eval()
+            with warnings.catch_warnings():  # TorchScript is deprecated; these files are it
+                warnings.simplefilter("ignore", DeprecationWarning)
+                module = torch.jit.load(str(path), map_location="cpu").eval()
         except RuntimeError:
             module = None
         if module is not None:

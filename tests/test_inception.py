@@ -1,0 +1,188 @@
+"""FID Inception features as the reference computes them: uint8 pixels, grey -> RGB, TF1 bilinear
+resize to 299 (align_corners=False, no half-pixel centres), (x - 128) / 128. Checked against an
+independent numpy implementation on small TorchScript weights built here, weights files
+recognised by content, and (when `varloss weights fetch inception` has run) the real weights
+against NVIDIA's grid-sample formulation of the same resize."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from varloss.errors import InputError
+from varloss.quality import fid, get_extractor
+from varloss.quality.inception import (
+    STATE_DICT_KEYS,
+    InceptionExtractor,
+    recognise_weights,
+    tf1_bilinear_resize,
+)
+from varloss.quality.weights import cached_weights
+
+
+def numpy_tf1_resize(image: np.ndarray, size: int) -> np.ndarray:
+    """TF1 ResizeBilinear (legacy: in = out * scale), written as TF's kernel computes it."""
+    height, width = image.shape[-2:]
+    out = np.zeros(image.shape[:-2] + (size, size))
+    for y in range(size):
+        in_y = y * height / size
+        top, bottom = int(np.floor(in_y)), min(int(np.ceil(in_y)), height - 1)
+        y_lerp = in_y - top
+        for x in range(size):
+            in_x = x * width / size
+            left, right = int(np.floor(in_x)), min(int(np.ceil(in_x)), width - 1)
+            x_lerp = in_x - left
+            top_row = (
+                image[..., top, left] + (image[..., top, right] - image[..., top, left]) * x_lerp
+            )
+            low_row = (
+                image[..., bottom, left]
+                + (image[..., bottom, right] - image[..., bottom, left]) * x_lerp
+            )
+            out[..., y, x] = top_row + (low_row - top_row) * y_lerp
+    return out
+
+
+class TinyInception(nn.Module):
+    """Stands in for the 299-input TorchScript: 3 x 299 x 299 -> 2048 features."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 9, stride=6)
+        self.head = nn.Linear(8 * 4 * 4, 2048)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert x.shape[1] == 3 and x.shape[2] == 299
+        hidden = nn.functional.adaptive_avg_pool2d(torch.tanh(self.conv(x)), 4)
+        return torch.relu(self.head(hidden.flatten(1)))
+
+
+class TinyNvidiaInception(nn.Module):
+    """Stands in for NVIDIA's file: uint8-valued images of any size, resized inside."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = TinyInception()
+
+    def forward(self, img: torch.Tensor, return_features: bool = False) -> torch.Tensor:
+        x = nn.functional.interpolate(img, size=(299, 299), mode="bilinear")
+        return self.net((x - 128.0) / 128.0)
+
+
+def scripted(module: nn.Module, path) -> str:
+    torch.manual_seed(0)
+    module = module.eval()
+    torch.jit.script(module).save(str(path))
+    return str(path)
+
+
+@pytest.mark.parametrize(("height", "width", "size"), [(28, 28, 299), (7, 5, 11), (40, 33, 13)])
+def test_tf1_resize_matches_the_kernel(height, width, size) -> None:
+    image = np.random.default_rng(height).uniform(0, 255, (2, 3, height, width))
+    expected = numpy_tf1_resize(image, size)
+    resized = tf1_bilinear_resize(torch.from_numpy(image), size).numpy()
+    np.testing.assert_allclose(resized, expected, rtol=0, atol=1e-9)
+
+
+def test_features_match_an_independent_pipeline(tmp_path) -> None:
+    weights = scripted(TinyInception(), tmp_path / "tiny.pt")
+    extractor = InceptionExtractor(weights, batch_size=3)
+    images = torch.from_numpy(np.random.default_rng(1).uniform(0, 1, (5, 1, 12, 10)))
+    features = extractor.features(images.float()).numpy()
+    # independent: numpy quantisation, grey -> RGB, numpy TF1 resize, scaling; the same weights
+    pixels = np.round(np.clip(images.float().numpy().astype(np.float64), 0, 1) * 255.0)
+    network_input = (numpy_tf1_resize(np.repeat(pixels, 3, axis=1), 299) - 128.0) / 128.0
+    module = torch.jit.load(weights)
+    with torch.no_grad():
+        expected = module(torch.from_numpy(network_input).float()).double().numpy()
+    assert features.shape == (5, 2048) and features.dtype == np.float64
+    assert np.abs(expected).max() > 0.1  # the features are not all zero
+    np.testing.assert_allclose(features, expected, rtol=0, atol=1e-4)
+    info = extractor.info()
+    assert info["weights_kind"] == "torchscript-299" and info["weights_known"] is None
+    assert "tf1-bilinear-299" in info["resize_mode"]
+
+
+def test_channels_last_gives_the_same_features(tmp_path) -> None:
+    weights = scripted(TinyInception(), tmp_path / "tiny.pt")
+    images = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    plain = InceptionExtractor(weights).features(images)
+    last = InceptionExtractor(weights, channels_last=True).features(images)
+    torch.testing.assert_close(last, plain, rtol=0, atol=1e-5)
+
+
+def test_nvidia_style_torchscript_gets_uint8_pixels_at_native_size(tmp_path) -> None:
+    weights = scripted(TinyNvidiaInception(), tmp_path / "nvidia.pt")
+    extractor = InceptionExtractor(weights)
+    assert extractor.weights.kind == "torchscript-uint8"
+    images = torch.rand(3, 1, 9, 9, generator=torch.Generator().manual_seed(3))
+    pixels = (images * 255).round().repeat(1, 3, 1, 1)
+    module = torch.jit.load(weights)
+    with torch.no_grad():
+        expected = module(pixels, return_features=True).double()
+    torch.testing.assert_close(extractor.features(images), expected, rtol=0, atol=1e-6)
+
+
+def test_state_dict_is_recognised_and_needs_torch_fidelity(tmp_path) -> None:
+    path = tmp_path / "pt_inception.pth"
+    torch.save({key: torch.zeros(1) for key in STATE_DICT_KEYS} | {"fc.bias": torch.zeros(1)}, path)
+    assert recognise_weights(path).kind == "state-dict"
+    try:
+        import torch_fidelity  # noqa: F401
+    except ImportError:
+        with pytest.raises(InputError, match=r"state dict.*varloss\[fid\]"):
+            InceptionExtractor(path)
+
+
+def test_other_files_are_refused_in_one_sentence(tmp_path) -> None:
+    other = tmp_path / "other.pth"
+    torch.save({"weight": torch.zeros(2)}, other)
+    text = tmp_path / "notes.txt"
+    text.write_text("not weights")
+    for path in (other, text):
+        with pytest.raises(InputError, match="neither a TorchScript Inception-v3") as error:
+            recognise_weights(path)
+        assert str(error.value).count(". ") == 0
+    with pytest.raises(InputError, match="does not exist"):
+        get_extractor("inception", weights=tmp_path / "missing.pt")
+
+
+def test_fid_on_inception_features_records_them(tmp_path) -> None:
+    weights = scripted(TinyInception(), tmp_path / "tiny.pt")
+    rng = np.random.default_rng(4)
+    real, generated = rng.uniform(0, 1, (24, 1, 8, 8)), rng.uniform(0, 0.8, (24, 1, 8, 8))
+    with pytest.warns(UserWarning, match="singular"):
+        result = fid(real, generated, features="inception", weights=weights, kid=True)
+    assert result["extractor"]["name"] == "inception-v3-tf"
+    assert result["extractor"]["weights_kind"] == "torchscript-299"
+    assert (
+        result["fid"] > 0 and result["kid"] > 0 and result["settings"]["kid"]["subset_size"] == 24
+    )
+
+
+REAL = cached_weights("inception")
+
+
+@pytest.mark.skipif(
+    REAL is None, reason="run `varloss weights fetch inception` to test the real file"
+)
+def test_real_weights_agree_with_nvidia_s_resize() -> None:
+    """The fetched file, fed by varloss, against NVIDIA's grid-sample form of the TF1 resize."""
+    extractor = InceptionExtractor(REAL, batch_size=2)
+    assert extractor.weights.known is not None and extractor.weights.kind == "torchscript-299"
+    images = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(5))
+    features = extractor.features(images)
+    pixels = (images * 255).round().repeat(1, 3, 1, 1)
+    theta = torch.eye(2, 3)
+    theta[0, 2] += 1 / 28 - 1 / 299
+    theta[1, 2] += 1 / 28 - 1 / 299
+    grid = nn.functional.affine_grid(theta.repeat(2, 1, 1), [2, 3, 299, 299], align_corners=False)
+    resized = nn.functional.grid_sample(
+        pixels, grid, mode="bilinear", padding_mode="border", align_corners=False
+    )
+    with torch.no_grad():
+        expected = extractor.model((resized - 128) / 128).double()
+    assert features.shape == (2, 2048) and float(features.abs().max()) > 0.5
+    torch.testing.assert_close(features, expected, rtol=0, atol=1e-4)
