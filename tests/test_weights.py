@@ -10,8 +10,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from test_cli import assert_one_sentence_error, invoke
+
 from varloss.errors import InputError
 from varloss.quality import inception, weights
 from varloss.quality.weights import WEIGHTS, WeightsSource, cached_weights, fetch_weights
