@@ -10,7 +10,10 @@ of time is a row saying so, never a hang):
 2. one run per family of the `paper` preset on MNIST (its first latent size, batch size,
    learning rate and reconstruction protocol) with `--compile --bf16`, epochs capped at
    `--epochs` (1) so that all five fit: seconds per epoch, variance loss and MSE on the test split;
-3. `bench_spectrum.py` when it exists (skipped with a message when it does not).
+3. `bench_spectrum.py` when it exists (skipped with a message when it does not);
+4. `bench_fid.py --device cuda`: Inception-v3 FID features in images/s, varloss against the bare
+   network, float32 and channels-last (needs `varloss weights fetch inception` beforehand; the
+   row says so when the weights are not cached).
 
 Without a CUDA device (or with a CPU build of torch) it says so and exits 0, having measured
 nothing. `--smoke` runs the same parts on the CPU on 500 images, without --compile/--bf16, to
@@ -37,7 +40,7 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 BUDGET_SECONDS = 480  # the 8 minutes, for everything
-SHARES = {"bench_train": 0.2, "families": 0.65, "spectrum": 0.15}
+SHARES = {"bench_train": 0.2, "families": 0.55, "spectrum": 0.15, "inception": 0.1}
 
 
 def paper_mnist_settings() -> tuple[list[str], dict]:
@@ -141,6 +144,26 @@ def spectrum(seconds: float, smoke: bool) -> list[tuple[str, str, str, float]]:
     return [("bench_spectrum.py", "measure with and without spectrum", result, wall)]
 
 
+def inception(device: str, seconds: float, smoke: bool) -> list[tuple[str, str, str, float]]:
+    command = [sys.executable, str(HERE / "bench_fid.py"), "--device", device, "--no-sqrtm"]
+    command += ["--images", "8", "--batch", "4", "--repeats", "1", "--dim", "64"] if smoke else [
+        "--images", "1024", "--batch", "128", "--repeats", "2",
+    ]  # fmt: skip
+    output, wall, status = run_part(command, seconds)
+    rows = re.findall(
+        r"^\| (float32|channels-last) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+)x", output, re.M
+    )
+    if not rows:
+        result = (
+            "skipped: no weights (varloss weights fetch inception)"
+            if "weights" in status
+            else status
+        )
+    else:
+        result = "; ".join(f"{r[0]} {r[2]} img/s ({r[3]}x the bare network's {r[1]})" for r in rows)
+    return [("bench_fid.py", "Inception-v3 FID features, 28 x 28 grey", result, wall)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, default=BUDGET_SECONDS, help="seconds in all")
@@ -162,6 +185,7 @@ def main() -> None:
     rows = bench_train(device, budget["bench_train"], args.smoke)
     rows += family_runs(device, budget["families"], args.epochs, args.smoke)
     rows += spectrum(budget["spectrum"], args.smoke)
+    rows += inception(device, budget["inception"], args.smoke)
     print("\n| part | what | result | wall s |\n|---|---|---|---|")
     for part, what, result, wall in rows:
         print(f"| {part} | {what} | {result} | {wall:.0f} |")
