@@ -34,6 +34,7 @@ from varloss.quality.statistics import (
 )
 
 STATS_CACHE_FORMAT = 1
+TERMS = ("mean_term", "trace_real", "trace_generated", "cross_term")
 
 
 def _unit_images(array: Any, what: str) -> torch.Tensor:
@@ -152,12 +153,7 @@ def fid(
     )
     result: dict[str, Any] = {
         "fid": terms.fid,
-        "terms": {
-            "mean_term": terms.mean_term,
-            "trace_real": terms.trace_real,
-            "trace_generated": terms.trace_generated,
-            "cross_term": terms.cross_term,
-        },
+        "terms": {key: getattr(terms, key) for key in TERMS},
         "trace_ratio": terms.trace_ratio,
         "feature_variance_loss": None if terms.trace_ratio is None else 1.0 - terms.trace_ratio,
         "extractor": info,
@@ -175,15 +171,32 @@ def fid(
         },
         "warnings": notes,
     }
-    if prdc:
-        result.update(compute_prdc(real_features, generated_features))
-    if kid:
-        kid_result = kernel_inception_distance(generated_features, real_features)
-        result.update(kid=kid_result["kid"], kid_std=kid_result["kid_std"])
-        result["settings"]["kid"] = kid_result["settings"]
-    if fid_infinity:
-        _add_fid_infinity(result, real_stats, generated_features)
+    estimators = {"prdc": prdc, "kid": kid, "fid_infinity": fid_infinity}
+    _add_estimators(result, real_stats, real_features, generated_features, estimators)
     return result
+
+
+def _add_estimators(
+    result: dict[str, Any],
+    real_stats: FeatureStatistics,
+    real: torch.Tensor | None,
+    generated: torch.Tensor | None,
+    asked: dict[str, bool],
+) -> None:
+    """The estimators beside FID that `asked` names: prdc, kid, fid_infinity."""
+    if asked["prdc"]:
+        result.update(compute_prdc(real, generated))
+    if asked["kid"]:
+        _add_kid(result, real, generated)
+    if asked["fid_infinity"]:
+        _add_fid_infinity(result, real_stats, generated)
+
+
+def _add_kid(result: dict[str, Any], real: torch.Tensor, generated: torch.Tensor) -> None:
+    """result["kid"], ["kid_std"] and settings["kid"] (`varloss.quality.kid`)."""
+    kid_result = kernel_inception_distance(generated, real)
+    result.update(kid=kid_result["kid"], kid_std=kid_result["kid_std"])
+    result["settings"]["kid"] = kid_result["settings"]
 
 
 def _add_fid_infinity(
