@@ -111,3 +111,7 @@ def test_a_vq_model_is_measured_through_the_cli(folders, tmp_path, monkeypatch, 
     x, y = real.reshape(20, -1).astype(np.float64), reconstructed.reshape(20, -1)
     expected = x.var(0).mean() - y.var(0).mean()
     assert report["variance_loss_reconstructed"] == pytest.approx(expected, rel=1e-5, abs=1e-9)
+    # beside it, what autoencoder papers report: PSNR (here by hand) and SSIM
+    psnr = np.mean(10 * np.log10(1 / ((x - y) ** 2).mean(1)))
+    assert report["quality"]["psnr"] == pytest.approx(psnr, rel=1e-5)
+    assert 0 < report["quality"]["ssim"] <= 1 and report["quality"]["rfid"] is None

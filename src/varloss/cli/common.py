@@ -48,6 +48,14 @@ VARIANCE_ROWS = [
 ]
 
 
+# `varloss measure`'s reconstruction quality (report["quality"]), what autoencoder papers report
+QUALITY_ROWS = [
+    ("PSNR, reconstructed (dB)", "psnr", "mean over images, data range 1"),
+    ("SSIM, reconstructed", "ssim", "mean over images, Gaussian window 11"),
+    ("rFID, reconstructed", "rfid", "FID of the reconstructions against the real images"),
+]
+
+
 def print_variance_table(report: dict, title: str = "variance loss") -> None:
     """The measure keys of a report dict as a rich table, with the ratio variance loss / MSE and
     the report's warnings (`variance_warnings`) as its caption."""
@@ -69,6 +77,10 @@ def print_variance_table(report: dict, title: str = "variance loss") -> None:
     for label, key, digits, meaning in VARIANCE_ROWS:
         if report.get(key) is not None:
             table.add_row(label, number(report[key], digits), meaning)
+    for label, key, meaning in QUALITY_ROWS:
+        value = (report.get("quality") or {}).get(key)
+        if value is not None:
+            table.add_row(label, number(value, 4), meaning)
     Console().print(table)
 
 

@@ -31,6 +31,13 @@ SEED_OPTION = typer.Option(
     help="With --model: seed of the samples' codes and the reconstruction draws (the named "
     "streams `varloss train --seed` evaluates with: a run's seed gives its report.json).",
 )
+# Issue 22: what autoencoder papers report beside the variance loss (PSNR, SSIM always; rFID).
+FID_OPTION = typer.Option(
+    "off",
+    "--fid",
+    help="rFID of the reconstructions against --real on these features: off, domain or "
+    "inception (`varloss weights fetch inception` once). PSNR and SSIM are always reported.",
+)
 RECONSTRUCTION_OPTION = typer.Option(
     Reconstruction.MEAN.value,
     "--reconstruction",
@@ -119,6 +126,7 @@ def measure_command(
     pca: int = PCA_OPTION,
     pca_limit: int = PCA_LIMIT_OPTION,
     threads: str = THREADS_OPTION,
+    fid: str = FID_OPTION,
 ) -> None:
     """How much variance reconstructions and samples lose, and the MSE decomposition behind it.
 
@@ -132,6 +140,7 @@ def measure_command(
 
     threads = threads_option(threads)
     _check_arguments(model, reconstructed, generated, n_generated, json_out, maps, reconstruction)
+    quality = _reconstruction_quality(fid, real, device)
     ranges = parse_ranges(value_range)
     splits = {"spectrum": bands if spectrum else False, "pca": pca, "pca_limit": pca_limit}
     adapter = None if model is None else load_adapter(model, device=device)
@@ -147,8 +156,11 @@ def measure_command(
             batch_size=batch_size,
             value_range=ranges,
             settings=settings,
+            on_pair=quality.update,
             **splits,
         )
+        if report.n_reconstructed:
+            report.quality = quality.compute()
     else:
         report = measure(
             real,
@@ -159,6 +171,8 @@ def measure_command(
             settings=settings,
             **splits,
         )
+        if reconstructed is not None:
+            report.quality = _quality_of_files(quality, real, reconstructed, batch_size)
     _write_outputs(report, json_out, maps)
 
 
@@ -174,6 +188,35 @@ def _settings(real, model, adapter, threads, batch_size: int, ranges) -> dict:
     if adapter is not None:
         settings.update(model_dir=model, adapter=adapter.describe())
     return settings
+
+
+def _reconstruction_quality(fid: str, real: str, device: str):
+    """The PSNR/SSIM/rFID accumulator `--fid` asks for (its extractor made before any work)."""
+    # start-up cost: see varloss/cli/__init__.py
+    from varloss.data import resolve_dataset_spec
+    from varloss.quality import get_extractor
+    from varloss.quality.reconstruction import ReconstructionQuality
+
+    if fid not in ("off", "domain", "inception"):
+        raise InputError(f"--fid must be off, domain or inception, got {fid!r}.")
+    if fid == "off":
+        return ReconstructionQuality()
+    named = resolve_dataset_spec(real) if fid == "domain" else None
+    dataset = named.name if named is not None else None
+    device = "cpu" if device == "auto" else device
+    return ReconstructionQuality(get_extractor(fid, dataset=dataset, device=device))
+
+
+def _quality_of_files(quality, real: str, reconstructed: str, batch_size: int) -> dict:
+    """PSNR, SSIM (and rFID) of --reconstructed against --real, read as `varloss fid` reads."""
+    from varloss.quality.score import load_images  # start-up cost: see cli/__init__.py
+
+    real_images, _ = load_images(real, "real images")
+    reconstructed_images, _ = load_images(reconstructed, "reconstructed images")
+    for start in range(0, real_images.shape[0], batch_size):
+        part = slice(start, start + batch_size)
+        quality.update(real_images[part], reconstructed_images[part])
+    return quality.compute()
 
 
 def _write_outputs(report, json_out: str | None, maps: str | None) -> None:

@@ -53,6 +53,7 @@ def measure_model(
     batch_size: int = NOISE_BLOCK,
     value_range: ValueRange | dict[str, ValueRange] | None = None,
     settings: dict[str, Any] | None = None,
+    on_pair: Callable[[torch.Tensor, torch.Tensor], Any] | None = None,
     **splits: Any,
 ) -> VarianceReport:
     """`measure` a model directly: its reconstructions of `real` and its samples, streamed.
@@ -69,6 +70,8 @@ def measure_model(
     report.json's numbers. Either side may be missing (`model=None`, or no `sample`).
     An `nn.Module` is measured in eval mode and under `torch.no_grad()`, then put back as it was.
     Outputs are checked like `measure`'s inputs; `splits` (spectrum=, pca=) go to `measure`.
+    `on_pair(real, reconstructed)` sees each block of real images with its reconstructions as
+    the model returns them (PSNR, SSIM, rFID: `varloss.quality.ReconstructionQuality`).
     """
     reconstruction = Reconstruction.parse(reconstruction)
     reconstruct, generate = _model_functions(model, reconstruct, generate, reconstruction, seed)
@@ -85,6 +88,8 @@ def measure_model(
             if reconstruct is not None:
                 inputs = images.to(device=device, dtype=torch.float32)
                 outputs.append(_detached(reconstruct(inputs)))
+                if on_pair is not None:
+                    on_pair(images, outputs[-1])
             yield images
 
     def reconstructions() -> Iterator[Any]:

@@ -87,6 +87,8 @@ class VarianceReport:
     # the optional splits (`measure(spectrum=..., pca=...)`): variance.spectrum / variance.pca
     spectrum: dict[str, Any] | None = field(default=None, repr=False)
     pca: dict[str, Any] | None = field(default=None, repr=False)
+    # what autoencoder papers report beside it (PSNR, SSIM, rFID), set by `varloss measure --fid`
+    quality: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
     def ratio_reconstructed(self) -> float | None:
@@ -110,8 +112,8 @@ class VarianceReport:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict of every number, its `warnings` and the settings (the maps are left
-        out); `spectrum` and `pca` only when they were measured."""
-        splits = {name: getattr(self, name) for name in ("spectrum", "pca")}
+        out); `spectrum`, `pca` and `quality` only when they were measured."""
+        splits = {name: getattr(self, name) for name in ("spectrum", "pca", "quality")}
         return {
             "n_real": self.n_real,
             "n_reconstructed": self.n_reconstructed,

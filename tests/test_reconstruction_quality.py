@@ -1,0 +1,98 @@
+"""`varloss measure` reports what autoencoder papers report beside the variance loss: PSNR and
+SSIM (always, with reconstructions) and rFID (`--fid`), checked against numpy / scipy written
+from the definitions, for files and for a model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import scipy.signal
+import torch
+from test_cli import invoke
+from torch import nn
+
+from varloss.quality import frechet_distance, get_extractor
+from varloss.quality.reconstruction import ReconstructionQuality
+
+
+def numpy_psnr(real: np.ndarray, reconstructed: np.ndarray) -> float:
+    mse = ((real.astype(np.float64) - reconstructed) ** 2).reshape(len(real), -1).mean(1)
+    return float(np.mean(10 * np.log10(1.0 / mse)))
+
+
+def numpy_ssim(real: np.ndarray, reconstructed: np.ndarray) -> float:
+    """Wang et al. 2004, Gaussian window 11 / sigma 1.5, images reflect-padded by 5 pixels so
+    the map covers every pixel (as torchmetrics computes it), mean over the map and channels."""
+    offsets = np.arange(11) - 5
+    g = np.exp(-(offsets**2) / (2 * 1.5**2))
+    window = np.outer(g, g) / np.outer(g, g).sum()
+    c1, c2 = 0.01**2, 0.03**2
+    values = []
+    for x_image, y_image in zip(
+        real.astype(np.float64), reconstructed.astype(np.float64), strict=True
+    ):
+        maps = []
+        for x, y in zip(x_image, y_image, strict=True):
+            f = lambda a: scipy.signal.convolve2d(np.pad(a, 5, mode="reflect"), window, "valid")  # noqa: E731
+            mx, my = f(x), f(y)
+            vx, vy, cxy = f(x * x) - mx**2, f(y * y) - my**2, f(x * y) - mx * my
+            maps.append(
+                ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+            )
+        values.append(np.mean(maps))
+    return float(np.mean(values))
+
+
+def pairs(n: int = 12, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    real = rng.uniform(0, 1, (n, 1, 16, 16)).astype(np.float32)
+    noisy = np.clip(real + rng.normal(0, 0.1, real.shape), 0, 1).astype(np.float32)
+    return real, noisy
+
+
+def test_psnr_ssim_and_rfid_match_the_definitions() -> None:
+    real, reconstructed = pairs()
+    quality = ReconstructionQuality(extractor=None)
+    for part in (slice(0, 5), slice(5, 12)):  # batches: the same numbers as one pass
+        quality.update(torch.from_numpy(real[part]), torch.from_numpy(reconstructed[part]))
+    result = quality.compute()
+    assert result["psnr"] == pytest.approx(numpy_psnr(real, reconstructed), rel=1e-10)
+    assert result["ssim"] == pytest.approx(numpy_ssim(real, reconstructed), abs=1e-6)
+    assert result["rfid"] is None and result["settings"]["n"] == 12
+    with_features = ReconstructionQuality(get_extractor(nn.Flatten()))
+    with_features.update(torch.from_numpy(real), torch.from_numpy(reconstructed))
+    x, y = real.reshape(12, -1).astype(np.float64), reconstructed.reshape(12, -1)
+    expected = frechet_distance(x.mean(0), np.cov(x.T), y.mean(0), np.cov(y.T)).fid
+    # the features go through the network in float32, as every extractor's do
+    assert with_features.compute()["rfid"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_small_images_and_exact_reconstructions_say_so() -> None:
+    real = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    quality = ReconstructionQuality()
+    quality.update(real, real)
+    result = quality.compute()
+    assert result["psnr"] is None and result["settings"]["psnr_exact_images_left_out"] == 4
+    assert result["ssim"] is None and "smaller than the SSIM window" in result["settings"]["ssim"]
+
+
+def test_measure_reports_them_for_files(tmp_path, monkeypatch, capsys) -> None:
+    real, reconstructed = pairs(30, seed=2)
+    np.save(tmp_path / "real.npy", real)
+    np.save(tmp_path / "rec.npy", reconstructed)
+    code, out, err = invoke(
+        monkeypatch, capsys, "measure", "--real", str(tmp_path / "real.npy"),
+        "--reconstructed", str(tmp_path / "rec.npy"), "--json", str(tmp_path / "r.json"),
+    )  # fmt: skip
+    assert code == 0, err
+    assert "PSNR" in out and "SSIM" in out
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["quality"]["psnr"] == pytest.approx(numpy_psnr(real, reconstructed), rel=1e-9)
+    assert report["quality"]["ssim"] == pytest.approx(numpy_ssim(real, reconstructed), abs=1e-6)
+    code, _, err = invoke(
+        monkeypatch, capsys, "measure", "--real", str(tmp_path / "real.npy"),
+        "--reconstructed", str(tmp_path / "rec.npy"), "--fid", "sometimes",
+    )  # fmt: skip
+    assert code == 2 and "--fid must be off, domain or inception" in err
