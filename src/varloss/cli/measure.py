@@ -24,6 +24,12 @@ PCA_LIMIT_OPTION = typer.Option(
     3072, "--pca-limit", help="With --pca: most features per image (the covariance is D x D)."
 )
 
+MODEL_OPTION = typer.Option(
+    None,
+    "--model",
+    help="A varloss run folder, pythae:FOLDER or diffusers:FOLDER: measure its reconstructions "
+    "of --real and its samples (an AutoencoderKL's: with --n-generated) directly.",
+)
 # With --model: the one rule of varloss.variance.protocol, shared with `varloss train`.
 SEED_OPTION = typer.Option(
     0,
@@ -101,12 +107,7 @@ def measure_command(
         None, "--reconstructed", help="Reconstructions of --real, same count and order."
     ),
     generated: str = typer.Option(None, "--generated", help="Generated samples (any count)."),
-    model: str = typer.Option(
-        None,
-        "--model",
-        help="A varloss run folder, pythae:FOLDER or diffusers:FOLDER: measure its reconstructions "
-        "of --real and its samples (an AutoencoderKL's: with --n-generated) directly.",
-    ),
+    model: str = MODEL_OPTION,
     n_generated: int = typer.Option(
         None, "--n-generated", help="With --model: samples to draw (default: as many as --real)."
     ),
