@@ -96,3 +96,43 @@ def test_measure_reports_them_for_files(tmp_path, monkeypatch, capsys) -> None:
         "--reconstructed", str(tmp_path / "rec.npy"), "--fid", "sometimes",
     )  # fmt: skip
     assert code == 2 and "--fid must be off, domain or inception" in err
+
+
+class SmallFeatures(nn.Module):
+    """A 299-input TorchScript with 16 features: the Fréchet step at 2048 would dominate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 13, stride=13)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.conv(x)).mean((2, 3))
+
+
+def test_measure_rfid_on_inception_reuses_the_cached_reference(tmp_path, monkeypatch, capsys):
+    """--fid inception with a small TorchScript standing in for the weights: the rFID equals
+    `fid` on the same features, and the real statistics come from the cache the second time."""
+    from test_inception import scripted
+
+    from varloss.data import load
+    from varloss.quality import fid
+
+    monkeypatch.setenv("VARLOSS_DATA_DIR", str(tmp_path / "cache"))
+    weights = scripted(SmallFeatures(), tmp_path / "w.pt")
+    monkeypatch.setenv("VARLOSS_INCEPTION_WEIGHTS", weights)
+    real = load("digits", "test").images.numpy()
+    reconstructed = np.clip(real * 0.7 + 0.1, 0, 1).astype(np.float32)
+    np.save(tmp_path / "rec.npy", reconstructed)
+    command = ["measure", "--real", "digits:test", "--reconstructed", str(tmp_path / "rec.npy")]
+    command += ["--fid", "inception", "--json", str(tmp_path / "r.json")]
+    code, out, err = invoke(monkeypatch, capsys, *command)
+    assert code == 0, err
+    report = json.loads((tmp_path / "r.json").read_text())
+    expected = fid(real, reconstructed, features="inception", kid=False)["fid"]
+    assert report["quality"]["rfid"] == pytest.approx(expected, rel=1e-6)
+    assert "rFID" in out
+    assert list((tmp_path / "cache" / "fid-stats").iterdir())  # the reference, cached
+    code, _, err = invoke(monkeypatch, capsys, *command)
+    assert code == 0 and json.loads((tmp_path / "r.json").read_text())["quality"][
+        "rfid"
+    ] == pytest.approx(expected, rel=1e-6)

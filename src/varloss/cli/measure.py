@@ -197,15 +197,21 @@ def _reconstruction_quality(fid: str, real: str, device: str):
     from varloss.data import resolve_dataset_spec
     from varloss.quality import get_extractor
     from varloss.quality.reconstruction import ReconstructionQuality
+    from varloss.quality.score import reference_statistics
 
     if fid not in ("off", "domain", "inception"):
         raise InputError(f"--fid must be off, domain or inception, got {fid!r}.")
     if fid == "off":
         return ReconstructionQuality()
-    named = resolve_dataset_spec(real) if fid == "domain" else None
+    named = resolve_dataset_spec(real)
     dataset = named.name if named is not None else None
     device = "cpu" if device == "auto" else device
-    return ReconstructionQuality(get_extractor(fid, dataset=dataset, device=device))
+    extractor = get_extractor(fid, dataset=dataset, device=device)
+    if named is None:
+        return ReconstructionQuality(extractor)
+    # a named set's reference statistics: computed once (progress in images/s), then cached
+    statistics, _ = reference_statistics(named, extractor)
+    return ReconstructionQuality(extractor, real_statistics=statistics)
 
 
 def _quality_of_files(quality, real: str, reconstructed: str, batch_size: int) -> dict:

@@ -34,7 +34,7 @@ from varloss.quality.registry import (
     get_extractor,
     register_extractor,
 )
-from varloss.quality.score import feature_statistics, fid
+from varloss.quality.score import feature_statistics, fid, reference_statistics
 from varloss.quality.statistics import FeatureStatistics, FrechetDistance
 from varloss.quality.weights import WEIGHTS, cached_weights, fetch_weights, list_weights
 
@@ -69,5 +69,6 @@ __all__ = [
     "fetch_weights",
     "list_weights",
     "recognise_weights",
+    "reference_statistics",
     "tf1_bilinear_resize",
 ]

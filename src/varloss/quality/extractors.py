@@ -52,16 +52,22 @@ class FeatureExtractor:
         raise NotImplementedError
 
     def iter_features(self, images: torch.Tensor, progress: bool = False) -> Iterator[torch.Tensor]:
-        """Yield float64 feature batches of N x C x H x W images in [0, 1] (bounded memory)."""
-        starts = range(0, images.shape[0], self.batch_size)
+        """Yield float64 feature batches of N x C x H x W images in [0, 1] (bounded memory); with
+        `progress`, a bar counting images (its rate is images/s)."""
         bar = progress_bar(
-            starts, desc=f"features ({self.name})", disable=not progress, leave=False
+            total=images.shape[0],
+            desc=f"features ({self.name})",
+            unit="img",
+            disable=not progress,
+            leave=False,
         )
-        for start in bar:
-            batch = images[start : start + self.batch_size].to(self.device, torch.float32)
-            with torch.no_grad():
-                feats = self._batch_features(batch)
-            yield feats.reshape(feats.shape[0], -1).to("cpu", torch.float64)
+        with bar:
+            for start in range(0, images.shape[0], self.batch_size):
+                batch = images[start : start + self.batch_size].to(self.device, torch.float32)
+                with torch.no_grad():
+                    feats = self._batch_features(batch)
+                bar.update(batch.shape[0])
+                yield feats.reshape(feats.shape[0], -1).to("cpu", torch.float64)
 
     def features(self, images: torch.Tensor, progress: bool = False) -> torch.Tensor:
         """All features of `images` as one float64 N x d tensor."""

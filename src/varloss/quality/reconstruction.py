@@ -8,7 +8,8 @@ batch by batch as `measure_model` produces the pairs.
   sigma 1.5, data range 1; images reflect-padded so the map covers every pixel) per image,
   averaged over images; images smaller than the window have none (None, with the reason).
 - rFID: both sets' features through one extractor ("domain", "inception", ...), accumulated in
-  float64 statistics (`FeatureStatistics`), then `frechet_distance`.
+  float64 statistics (`FeatureStatistics`), then `frechet_distance`; the real side may be given
+  already computed (`reference_statistics`: cached for named data sets).
 """
 
 from __future__ import annotations
@@ -39,14 +40,19 @@ def _pair(real: torch.Tensor, reconstructed: torch.Tensor) -> tuple[torch.Tensor
 class ReconstructionQuality:
     """Running PSNR, SSIM and (with an extractor) rFID of (real, reconstructed) batches."""
 
-    def __init__(self, extractor: FeatureExtractor | None = None) -> None:
+    def __init__(
+        self,
+        extractor: FeatureExtractor | None = None,
+        real_statistics: FeatureStatistics | None = None,
+    ) -> None:
         self.extractor = extractor
+        self.given_real = real_statistics is not None
         self.count = 0
         self.exact = 0  # images reconstructed exactly (infinite PSNR)
         self.psnr_sum = 0.0
         self.ssim_sum = 0.0
         self.ssim_reason: str | None = None
-        self.real_statistics = FeatureStatistics()
+        self.real_statistics = real_statistics or FeatureStatistics()
         self.reconstructed_statistics = FeatureStatistics()
 
     def update(self, real: torch.Tensor, reconstructed: torch.Tensor) -> None:
@@ -67,10 +73,10 @@ class ReconstructionQuality:
             )  # fmt: skip
             self.ssim_sum += float(ssim.sum())
         if self.extractor is not None:
-            for statistics, images in (
-                (self.real_statistics, real),
-                (self.reconstructed_statistics, reconstructed),
-            ):
+            pairs = [(self.reconstructed_statistics, reconstructed)]
+            if not self.given_real:
+                pairs.append((self.real_statistics, real))
+            for statistics, images in pairs:
                 statistics.update(self.extractor.features(images.to(torch.float32)))
 
     def compute(self) -> dict[str, Any]:
@@ -89,6 +95,7 @@ class ReconstructionQuality:
                 "ssim": self.ssim_reason
                 or f"torchmetrics SSIM, Gaussian window {SSIM_WINDOW}, sigma {SSIM_SIGMA}",
                 "rfid_extractor": None if self.extractor is None else self.extractor.info(),
+                "rfid_real_statistics": "given (cached)" if self.given_real else "computed",
             },
         }
         if self.extractor is not None and self.count >= 2:

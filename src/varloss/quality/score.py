@@ -214,6 +214,19 @@ def _add_fid_infinity(
     result["settings"]["fid_infinity"] = fit["settings"]
 
 
+def reference_statistics(
+    real: Any, extractor: FeatureExtractor, *, cache: bool = True, progress: bool = True
+) -> tuple[FeatureStatistics, bool]:
+    """(float64 statistics of the real images' features, whether they came from the cache): a
+    named data set's are cached per data set, split, pixels, extractor, weights and resize, the
+    same entry `fid` reads, so `fid` and `measure --fid` extract a test split once."""
+    images, origin = load_images(real, "real images")
+    statistics, _, cached = _real_statistics(
+        images, origin, extractor, cache=cache, keep_features=False, progress=progress
+    )
+    return statistics, cached
+
+
 def _check_pair(real_images: torch.Tensor, generated_images: torch.Tensor) -> None:
     """Both sets of one image shape, with at least two images each (a covariance needs two)."""
     if real_images.shape[1:] != generated_images.shape[1:]:
