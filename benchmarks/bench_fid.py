@@ -12,7 +12,7 @@ and the Fréchet step against scipy's sqrtm.
 
 Needs the weights (`varloss weights fetch inception`, or --weights PATH).
 
-    python benchmarks/bench_fid.py [--device cpu|cuda] [--images 64] [--batch 32] [--repeats 2]
+    python benchmarks/bench_fid.py [--device cpu|cuda] [--images 64] [--batch 32] [--repeats 3]
                                    [--dim 2048] [--no-sqrtm] [--threads N]
 """
 
@@ -37,18 +37,21 @@ def peak_memory(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def timed(function, repeats: int, device: torch.device) -> float:
-    """Best wall seconds of `repeats` calls (after one warm-up call)."""
-    function()
-    best = float("inf")
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        function()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        best = min(best, time.perf_counter() - start)
+def timed(functions: dict, repeats: int, device: torch.device) -> dict[str, float]:
+    """Best wall seconds of each function over `repeats` rounds, the functions interleaved in
+    every round (a shared machine's load then falls on all of them alike), after one warm-up
+    round (TorchScript specialises on its first calls)."""
+    best = {name: float("inf") for name in functions}
+    for round_ in range(repeats + 1):
+        for name, function in functions.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            function()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if round_:
+                best[name] = min(best[name], time.perf_counter() - start)
     return best
 
 
@@ -79,8 +82,8 @@ def features(args: argparse.Namespace) -> None:
             extractor.features(images)
 
         before = peak_memory(device)
-        seconds_bare = timed(bare, args.repeats, device)
-        seconds_ours = timed(ours, args.repeats, device)
+        seconds = timed({"bare": bare, "ours": ours}, args.repeats, device)
+        seconds_bare, seconds_ours = seconds["bare"], seconds["ours"]
         memory = peak_memory(device) - (0 if device.type == "cuda" else before)
         layout = "channels-last" if channels_last else "float32"
         rate_bare, rate_ours = args.images / seconds_bare, args.images / seconds_ours
@@ -119,7 +122,7 @@ def main() -> None:
     parser.add_argument("--weights", default=None, help="weights file (default: the fetched one)")
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dim", type=int, default=2048, help="Fréchet step dimension")
     parser.add_argument("--no-sqrtm", action="store_true", help="skip scipy's sqrtm (slow)")
     parser.add_argument("--threads", type=int, default=None)

@@ -98,21 +98,10 @@ def test_measure_reports_them_for_files(tmp_path, monkeypatch, capsys) -> None:
     assert code == 2 and "--fid must be off, domain or inception" in err
 
 
-class SmallFeatures(nn.Module):
-    """A 299-input TorchScript with 16 features: the Fréchet step at 2048 would dominate."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 16, 13, stride=13)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.conv(x)).mean((2, 3))
-
-
 def test_measure_rfid_on_inception_reuses_the_cached_reference(tmp_path, monkeypatch, capsys):
     """--fid inception with a small TorchScript standing in for the weights: the rFID equals
     `fid` on the same features, and the real statistics come from the cache the second time."""
-    from test_inception import scripted
+    from test_inception import SmallFeatures, scripted
 
     from varloss.data import load
     from varloss.quality import fid
