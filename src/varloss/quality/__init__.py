@@ -7,8 +7,10 @@
 Pipelines call `fid_or_reason` (one error policy: the FID dict, or None and why not).
 `frechet_distance` works on any (mean, covariance) pairs; `FeatureStatistics` accumulates them
 in float64 and merges exactly; `get_extractor` gives a registered extractor ("domain": a small
-classifier trained by varloss, offline; "inception": FID Inception-v3 by weights path; yours
-through `register_extractor`) or wraps any nn.Module.
+classifier trained by varloss, offline; "inception": the FID Inception-v3 of the papers, its
+weights cached by `fetch_weights("inception")` or given by path; yours through
+`register_extractor`) or wraps any nn.Module. Beside FID: KID (`kid.py`), FID∞
+(`fid_infinity.py`), and PSNR/SSIM/rFID of reconstructions (`reconstruction.py`).
 """
 
 from varloss.quality.domain import (
