@@ -6,6 +6,9 @@ against NVIDIA's grid-sample formulation of the same resize."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -197,3 +200,28 @@ def test_real_weights_agree_with_nvidia_s_resize() -> None:
         expected = extractor.model((resized - 128) / 128).double()
     assert features.shape == (2, 2048) and float(features.abs().max()) > 0.5
     torch.testing.assert_close(features, expected, rtol=0, atol=1e-4)
+
+
+def test_the_fid_command_prints_and_records_kid_and_fid_infinity(tmp_path, monkeypatch, capsys):
+    from test_cli import invoke
+
+    monkeypatch.setenv("VARLOSS_DATA_DIR", str(tmp_path / "cache"))
+    rng = np.random.default_rng(6)
+    np.save(tmp_path / "real.npy", rng.uniform(0, 1, (40, 1, 10, 10)).astype(np.float32))
+    np.save(tmp_path / "gen.npy", rng.uniform(0, 0.7, (40, 1, 10, 10)).astype(np.float32))
+    weights = scripted(SmallFeatures(), tmp_path / "small.pt")
+    code, out, err = invoke(
+        monkeypatch, capsys, "fid", "--real", str(tmp_path / "real.npy"),
+        "--generated", str(tmp_path / "gen.npy"), "--features", "inception",
+        "--weights", weights, "--json", str(tmp_path / "fid.json"),
+    )  # fmt: skip
+    assert code == 0, err
+    assert "FID (inception-v3-tf)" in out and "KID " in out and "FID∞ " in out
+    result = json.loads((tmp_path / "fid.json").read_text())
+    assert result["kid"] is not None and result["fid_infinity"] is not None
+    assert result["settings"]["kid"]["subset_size"] == 40
+    assert result["fid_infinity_fit"]["sizes"] == sorted(set(result["fid_infinity_fit"]["sizes"]))
+    assert (
+        result["extractor"]["weights_hash"]
+        == hashlib.sha256(open(weights, "rb").read()).hexdigest()
+    )
