@@ -192,7 +192,7 @@ def test_train_refuses_bad_settings_naming_their_option(monkeypatch, capsys, tmp
     """TrainConfig's rule refuses the value; the sentence names the option the user typed."""
     out = str(tmp_path / "run")
     for args, expected in [
-        (["--fid", "sometimes"], "--fid must be one of auto, on, off, got 'sometimes'."),
+        (["--fid", "sometimes"], "--fid must be one of auto, on, off, inception, got 'sometimes'."),
         (["--epochs", "0"], "--epochs must be a positive integer, got 0."),
         (["--limit", "1"], "--limit must be an integer of at least 2, got 1."),
         (["--validation", "1.5"], "--validation must be a fraction of the training images"),

@@ -225,3 +225,24 @@ def test_the_fid_command_prints_and_records_kid_and_fid_infinity(tmp_path, monke
         result["extractor"]["weights_hash"]
         == hashlib.sha256(open(weights, "rb").read()).hexdigest()
     )
+
+
+def test_pipelines_fid_mode_inception(tmp_path, monkeypatch) -> None:
+    """`--fid inception` in train/correct/study: fid_or_reason takes the Inception features, and
+    without weights gives the reason (never an error that fails a finished run)."""
+    from varloss.pipelines.evaluate import fid_wanted
+    from varloss.quality import fid_or_reason
+    from varloss.train_config import TrainConfig
+
+    monkeypatch.setenv("VARLOSS_DATA_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("VARLOSS_INCEPTION_WEIGHTS", raising=False)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    rng = np.random.default_rng(7)
+    real, generated = rng.uniform(0, 1, (30, 1, 8, 8)), torch.rand(30, 1, 8, 8) * 0.5
+    result, reason = fid_or_reason(real, generated, dataset="nothing", mode="inception")
+    assert result is None and "varloss weights fetch inception" in reason
+    monkeypatch.setenv("VARLOSS_INCEPTION_WEIGHTS", scripted(SmallFeatures(), tmp_path / "s.pt"))
+    result, reason = fid_or_reason(real, generated, dataset="nothing", mode="inception")
+    assert reason is None and result["extractor"]["name"] == "inception-v3-tf"
+    assert result["fid"] == pytest.approx(fid(real, generated, features="inception")["fid"])
+    assert fid_wanted(TrainConfig(dataset="digits", fid="inception"))

@@ -137,7 +137,7 @@ def test_construction_refuses_each_bad_setting_in_one_sentence_naming_it() -> No
         ("limit", 1, "limit must be an integer of at least 2, got 1."),
         ("lr", float("nan"), "lr must be a positive number, got nan."),
         ("schedule", "linear", "schedule must be one of constant, cosine, step, got 'linear'."),
-        ("fid", "sometimes", "fid must be one of auto, on, off, got 'sometimes'."),
+        ("fid", "sometimes", "fid must be one of auto, on, off, inception, got 'sometimes'."),
         ("reconstruction", "median", "reconstruction must be one of mean, sample, got 'median'."),
         ("hyper", [1], "hyper must be a dict of hyper-parameters, got [1]."),
         ("family", "", "family must be a model family name, got ''."),

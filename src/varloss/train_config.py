@@ -241,7 +241,8 @@ class TrainConfig:
     fid: str = setting(
         "auto", "--fid",
         help="FID (domain features) of the samples: auto (if the classifier is cached), on "
-        "(train it if needed; also --fid alone), off.",
+        "(train it if needed; also --fid alone), off; or inception (the papers' Inception-v3: "
+        "`varloss weights fetch inception` once).",
         expects=f"one of {', '.join(FID_MODES)}", accepts=_one_of(FID_MODES),
     )  # fmt: skip
     reconstruction: str = setting(

@@ -94,7 +94,8 @@ def correct_command(
         "auto",
         "--fid",
         help="FID (domain features) of each method's samples: auto (if the classifier is "
-        "cached), on (train it if needed; also --fid alone, after RUN_DIR), off.",
+        "cached), on (train it if needed; also --fid alone, after RUN_DIR), off; or inception "
+        "(the papers' Inception-v3: `varloss weights fetch inception` once).",
     ),
     stage2_steps: int = typer.Option(None, "--stage2-steps", help="Second-stage training steps."),
     tau: float = typer.Option(None, "--tau", help="Fixed temperature instead of the search."),

@@ -409,7 +409,9 @@ def _settings(
         "test_images": None if inputs.data.test is None else str(inputs.data.test),
         "latent_dim": int(inputs.model.latent_dim),
         "fid": fid,
-        "fid_features": "domain" if baseline["fid"] is not None else None,
+        "fid_features": None
+        if baseline["fid"] is None
+        else ("inception" if fid == "inception" else "domain"),
         "gap_closed_definition": GAP_CLOSED_DEFINITION,
         "varloss_version": __version__,
     }

@@ -135,15 +135,17 @@ def _draws(
 
 
 def fid_wanted(config: TrainConfig) -> bool:
-    """--fid on, or auto with the data set's domain classifier already cached; never with off."""
+    """--fid on or inception, or auto with the data set's domain classifier already cached;
+    never with off."""
     if config.fid == "off":
         return False
-    return config.fid == "on" or domain_extractor_available(config.dataset)
+    return config.fid in ("on", "inception") or domain_extractor_available(config.dataset)
 
 
 def sample_fid(
     test_set: Any, generated: torch.Tensor, config: TrainConfig
 ) -> tuple[dict[str, Any] | None, str | None]:
-    """FID (domain features) of the prior samples against the test split, or None and why: a
-    missing classifier must not fail a finished training run (the policy of `fid_or_reason`)."""
+    """FID (domain or Inception features, as --fid says) of the prior samples against the test
+    split, or None and why: a missing classifier or missing weights must not fail a finished
+    training run (the policy of `fid_or_reason`)."""
     return fid_or_reason(test_set, generated, dataset=config.dataset, mode=config.fid)

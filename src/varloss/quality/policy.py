@@ -5,7 +5,9 @@ the FID could not be computed, so they call `fid_or_reason`, which returns the F
 None and one sentence saying why not. The policy, in one place:
 
 - mode "off": no FID; "auto": only when the domain classifier of the data set is already
-  cached (never trains one); "on": trains and caches it if needed (a bool: True = "on").
+  cached (never trains one); "on": trains and caches it if needed (a bool: True = "on");
+  "inception": on the FID Inception-v3 of the papers (`varloss weights fetch inception` once;
+  the real statistics are cached per data set, split and weights, so they are extracted once).
 - An `InputError` (images of the wrong shape, missing weights, a data set without labels...)
   becomes the reason; any other exception is a bug and propagates.
 - Tensors of samples are clamped to [0, 1]: decoders may overshoot by rounding, FID sees images.
@@ -40,6 +42,8 @@ def fid_or_reason(
     `real`/`generated`/`options` are those of `fid`; `dataset` names the domain classifier.
     """
     mode = fid_mode(mode)
+    if mode == "inception":
+        features, mode = "inception", "on"
     if mode == "off":
         return None, "not computed (--fid off)"
     if mode == "auto" and features == "domain" and not domain_extractor_available(dataset):

@@ -121,12 +121,14 @@ def protocol_of(record: Mapping[str, Any] | None) -> Reconstruction:
     return recorded_protocol(record) or DEFAULT_RECONSTRUCTION
 
 
-FID_MODES = ("auto", "on", "off")
+# "inception": the FID Inception-v3 of the papers (weights fetched once), instead of the domain
+# classifier; `varloss.quality.fid_or_reason` applies the modes.
+FID_MODES = ("auto", "on", "off", "inception")
 
 
 def fid_mode(mode: Any, name: str = "fid") -> str:
-    """ "auto" | "on" | "off" from a mode or a bool (True -> "on", False -> "off"), or an
-    InputError naming `name` (e.g. "--fid") and the choices."""
+    """ "auto" | "on" | "off" | "inception" from a mode or a bool (True -> "on", False ->
+    "off"), or an InputError naming `name` (e.g. "--fid") and the choices."""
     if isinstance(mode, bool):
         return "on" if mode else "off"
     if mode not in FID_MODES:
