@@ -190,7 +190,8 @@ def test_fid_mode_has_one_home_and_one_sentence() -> None:
     assert [protocol.fid_mode(m) for m in ("auto", "on", "off", True, False)] == [
         "auto", "on", "off", "on", "off",
     ]  # fmt: skip
-    with pytest.raises(InputError, match=r"^--fid must be one of auto, on, off, inception, got 'yes'\.$"):
+    sentence = r"^--fid must be one of auto, on, off, inception, got 'yes'\.$"
+    with pytest.raises(InputError, match=sentence):
         protocol.fid_mode("yes", "--fid")
     with pytest.raises((InputError, SettingError), match="one of auto, on, off"):
         TrainConfig(fid="sometimes")
