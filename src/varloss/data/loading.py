@@ -34,7 +34,14 @@ from varloss.data.catalogue import (
 from varloss.data.convert import to_images
 from varloss.data.imageset import ImageSet, uint8_to_imageset
 from varloss.data.patches import missing_packages
-from varloss.data.readers import npz_keys, pick_key, read_array_file, read_image_folder, split_key
+from varloss.data.readers import (
+    npz_keys,
+    npz_member,
+    pick_key,
+    read_array_file,
+    read_image_folder,
+    split_key,
+)
 from varloss.data.sources import sources_for
 from varloss.errors import InputError
 
@@ -75,12 +82,18 @@ def _npz_split_arrays(
             )
         with np.load(path, allow_pickle=False) as archive:
             labels_key = f"{split}_labels"
-            labels = archive[labels_key] if labels_key in keys else None
-            return archive[split], labels, f"array {split!r}"
+            labels = (
+                npz_member(archive, labels_key, path, what) if labels_key in keys else None
+            )
+            return npz_member(archive, split, path, what), labels, f"array {split!r}"
     chosen = pick_key(keys, key, path, what)
     with np.load(path, allow_pickle=False) as archive:
-        images = archive[chosen]
-        labels = archive["labels"] if "labels" in keys and chosen != "labels" else None
+        images = npz_member(archive, chosen, path, what)
+        labels = (
+            npz_member(archive, "labels", path, what)
+            if "labels" in keys and chosen != "labels"
+            else None
+        )
     if labels is not None and labels.shape[:1] != images.shape[:1]:
         labels = None
     return images, labels, f"array {chosen!r}, the whole file"

@@ -12,6 +12,9 @@ RGB otherwise (alpha dropped), 16-bit grayscale scaled to 8 bits.
 
 from __future__ import annotations
 
+import contextlib
+import pickle
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -95,14 +98,49 @@ def read_array_file(path: Path, key: str | None, name: str = "input") -> Any:
 
 # ---- array formats ----
 
+_OBJECTS = (
+    "holds Python objects (an object array, which only a pickle can restore), not numbers; "
+    "varloss never unpickles data: save a numeric array instead, e.g. np.asarray(x, float)"
+)
+
+
+def _npy_holds_objects(path: Path) -> bool:
+    """Whether an .npy file's header declares Python objects (read without loading them)."""
+    try:
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            if version == (1, 0):
+                _, _, dtype = np.lib.format.read_array_header_1_0(handle)
+            else:
+                _, _, dtype = np.lib.format.read_array_header_2_0(handle)
+    except Exception:  # noqa: BLE001 - not a readable .npy: the caller's own sentence says so
+        return False
+    return bool(dtype.hasobject)
+
 
 def _read_npy(path: Path, key: str | None, name: str) -> np.ndarray:
     if key is not None:
         raise InputError(f"{name} file {path} holds one array, not named arrays; drop :{key}.")
+    if _npy_holds_objects(path):
+        raise InputError(f"{name} file {path} {_OBJECTS}.")
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
     except Exception as error:  # noqa: BLE001 - any reader failure is a user-facing input problem
         raise InputError(f"{name} file {path} could not be read as .npy ({error}).") from None
+
+
+def npz_member(archive: Any, key: str, path: Path, name: str) -> np.ndarray:
+    """Array `key` of an open .npz archive (np.load, allow_pickle=False), every failure (object
+    arrays, damaged members) one InputError naming `path:key`. The one way varloss reads .npz
+    members, so `npz:`, `file:key` and the data-set readers say the same."""
+    try:
+        return archive[key]
+    except ValueError as error:
+        if "Object arrays" in str(error):
+            raise InputError(f"{name} array {path}:{key} {_OBJECTS}.") from None
+        raise InputError(f"{name} array {path}:{key} could not be read ({error}).") from None
+    except Exception as error:  # noqa: BLE001
+        raise InputError(f"{name} array {path}:{key} could not be read ({error}).") from None
 
 
 def _read_npz(path: Path, key: str | None, name: str) -> np.ndarray:
@@ -112,10 +150,7 @@ def _read_npz(path: Path, key: str | None, name: str) -> np.ndarray:
         raise InputError(f"{name} file {path} could not be read as .npz ({error}).") from None
     with archive:
         key = pick_key(list(archive.files), key, path, name)
-        try:
-            return archive[key]
-        except Exception as error:  # noqa: BLE001
-            raise InputError(f"{name} array {path}:{key} could not be read ({error}).") from None
+        return npz_member(archive, key, path, name)
 
 
 def npz_keys(path: Path, name: str = "input") -> list[str]:
@@ -145,6 +180,12 @@ def _read_torch(path: Path, key: str | None, name: str) -> torch.Tensor:
     `weights_only=True` (no code runs) and memory-mapped."""
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError:  # torch's long advice to turn weights_only off: never that
+        raise InputError(
+            f"{name} file {path} holds Python objects other than tensors, numbers and dicts; "
+            "varloss loads only tensors from .pt files and never runs code stored in one: save "
+            "a tensor (or a dict of tensors) with torch.save."
+        ) from None
     except Exception as error:  # noqa: BLE001
         raise InputError(
             f"{name} file {path} could not be read as a torch-saved tensor ({error})."
@@ -187,18 +228,36 @@ def _gray_uint8(image: Any) -> np.ndarray:
     return np.asarray(image.convert("L"), dtype=np.uint8)
 
 
+@contextlib.contextmanager
+def open_image(path: Path, name: str = "input") -> Iterator[Any]:
+    """`PIL.Image.open(path)`, every failure one InputError naming the file: undecodable files,
+    and decompression bombs (more pixels than `PIL.Image.MAX_IMAGE_PIXELS`: PIL's warning is
+    taken as the refusal it announces, since such an image is no model's input)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                yield image
+    except InputError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InputError(
+            f"{name} image {path} declares more than {Image.MAX_IMAGE_PIXELS} pixels "
+            "(PIL's decompression-bomb limit); expected an image of ordinary size."
+        ) from None
+    except (OSError, ValueError, SyntaxError) as error:
+        raise InputError(f"{name} image {path} could not be decoded ({error}).") from None
+
+
 def decode_image(path: Path, name: str = "input", gray: bool | None = None) -> np.ndarray:
     """One image file as uint8 C x H x W: 1 channel when `gray` (default: when it is grayscale),
     else RGB."""
-    try:
-        with Image.open(path) as image:
-            if gray is None:
-                gray = _is_gray(image)
-            if gray:
-                return _gray_uint8(image)[None]
-            return np.asarray(image.convert("RGB"), dtype=np.uint8).transpose(2, 0, 1)
-    except (OSError, ValueError, SyntaxError) as error:
-        raise InputError(f"{name} image {path} could not be decoded ({error}).") from None
+    with open_image(path, name) as image:
+        if gray is None:
+            gray = _is_gray(image)
+        if gray:
+            return _gray_uint8(image)[None]
+        return np.asarray(image.convert("RGB"), dtype=np.uint8).transpose(2, 0, 1)
 
 
 def _read_image(path: Path, key: str | None, name: str) -> np.ndarray:
@@ -228,19 +287,16 @@ def folder_is_gray(files: list[Path], name: str = "input") -> bool:
     first_size = None
     gray = True
     for path in files:
-        try:
-            with Image.open(path) as image:
-                if first_size is None:
-                    first_size = image.size
-                elif image.size != first_size:
-                    raise InputError(
-                        f"{name} image {path} is {image.size[1]} x {image.size[0]} but the first "
-                        f"image is {first_size[1]} x {first_size[0]}; all images of a set must "
-                        "have one size."
-                    )
-                gray = gray and _is_gray(image)
-        except (OSError, ValueError, SyntaxError) as error:
-            raise InputError(f"{name} image {path} could not be decoded ({error}).") from None
+        with open_image(path, name) as image:
+            if first_size is None:
+                first_size = image.size
+            elif image.size != first_size:
+                raise InputError(
+                    f"{name} image {path} is {image.size[1]} x {image.size[0]} but the first "
+                    f"image is {first_size[1]} x {first_size[0]}; all images of a set must "
+                    "have one size."
+                )
+            gray = gray and _is_gray(image)
     return gray
 
 
