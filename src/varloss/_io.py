@@ -63,7 +63,16 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n")
+    """`obj` as indented JSON, atomically; a NaN or infinity (which JSON cannot hold and no
+    varloss result may be) is one InputError naming the file, which is not written."""
+    try:
+        text = json.dumps(obj, indent=2, sort_keys=False, allow_nan=False)
+    except ValueError as error:
+        raise InputError(
+            f"{path} was not written: a result is not a finite number ({error}); check the "
+            "inputs' value ranges."
+        ) from None
+    atomic_write_text(path, text + "\n")
 
 
 def check_output_path(path: str | os.PathLike[str], what: str, *, folder: bool = False) -> Path:
@@ -71,8 +80,10 @@ def check_output_path(path: str | os.PathLike[str], what: str, *, folder: bool =
     `what` (e.g. "--json") when `path` is a folder given as a file (or a file given as a
     folder), lies under a regular file, is a device or /proc entry, or its folder refuses
     new files. Nothing is created: the probe file is deleted at once."""
-    target = Path(path).expanduser()
     shown = f"{what} {str(path)!r}"
+    if not str(path).strip():  # Path("") is the current folder: never written into by accident
+        raise InputError(f"{shown} is empty; expected a {'folder' if folder else 'file'} name.")
+    target = Path(path).expanduser()
     if target.exists() or target.is_symlink():
         if folder and not target.is_dir():
             raise InputError(f"{shown} is a file; expected a folder (or a new folder's name).")

@@ -48,15 +48,20 @@ def image_layout(shape: tuple[int, ...] | torch.Size, name: str = "images") -> t
         raise InputError(
             f"{name} is a single number (a 0-d array); expected a batch shaped {_LAYOUTS}."
         )
+    if len(shape) not in (2, 3, 4):
+        raise InputError(f"{name} has shape {shape_text(shape)}; expected {_LAYOUTS}.")
+    if 0 in tuple(shape[1:]):  # a variance over no pixels is 0/0: refused, never printed as nan
+        raise InputError(
+            f"{name} has shape {shape_text(shape)}, images without pixels (an axis of size 0); "
+            "expected at least one value per sample."
+        )
     if len(shape) == 2:
         return (int(shape[1]),)
     if len(shape) == 3:
         return (1, int(shape[1]), int(shape[2]))
-    if len(shape) == 4:
-        if is_channels_last(shape):
-            return (int(shape[3]), int(shape[1]), int(shape[2]))
-        return tuple(int(s) for s in shape[1:])
-    raise InputError(f"{name} has shape {shape_text(shape)}; expected {_LAYOUTS}.")
+    if is_channels_last(shape):
+        return (int(shape[3]), int(shape[1]), int(shape[2]))
+    return tuple(int(s) for s in shape[1:])
 
 
 def as_tensor(x: Any, name: str = "images") -> torch.Tensor:

@@ -61,18 +61,41 @@ def _range_kind(low: float, high: float) -> str | None:
     return None
 
 
+_KIND_SPANS = {"[0, 1]": (0.0, 1.0), "[-1, 1]": (-1.0, 1.0), "[0, 255]": (0.0, 255.0)}
+
+
+def _far_outside(base: CheckedStream, other: CheckedStream) -> bool:
+    """Whether `other`'s values leave `base`'s range (its conventional one, else the observed
+    one) by more than that range's width on either side: 0-65535 or 1e10 beside [0, 1] data,
+    not a decoder's overshoot to 1.3."""
+    kind = _range_kind(base.low, base.high)
+    low, high = _KIND_SPANS[kind] if kind else (base.low, base.high)
+    width = high - low
+    return width > 0 and (other.low < low - width or other.high > high + width)
+
+
 def _check_ranges(real: CheckedStream, other: CheckedStream) -> None:
+    """Refuse a set whose values are visibly on another range than the real set's (two
+    conventional ranges that differ, or values far outside the other's range), unless its
+    range was declared: the float counterpart of the integers' rule in `to_images`."""
+    if other.value_range is not None:
+        return
     kind_real, kind_other = _range_kind(real.low, real.high), _range_kind(other.low, other.high)
-    if kind_real and kind_other and kind_real != kind_other:
-        name = other.stream.name
-        raise InputError(
-            f"{name} values lie in [{other.low:.3g}, {other.high:.3g}] (a {kind_other} range) "
-            "but real values "
-            f"in [{real.low:.3g}, {real.high:.3g}] (a {kind_real} range); rescale one of them "
-            "or declare "
-            f"its range, e.g. --range {name}={kind_other[1:-1].replace(' ', '')} "
-            f"(value_range={{'{name}': ({kind_other[1:-1]})}} in Python)."
-        )
+    apart = bool(kind_real and kind_other and kind_real != kind_other)
+    if not (apart or _far_outside(real, other) or _far_outside(other, real)):
+        return
+    name = other.stream.name
+    described = f" (a {kind_other} range)" if kind_other else ""
+    real_described = f" (a {kind_real} range)" if kind_real else ""
+    # the set to declare: the one off the conventional ranges (else the compared set)
+    odd, kind = ("real", kind_real) if kind_other and not kind_real else (name, kind_other)
+    declared = kind[1:-1].replace(" ", "") if kind else "LOW,HIGH"
+    raise InputError(
+        f"{name} values lie in [{other.low:.3g}, {other.high:.3g}]{described} but real values "
+        f"in [{real.low:.3g}, {real.high:.3g}]{real_described}; rescale one of them or declare "
+        f"its range, e.g. --range {odd}={declared} "
+        f"(value_range={{'{odd}': ({declared.replace(',', ', ')})}} in Python)."
+    )
 
 
 def normalise_ranges(value_range: Any) -> dict[str, ValueRange | None]:
@@ -150,6 +173,7 @@ def measure(
     generated_moments = None if gen is None else _generated_moments(real_set, gen, breakdowns)
 
     report = report_from_moments(list(real_set.dims), real_moments, paired, generated_moments)
+    _require_finite(report, checked)
     breakdowns.attach(report)
     report.settings = {
         "inputs": {name: c.stream.description for name, c in checked.items()},
@@ -165,6 +189,23 @@ def measure(
         **(settings or {}),
     }
     return report
+
+
+def _require_finite(report: VarianceReport, checked: dict[str, CheckedStream]) -> None:
+    """Refuse numbers that cannot be right (float64 overflow), naming the set with the largest
+    values: no infinite variance or NaN loss ever leaves `measure`."""
+    bad = report.non_finite()
+    if not bad:
+        return
+    name, largest = max(
+        ((name, max(abs(c.low), abs(c.high))) for name, c in checked.items()),
+        key=lambda item: item[1],
+    )
+    raise InputError(
+        f"{name} values reach {largest:.3g}, so {', '.join(bad)} overflow float64 (squares of "
+        f"values beyond about 1e154 are infinite); rescale {name}, e.g. declare its range with "
+        f"--range {name}=LOW,HIGH (value_range in Python)."
+    )
 
 
 def _check_pairing(n_real: int, n_recon: int) -> None:

@@ -104,6 +104,18 @@ class VarianceReport:
             return None
         return self.variance_loss_generated / self.mse
 
+    def non_finite(self) -> list[str]:
+        """The names of the numbers (ratios and per-channel values included) that are infinite or
+        NaN, e.g. when squares of values near 1e200 overflow float64; `measure` refuses them."""
+        numbers = {key: getattr(self, key) for key in ("var_real", *MAP_SUMMARY_KEYS[1:])}
+        numbers.update(ratio_reconstructed=self.ratio_reconstructed)
+        numbers.update(ratio_generated=self.ratio_generated)
+        bad = [k for k, v in numbers.items() if v is not None and not math.isfinite(v)]
+        for key, values in self.per_channel.items():
+            if key not in bad and not all(math.isfinite(v) for v in values):
+                bad.append(key)
+        return bad
+
     @property
     def warnings(self) -> list[str]:
         """What a reader of these numbers must be told (`variance_warnings`): a set that does
