@@ -16,6 +16,7 @@ import typer
 from typer.core import TyperCommand
 
 from varloss._version import __version__
+from varloss.cli.common import check_finite_options
 from varloss.cli.registries import fill_registry_names
 from varloss.errors import InputError, TrainingError
 
@@ -48,6 +49,10 @@ class VarlossCommand(TyperCommand):
                 if following.startswith("-"):
                     given.append(self.optional_values[word])
         return super().parse_args(ctx, given)
+
+    def invoke(self, ctx: click.Context) -> object:
+        check_finite_options(ctx)
+        return super().invoke(ctx)
 
     def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         for item in [self, *self.params]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -97,3 +100,16 @@ def parse_crop(crop: str | None) -> tuple[int, ...] | None:
 def threads_option(value: str | None) -> int | str | None:
     """--threads as given on the command line: "auto" or a positive integer."""
     return parse_threads(value, "--threads")
+
+
+def check_finite_options(ctx: Any) -> None:
+    """Refuse infinite or NaN values of every float option of a command (`--tau inf`,
+    `--lr nan`) in one sentence: the one check, run by every varloss command before its body
+    (`VarlossCommand.invoke`)."""
+    for param in ctx.command.params:
+        value: Any = ctx.params.get(param.name)
+        for item in value if isinstance(value, list | tuple) else [value]:
+            if isinstance(item, float) and not math.isfinite(item):
+                opts = getattr(param, "opts", None)
+                flag = max(opts, key=len) if opts else param.name
+                raise InputError(f"{flag} must be a finite number, got {item}.")

@@ -17,23 +17,20 @@ import torch
 import torch.distributed as dist
 
 from varloss import __version__
-from varloss.errors import InputError
+from varloss.models.adapters import resolve_device
 from varloss.variance.protocol import epoch_seed  # noqa: F401  (re-exported: the one rule)
 
 
 def pick_device(requested: str | None = "auto") -> torch.device:
-    """CUDA when present (or asked for), else CPU; under torchrun each rank takes its local GPU."""
-    if requested in ("auto", "", None):
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
-    if requested.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise InputError(f"device {requested!r} was asked for but CUDA is not available here.")
-        if requested == "cuda" and "LOCAL_RANK" in os.environ:
-            requested = f"cuda:{int(os.environ['LOCAL_RANK'])}"
-    try:
-        return torch.device(requested)
-    except RuntimeError:
-        raise InputError(f"device must be auto, cpu, cuda or cuda:N, got {requested!r}.") from None
+    """CUDA when present (or asked for), else CPU; under torchrun each rank takes its local GPU.
+    A device torch cannot run a model on is one InputError (`resolve_device`, the one check)."""
+    if (
+        requested == "cuda"
+        and "LOCAL_RANK" in os.environ
+        and torch.cuda.is_available()
+    ):
+        requested = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    return resolve_device(requested)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from varloss.models.adapters.registry import (
     as_adapter,
     load_adapter,
     register_adapter,
+    resolve_device,
     split_spec,
 )
 
@@ -34,5 +35,6 @@ __all__ = [
     "as_adapter",
     "load_adapter",
     "register_adapter",
+    "resolve_device",
     "split_spec",
 ]

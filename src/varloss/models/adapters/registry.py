@@ -88,7 +88,7 @@ def load_adapter(
     loader = ADAPTERS[prefix]  # an unknown prefix: one sentence, with the plugin hint
     if not path:
         raise InputError(f"model {str(spec)!r} names no folder after {prefix}:.")
-    adapter = loader(path, device=_device(device), **options)
+    adapter = loader(path, device=resolve_device(device), **options)
     if not isinstance(adapter, ModelAdapter):
         raise InputError(
             f"the loader of prefix {prefix!r} returned {type(adapter).__name__}, not a "
@@ -97,16 +97,27 @@ def load_adapter(
     return adapter
 
 
-def _device(device: str | torch.device) -> torch.device:
-    """`device` as a torch.device; "auto" is CUDA when present, else the CPU."""
-    if device == "auto":
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """`device` as a torch.device that torch can compute on here; "auto" (or None, "") is CUDA
+    when present, else the CPU. The one check of every `--device` (measure, correct, train): a
+    device torch knows but cannot run a model on (`meta`, a missing `cuda:7`) is one
+    InputError, before any model file is read."""
+    if device in ("auto", "", None):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         found = torch.device(device)
     except (RuntimeError, TypeError):
         raise InputError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}.") from None
     if found.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {device!r} was asked for but CUDA is not available here.")
+        raise InputError(f"device {str(device)!r} was asked for but CUDA is not available here.")
+    try:  # a tensor made, computed on and copied back: what running a model needs
+        torch.ones(1, device=found).add(1).cpu()
+    except Exception as error:  # noqa: BLE001 - torch raises RuntimeError, NotImplementedError...
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise InputError(
+            f"device {str(device)!r} cannot run models here ({reason.rstrip('.')}); expected "
+            "auto, cpu, cuda or cuda:N."
+        ) from None
     return found
 
 
