@@ -31,7 +31,7 @@ from varloss.data.catalogue import (
     check_split,
     parse_name,
 )
-from varloss.data.convert import to_images
+from varloss.data.convert import shape_text, to_images
 from varloss.data.imageset import ImageSet, uint8_to_imageset
 from varloss.data.patches import missing_packages
 from varloss.data.readers import (
@@ -48,6 +48,7 @@ from varloss.errors import InputError
 __all__ = [
     "DATASETS",
     "available_names",
+    "check_split_shapes",
     "dataset_status",
     "ensure",
     "fetch",
@@ -143,6 +144,40 @@ def _load_folder(name: str, argument: str, split: str, limit: int | None) -> Ima
     return loaded
 
 
+def _separate_splits(kind: str, argument: str) -> bool:
+    """Whether user data (`npz:`, `folder:`) holds train and test splits of its own (else its
+    one set serves as both, and the splits cannot differ)."""
+    if kind == "folder":
+        root = Path(argument).expanduser()
+        return all((root / split).is_dir() for split in NPZ_SPLIT_KEYS)
+    path, key = split_key(argument)
+    if key is not None or path.suffix.lower() != ".npz" or not path.is_file():
+        return False
+    return all(split in npz_keys(path, f"data set {kind}:{argument}") for split in NPZ_SPLIT_KEYS)
+
+
+def check_split_shapes(
+    name: str, loaded: dict[str, ImageSet] | None = None, *, data_path: Any = None
+) -> None:
+    """Refuse, up front, a data set whose train and test images differ in shape (an .npz with
+    8 x 8 train and 10 x 10 test arrays), in one sentence: a model trained on one split could
+    not be measured on the other. Canonical sets have one shape by construction; `loaded` are
+    splits already in hand (`info`), the others are read here."""
+    kind, argument = parse_name(name)
+    if kind not in ("folder", "npz") or argument is None or not _separate_splits(kind, argument):
+        return
+    loaded = dict(loaded or {})
+    for split in NPZ_SPLIT_KEYS:
+        if split not in loaded:
+            loaded[split] = load(name, split, data_path=data_path, limit=1)
+    train, test = (tuple(loaded[split].image_shape) for split in NPZ_SPLIT_KEYS)
+    if train != test:
+        raise InputError(
+            f"data set {name} has train images of {shape_text(train)} but test images of "
+            f"{shape_text(test)}; both splits must have one shape."
+        )
+
+
 # ---- public API ----
 
 
@@ -227,6 +262,7 @@ def info(
         # Both splits are the same data unless a folder has train/ and test/ subfolders or
         # an .npz has train and test arrays.
         loaded = {split: load(name, split) for split in ("train", "test")}
+        check_split_shapes(name, loaded)
         splits = {
             split: {"count": len(images), **_split_note(images)} for split, images in loaded.items()
         }

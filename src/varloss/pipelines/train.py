@@ -43,6 +43,7 @@ import torch
 from varloss._progress import progress_bar
 from varloss._threads import choose_threads, threads_kept
 from varloss.data import load
+from varloss.data.loading import check_split_shapes
 from varloss.errors import InputError, TrainingError
 from varloss.models import create_model, save_model
 from varloss.pipelines.early_stopping import (
@@ -114,6 +115,7 @@ def train(
     """
     config.validate()
     device = pick_device(config.device)
+    check_split_shapes(config.dataset, data_path=config.data_path)  # before any epoch is spent
     ranks = init_ranks(device)
     folder = RunFolder(config.out)
     # Rank 0 holds the folder's lock for the whole run: a second `varloss train` stops at once.

@@ -192,7 +192,15 @@ def load_spec(preset_or_path: str | Path) -> StudySpec:
             f"study spec {text_name!r} is neither a preset ({', '.join(preset_names())}) "
             "nor an existing YAML file."
         )
-    return parse_spec(path.read_text("utf-8"), where=str(path))
+    try:
+        text = path.read_text("utf-8")
+    except UnicodeDecodeError as error:
+        raise InputError(
+            f"study spec {text_name!r} is not UTF-8 text (byte {error.start} is "
+            f"{error.object[error.start : error.start + 1]!r}); expected a YAML file saved as "
+            "UTF-8."
+        ) from None
+    return parse_spec(text, where=str(path))
 
 
 def parse_spec(
