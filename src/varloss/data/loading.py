@@ -83,9 +83,7 @@ def _npz_split_arrays(
             )
         with np.load(path, allow_pickle=False) as archive:
             labels_key = f"{split}_labels"
-            labels = (
-                npz_member(archive, labels_key, path, what) if labels_key in keys else None
-            )
+            labels = npz_member(archive, labels_key, path, what) if labels_key in keys else None
             return npz_member(archive, split, path, what), labels, f"array {split!r}"
     chosen = pick_key(keys, key, path, what)
     with np.load(path, allow_pickle=False) as archive:

@@ -24,11 +24,7 @@ from varloss.variance.protocol import epoch_seed  # noqa: F401  (re-exported: th
 def pick_device(requested: str | None = "auto") -> torch.device:
     """CUDA when present (or asked for), else CPU; under torchrun each rank takes its local GPU.
     A device torch cannot run a model on is one InputError (`resolve_device`, the one check)."""
-    if (
-        requested == "cuda"
-        and "LOCAL_RANK" in os.environ
-        and torch.cuda.is_available()
-    ):
+    if requested == "cuda" and "LOCAL_RANK" in os.environ and torch.cuda.is_available():
         requested = f"cuda:{int(os.environ['LOCAL_RANK'])}"
     return resolve_device(requested)
 
