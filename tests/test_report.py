@@ -468,7 +468,7 @@ def test_measure_json_file_as_target(tmp_path: Path) -> None:
     varloss.measure(small).to_json(tmp_path / "a.json")
     varloss.measure(large).to_json(tmp_path / "b.json")
     path = write_report(tmp_path / "b.json")
-    assert path == tmp_path / "report.html"
+    assert path == tmp_path / "b.html"  # a name of its own: never another page's report.html
     numbers = headline(parse(path.read_text()))
     assert numbers["variance, real"] == pytest.approx(np.var(large, axis=0).mean(), rel=1e-12)
 

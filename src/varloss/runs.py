@@ -122,6 +122,7 @@ class RunFolder:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._lock: FileLock | None = None
+        self._locked_before: bool | None = None  # whether a varloss lock file was here already
 
     def __repr__(self) -> str:
         return f"RunFolder({str(self.path)!r})"
@@ -159,6 +160,8 @@ class RunFolder:
         created = not self.path.exists()
         self.create()
         lock_path = self.path / LOCK_FILE
+        if self._locked_before is None:  # before this lock made the file: varloss was here
+            self._locked_before = lock_path.exists()
         lock = FileLock(str(lock_path), is_singleton=reentrant)
         try:
             lock.acquire(timeout=wait)
@@ -177,11 +180,17 @@ class RunFolder:
         try:
             yield self
         except BaseException:
-            if created and [p.name for p in self.path.iterdir()] == [LOCK_FILE]:
+            # a lock file this block made, in a folder it wrote nothing varloss vouches for, is
+            # removed: it would mark a folder of the user's as varloss's (see remove_written).
+            # Not for waiting locks (caches): a waiter may hold the file open.
+            only_lock = [p.name for p in self.path.iterdir()] == [LOCK_FILE]
+            ours = not wait and not self._locked_before
+            if (created and only_lock) or (ours and not (self.path / MANIFEST_FILE).exists()):
                 lock.release()
                 with contextlib.suppress(OSError):  # someone else's now: leave it to them
                     lock_path.unlink()
-                    self.path.rmdir()
+                    if created:
+                        self.path.rmdir()
             raise
         finally:
             self._lock = None
@@ -274,6 +283,73 @@ class RunFolder:
         for name in self.files():
             (self.path / name).unlink(missing_ok=True)
         (self.path / MANIFEST_FILE).unlink(missing_ok=True)
+
+    def written_by_varloss(self) -> bool:
+        """Whether varloss wrote this folder: it has a manifest listing files, or a varloss lock
+        file (one that was here before this process locked it)."""
+        locked = self._locked_before
+        if locked is None:
+            locked = (self.path / LOCK_FILE).exists()
+        return locked or bool(self.manifest())
+
+    def remove_written(
+        self, layout: Iterable[str] = (), *, derived: Iterable[str] = (), what: str = "out"
+    ) -> None:
+        """Delete what varloss wrote here, and nothing else (`--force`): the files the manifest
+        lists, the `layout` names (only in a folder varloss locked before, whose manifest may
+        not list them yet: a kill, a page), temporary files left by interrupted atomic writes,
+        then the manifest; the `derived` subfolders (e.g. `correct/`) by the same rule, with
+        every nested varloss folder in them; folders left empty. A file of the user's stays.
+        A folder varloss did not write is refused in one sentence (`what` names it)."""
+        if not self.written_by_varloss():
+            raise InputError(
+                f"{what} {self.path} is not a varloss run (it has no {MANIFEST_FILE} and no "
+                f"{LOCK_FILE}), so varloss deletes nothing in it; choose another {what}, or "
+                "empty it yourself."
+            )
+        touched = self._remove_own(layout)
+        for name in derived:
+            touched |= self._remove_derived(self.path / name)
+        for folder in sorted(touched, key=lambda p: len(p.parts), reverse=True):
+            if folder != self.path and folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+
+    def _remove_own(self, layout: Iterable[str]) -> set[Path]:
+        """Delete this folder's own written files (see `remove_written`); the folders touched."""
+        names = set(self.manifest() or {})
+        if self._locked_before is not False and (self.path / LOCK_FILE).exists():
+            names |= set(layout)
+        root = self.path.resolve()
+        touched = set()
+        for name in sorted(names):
+            path = self.path / name
+            if not path.parent.resolve().is_relative_to(root):
+                continue  # a forged manifest entry pointing outside the folder: never followed
+            for leftover in path.parent.glob(f".{path.name}.*.tmp"):  # interrupted atomic writes
+                leftover.unlink(missing_ok=True)
+            if path.is_file() or path.is_symlink():
+                path.unlink()
+            touched.update(p for p in path.parents if p.is_relative_to(self.path))
+        for leftover in self.path.glob(f".{MANIFEST_FILE}.*.tmp"):
+            leftover.unlink(missing_ok=True)
+        (self.path / MANIFEST_FILE).unlink(missing_ok=True)
+        return touched
+
+    def _remove_derived(self, top: Path) -> set[Path]:
+        """Delete what varloss wrote in `top` and every varloss folder below it (under each
+        one's lock: a process writing it is told, not undercut); the folders touched."""
+        touched: set[Path] = set()
+        if not top.is_dir() or top.is_symlink():
+            return touched
+        for here, folders, _ in os.walk(top, topdown=False):
+            child = RunFolder(here)
+            if (Path(here) / MANIFEST_FILE).is_file() or (Path(here) / LOCK_FILE).exists():
+                with child.lock():
+                    touched |= child._remove_own((HTML_FILE,))
+                (Path(here) / LOCK_FILE).unlink(missing_ok=True)
+                touched.add(Path(here))
+            touched.update(Path(here) / folder for folder in folders)
+        return touched
 
     # ------------------------------------------------------------------------------------------
     # Reading (checked against the manifest first)

@@ -31,7 +31,6 @@ import copy
 import functools
 import logging
 import math
-import shutil
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -64,7 +63,9 @@ from varloss.pipelines.runtime import (
 from varloss.runs import (
     CHECKPOINT_DIR,
     CHECKPOINT_FILE,
+    CORRECT_DIR,
     HISTORY_FILE,
+    HTML_FILE,
     MANIFEST_FILE,
     REPORT_FILE,
     TRAIN_RUN_FILES,
@@ -231,9 +232,10 @@ def _prepare_folder(
                 f"out {out} already holds a run; pass --resume to continue it or --force to "
                 "overwrite it."
             )
-        for name in (*TRAIN_RUN_FILES, MANIFEST_FILE):
-            folder.file(name).unlink(missing_ok=True)
-        shutil.rmtree(folder.file(CHECKPOINT_DIR), ignore_errors=True)
+        # only what varloss wrote: the listed files, its layout, and the replaced model's
+        # remedies (correct/) and page, which would otherwise be shown as the new model's
+        layout = (*TRAIN_RUN_FILES, CHECKPOINT_FILE, HTML_FILE)
+        folder.remove_written(layout, derived=(CORRECT_DIR,), what="--out")
     return None
 
 
