@@ -24,6 +24,39 @@ def _read_umask() -> int:
 _UMASK = _read_umask()
 
 
+FAULT_ENV = "VARLOSS_FAULT"
+"""Testing hook: `VARLOSS_FAULT=POINT[@N]` makes the process die (os._exit, no cleanup, as a
+kill would) the Nth time (default: the first) it passes `fault_point(POINT)`."""
+FAULT_EXIT_CODE = 86
+_FAULT_HITS: dict[str, int] = {}
+
+
+def fault_point(name: str) -> None:
+    """A place between two writes that must agree; under `VARLOSS_FAULT` the process dies here
+    so that tests can prove every such place survives a kill (`--resume` continues)."""
+    wanted = os.environ.get(FAULT_ENV)
+    if not wanted:
+        return
+    point, _, count = wanted.partition("@")
+    if point != name:
+        return
+    _FAULT_HITS[name] = _FAULT_HITS.get(name, 0) + 1
+    if _FAULT_HITS[name] == int(count or 1):
+        os._exit(FAULT_EXIT_CODE)
+
+
+def temporary_beside(path: str | os.PathLike[str]) -> Path:
+    """A new empty file beside `path` (hidden, `.NAME.*.tmp`), with the permissions an ordinary
+    open() would give; the caller renames it over `path` or deletes it."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    # mkstemp creates 0600; give the result the permissions an ordinary open() would.
+    os.chmod(name, 0o666 & ~_UMASK)
+    return Path(name)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success rename it over `path`, else delete it.
@@ -33,12 +66,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             fig.savefig(tmp, format="png")
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(name)
-    # mkstemp creates 0600; give the result the permissions an ordinary open() would.
-    os.chmod(tmp, 0o666 & ~_UMASK)
+    tmp = temporary_beside(target)
     try:
         yield tmp
         os.replace(tmp, target)

@@ -34,7 +34,7 @@ import csv
 import io
 import json
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,7 @@ from safetensors.torch import load_file, save_file
 
 from varloss._hashing import sha256_file
 from varloss._io import atomic_path as _atomic_path
-from varloss._io import atomic_write_json, atomic_write_text
+from varloss._io import atomic_write_json, atomic_write_text, fault_point, temporary_beside
 from varloss.errors import InputError
 
 __all__ = [
@@ -71,6 +71,7 @@ __all__ = [
     "SPEC_FILE",
     "TRAIN_RUN_FILES",
     "RunFolder",
+    "csv_text",
 ]
 
 # A training run (`varloss train --out RUN`)
@@ -232,12 +233,7 @@ class RunFolder:
         record: bool = True,
     ) -> Path:
         """Rows (dicts) under a header of `columns`; missing values are written empty."""
-        text = io.StringIO()
-        writer = csv.DictWriter(text, fieldnames=list(columns), lineterminator="\n")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({column: row.get(column) for column in columns})
-        return self.write_text(name, text.getvalue(), record=record)
+        return self.write_text(name, csv_text(rows, columns), record=record)
 
     def write_tensors(
         self,
@@ -271,6 +267,39 @@ class RunFolder:
         with self.atomic_path(name, record=record) as tmp:
             torch.save(state, tmp)
         return self.path / name
+
+    def replace_together(
+        self, writers: Mapping[str, Callable[[Path], Any]], *, fault: str = "replace"
+    ) -> None:
+        """Replace several files that must agree (a checkpoint and its history) so that a kill
+        at any moment leaves a folder `verify` accepts: each writer writes a temporary file
+        (`writers[name](tmp)`); the manifest then lists every new digest with the one it
+        replaces (`previous`, null for a new file); the files are renamed into place in order
+        (put the one that commits the state, the checkpoint, last); the manifest then lists the
+        new digests alone. Between the two manifest writes a file matches either digest.
+        `fault` names the places `fault_point` can stop at (`FAULT:staged`, `FAULT:announced`,
+        `FAULT:replaced` after each rename)."""
+        staged: dict[str, Path] = {}
+        try:
+            for name, write in writers.items():
+                staged[name] = temporary_beside(self.path / name)
+                write(staged[name])
+            fault_point(f"{fault}:staged")
+            files = dict(self.manifest() or {})
+            for name, tmp in staged.items():
+                listed = files.get(name) if (self.path / name).is_file() else None
+                previous = None if listed is None else _entry_digest(listed)
+                files[name] = {**_entry(tmp), "previous": previous}
+            self._write_manifest(files)
+            fault_point(f"{fault}:announced")
+            for name, tmp in staged.items():
+                os.replace(tmp, self.path / name)
+                fault_point(f"{fault}:replaced")
+        except BaseException:
+            for tmp in staged.values():
+                tmp.unlink(missing_ok=True)
+            raise
+        self.record(*staged)
 
     def unlink(self, name: str) -> None:
         """Delete `name` (if present) and its manifest entry."""
@@ -466,14 +495,20 @@ class RunFolder:
         entry = None if files is None else files.get(name)
         if entry is None:
             return False
+        # a replacement a kill interrupted (`replace_together`): the old file is good too, and a
+        # first version that never arrived leaves the name as if unlisted
+        replacing = "previous" in entry
+        previous = entry.get("previous")
         if not path.is_file():
+            if replacing and previous is None:
+                return False
             raise InputError(f"{path} is missing (it is listed in {MANIFEST_FILE}); {what_to_do}.")
-        size = path.stat().st_size
-        if ("bytes" in entry and entry["bytes"] != size) or sha256_file(path) != entry["sha256"]:
-            raise InputError(
-                f"{path} is damaged (its SHA-256 does not match {MANIFEST_FILE}); {what_to_do}."
-            )
-        return True
+        found = _entry(path)
+        if _matches(found, entry) or (isinstance(previous, dict) and _matches(found, previous)):
+            return True
+        raise InputError(
+            f"{path} is damaged (its SHA-256 does not match {MANIFEST_FILE}); {what_to_do}."
+        )
 
     def record(self, *names: str) -> None:
         """Put the current digests of `names` into the manifest (created if needed)."""
@@ -533,6 +568,26 @@ class RunFolder:
 
 def _entry(path: Path) -> dict[str, Any]:
     return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+
+
+def _entry_digest(entry: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: entry[key] for key in ("sha256", "bytes") if key in entry}
+
+
+def _matches(found: Mapping[str, Any], entry: Mapping[str, Any]) -> bool:
+    """Whether a file's digest (`_entry`) is the one a manifest entry records."""
+    size_ok = "bytes" not in entry or entry["bytes"] == found["bytes"]
+    return size_ok and entry.get("sha256") == found["sha256"]
+
+
+def csv_text(rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    """Rows (dicts) as CSV text under a header of `columns`; missing values are empty."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({column: row.get(column) for column in columns})
+    return text.getvalue()
 
 
 def _advice(name: str) -> str:

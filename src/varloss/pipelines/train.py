@@ -39,6 +39,7 @@ from typing import Any
 
 import torch
 
+from varloss._io import fault_point
 from varloss._progress import progress_bar
 from varloss._threads import choose_threads, threads_kept
 from varloss.data import load
@@ -70,6 +71,7 @@ from varloss.runs import (
     REPORT_FILE,
     TRAIN_RUN_FILES,
     RunFolder,
+    csv_text,
 )
 from varloss.train_config import TrainConfig
 from varloss.variance.protocol import protocol_of
@@ -142,6 +144,7 @@ def train(
         if ranks.main:
             extra = {"train": config.to_dict(), "versions": versions()}
             save_model(run.model, folder.path, extra=extra)
+            fault_point("model:saved")  # a kill here: no report yet, --resume measures again
         report = evaluate(
             run.model, config, ranks=ranks, out=folder if ranks.main else None, settings=settings
         )
@@ -152,6 +155,7 @@ def train(
         report.update(run.stopping.summary() if run.stopping else {"best_epoch": len(run.history)})
         if ranks.main:
             folder.write_json(REPORT_FILE, report)
+            fault_point("report:written")  # a kill here: a finished run, its files recorded
             folder.seal(SEALED_FILES)
         ranks.barrier()
         return report
@@ -262,7 +266,16 @@ def _save_checkpoint(folder: RunFolder, run: _Run, config: TrainConfig, epochs_d
     }
     if run.stopping is not None:
         state["early_stopping"] = run.stopping.state_dict()
-    folder.write_torch(CHECKPOINT_FILE, state, record=False)  # recorded with the history
+    history = csv_text(run.history, history_columns(config))
+    # The checkpoint commits the epoch, so it is renamed last: a kill before leaves the old
+    # checkpoint (the epoch is trained again, bitwise), after it the new one with its history.
+    folder.replace_together(
+        {
+            HISTORY_FILE: lambda tmp: tmp.write_text(history, encoding="utf-8"),
+            CHECKPOINT_FILE: lambda tmp: torch.save(state, tmp),
+        },
+        fault="checkpoint",
+    )
 
 
 def _settings(
@@ -423,11 +436,8 @@ def _train_epochs(
             if run.stopping is not None:  # validation loss; a better one keeps the weights
                 row.update(run.stopping.observe(run.model, epoch + 1, run.autocast))
             run.history.append(row)
-            if ranks.main:  # after every epoch: checkpoint and history, digests recorded
+            if ranks.main:  # after every epoch: history and checkpoint, replaced together
                 _save_checkpoint(folder, run, config, epoch + 1)
-                columns = history_columns(config)
-                folder.write_csv(HISTORY_FILE, run.history, columns, record=False)
-                folder.record(CHECKPOINT_FILE, HISTORY_FILE)
     finally:
         bar.close()
 
