@@ -23,6 +23,7 @@ from varloss.cli import run
 from varloss.errors import InputError
 from varloss.pipelines.train import TrainConfig, train
 from varloss.report import write_report
+from varloss.run_removal import remove_written
 from varloss.runs import CHECKPOINT_FILE, HISTORY_FILE, MANIFEST_FILE, MODEL_FILE, RunFolder
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -131,7 +132,7 @@ def test_remove_written_never_follows_a_forged_manifest_out_of_the_folder(tmp_pa
     manifest = json.loads(folder.file(MANIFEST_FILE).read_text())
     manifest["files"]["../precious.txt"] = manifest["files"]["config.json"]
     folder.file(MANIFEST_FILE).write_text(json.dumps(manifest))
-    folder.remove_written()
+    remove_written(folder)
     assert outside.read_text() == "keep"
     assert not folder.file("config.json").exists() and not folder.file(MANIFEST_FILE).exists()
 

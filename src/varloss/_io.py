@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -135,3 +137,28 @@ def check_output_path(path: str | os.PathLike[str], what: str, *, folder: bool =
             f"{shown} cannot be written: folder {str(existing)!r} refuses new files ({reason})."
         ) from None
     return target
+
+
+def csv_text(rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    """Rows (dicts) as CSV text under a header of `columns`; missing values are empty."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({column: row.get(column) for column in columns})
+    return text.getvalue()
+
+
+def parse_csv_cell(value: str | None) -> Any:
+    """A CSV cell as a number where it is one (int when integral text, else float); empty is
+    None; other text stays text."""
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        pass
+    try:
+        return float(value)
+    except ValueError:
+        return value

@@ -14,10 +14,12 @@ Typed writers and readers: `write_json`/`read_json`, `write_csv`/`read_csv` (num
 `write_tensors`/`read_tensors` (safetensors: weights, sampler state), `write_arrays`/`read_arrays`
 (npz: maps), `write_array`/`read_array` (npy, memory-mapped: cached data sets),
 `write_torch`/`read_torch` (checkpoints, loaded with weights_only=True). Every
-reader checks what it reads against the manifest first (and `verify(name)` does it alone):
-a truncated or altered file gives one sentence naming the file and what to do, never a traceback
-and never a silently wrong number. Folders written before manifests existed have none; they are
-read unchecked.
+reader checks what it reads against the manifest (`varloss.manifest`) first (and `verify(name)`
+does it alone): a truncated or altered file gives one sentence naming the file and what to do,
+never a traceback and never a silently wrong number. Folders written before manifests existed
+have none; they are read unchecked. Files that must agree (a checkpoint and its history) are
+replaced together (`replace_together`), so a kill between them never makes either look damaged;
+`varloss.run_removal` deletes only what varloss wrote.
 
 The caches (decoded data sets, domain classifiers, FID statistics) are folders of this kind too:
 a cache entry is a folder with a manifest, written under its lock (`lock(wait=...)`: a second
@@ -31,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import io
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -43,10 +44,25 @@ import torch
 from filelock import FileLock, Timeout
 from safetensors.torch import load_file, save_file
 
-from varloss._hashing import sha256_file
 from varloss._io import atomic_path as _atomic_path
-from varloss._io import atomic_write_json, atomic_write_text, fault_point, temporary_beside
+from varloss._io import (
+    atomic_write_json,
+    atomic_write_text,
+    csv_text,
+    fault_point,
+    parse_csv_cell,
+    temporary_beside,
+)
 from varloss.errors import InputError
+from varloss.manifest import (
+    MANIFEST_FILE,
+    check_entry,
+    file_entry,
+    read_manifest,
+    replacing_entry,
+    write_manifest,
+)
+from varloss.manifest import short_error as _short
 
 __all__ = [
     "CHECKPOINT_DIR",
@@ -71,7 +87,6 @@ __all__ = [
     "SPEC_FILE",
     "TRAIN_RUN_FILES",
     "RunFolder",
-    "csv_text",
 ]
 
 # A training run (`varloss train --out RUN`)
@@ -100,9 +115,7 @@ SAMPLERS_DIR = "samplers"
 SAMPLER_STATE_FILE = "state.safetensors"  # beside the sampler's CONFIG_FILE
 
 # Bookkeeping of every folder
-MANIFEST_FILE = "manifest.json"
 LOCK_FILE = ".varloss.lock"
-MANIFEST_FORMAT = 1
 
 # What to do about a damaged file, by name (the default: write the folder again).
 _ADVICE = {
@@ -288,8 +301,7 @@ class RunFolder:
             files = dict(self.manifest() or {})
             for name, tmp in staged.items():
                 listed = files.get(name) if (self.path / name).is_file() else None
-                previous = None if listed is None else _entry_digest(listed)
-                files[name] = {**_entry(tmp), "previous": previous}
+                files[name] = replacing_entry(tmp, listed)
             self._write_manifest(files)
             fault_point(f"{fault}:announced")
             for name, tmp in staged.items():
@@ -313,72 +325,16 @@ class RunFolder:
             (self.path / name).unlink(missing_ok=True)
         (self.path / MANIFEST_FILE).unlink(missing_ok=True)
 
+    def locked_before(self) -> bool:
+        """Whether a varloss lock file was here before this process locked the folder (then
+        varloss wrote into it; `varloss.run_removal` trusts its layout names)."""
+        if self._locked_before is None:
+            return (self.path / LOCK_FILE).exists()
+        return self._locked_before
+
     def written_by_varloss(self) -> bool:
-        """Whether varloss wrote this folder: it has a manifest listing files, or a varloss lock
-        file (one that was here before this process locked it)."""
-        locked = self._locked_before
-        if locked is None:
-            locked = (self.path / LOCK_FILE).exists()
-        return locked or bool(self.manifest())
-
-    def remove_written(
-        self, layout: Iterable[str] = (), *, derived: Iterable[str] = (), what: str = "out"
-    ) -> None:
-        """Delete what varloss wrote here, and nothing else (`--force`): the files the manifest
-        lists, the `layout` names (only in a folder varloss locked before, whose manifest may
-        not list them yet: a kill, a page), temporary files left by interrupted atomic writes,
-        then the manifest; the `derived` subfolders (e.g. `correct/`) by the same rule, with
-        every nested varloss folder in them; folders left empty. A file of the user's stays.
-        A folder varloss did not write is refused in one sentence (`what` names it)."""
-        if not self.written_by_varloss():
-            raise InputError(
-                f"{what} {self.path} is not a varloss run (it has no {MANIFEST_FILE} and no "
-                f"{LOCK_FILE}), so varloss deletes nothing in it; choose another {what}, or "
-                "empty it yourself."
-            )
-        touched = self._remove_own(layout)
-        for name in derived:
-            touched |= self._remove_derived(self.path / name)
-        for folder in sorted(touched, key=lambda p: len(p.parts), reverse=True):
-            if folder != self.path and folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()
-
-    def _remove_own(self, layout: Iterable[str]) -> set[Path]:
-        """Delete this folder's own written files (see `remove_written`); the folders touched."""
-        names = set(self.manifest() or {})
-        if self._locked_before is not False and (self.path / LOCK_FILE).exists():
-            names |= set(layout)
-        root = self.path.resolve()
-        touched = set()
-        for name in sorted(names):
-            path = self.path / name
-            if not path.parent.resolve().is_relative_to(root):
-                continue  # a forged manifest entry pointing outside the folder: never followed
-            for leftover in path.parent.glob(f".{path.name}.*.tmp"):  # interrupted atomic writes
-                leftover.unlink(missing_ok=True)
-            if path.is_file() or path.is_symlink():
-                path.unlink()
-            touched.update(p for p in path.parents if p.is_relative_to(self.path))
-        for leftover in self.path.glob(f".{MANIFEST_FILE}.*.tmp"):
-            leftover.unlink(missing_ok=True)
-        (self.path / MANIFEST_FILE).unlink(missing_ok=True)
-        return touched
-
-    def _remove_derived(self, top: Path) -> set[Path]:
-        """Delete what varloss wrote in `top` and every varloss folder below it (under each
-        one's lock: a process writing it is told, not undercut); the folders touched."""
-        touched: set[Path] = set()
-        if not top.is_dir() or top.is_symlink():
-            return touched
-        for here, folders, _ in os.walk(top, topdown=False):
-            child = RunFolder(here)
-            if (Path(here) / MANIFEST_FILE).is_file() or (Path(here) / LOCK_FILE).exists():
-                with child.lock():
-                    touched |= child._remove_own((HTML_FILE,))
-                (Path(here) / LOCK_FILE).unlink(missing_ok=True)
-                touched.add(Path(here))
-            touched.update(Path(here) / folder for folder in folders)
-        return touched
+        """Whether varloss wrote this folder: a manifest listing files, or `locked_before`."""
+        return self.locked_before() or bool(self.manifest())
 
     # ------------------------------------------------------------------------------------------
     # Reading (checked against the manifest first)
@@ -414,7 +370,7 @@ class RunFolder:
                 f"{path} is damaged (not valid CSV: {_short(error)}); {advice or _advice(name)}."
             ) from None
         if typed:
-            rows = [{key: _parse_cell(value) for key, value in row.items()} for row in rows]
+            rows = [{key: parse_csv_cell(value) for key, value in row.items()} for row in rows]
         return rows
 
     def read_tensors(
@@ -465,22 +421,7 @@ class RunFolder:
 
     def manifest(self) -> dict[str, dict[str, Any]] | None:
         """The recorded files ({name: {"sha256", "bytes"}}), or None when there is no manifest."""
-        path = self.path / MANIFEST_FILE
-        if not path.is_file():
-            return None
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            files = data["files"]
-            if not isinstance(files, dict) or not all(
-                isinstance(entry, dict) and isinstance(entry.get("sha256"), str)
-                for entry in files.values()
-            ):
-                raise TypeError("files is not a table of digests")
-        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as error:
-            raise InputError(
-                f"{path} is damaged ({_short(error)}); {_ADVICE[MANIFEST_FILE]}."
-            ) from None
-        return files
+        return read_manifest(self.path / MANIFEST_FILE, _ADVICE[MANIFEST_FILE])
 
     def verify(self, name: str, *, required: bool = False, advice: str | None = None) -> bool:
         """Check `name` against the manifest: True when it matches, False when the folder has no
@@ -495,26 +436,13 @@ class RunFolder:
         entry = None if files is None else files.get(name)
         if entry is None:
             return False
-        # a replacement a kill interrupted (`replace_together`): the old file is good too, and a
-        # first version that never arrived leaves the name as if unlisted
-        replacing = "previous" in entry
-        previous = entry.get("previous")
-        if not path.is_file():
-            if replacing and previous is None:
-                return False
-            raise InputError(f"{path} is missing (it is listed in {MANIFEST_FILE}); {what_to_do}.")
-        found = _entry(path)
-        if _matches(found, entry) or (isinstance(previous, dict) and _matches(found, previous)):
-            return True
-        raise InputError(
-            f"{path} is damaged (its SHA-256 does not match {MANIFEST_FILE}); {what_to_do}."
-        )
+        return check_entry(path, entry, what_to_do)
 
     def record(self, *names: str) -> None:
         """Put the current digests of `names` into the manifest (created if needed)."""
         files = dict(self.manifest() or {})
         for name in names:
-            files[name] = _entry(self.path / name)
+            files[name] = file_entry(self.path / name)
         self._write_manifest(files)
 
     def forget(self, *names: str) -> None:
@@ -534,7 +462,7 @@ class RunFolder:
             if (self.path / name).is_file()
         }
         for name in self.files() if names is None else names:
-            files[name] = _entry(self.path / name)
+            files[name] = file_entry(self.path / name)
         return self._write_manifest(files)
 
     def files(self) -> list[str]:
@@ -554,60 +482,8 @@ class RunFolder:
         return sorted(found)
 
     def _write_manifest(self, files: Mapping[str, Any]) -> Path:
-        path = self.path / MANIFEST_FILE
-        atomic_write_json(
-            path,
-            {
-                "format": MANIFEST_FORMAT,
-                "algorithm": "sha256",
-                "files": {name: files[name] for name in sorted(files)},
-            },
-        )
-        return path
-
-
-def _entry(path: Path) -> dict[str, Any]:
-    return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
-
-
-def _entry_digest(entry: Mapping[str, Any]) -> dict[str, Any]:
-    return {key: entry[key] for key in ("sha256", "bytes") if key in entry}
-
-
-def _matches(found: Mapping[str, Any], entry: Mapping[str, Any]) -> bool:
-    """Whether a file's digest (`_entry`) is the one a manifest entry records."""
-    size_ok = "bytes" not in entry or entry["bytes"] == found["bytes"]
-    return size_ok and entry.get("sha256") == found["sha256"]
-
-
-def csv_text(rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> str:
-    """Rows (dicts) as CSV text under a header of `columns`; missing values are empty."""
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=list(columns), lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({column: row.get(column) for column in columns})
-    return text.getvalue()
+        return write_manifest(self.path / MANIFEST_FILE, files)
 
 
 def _advice(name: str) -> str:
     return _ADVICE.get(name, _DEFAULT_ADVICE)
-
-
-def _short(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    text = lines[0].rstrip(".") if lines else type(error).__name__
-    return text if len(text) <= 120 else text[:117] + "..."
-
-
-def _parse_cell(value: str | None) -> Any:
-    if value is None or value == "":
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        pass
-    try:
-        return float(value)
-    except ValueError:
-        return value

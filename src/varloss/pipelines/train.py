@@ -39,7 +39,7 @@ from typing import Any
 
 import torch
 
-from varloss._io import fault_point
+from varloss._io import csv_text, fault_point
 from varloss._progress import progress_bar
 from varloss._threads import choose_threads, threads_kept
 from varloss.data import load
@@ -61,6 +61,7 @@ from varloss.pipelines.runtime import (
     pick_device,
     versions,
 )
+from varloss.run_removal import remove_written
 from varloss.runs import (
     CHECKPOINT_DIR,
     CHECKPOINT_FILE,
@@ -71,7 +72,6 @@ from varloss.runs import (
     REPORT_FILE,
     TRAIN_RUN_FILES,
     RunFolder,
-    csv_text,
 )
 from varloss.train_config import TrainConfig
 from varloss.variance.protocol import protocol_of
@@ -239,7 +239,7 @@ def _prepare_folder(
         # only what varloss wrote: the listed files, its layout, and the replaced model's
         # remedies (correct/) and page, which would otherwise be shown as the new model's
         layout = (*TRAIN_RUN_FILES, CHECKPOINT_FILE, HTML_FILE)
-        folder.remove_written(layout, derived=(CORRECT_DIR,), what="--out")
+        remove_written(folder, layout, derived=(CORRECT_DIR,), what="--out")
     return None
 
 
