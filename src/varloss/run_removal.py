@@ -15,7 +15,15 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from varloss.errors import InputError
-from varloss.runs import HTML_FILE, LOCK_FILE, MANIFEST_FILE, RunFolder
+from varloss.runs import (
+    CHECKPOINT_FILE,
+    CORRECT_DIR,
+    HTML_FILE,
+    LOCK_FILE,
+    MANIFEST_FILE,
+    TRAIN_RUN_FILES,
+    RunFolder,
+)
 
 
 def remove_written(
@@ -39,6 +47,14 @@ def remove_written(
     for path in sorted(touched, key=lambda p: len(p.parts), reverse=True):
         if path != folder.path and path.is_dir() and not any(path.iterdir()):
             path.rmdir()
+
+
+def remove_train_run(folder: RunFolder, *, what: str = "out") -> None:
+    """`remove_written` for a training run (`train --force`): its listed files, its layout
+    (the run's files, checkpoint and page), and the replaced model's remedies (`correct/`) and
+    their pages, which would otherwise be shown as the new model's."""
+    layout = (*TRAIN_RUN_FILES, CHECKPOINT_FILE, HTML_FILE)
+    remove_written(folder, layout, derived=(CORRECT_DIR,), what=what)
 
 
 def _remove_own(folder: RunFolder, layout: Iterable[str]) -> set[Path]:

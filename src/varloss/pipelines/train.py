@@ -61,13 +61,11 @@ from varloss.pipelines.runtime import (
     pick_device,
     versions,
 )
-from varloss.run_removal import remove_written
+from varloss.run_removal import remove_train_run
 from varloss.runs import (
     CHECKPOINT_DIR,
     CHECKPOINT_FILE,
-    CORRECT_DIR,
     HISTORY_FILE,
-    HTML_FILE,
     MANIFEST_FILE,
     REPORT_FILE,
     TRAIN_RUN_FILES,
@@ -236,10 +234,7 @@ def _prepare_folder(
                 f"out {out} already holds a run; pass --resume to continue it or --force to "
                 "overwrite it."
             )
-        # only what varloss wrote: the listed files, its layout, and the replaced model's
-        # remedies (correct/) and page, which would otherwise be shown as the new model's
-        layout = (*TRAIN_RUN_FILES, CHECKPOINT_FILE, HTML_FILE)
-        remove_written(folder, layout, derived=(CORRECT_DIR,), what="--out")
+        remove_train_run(folder, what="--out")  # only what varloss wrote, correct/ included
     return None
 
 
@@ -267,15 +262,9 @@ def _save_checkpoint(folder: RunFolder, run: _Run, config: TrainConfig, epochs_d
     if run.stopping is not None:
         state["early_stopping"] = run.stopping.state_dict()
     history = csv_text(run.history, history_columns(config))
-    # The checkpoint commits the epoch, so it is renamed last: a kill before leaves the old
-    # checkpoint (the epoch is trained again, bitwise), after it the new one with its history.
-    folder.replace_together(
-        {
-            HISTORY_FILE: lambda tmp: tmp.write_text(history, encoding="utf-8"),
-            CHECKPOINT_FILE: lambda tmp: torch.save(state, tmp),
-        },
-        fault="checkpoint",
-    )
+    writers = {HISTORY_FILE: lambda tmp: tmp.write_text(history, encoding="utf-8")}
+    writers[CHECKPOINT_FILE] = lambda tmp: torch.save(state, tmp)  # last: it commits the epoch
+    folder.replace_together(writers, fault="checkpoint")  # a kill between them loses nothing
 
 
 def _settings(
