@@ -26,6 +26,7 @@ from varloss.data.readers import read_array_file
 from varloss.errors import InputError
 from varloss.pipelines.runtime import pick_device
 from varloss.pipelines.study.spec import load_spec
+from varloss.runs import CHECKPOINT_FILE, RunFolder
 
 
 def invoke(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
@@ -146,6 +147,13 @@ def test_a_hostile_pt_file_gets_varlosss_sentence_not_torchs_advice(
     )  # fmt: skip
     assert "weights_only" not in sentence and "safe_globals" not in sentence
     assert "this must never run" not in capsys.readouterr().out
+    # a checkpoint of a run folder (no manifest to vouch for it): the same refusal
+    folder = RunFolder(tmp_path / "run")
+    folder.file("checkpoint").mkdir(parents=True)
+    torch.save({"epoch": 1, "payload": Payload()}, folder.file(CHECKPOINT_FILE))
+    with pytest.raises(InputError, match="never loads") as refusal:
+        folder.read_torch(CHECKPOINT_FILE)
+    assert "weights_only" not in str(refusal.value)
 
 
 # ---- specs, devices, float options ----

@@ -35,6 +35,7 @@ import contextlib
 import csv
 import json
 import os
+import pickle
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -405,6 +406,11 @@ class RunFolder:
         self.verify(name, required=True, advice=advice)
         try:
             return torch.load(self.path / name, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:  # never torch's advice to turn weights_only off
+            raise InputError(
+                f"{self.path / name} holds Python objects other than tensors, numbers and "
+                f"dicts, which varloss never loads (no code runs); {advice or _advice(name)}."
+            ) from None
         except Exception as error:  # noqa: BLE001 - pickle, zip and OS errors alike
             raise self._unreadable(name, "torch.save", error, advice) from None
 
