@@ -182,6 +182,11 @@ def test_devices_torch_cannot_compute_on_are_refused_before_any_file(
         "--out", tmp_path / "run", says=("device 'meta'",),
     )  # fmt: skip
     assert not (tmp_path / "run").exists()
+    refused(
+        monkeypatch, capsys, "study", "--preset", "quick", "--out", tmp_path / "study",
+        "--device", "meta", says=("device 'meta'",),
+    )  # fmt: skip
+    assert not (tmp_path / "study").exists()
     run = tmp_path / "trained"  # a folder with a (damaged) model: the device is what is wrong
     run.mkdir()
     (run / "model.safetensors").write_bytes(b"not weights")
@@ -190,6 +195,11 @@ def test_devices_torch_cannot_compute_on_are_refused_before_any_file(
         says=("device 'meta' cannot run models",),
     )  # fmt: skip
     assert "model.safetensors" not in sentence
+    sentence = refused(
+        monkeypatch, capsys, "correct", run, "--device", "meta", "--fid", "off",
+        says=("device 'meta' cannot run models",),
+    )  # fmt: skip
+    assert not (run / "correct").exists()
 
 
 @pytest.mark.parametrize(

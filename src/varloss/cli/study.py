@@ -52,6 +52,10 @@ def study_command(
     from varloss.report import write_report
 
     check_output_path(out, "--out", folder=True)
+    if device and not device.startswith(("auto", "cuda")):  # CUDA may be on the executor's nodes
+        from varloss.models.adapters import resolve_device
+
+        resolve_device(device)  # `--device meta`: one sentence up front, not one failure per run
     try:
         result = run_study(
             preset,
