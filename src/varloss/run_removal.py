@@ -41,9 +41,10 @@ def remove_written(
             f"{LOCK_FILE}), so varloss deletes nothing in it; choose another {what}, or "
             "empty it yourself."
         )
-    touched = _remove_own(folder, layout)
-    for name in derived:
+    touched: set[Path] = set()
+    for name in derived:  # first: a derived folder in use stops this before anything is deleted
         touched |= _remove_derived(folder.path / name)
+    touched |= _remove_own(folder, layout)
     for path in sorted(touched, key=lambda p: len(p.parts), reverse=True):
         if path != folder.path and path.is_dir() and not any(path.iterdir()):
             path.rmdir()
