@@ -91,6 +91,10 @@ def test_force_deletes_only_what_varloss_wrote_and_the_old_models_remedies(tmp_p
     out = tmp_path / "run"
     train(tiny(out, epochs=1), progress=False)
     write_report(out)
+    page = (out / "report.html").read_text()
+    with pytest.raises(InputError, match="is the report of the varloss run"):
+        write_report(out / "report.json")  # its measure keys: never a page over the run's own
+    assert (out / "report.html").read_text() == page
     # the remedies of this model and files of the user's, beside varloss's and inside its folders
     correct = RunFolder(out / "correct")
     with correct.lock():

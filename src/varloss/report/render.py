@@ -55,7 +55,7 @@ def write_report(directory: str | Path, *, command: str | None = None) -> Path:
     """
     folder, kind, source = _resolve(Path(directory))
     page = folder / HTML_FILE if source is None else source.with_suffix(".html")
-    if source is not None and page.name == HTML_FILE and REPORT_FILE in (_manifest(folder)):
+    if source is not None and page.name == HTML_FILE and REPORT_FILE in _manifest(folder):
         raise InputError(
             f"{source} is the report of the varloss run in {folder}, whose page is "
             f"{page}; write that page with `varloss report {folder}`."
