@@ -246,10 +246,14 @@ def test_float_sets_on_another_range_are_refused_unless_declared(
     )  # fmt: skip
     reference = np.load(tmp_path / "scaled65535.npy").reshape(12, -1) / 65535.0
     assert declared.var_reconstructed == pytest.approx(np.var(reference, axis=0).mean(), 1e-12)
-    # a decoder's overshoot (values to 1.3 beside [0, 1] data) is not another range
+    # a decoder's overshoot (values to 1.3 beside [0, 1] data) is not another range, nor a
+    # set of arbitrary units shrunk to half the scale (the very loss varloss measures)
     overshoot = np.load(real) * 1.5 - 0.2
     report = varloss.measure(real, reconstructed=overshoot)
     assert report.mse == pytest.approx(np.mean((overshoot - np.load(real)) ** 2), 1e-12)
+    units = rng.random((12, 36)) * 1e4 + 500
+    report = varloss.measure(units, generated=units[::-1] * 0.5)
+    assert report.var_generated == pytest.approx(np.var(units * 0.5, axis=0).mean(), 1e-12)
 
 
 def test_overflow_zero_width_and_empty_sets_never_print_inf_or_nan(

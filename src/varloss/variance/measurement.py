@@ -64,14 +64,19 @@ def _range_kind(low: float, high: float) -> str | None:
 _KIND_SPANS = {"[0, 1]": (0.0, 1.0), "[-1, 1]": (-1.0, 1.0), "[0, 255]": (0.0, 255.0)}
 
 
+FAR_OUTSIDE = 10.0
+"""How many widths of a set's range another set's values must go beyond it to be on another
+range: 0-65535 or 1e10 beside [0, 1] data are; a noisy decoder's -3..4 or a set shrunk to half
+the scale (the variance loss being measured) are not."""
+
+
 def _far_outside(base: CheckedStream, other: CheckedStream) -> bool:
     """Whether `other`'s values leave `base`'s range (its conventional one, else the observed
-    one) by more than that range's width on either side: 0-65535 or 1e10 beside [0, 1] data,
-    not a decoder's overshoot to 1.3."""
+    one) by more than FAR_OUTSIDE times its width on either side."""
     kind = _range_kind(base.low, base.high)
     low, high = _KIND_SPANS[kind] if kind else (base.low, base.high)
-    width = high - low
-    return width > 0 and (other.low < low - width or other.high > high + width)
+    margin = FAR_OUTSIDE * (high - low)
+    return margin > 0 and (other.low < low - margin or other.high > high + margin)
 
 
 def _check_ranges(real: CheckedStream, other: CheckedStream) -> None:

@@ -114,6 +114,9 @@ class VarianceReport:
         for key, values in self.per_channel.items():
             if key not in bad and not all(math.isfinite(v) for v in values):
                 bad.append(key)
+        for split in ("spectrum", "pca"):  # the optional splits: every number in them
+            if not _all_finite(getattr(self, split)):
+                bad.append(split)
         return bad
 
     @property
@@ -157,6 +160,17 @@ class VarianceReport:
         with the run-folder layer's one npz writer (outside any manifest)."""
         path = Path(path)
         return RunFolder(path.parent).write_arrays(path.name, self.maps, record=False)
+
+
+def _all_finite(value: Any) -> bool:
+    """Whether every float in a nested structure of dicts, lists and numbers is finite."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, Mapping):
+        return all(_all_finite(item) for item in value.values())
+    if isinstance(value, list | tuple):
+        return all(_all_finite(item) for item in value)
+    return True
 
 
 def report_from_moments(
