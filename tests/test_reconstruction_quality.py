@@ -98,6 +98,50 @@ def test_measure_reports_them_for_files(tmp_path, monkeypatch, capsys) -> None:
     assert code == 2 and "--fid must be off, domain or inception" in err
 
 
+def test_measure_compares_outputs_off_the_unit_range_and_flat_sets(tmp_path, monkeypatch, capsys):
+    """A decoder's output a little outside [0, 1] is measured (the variance numbers as given),
+    and its PSNR compares it as an image, clamped to [0, 1]; a flat N x D set has a PSNR and no
+    SSIM (and says why); a declared --range is honoured by the quality numbers too."""
+    real, reconstructed = pairs(30, seed=3)
+    noisy = reconstructed + np.random.default_rng(4).normal(0, 0.2, reconstructed.shape)
+    assert noisy.min() < -0.1 and noisy.max() > 1.1
+    flat_real, flat_noisy = real.reshape(30, -1), noisy.reshape(30, -1)
+    for name, array in {"real": real, "noisy": noisy, "flat_real": flat_real,
+                        "flat_noisy": flat_noisy, "scaled": noisy * 255.0}.items():  # fmt: skip
+        np.save(tmp_path / f"{name}.npy", array)
+    cases = {
+        "image": (["--real", "real.npy", "--reconstructed", "noisy.npy"], real, noisy),
+        "flat": (["--real", "flat_real.npy", "--reconstructed", "flat_noisy.npy"], real, noisy),
+        "declared": (
+            [
+                "--real",
+                "real.npy",
+                "--reconstructed",
+                "scaled.npy",
+                "--range",
+                "reconstructed=0,255",
+            ],
+            real,
+            noisy,
+        ),  # fmt: skip
+    }
+    for case, (arguments, expected_real, expected_reconstructed) in cases.items():
+        arguments = [str(tmp_path / a) if a.endswith(".npy") else a for a in arguments]
+        out_json = tmp_path / f"{case}.json"
+        code, _, err = invoke(monkeypatch, capsys, "measure", *arguments, "--json", str(out_json))
+        assert code == 0, (case, err)
+        report = json.loads(out_json.read_text())
+        clamped = np.clip(expected_reconstructed, 0.0, 1.0)
+        assert report["quality"]["psnr"] == pytest.approx(
+            numpy_psnr(expected_real, clamped), rel=1e-9
+        ), case
+        mse = float(((expected_real - expected_reconstructed) ** 2).mean())
+        assert report["mse"] == pytest.approx(mse, rel=1e-9), case  # the variance numbers: as given
+        if case == "flat":
+            assert report["quality"]["ssim"] is None
+            assert "smaller than the SSIM window" in report["quality"]["settings"]["ssim"]
+
+
 def test_measure_rfid_on_inception_reuses_the_cached_reference(tmp_path, monkeypatch, capsys):
     """--fid inception with a small TorchScript standing in for the weights: the rFID equals
     `fid` on the same features, and the real statistics come from the cache the second time."""

@@ -90,7 +90,10 @@ class ReconstructionQuality:
             "rfid": None,
             "settings": {
                 "n": self.count,
-                "psnr": "mean over images of 10 log10(1 / MSE), data range 1, float64",
+                "psnr": (
+                    "mean over images of 10 log10(1 / MSE), data range 1, float64, "
+                    "reconstructions clamped to [0, 1]"
+                ),
                 "psnr_exact_images_left_out": self.exact,
                 "ssim": self.ssim_reason
                 or f"torchmetrics SSIM, Gaussian window {SSIM_WINDOW}, sigma {SSIM_SIGMA}",
