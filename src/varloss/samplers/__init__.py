@@ -6,11 +6,20 @@
     sampler.save("two-stage/")                              # safetensors + JSON, no pickles
     again = load_sampler("two-stage/", model)               # same samples for the same seed
 
-Registry `SAMPLERS` (one module each): `prior` (z ~ N(0, I), the baseline), `temperature`
-(z ~ N(0, tau^2 I), tau fitted to the data's pixel variance), `match` (per-pixel affine map of
-prior samples onto the data's moments), `gmm` (Gaussian mixture on the codes), `two-stage` (a
-second VAE on the codes, renormalised to the aggregate posterior). `METHODS` names the variants
-`varloss correct` compares.
+Words, used one way throughout: a *sampler* is a class here (one module each, registered in
+`SAMPLERS` by its `name`); a *method* is what `varloss correct --method` names, a registered
+sampler plus settings (`METHODS`: "two-stage-raw" is the two-stage sampler without
+renormalisation); a *remedy* is the prose word for any method but the baseline `prior`.
+
+Samplers: `prior` (z ~ N(0, I), the baseline), `temperature` (z ~ N(0, tau^2 I), tau fitted to
+the data's pixel variance), `gmm` (Gaussian mixture on the codes), `two-stage` (a second VAE on
+the codes, renormalised to the aggregate posterior): these act on latent codes. `match` (per-pixel
+affine map of decoded prior samples onto the data's moments), `ot` (the Gaussian optimal-transport
+map in the data's top-K principal basis) and `spectral` (a per-channel, per-radial-frequency gain
+onto the data's power spectrum) act on decoded images (`acts_on_images`), so they also apply to
+reconstructions, whose MSE they raise: the price `varloss correct` reports.
+
+A new remedy is one module here, registered with `@register`, and one entry in `METHODS`.
 """
 
 from varloss.samplers.base import (
@@ -32,6 +41,7 @@ from varloss.samplers.latents import (
     model_fingerprint,
     renormalize_latents,
 )
+from varloss.samplers.image_map import ImageMapSampler
 from varloss.samplers.match import MatchSampler
 from varloss.samplers.methods import (
     ALL_METHODS,
@@ -41,7 +51,9 @@ from varloss.samplers.methods import (
     create_sampler,
     parse_methods,
 )
+from varloss.samplers.ot import OTSampler, gaussian_transport_map
 from varloss.samplers.prior import PriorSampler
+from varloss.samplers.spectral import SpectralSampler
 from varloss.samplers.temperature import TemperatureSampler
 from varloss.samplers.two_stage import LatentVAE, TwoStageSampler
 
@@ -54,10 +66,13 @@ __all__ = [
     "SAMPLERS",
     "STATE_NAME",
     "GMMSampler",
+    "ImageMapSampler",
     "LatentVAE",
     "MatchSampler",
+    "OTSampler",
     "PriorSampler",
     "Sampler",
+    "SpectralSampler",
     "TemperatureSampler",
     "TwoStageSampler",
     "aggregate_posterior_stats",
@@ -65,6 +80,7 @@ __all__ = [
     "create_sampler",
     "decode_codes",
     "encode_dataset",
+    "gaussian_transport_map",
     "load_sampler",
     "mean_pixel_variance",
     "model_fingerprint",

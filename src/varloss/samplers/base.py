@@ -6,12 +6,20 @@ train_images)` learns whatever it needs from the trained VAE and its training da
 method works in latent space, `sample_codes(n, generator)` returns the codes it decodes.
 `save(dir)` writes the fitted state (`state.safetensors` + `config.json`, never pickles) and
 `load_sampler(dir, model)` restores it, so a correction fitted once can be reused and audited.
+
+What differs between samplers is their concern, behind this one interface (so `varloss correct`
+walks every method alike, and a new remedy is one file and a registry entry): `reuse` builds a
+sampler from another one already fitted (the two-stage variants share one second stage),
+`diagnostics` adds what only that sampler can say (the second stage's latent variance loss), and
+`acts_on_images` with `transform(images, strength)` marks the remedies that map decoded images and
+therefore also apply to reconstructions (their price in MSE).
 """
 
 from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -86,6 +94,8 @@ class Sampler(ABC):
     # fitted on the codes `encode` gives (mu, logvar), or drawing N(0, I) prior codes.
     fits_posterior: ClassVar[bool] = False
     draws_prior: ClassVar[bool] = False
+    # A remedy that maps decoded images (`transform`), so it applies to reconstructions too.
+    acts_on_images: ClassVar[bool] = False
 
     def __init__(self, seed: int = 0, batch_size: int = 1024) -> None:
         self.seed = int(seed)
@@ -96,6 +106,9 @@ class Sampler(ABC):
         self.model_fingerprint: str | None = None
         self.fitted = False
         self.fit_seconds: float | None = None
+        # told (epoch, epochs) after each epoch by samplers that train for epochs: a caller's own
+        # progress display (not a parameter: it changes nothing fitted)
+        self.on_epoch: Callable[[int, int], Any] | None = None
 
     # -- parameters ------------------------------------------------------------------------
     def params(self) -> dict[str, Any]:
@@ -162,6 +175,28 @@ class Sampler(ABC):
         model = self._require_model()
         codes = self.sample_codes(check_sample_count(n), generator)
         return decode_codes(model, codes, self.batch_size)
+
+    def transform(self, images: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
+        """Decoded images mapped by the fitted remedy ((1 - strength) x + strength T(x)); only
+        for samplers that `acts_on_images`."""
+        raise NotImplementedError(
+            f"the {self.name} sampler acts on latent codes, not on decoded images"
+        )
+
+    # -- what differs between samplers ------------------------------------------------------
+    def reuse(self, fitted: Sampler) -> Sampler | None:
+        """This (unfitted) sampler built from `fitted`, another sampler fitted on the same model
+        and data, without fitting again; None when `fitted` cannot stand in (the default)."""
+        del fitted
+        return None
+
+    def diagnostics(
+        self, model: nn.Module, test_images: torch.Tensor, n: int, seed: int
+    ) -> dict[str, Any]:
+        """Extra entries of this sampler's row in `varloss correct`'s report (default none),
+        measured on the test images with `n` draws from the streams of `seed`."""
+        del model, test_images, n, seed
+        return {}
 
     # -- persistence -------------------------------------------------------------------------
     def _state(self) -> dict[str, torch.Tensor]:

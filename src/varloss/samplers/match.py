@@ -11,22 +11,15 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch import nn
 
-from varloss.errors import InputError
-from varloss.samplers.base import Sampler, register
-from varloss.samplers.latents import (
-    check_sample_count,
-    decode_codes,
-    seeded_generator,
-    standard_normal,
-)
+from varloss.samplers.base import register
+from varloss.samplers.image_map import ImageMapSampler
 
 _STD_FLOOR = 1e-6  # a pixel whose generated std is below this does not vary
 
 
 @register
-class MatchSampler(Sampler):
+class MatchSampler(ImageMapSampler):
     """Prior samples mapped per pixel onto the training data's mean and variance, then clipped.
 
     x' = clip(offset + scale * (x - m_gen)), with m_gen and the per-pixel (scale, offset) fitted
@@ -38,7 +31,6 @@ class MatchSampler(Sampler):
     """
 
     name = "match"
-    draws_prior = True  # N(0, I) codes, their images matched to the data's moments
 
     def __init__(
         self,
@@ -50,17 +42,7 @@ class MatchSampler(Sampler):
         seed: int = 0,
         batch_size: int = 1024,
     ) -> None:
-        super().__init__(seed=seed, batch_size=batch_size)
-        if value_range is not None:
-            if len(value_range) != 2 or not value_range[0] < value_range[1]:
-                raise InputError(
-                    f"value_range must be (low, high) with low < high, got {value_range!r}."
-                )
-            value_range = (float(value_range[0]), float(value_range[1]))
-        if int(n_fit) < 2:
-            raise InputError(f"n_fit must be at least 2, got {n_fit!r}.")
-        self.n_fit = int(n_fit)
-        self.value_range = value_range
+        super().__init__(n_fit=n_fit, value_range=value_range, seed=seed, batch_size=batch_size)
         self.clip_aware = bool(clip_aware)
         self.iterations = int(iterations)
         self.tolerance = float(tolerance)
@@ -73,22 +55,19 @@ class MatchSampler(Sampler):
         self.fit_residual: float | None = None
 
     def params(self) -> dict[str, Any]:
-        value_range = list(self.value_range) if self.value_range is not None else None
+        base = super().params()
         return {
-            "n_fit": self.n_fit,
-            "value_range": value_range,
+            "n_fit": base.pop("n_fit"),
+            "value_range": base.pop("value_range"),
             "clip_aware": self.clip_aware,
             "iterations": self.iterations,
             "tolerance": self.tolerance,
-            **super().params(),
+            **base,
         }
 
-    def _fit(self, model: nn.Module, images: torch.Tensor) -> None:
-        data = images.to(torch.float64)
+    def _fit_map(self, generated: torch.Tensor, data: torch.Tensor) -> None:
         self.data_mean = data.mean(0)
         self.data_std = data.var(0, correction=0).sqrt()
-        codes = standard_normal(self.n_fit, int(self.latent_dim), seeded_generator(self.seed))
-        generated = decode_codes(model, codes, self.batch_size).to(torch.float64)
         self.generated_mean = generated.mean(0)
         self.generated_std = generated.var(0, correction=0).sqrt()
         varies = self.generated_std > _STD_FLOOR
@@ -134,20 +113,9 @@ class MatchSampler(Sampler):
         residual = float(best_error.max())
         return best_scale.reshape(shape), best_offset.reshape(shape), residual
 
-    def sample_codes(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        self._require_model()
-        return standard_normal(check_sample_count(n), int(self.latent_dim), generator)
-
-    def transform(self, images: torch.Tensor) -> torch.Tensor:
-        """Apply the fitted per-pixel affine map (and clipping) to decoded images."""
-        out = self.offset + self.scale * (images.to(torch.float64) - self.generated_mean)
-        if self.value_range is not None:
-            out = out.clamp(*self.value_range)
-        return out.to(torch.float32)
-
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        model = self._require_model()
-        return self.transform(decode_codes(model, self.sample_codes(n, generator), self.batch_size))
+    def _map(self, images: torch.Tensor) -> torch.Tensor:
+        """The fitted per-pixel affine map (`transform` clips it to `value_range`)."""
+        return self.offset + self.scale * (images - self.generated_mean)
 
     def _fitted_scalars(self) -> dict[str, Any]:
         return {"max_moment_error": self.fit_residual}

@@ -1,7 +1,7 @@
-"""The named methods `varloss correct` compares: samplers with settings (two-stage variants).
+"""The named methods `varloss correct` compares: registered samplers with settings.
 
 A method is a registered sampler plus constructor overrides; the three two-stage methods share
-one fitted second stage and differ only in how its codes are renormalised.
+one fitted second stage (`Sampler.reuse`) and differ only in how its codes are renormalised.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from varloss._registry import Registry
 from varloss.errors import InputError
 from varloss.samplers.base import SAMPLERS, Sampler, check_model_fit
 
-# name -> (sampler registry name, constructor overrides). Two-stage variants share one fit.
+# method name -> (sampler registry name, constructor overrides)
 METHODS: Registry[tuple[str, dict[str, Any]]] = Registry(
     "correction method", hint="'all' alone names them all"
 )
@@ -23,6 +23,8 @@ for _name, _method in {
     "two-stage-spherical": ("two-stage", {"renormalize": True, "target": "spherical"}),
     "temperature": ("temperature", {}),
     "match": ("match", {}),
+    "ot": ("ot", {}),
+    "spectral": ("spectral", {}),
     "gmm": ("gmm", {}),
 }.items():
     METHODS.register(_name, _method)

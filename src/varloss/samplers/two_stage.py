@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -22,6 +22,8 @@ from varloss._progress import progress_bar
 from varloss.errors import InputError
 from varloss.losses import BalancedGaussian, gaussian_kl
 from varloss.samplers.base import Sampler, register
+from varloss.variance import measure
+from varloss.variance.protocol import Stream, stream_seed
 from varloss.samplers.latents import (
     aggregate_posterior_stats,
     check_sample_count,
@@ -129,9 +131,6 @@ class TwoStageSampler(Sampler):
         self.lr = float(lr)
         self.n_renorm = int(n_renorm)
         self.progress = bool(progress)
-        # told (epoch, epochs) after each pass over the codes while the second stage trains: a
-        # caller's own progress display (not a parameter: it changes nothing fitted)
-        self.on_epoch: Callable[[int, int], Any] | None = None
         self.network: LatentVAE | None = None
         self.code_mean: torch.Tensor | None = None  # standardisation of the second stage's input
         self.code_std: torch.Tensor | None = None
@@ -285,6 +284,35 @@ class TwoStageSampler(Sampler):
         other.renormalize, other.target = bool(renormalize), target
         return other
 
+    def reuse(self, fitted: Sampler) -> Sampler | None:
+        """`fitted`'s second stage with this sampler's renormalisation, when the two differ in
+        nothing else (the two-stage methods share one trained second stage)."""
+        if not isinstance(fitted, TwoStageSampler) or not fitted.fitted:
+            return None
+        variant = fitted.variant(self.renormalize, self.target)
+        return variant if variant.params() == self.params() else None
+
+    def diagnostics(
+        self, model: nn.Module, test_images: torch.Tensor, n: int, seed: int
+    ) -> dict[str, Any]:
+        """`latent`: the second stage's variance loss in latent space (standardised codes mu of
+        the test images against their second-stage reconstructions and `n` raw samples drawn
+        from the second-stage stream of `seed`) and its ratio to the second stage's MSE: the
+        quantity the renormalisation rule makes up for."""
+        generator = torch.Generator().manual_seed(stream_seed(seed, Stream.SECOND_STAGE_CODES))
+        sets = self.latent_sets(model, test_images, n, generator)
+        report = measure(sets["codes"], sets["reconstructed"], sets["generated"])
+        return {
+            "latent": {
+                "space": "first-stage codes mu of the test images, standardised per dimension",
+                "n_codes": report.n_real,
+                "latent_dim": int(sets["codes"].shape[1]),
+                "var_codes": report.var_real,
+                **{key: getattr(report, key) for key in _LATENT_KEYS},
+                "renormalized": self.renormalize,
+            }
+        }
+
     def _fitted_scalars(self) -> dict[str, Any]:
         return {"second_stage_mse": self.final_mse, "second_stage_kl": self.final_kl}
 
@@ -310,6 +338,17 @@ class TwoStageSampler(Sampler):
         self.network.eval()
         self.final_mse = scalars.get("second_stage_mse")
         self.final_kl = scalars.get("second_stage_kl")
+
+
+_LATENT_KEYS = (
+    "var_reconstructed",
+    "var_generated",
+    "variance_loss_reconstructed",
+    "variance_loss_generated",
+    "mse",
+    "ratio_reconstructed",
+    "ratio_generated",
+)
 
 
 def _with_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
