@@ -69,6 +69,7 @@ __all__ = [
     "CHECKPOINT_DIR",
     "CHECKPOINT_FILE",
     "CONFIG_FILE",
+    "CURVE_FILE",
     "CORRECT_DIR",
     "FIGURE_FILE",
     "FIT_FILE",
@@ -114,6 +115,7 @@ RUNS_DIR = "runs"  # one training run folder per spec row
 CORRECT_DIR = "correct"
 SAMPLERS_DIR = "samplers"
 SAMPLER_STATE_FILE = "state.safetensors"  # beside the sampler's CONFIG_FILE
+CURVE_FILE = "curve.png"  # `correct --curve`: the distortion-perception curves
 
 # Bookkeeping of every folder
 LOCK_FILE = ".varloss.lock"

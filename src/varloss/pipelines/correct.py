@@ -8,11 +8,21 @@ the manifest last:
 - `samplers/<method>/`: each fitted sampler (safetensors + JSON, with its own manifest); a later
   call with the same model and parameters loads it instead of fitting again;
 - `samples.png`: one row of samples per method under the real test images;
+- `curve.png` (with `curve=True`): the distortion-perception curves of the image-space remedies;
 - `report.json`: ONE schema, whether one method was asked for or several:
   `{"method", "baseline", "methods": {name: row}, "table": [...], "settings"}`. `baseline` is the
-  prior's row, `methods` has one row per method (the prior first) with the `varloss measure`
-  keys of its samples against the test split, `gap_closed`, `fid`, `fid_before`, `fid_after`,
-  `fid_gain` and the sampler's settings; `table` is the short summary the CLI prints.
+  prior's row, `methods` has one row per method with the `varloss measure` keys of its samples
+  against the test split (the `spectrum` by frequency band included), `gap_closed`,
+  `band_gap_closed`, `spectral_error` (`varloss.variance.gap`), `pixel_frechet`
+  (`varloss.quality.pixel_frechet`, K in the settings), `fid`, `fid_before`, `fid_after`,
+  `fid_gain`, the price (`reconstruction_mse_before`, `reconstruction_mse_after`,
+  `variance_regained`, `price_reason`: `varloss.pipelines.remedy_price`), with `curve=True` the
+  `curve` points, whatever the sampler adds (`Sampler.diagnostics`: the two-stage rows' `latent`)
+  and the sampler's settings; `table` is the short summary the CLI prints.
+
+Rows (in `methods` and `table`) are sorted by one headline, lower first: the FID where it was
+computed for every method, else `pixel_frechet` (`settings["headline"]` says which). Total gap
+closed is not the headline: it cannot tell variance given back as structure from noise.
 
 Every method draws from a generator seeded with the evaluation-code stream of `seed`
 (`varloss.variance.protocol`), so latent-space methods show matched samples, and with the run's
@@ -24,7 +34,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,11 +49,26 @@ from varloss._version import __version__
 from varloss.data import load as load_dataset
 from varloss.data import read_images
 from varloss.errors import InputError
-from varloss.figures import save_image_grid
+from varloss.figures import save_figure, save_image_grid
+from varloss.figures.distortion import distortion_perception_figure
 from varloss.models.adapters import ModelAdapter, load_adapter
+from varloss.pipelines.remedy_price import (
+    PRICE_DEFINITION,
+    distortion_perception_curve,
+    mean_reconstructions,
+    price,
+)
+from varloss.pipelines.remedy_table import (
+    HEADLINE_DEFINITION,
+    compare_with_baseline,
+    method_table,
+    sort_by_headline,
+)
 from varloss.quality import fid_mode, fid_or_reason
+from varloss.quality.pixel_frechet import DEFAULT_PIXEL_FRECHET_K, PixelFrechet
 from varloss.runs import (
     CORRECT_DIR,
+    CURVE_FILE,
     REPORT_FILE,
     SAMPLERS_DIR,
     SAMPLES_FILE,
@@ -62,24 +86,17 @@ from varloss.samplers import (
     parse_methods,
     read_sampler_config,
 )
-from varloss.samplers.two_stage import TwoStageSampler
 from varloss.variance import measure
+from varloss.variance.gap import (
+    BAND_GAP_CLOSED_DEFINITION,
+    GAP_CLOSED_DEFINITION,
+    SPECTRAL_ERROR_DEFINITION,
+    gap_closed,
+)
 from varloss.variance.model import first_batch_probe
 from varloss.variance.protocol import Stream, stream_seed
 
-GAP_CLOSED_DEFINITION = "1 - |var_real - var_generated| / |var_real - var_generated(prior)|"
-
-
-def gap_closed(var_real: float, var_baseline: float, var_corrected: float) -> float | None:
-    """Fraction of the baseline variance gap closed: 1 - |gap after| / |gap before|.
-
-    1 means the generated variance equals the real one; overshooting counts as remaining gap;
-    negative values mean the remedy moved further away. None when the baseline has no gap.
-    """
-    before = var_real - var_baseline
-    if before == 0 or not math.isfinite(before):
-        return None
-    return float(1.0 - abs(var_real - var_corrected) / abs(before))
+__all__ = ["correct", "gap_closed", "method_table"]
 
 
 @dataclass
@@ -105,6 +122,8 @@ class _Inputs:
     test_set: Any  # the ImageSet, so the FID can cache its feature statistics
     test_images: torch.Tensor
     n_generated: int
+    reconstructed: torch.Tensor  # decode(mu) of the test images: the remedies' price
+    frechet: PixelFrechet  # the test images' top-K basis and Gaussian
 
 
 def correct(
@@ -126,6 +145,8 @@ def correct(
     test: Any = None,
     device: str = "cpu",
     threads: int | str | None = None,
+    curve: bool = False,
+    pixel_frechet_k: int = DEFAULT_PIXEL_FRECHET_K,
 ) -> dict[str, Any]:
     """Fit remedies on a model and measure what each gains; returns report.json.
 
@@ -140,10 +161,12 @@ def correct(
     `threads`: torch's CPU threads, "auto" (the CLI's default: timed on a batch of the model's
     reconstructions, samples and their measurement, `varloss._threads`), a count or None (as
     set); recorded in the settings, the caller's setting given back at the end.
+    `curve`: also sweep each image-space remedy's strength from 0 to 1 (`curve` in its row,
+    curve.png). `pixel_frechet_k`: K of `pixel_frechet`'s principal basis.
     """
     fid = fid_mode(fid)
     methods = parse_methods(method)
-    _check_arguments(n_samples, sampler_params or {})
+    _check_arguments(n_samples, sampler_params or {}, pixel_frechet_k)
     model = _load_model(run_dir, _Data(dataset, train, test), device)  # refused: nothing written
     check_methods_fit(methods, model)
     run_dir = Path(model.source)
@@ -152,7 +175,7 @@ def correct(
     folder = RunFolder(out if out is not None else run_dir / CORRECT_DIR)
     # the lock is taken before the data loads: a second process is told at once
     with folder.lock(), threads_kept():
-        inputs = _load_inputs(run_dir, model, data, n_samples, limit, data_path)
+        inputs = _load_inputs(run_dir, model, data, n_samples, limit, data_path, pixel_frechet_k)
         probe = first_batch_probe(inputs.train_images, inputs.model, batch_size=256)
         threads_used = choose_threads(threads, probe).to_dict()
         rows: dict[str, dict[str, Any]] = {}
@@ -165,21 +188,28 @@ def correct(
             # a second stage that trains shows its epochs in the bar (minutes on a CPU)
             shown = functools.partial(_show_epoch, bar, name)
             sampler, source = _fit_or_load(name, params, inputs, folder, fitted, shown)
-            rows[name], samples = _evaluate(name, sampler, inputs, seed, fid)
+            rows[name], samples = _evaluate(name, sampler, inputs, seed, fid, curve)
             rows[name].update(sampler_dir=str(_sampler_dir(folder, name)), sampler_source=source)
             grids[name] = samples[:grid_size]
-        _compare_with_baseline(rows)
+        compare_with_baseline(rows)
+        headline = sort_by_headline(rows)
         settings = _settings(inputs, methods, seed, fid, rows[BASELINE], command)
-        settings["threads"] = threads_used
+        settings.update(threads=threads_used, headline=headline, curve=bool(curve))
         report = _json_safe(_report(methods, rows, settings))
         _write_outputs(folder, inputs, rows, grids, report, grid_size)
     return report
 
 
-def _check_arguments(n_samples: int | None, sampler_params: dict[str, dict[str, Any]]) -> None:
+def _check_arguments(
+    n_samples: int | None, sampler_params: dict[str, dict[str, Any]], pixel_frechet_k: Any
+) -> None:
     """Refuse bad arguments before anything is loaded or written."""
     if n_samples is not None and int(n_samples) < 2:
         raise InputError(f"n_samples must be at least 2, got {n_samples!r}.")
+    if isinstance(pixel_frechet_k, bool) or not isinstance(pixel_frechet_k, int):
+        raise InputError(f"pixel_frechet_k must be a positive integer, got {pixel_frechet_k!r}.")
+    if pixel_frechet_k < 1:
+        raise InputError(f"pixel_frechet_k must be a positive integer, got {pixel_frechet_k!r}.")
     unknown = sorted(set(sampler_params) - set(METHODS))
     if unknown:
         raise InputError(
@@ -220,6 +250,7 @@ def _load_inputs(
     n_samples: int | None,
     limit: int | None,
     data_path: str | None,
+    pixel_frechet_k: int = DEFAULT_PIXEL_FRECHET_K,
 ) -> _Inputs:
     """The model's train and test data: its data set's splits, or the train (test) images."""
     if data.train is not None:
@@ -242,6 +273,8 @@ def _load_inputs(
         test_set=test_set,
         test_images=test_images,
         n_generated=int(n_samples) if n_samples is not None else int(test_images.shape[0]),
+        reconstructed=mean_reconstructions(model, test_images),
+        frechet=PixelFrechet(test_images, pixel_frechet_k),
     )
 
 
@@ -260,39 +293,40 @@ def _fit_or_load(
     """The method's sampler and where it came from: "loaded", "variant" or "fitted".
 
     A saved sampler is loaded when it was fitted on this model with these parameters (a damaged
-    or stale folder is fitted again); two-stage variants reuse one trained second stage, whose
-    training tells `on_epoch(epoch, epochs)` after each epoch.
+    or stale folder is fitted again); otherwise one fitted earlier in this call stands in when
+    the sampler can `reuse` it (the two-stage methods share one second stage); otherwise it is
+    fitted, telling `on_epoch(epoch, epochs)` after each epoch where it trains for epochs.
     """
-    is_two_stage = METHODS[method][0] == "two-stage"
-    if is_two_stage:
-        params.setdefault("progress", False)
     wanted = create_sampler(method, **params)
-    if is_two_stage:
-        wanted.on_epoch = on_epoch
+    wanted.on_epoch = on_epoch
     directory = _sampler_dir(folder, method)
-    if directory.is_dir():
-        try:
-            config = read_sampler_config(directory)
-            same_params = config.get("params") == _json_safe(wanted.params())
-            if config.get("model_fingerprint") == inputs.fingerprint and same_params:
-                sampler = load_sampler(directory, inputs.model)
-                if is_two_stage:
-                    fitted.setdefault("two-stage", sampler)
-                return sampler, "loaded"
-        except InputError:
-            pass  # damaged or from another version: fitted again below
-    shared = fitted.get("two-stage")
-    if is_two_stage and shared is not None:
-        # The trained second stage is reused when only the renormalisation setting differs.
-        variant = shared.variant(wanted.renormalize, wanted.target)
-        if variant.params() == wanted.params():
-            variant.save(directory)
-            return variant, "variant"
-    sampler = wanted.fit(inputs.model, inputs.train_images)
-    sampler.save(directory)
-    if is_two_stage:
-        fitted["two-stage"] = sampler
-    return sampler, "fitted"
+    sampler, source = _load_saved(wanted, directory, inputs), "loaded"
+    for other in fitted.values():
+        if sampler is not None:
+            break
+        sampler, source = wanted.reuse(other), "variant"
+        if sampler is not None:
+            sampler.save(directory)
+    if sampler is None:
+        sampler, source = wanted.fit(inputs.model, inputs.train_images), "fitted"
+        sampler.save(directory)
+    fitted[method] = sampler
+    return sampler, source
+
+
+def _load_saved(wanted: Sampler, directory: Path, inputs: _Inputs) -> Sampler | None:
+    """The sampler saved in `directory` when it was fitted on this model with `wanted`'s
+    parameters; None when there is none, or it is stale or damaged (then it is fitted again)."""
+    if not directory.is_dir():
+        return None
+    try:
+        config = read_sampler_config(directory)
+        same_params = config.get("params") == _json_safe(wanted.params())
+        if config.get("model_fingerprint") == inputs.fingerprint and same_params:
+            return load_sampler(directory, inputs.model)
+    except InputError:
+        pass  # damaged or from another version
+    return None
 
 
 def _show_epoch(bar: Any, method: str, epoch: int, epochs: int) -> None:
@@ -300,12 +334,14 @@ def _show_epoch(bar: Any, method: str, epoch: int, epochs: int) -> None:
 
 
 def _evaluate(
-    name: str, sampler: Sampler, inputs: _Inputs, seed: int, fid: str
+    name: str, sampler: Sampler, inputs: _Inputs, seed: int, fid: str, curve: bool = False
 ) -> tuple[dict[str, Any], torch.Tensor]:
-    """One method's row (its samples measured against the test split, FID) and its samples."""
+    """One method's row (its samples measured against the test split, their pixel Fréchet
+    distance and FID, the price on reconstructions, the sampler's own diagnostics) and its
+    samples."""
     started = time.perf_counter()
-    codes = torch.Generator().manual_seed(stream_seed(seed, Stream.EVALUATION_CODES))
-    samples = sampler.sample(inputs.n_generated, codes)
+    generator = torch.Generator().manual_seed(stream_seed(seed, Stream.EVALUATION_CODES))
+    samples = sampler.sample(inputs.n_generated, generator)
     sample_seconds = time.perf_counter() - started
     measured = measure(
         inputs.test_images,
@@ -324,60 +360,26 @@ def _evaluate(
     row = {
         **measured,
         "measured_by": "varloss.measure",
+        "pixel_frechet": inputs.frechet.distance(samples),
         "fid": fid_result,
         "fid_reason": fid_reason,
+        **price(sampler, inputs.test_images, inputs.reconstructed),
         "sampler": sampler.settings(),
         "fit_seconds": sampler.fit_seconds,
         "sample_seconds": sample_seconds,
     }
-    if isinstance(sampler, TwoStageSampler):
-        row["latent"] = latent_variance(sampler, inputs, seed)
-    return row, samples
-
-
-def latent_variance(sampler: TwoStageSampler, inputs: _Inputs, seed: int) -> dict[str, Any]:
-    """The second stage's variance loss in latent space (standardised codes mu of the test
-    images against their second-stage reconstructions and raw samples) and its ratio to the
-    second stage's MSE: the quantity the renormalisation rule makes up for."""
-    generator = torch.Generator().manual_seed(stream_seed(seed, Stream.SECOND_STAGE_CODES))
-    sets = sampler.latent_sets(inputs.model, inputs.test_images, inputs.n_generated, generator)
-    report = measure(sets["codes"], sets["reconstructed"], sets["generated"])
-    return {
-        "space": "first-stage codes mu of the test images, standardised per dimension",
-        "n_codes": report.n_real,
-        "latent_dim": int(sets["codes"].shape[1]),
-        "var_codes": report.var_real,
-        **{key: getattr(report, key) for key in _LATENT_KEYS},
-        "renormalized": sampler.renormalize,
-    }
-
-
-_LATENT_KEYS = (
-    "var_reconstructed",
-    "var_generated",
-    "variance_loss_reconstructed",
-    "variance_loss_generated",
-    "mse",
-    "ratio_reconstructed",
-    "ratio_generated",
-)
-
-
-def _fid_value(result: dict[str, Any] | None) -> float | None:
-    return None if not result else float(result["fid"])
-
-
-def _compare_with_baseline(rows: dict[str, dict[str, Any]]) -> None:
-    """Add to every row the gap it closes and its FID gain over the prior (the baseline)."""
-    baseline = rows[BASELINE]
-    before = _fid_value(baseline["fid"])
-    for row in rows.values():
-        row["gap_closed"] = gap_closed(
-            row["var_real"], baseline["var_generated"], row["var_generated"]
+    if curve and sampler.acts_on_images:
+        # the same codes as the samples: the curve's strength-1 point is the row's own
+        codes = torch.Generator().manual_seed(stream_seed(seed, Stream.EVALUATION_CODES))
+        row["curve"] = distortion_perception_curve(
+            sampler,
+            sampler.sample_codes(inputs.n_generated, codes),
+            inputs.test_images,
+            inputs.reconstructed,
+            inputs.frechet,
         )
-        after = _fid_value(row["fid"])
-        row["fid_before"], row["fid_after"] = before, after
-        row["fid_gain"] = None if before is None or after is None else before - after
+    row.update(sampler.diagnostics(inputs.model, inputs.test_images, inputs.n_generated, seed))
+    return row, samples
 
 
 def _settings(
@@ -413,6 +415,11 @@ def _settings(
         if baseline["fid"] is None
         else ("inception" if fid == "inception" else "domain"),
         "gap_closed_definition": GAP_CLOSED_DEFINITION,
+        "band_gap_closed_definition": BAND_GAP_CLOSED_DEFINITION,
+        "spectral_error_definition": SPECTRAL_ERROR_DEFINITION,
+        **inputs.frechet.settings(),
+        "price_definition": PRICE_DEFINITION,
+        "headline_definition": HEADLINE_DEFINITION,
         "varloss_version": __version__,
     }
 
@@ -424,26 +431,10 @@ def _report(
     return {
         "method": "all" if methods == list(ALL_METHODS) else ",".join(methods),
         "baseline": rows[BASELINE],
-        "methods": {name: rows[name] for name in methods},
+        "methods": dict(rows),  # in the headline's order
         "table": method_table(rows),
         "settings": settings,
     }
-
-
-def method_table(rows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """One short row per method: the numbers `varloss correct` prints."""
-    return [
-        {
-            "method": name,
-            "var_real": row["var_real"],
-            "var_generated": row["var_generated"],
-            "variance_loss_generated": row.get("variance_loss_generated"),
-            "gap_closed": row.get("gap_closed"),
-            "fid": row.get("fid_after"),
-            "fid_gain": row.get("fid_gain"),
-        }
-        for name, row in rows.items()
-    ]
 
 
 def _write_outputs(
@@ -461,6 +452,10 @@ def _write_outputs(
         label = "prior (baseline)" if name == BASELINE else name
         picture[f"{label}  var={rows[name]['var_generated']:.4f}"] = samples
     save_image_grid(picture, folder.file(SAMPLES_FILE))
+    curves = {name: row["curve"] for name, row in rows.items() if row.get("curve")}
+    if curves:
+        mse_before = rows[BASELINE]["reconstruction_mse_before"]
+        save_figure(distortion_perception_figure(curves, mse_before), folder.file(CURVE_FILE))
     folder.write_json(REPORT_FILE, report)
     folder.seal()
 

@@ -33,6 +33,7 @@ from varloss.samplers.base import (
     register,
 )
 from varloss.samplers.gmm import GMMSampler
+from varloss.samplers.image_map import ImageMapSampler
 from varloss.samplers.latents import (
     aggregate_posterior_stats,
     decode_codes,
@@ -41,7 +42,6 @@ from varloss.samplers.latents import (
     model_fingerprint,
     renormalize_latents,
 )
-from varloss.samplers.image_map import ImageMapSampler
 from varloss.samplers.match import MatchSampler
 from varloss.samplers.methods import (
     ALL_METHODS,

@@ -39,7 +39,9 @@ def check_strength(strength: float) -> float:
     """`strength` as a float in [0, 1] (0: identity, 1: the full map), or one sentence."""
     value = float(strength)
     if not 0.0 <= value <= 1.0:
-        raise InputError(f"strength must lie in [0, 1] (0 = identity, 1 = full map), got {strength!r}.")
+        raise InputError(
+            f"strength must lie in [0, 1] (0 = identity, 1 = full map), got {strength!r}."
+        )
     return value
 
 

@@ -113,7 +113,9 @@ class OTSampler(ImageMapSampler):
         self.residual_generated = total_generated - float(torch.trace(self.generated_covariance))
         self.residual_scale = 1.0
         if self.residual == "scaled":
-            ratio = self.residual_real / self.residual_generated if self.residual_generated > 0 else 0
+            ratio = (
+                self.residual_real / self.residual_generated if self.residual_generated > 0 else 0
+            )
             self.residual_scale = max(ratio, 0.0) ** 0.5
 
     def _map(self, images: torch.Tensor) -> torch.Tensor:

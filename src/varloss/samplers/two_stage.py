@@ -22,8 +22,6 @@ from varloss._progress import progress_bar
 from varloss.errors import InputError
 from varloss.losses import BalancedGaussian, gaussian_kl
 from varloss.samplers.base import Sampler, register
-from varloss.variance import measure
-from varloss.variance.protocol import Stream, stream_seed
 from varloss.samplers.latents import (
     aggregate_posterior_stats,
     check_sample_count,
@@ -32,6 +30,8 @@ from varloss.samplers.latents import (
     seeded_generator,
     standard_normal,
 )
+from varloss.variance import measure
+from varloss.variance.protocol import Stream, stream_seed
 
 _STD_FLOOR = 1e-8  # keeps standardisation finite for a code dimension that never varies
 
