@@ -41,6 +41,8 @@ SMALL = {
     "prior": {},
     "temperature": {"n_fit": 200, "scan_points": 6},
     "match": {"n_fit": 300, "iterations": 10},
+    "ot": {"n_fit": 300, "components": 8},
+    "spectral": {"n_fit": 300},
     "gmm": {"n_components": 2},
     "two-stage": {"steps": 40, "n_renorm": 500, "hidden": [32]},
 }

@@ -34,22 +34,32 @@ def _cell(value: float | None, fmt: str) -> str:
     return "-" if value is None else format(value, fmt)
 
 
+_COLUMNS = (
+    ("var_generated", "var_generated", ".5f"),
+    ("gap closed", "gap_closed", ".1%"),
+    ("spectral err", "spectral_error", ".3f"),
+    ("pixel FD", "pixel_frechet", ".4g"),
+    ("MSE before", "reconstruction_mse_before", ".5f"),
+    ("MSE after", "reconstruction_mse_after", ".5f"),
+    ("FID", "fid_after", ".2f"),
+)
+
+
 def print_methods(report: dict) -> None:
-    """The methods table of correct's report.json: variance kept, gap closed, FID, and each
-    method's warnings (`variance_warnings`: samples that do not vary)."""
+    """The methods table of correct's report.json in its headline's order: variance, gap closed
+    in total, spectral error, pixel Fréchet distance, the MSE price on reconstructions, FID, and
+    each method's warnings (`variance_warnings`: samples that do not vary)."""
     from varloss.variance.report import variance_warnings  # start-up cost: see cli/__init__.py
 
-    table = Table(title=f"variance remedies: {report['settings']['run_dir']}")
-    for column in ("method", "var_real", "var_generated", "gap closed", "FID"):
-        table.add_column(column, justify="left" if column == "method" else "right")
+    settings = report["settings"]
+    headline = settings.get("headline")
+    title = f"variance remedies: {settings['run_dir']}"
+    table = Table(title=title + (f" (sorted by {headline})" if headline else ""))
+    table.add_column("method", justify="left")
+    for column, _, _ in _COLUMNS:
+        table.add_column(column, justify="right")
     for name, entry in report["methods"].items():
-        table.add_row(
-            name,
-            _cell(entry["var_real"], ".5f"),
-            _cell(entry["var_generated"], ".5f"),
-            _cell(entry.get("gap_closed"), ".1%"),
-            _cell(entry.get("fid_after"), ".2f"),
-        )
+        table.add_row(name, *(_cell(entry.get(key), fmt) for _, key, fmt in _COLUMNS))
     console = Console()
     console.print(table)
     for name, entry in report["methods"].items():
@@ -58,6 +68,11 @@ def print_methods(report: dict) -> None:
     reason = report["baseline"].get("fid_reason")
     if reason:
         console.print(f"FID: {reason}")
+    latent = [name for name, entry in report["methods"].items() if entry.get("price_reason")]
+    if latent:
+        console.print(f"MSE after: none for {', '.join(latent)}, which act on latent codes.")
+    if settings.get("pixel_frechet_k") is not None:
+        console.print(f"pixel FD: in the test images' top-{settings['pixel_frechet_k']} basis.")
 
 
 @command("correct", fid="on")
@@ -100,6 +115,15 @@ def correct_command(
     stage2_steps: int = typer.Option(None, "--stage2-steps", help="Second-stage training steps."),
     tau: float = typer.Option(None, "--tau", help="Fixed temperature instead of the search."),
     gmm_components: int = typer.Option(None, "--gmm-components", help="Mixture components."),
+    curve: bool = typer.Option(
+        False,
+        "--curve",
+        help="Also sweep each image-space remedy (match, ot, spectral) from identity to full map "
+        "and draw reconstruction MSE against pixel FD and variance kept (curve.png).",
+    ),
+    pixel_frechet_k: int = typer.Option(
+        64, "--pixel-frechet-k", help="Principal directions of the real images for pixel FD."
+    ),
     report_html: bool = typer.Option(
         True, "--report/--no-report", help="Also write report.html in the output folder."
     ),
@@ -131,8 +155,13 @@ def correct_command(
         test=test,
         device=device,
         threads=threads,
+        curve=curve,
+        pixel_frechet_k=pixel_frechet_k,
     )
     print_methods(report)
-    typer.echo(f"wrote {out_dir}/report.json, {out_dir}/samples.png, {out_dir}/samplers/")
+    written = f"{out_dir}/report.json, {out_dir}/samples.png"
+    if any(entry.get("curve") for entry in report["methods"].values()):
+        written += f", {out_dir}/curve.png"
+    typer.echo(f"wrote {written}, {out_dir}/samplers/")
     if report_html:
         typer.echo(f"report: {write_report(out_dir, command=command_line())}")
