@@ -75,6 +75,25 @@ def print_methods(report: dict) -> None:
         console.print(f"pixel FD: in the test images' top-{settings['pixel_frechet_k']} basis.")
 
 
+# the quality options, defined apart so the command's signature stays readable
+FID_OPTION = typer.Option(
+    "auto",
+    "--fid",
+    help="FID (domain features) of each method's samples: auto (if the classifier is "
+    "cached), on (train it if needed; also --fid alone, after RUN_DIR), off; or inception "
+    "(the papers' Inception-v3: `varloss weights fetch inception` once).",
+)
+CURVE_OPTION = typer.Option(
+    False,
+    "--curve",
+    help="Also sweep each image-space remedy (match, ot, spectral) from identity to full map "
+    "and draw reconstruction MSE against pixel FD and variance kept (curve.png).",
+)
+PIXEL_FRECHET_K_OPTION = typer.Option(
+    64, "--pixel-frechet-k", help="Principal directions of the real images for pixel FD."
+)
+
+
 @command("correct", fid="on")
 def correct_command(
     run_dir: str = typer.Argument(
@@ -105,25 +124,12 @@ def correct_command(
         None, "--test", help="With --train: images to measure against [default: --train]."
     ),
     device: str = typer.Option("cpu", "--device", help="Where the model runs: cpu, cuda[:N]."),
-    fid: str = typer.Option(
-        "auto",
-        "--fid",
-        help="FID (domain features) of each method's samples: auto (if the classifier is "
-        "cached), on (train it if needed; also --fid alone, after RUN_DIR), off; or inception "
-        "(the papers' Inception-v3: `varloss weights fetch inception` once).",
-    ),
+    fid: str = FID_OPTION,
     stage2_steps: int = typer.Option(None, "--stage2-steps", help="Second-stage training steps."),
     tau: float = typer.Option(None, "--tau", help="Fixed temperature instead of the search."),
     gmm_components: int = typer.Option(None, "--gmm-components", help="Mixture components."),
-    curve: bool = typer.Option(
-        False,
-        "--curve",
-        help="Also sweep each image-space remedy (match, ot, spectral) from identity to full map "
-        "and draw reconstruction MSE against pixel FD and variance kept (curve.png).",
-    ),
-    pixel_frechet_k: int = typer.Option(
-        64, "--pixel-frechet-k", help="Principal directions of the real images for pixel FD."
-    ),
+    curve: bool = CURVE_OPTION,
+    pixel_frechet_k: int = PIXEL_FRECHET_K_OPTION,
     report_html: bool = typer.Option(
         True, "--report/--no-report", help="Also write report.html in the output folder."
     ),
