@@ -39,7 +39,6 @@ _COLUMNS = (
     ("gap closed", "gap_closed", ".1%"),
     ("spectral err", "spectral_error", ".3f"),
     ("pixel FD", "pixel_frechet", ".4g"),
-    ("MSE before", "reconstruction_mse_before", ".5f"),
     ("MSE after", "reconstruction_mse_after", ".5f"),
     ("FID", "fid_after", ".2f"),
 )
@@ -55,7 +54,8 @@ def print_methods(report: dict) -> None:
     headline = settings.get("headline")
     title = f"variance remedies: {settings['run_dir']}"
     table = Table(title=title + (f" (sorted by {headline})" if headline else ""))
-    table.add_column("method", justify="left")
+    width = max(len(name) for name in report["methods"])
+    table.add_column("method", justify="left", no_wrap=True, min_width=width)
     for column, _, _ in _COLUMNS:
         table.add_column(column, justify="right")
     for name, entry in report["methods"].items():
@@ -68,9 +68,12 @@ def print_methods(report: dict) -> None:
     reason = report["baseline"].get("fid_reason")
     if reason:
         console.print(f"FID: {reason}")
+    before = report["baseline"].get("reconstruction_mse_before")
+    if before is not None:
+        console.print(f"MSE after: the test reconstructions' MSE (before any map: {before:.5f})")
     latent = [name for name, entry in report["methods"].items() if entry.get("price_reason")]
     if latent:
-        console.print(f"MSE after: none for {', '.join(latent)}, which act on latent codes.")
+        console.print(f"  none for {', '.join(latent)}: they act on latent codes.")
     if settings.get("pixel_frechet_k") is not None:
         console.print(f"pixel FD: in the test images' top-{settings['pixel_frechet_k']} basis.")
 
