@@ -16,6 +16,7 @@ from varloss.errors import InputError
 from varloss.report.files import embed, read_object
 from varloss.report.html import Cell, Table, fmt, num_cell, number
 from varloss.report.kinds import Context, ReportKind
+from varloss.report.remedies import honest_sentences
 from varloss.report.sections import (
     correct_command,
     fid_value,
@@ -23,7 +24,15 @@ from varloss.report.sections import (
     settings_section,
 )
 from varloss.report.spectrum import methods_spectrum_section
-from varloss.runs import CONFIG_FILE, CORRECT_DIR, HTML_FILE, REPORT_FILE, SAMPLES_FILE, RunFolder
+from varloss.runs import (
+    CONFIG_FILE,
+    CORRECT_DIR,
+    CURVE_FILE,
+    HTML_FILE,
+    REPORT_FILE,
+    SAMPLES_FILE,
+    RunFolder,
+)
 from varloss.train_config import equivalent_command
 from varloss.variance.report import variance_warnings
 
@@ -32,6 +41,9 @@ _COLUMNS = (
     ("variance, generated", "var_generated"),
     ("variance loss, generated", "variance_loss_generated"),
     ("gap closed", "gap_closed"),
+    ("spectral error", "spectral_error"),
+    ("pixel Fréchet", "pixel_frechet"),
+    ("reconstruction MSE after", "reconstruction_mse_after"),
     ("FID before", "fid_before"),
     ("FID after", "fid_after"),
     ("FID gain", "fid_gain"),
@@ -176,7 +188,7 @@ def build(directory: Path, source: Path | None) -> Context:
         "subtitle": directory.name,
         "headline": headline_table(report["baseline"], generated_label="generated (prior)"),
         # The remedies' sentences already state the prior's variance gap: they are the summary.
-        "sentences": remedies["sentences"],
+        "sentences": remedies["sentences"] + honest_sentences(report),
         "correct": {**remedies, "sentences": []},
     }
     samples = embed(
@@ -187,7 +199,16 @@ def build(directory: Path, source: Path | None) -> Context:
         "same seeded noise; the label gives the mean per-pixel variance.",
         alt="grid of samples from each variance remedy",
     )
-    context["grids"] = [samples] if samples else []
+    curve = embed(
+        folder,
+        CURVE_FILE,
+        title="Distortion-perception curves",
+        caption="Each image-space remedy from identity (strength 0) to its full map (1): the "
+        "test reconstructions' MSE against the samples' pixel Fréchet distance and variance kept; "
+        "the dotted line is twice the decoder's own MSE (Blau & Michaeli's bound).",
+        alt="reconstruction MSE against pixel Fréchet distance and variance kept per remedy",
+    )
+    context["grids"] = [figure for figure in (samples, curve) if figure]
     context["spectrum"] = methods_spectrum_section(report.get("methods") or {})
     run_config = _run_config(settings.get("run_dir"))
     command = settings.get("command")
