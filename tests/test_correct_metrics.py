@@ -126,3 +126,43 @@ def test_the_price_on_reconstructions(report_and_run):
         assert "latent codes" in row["price_reason"] and "curve" not in row
     assert (out / "curve.png").stat().st_size > 1000
     assert RunFolder(out).verify("curve.png")
+
+
+def test_price_sentences_say_what_the_numbers_are():
+    from varloss.report.remedies import price_sentence
+
+    raised = price_sentence("ot", 0.02, 0.03)
+    assert "raises" in raised and "1.50 times, within the 2x bound" in raised
+    assert "2.50 times, beyond the 2x bound" in price_sentence("match", 0.02, 0.05)
+    lowered = price_sentence("spectral", 0.04, 0.03)  # an MSE that drops is not a price
+    assert "lowers" in lowered and "0.75 times" in lowered and "raises" not in lowered
+    zero = price_sentence("ot", 0.0, 0.01)  # no ratio to a zero MSE
+    assert "no error to begin with (MSE 0)" in zero and "times" not in zero
+
+
+def test_band_and_headline_sentences_with_overshoot_and_negative_gaps():
+    from varloss.report.remedies import band_sentences, headline_sentence
+
+    bands = [{"lo": 0.0, "hi": 0.25}, {"lo": 0.25, "hi": 0.5}, {"lo": 0.5, "hi": 0.75}]
+    methods = {
+        "ot": {"band_gap_closed": [0.9, 1.0, 0.95], "spectrum": {"bands": bands}},
+        "match": {
+            "band_gap_closed": [0.5, 1.55, -0.4],
+            "spectral_error": 0.31,
+            "spectrum": {"bands": bands},
+        },
+        "prior": {"band_gap_closed": [0.0, 0.0, 0.0], "spectrum": {"bands": bands}},
+    }
+    (sentence,) = band_sentences(methods)  # ot overshoots nowhere: nothing to say
+    assert sentence.startswith("match gives back more than the gap in 1 of 3 frequency bands")
+    assert "up to 1.55 times it, at 0.25-0.50" in sentence
+    assert "in 1 of 3 bands (down to -0.40 of the gap, at 0.50-0.75" in sentence
+    assert sentence.endswith("its spectral error is 0.31.")
+    rows = {"prior": {"pixel_frechet": 1.5}, "ot": {"pixel_frechet": 2.0}}
+    (first,) = headline_sentence(rows, "pixel_frechet")
+    assert "prior comes first (1.5): no remedy improves on the plain prior sampler" in first
+    rows = {"ot": {"fid_after": 3.0}, "prior": {"fid_after": 9.0}}
+    assert headline_sentence(rows, "fid") == [
+        "Sorted by FID (lower is better), ot comes first (3 against the prior's 9)."
+    ]
+    assert headline_sentence(rows, None) == []
