@@ -54,7 +54,7 @@ def print_methods(report: dict) -> None:
     headline = settings.get("headline")
     title = f"variance remedies: {settings['run_dir']}"
     table = Table(title=title + (f" (sorted by {headline})" if headline else ""))
-    width = max(len(name) for name in report["methods"])
+    width = max((len(name) for name in report["methods"]), default=6)
     table.add_column("method", justify="left", no_wrap=True, min_width=width)
     for column, _, _ in _COLUMNS:
         table.add_column(column, justify="right")
