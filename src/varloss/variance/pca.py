@@ -49,13 +49,15 @@ class CovarianceAccumulator:
     mean: torch.Tensor | None = None
     m2: torch.Tensor | None = None
 
-    def update(self, batch: Any) -> CovarianceAccumulator:
-        rows = as_rows(batch).to(torch.float64)
-        if rows.shape[0] == 0:
-            return self
-        mean = rows.mean(dim=0)
-        centred = rows - mean
-        return self._merge(rows.shape[0], mean, centred.T @ centred)
+    def update(self, batch: Any, chunk: int = 4096) -> CovarianceAccumulator:
+        """Fold in a batch, `chunk` rows at a time (one float64 copy of a chunk, not the batch)."""
+        rows = as_rows(batch)
+        for start in range(0, rows.shape[0], chunk):
+            part = rows[start : start + chunk].to(torch.float64)
+            mean = part.mean(dim=0)
+            centred = part - mean
+            self._merge(part.shape[0], mean, centred.T @ centred)
+        return self
 
     def merge(self, other: CovarianceAccumulator) -> CovarianceAccumulator:
         return self._merge(other.count, other.mean, other.m2) if other.count else self
