@@ -24,8 +24,8 @@ def test_the_second_stage_tells_each_epoch_and_fits_the_same() -> None:
     shown = TwoStageSampler(steps=10, train_batch_size=64, hidden=(16,), n_renorm=200)
     shown.on_epoch = lambda epoch, epochs: told.append((epoch, epochs))
     shown.fit(model, images)
-    # 300 codes in batches of 64: 4 full batches per epoch, so 10 steps make 3 epochs
-    epochs = math.ceil(10 / (300 // 64))
+    # 270 codes (30 held out) in batches of 64: 4 full batches per epoch, 10 steps make 3 epochs
+    epochs = math.ceil(10 / (270 // 64))
     assert told == [(epoch, epochs) for epoch in range(1, epochs + 1)]
     quiet = TwoStageSampler(steps=10, train_batch_size=64, hidden=(16,), n_renorm=200)
     quiet.fit(model, images)  # the same fit without anyone told
@@ -62,6 +62,7 @@ def test_correct_shows_the_second_stage_epochs(tmp_path, monkeypatch: pytest.Mon
     correct_pipeline.correct(
         run, "two-stage", tmp_path / "out", n_samples=100, sampler_params=params, fid="off"
     )
-    epochs = math.ceil(12 / (300 // 100))  # the 300 training images' codes, 3 batches a pass
+    # the 300 training images' codes less the 30 held out for validation: 2 batches a pass
+    epochs = math.ceil(12 / (270 // 100))
     shown = [p for p in bars[0].postfixes if p.get("method") == "two-stage" and "epoch" in p]
     assert [p["epoch"] for p in shown] == [f"{k}/{epochs}" for k in range(1, epochs + 1)]

@@ -135,3 +135,24 @@ def test_strength_walks_from_identity_to_the_full_map():
         sampler.transform(images, 1.5)
     with pytest.raises(InputError, match="residual must be one of"):
         OTSampler(residual="dropped")
+
+
+def test_the_second_stage_stops_early_on_its_validation_split():
+    from varloss.samplers import TwoStageSampler
+
+    model, images = untrained_vae(), digits_images()[:600]
+    settings = {"train_batch_size": 60, "hidden": (16,), "n_renorm": 200, "lr": 3e-3}
+    # 540 codes train, 60 held out: 9 steps an epoch, so the 900-step cap is 100 epochs
+    stopped = TwoStageSampler(steps=900, patience=2, min_delta=0.05, **settings).fit(model, images)
+    assert stopped.epochs_trained < 100
+    assert stopped.best_epoch <= stopped.epochs_trained
+    # the weights kept are the best epoch's: their held-out loss is the one recorded
+    codes, held_out = stopped._split(stopped._standardised_codes(model, images))
+    assert stopped._validation_loss(held_out) == pytest.approx(stopped.best_validation_loss)
+    assert codes.shape[0] == 540 and held_out.shape[0] == 60
+    capped = TwoStageSampler(steps=90, patience=0, **settings).fit(model, images)
+    assert capped.epochs_trained == 90 // (600 // 60) and capped.best_validation_loss is None
+    with pytest.raises(InputError, match="patience needs a validation split"):
+        TwoStageSampler(validation=0.0)
+    with pytest.raises(InputError, match="validation must be a fraction"):
+        TwoStageSampler(validation=1.0)

@@ -6,6 +6,13 @@ renormalised per dimension to the statistics of the first stage's aggregate post
 E[mu] and, by the law of total variance, variance Var(mu) + E[sigma^2] (the variance of a
 sampled code z = mu + sigma eps). `target="spherical"` maps to N(0, I) instead;
 `renormalize=False` shows the raw second stage.
+
+The second stage stops early on its own validation split: the fraction `validation` of the codes
+(drawn with the seed) is held out, its loss (the full negative ELBO, eval mode, the same seeded
+draws every epoch) is measured after each epoch once the KL warm-up is over, and training stops
+when `patience` epochs in a row have not improved on the best by the fraction `min_delta` of
+it; the weights of the best epoch are kept. `steps` is then a cap, and the cosine schedule runs
+over it. `patience=0` trains for all `steps` (on all codes when `validation=0`).
 """
 
 from __future__ import annotations
@@ -111,6 +118,9 @@ class TwoStageSampler(Sampler):
         train_batch_size: int = 256,
         lr: float = 1e-3,
         n_renorm: int = 10000,
+        validation: float = 0.1,
+        patience: int = 3,
+        min_delta: float = 1e-3,
         progress: bool = False,
         seed: int = 0,
         batch_size: int = 1024,
@@ -121,6 +131,14 @@ class TwoStageSampler(Sampler):
             raise InputError(f"steps must be a positive integer, got {steps!r}.")
         if not 0.0 <= float(warmup) <= 1.0:
             raise InputError(f"warmup must be a fraction of steps in [0, 1], got {warmup!r}.")
+        if not 0.0 <= float(validation) < 1.0:
+            raise InputError(f"validation must be a fraction in [0, 1), got {validation!r}.")
+        if isinstance(patience, bool) or int(patience) < 0:
+            raise InputError(f"patience must be a whole number of epochs >= 0, got {patience!r}.")
+        if int(patience) > 0 and float(validation) == 0.0:
+            raise InputError("patience needs a validation split: give validation > 0.")
+        self.validation, self.patience = float(validation), int(patience)
+        self.min_delta = float(min_delta)
         self.renormalize = bool(renormalize)
         self.target = target
         self.second_latent_dim = None if latent_dim is None else int(latent_dim)
@@ -139,6 +157,9 @@ class TwoStageSampler(Sampler):
         self.generated_std: torch.Tensor | None = None
         self.final_mse: float | None = None
         self.final_kl: float | None = None
+        self.epochs_trained: int | None = None
+        self.best_epoch: int | None = None
+        self.best_validation_loss: float | None = None
 
     @classmethod
     def _check_target(cls, target: str) -> None:
@@ -156,9 +177,17 @@ class TwoStageSampler(Sampler):
             "train_batch_size": self.train_batch_size,
             "lr": self.lr,
             "n_renorm": self.n_renorm,
+            "validation": self.validation,
+            "patience": self.patience,
+            "min_delta": self.min_delta,
             "progress": self.progress,
             **super().params(),
         }
+
+    def _standardised_codes(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        """The codes mu of `images`, standardised as the second stage sees them (float32)."""
+        mu, _ = encode_dataset(model, images, self.batch_size)
+        return ((mu - self.code_mean) / self.code_std).to(torch.float32)
 
     def _fit(self, model: nn.Module, images: torch.Tensor) -> None:
         mu, logvar = encode_dataset(model, images, self.batch_size)
@@ -184,8 +213,34 @@ class TwoStageSampler(Sampler):
         self.generated_mean = raw.mean(0)
         self.generated_std = raw.std(0, correction=0).clamp_min(_STD_FLOOR)
 
+    def _split(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(codes to train on, held-out codes or None): `validation` of them, seeded."""
+        held_out = round(self.validation * inputs.shape[0]) if self.patience else 0
+        if held_out == 0:
+            return inputs, None
+        if inputs.shape[0] - held_out < 2:
+            raise InputError(
+                f"validation {self.validation} of {inputs.shape[0]} codes leaves fewer than 2 "
+                "to train the second stage on."
+            )
+        order = torch.randperm(inputs.shape[0], generator=seeded_generator(self.seed + 3))
+        return inputs[order[held_out:].sort().values], inputs[order[:held_out].sort().values]
+
+    @torch.no_grad()
+    def _validation_loss(self, codes: torch.Tensor) -> float:
+        """The full negative ELBO of the held-out codes, eval mode, the same draws each call."""
+        self.network.eval()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed + 4)
+            loss, _, _ = self.network.loss(codes)
+        self.network.train()
+        return float(loss)
+
     def _train(self, inputs: torch.Tensor) -> None:
-        """Adam with a cosine schedule and a KL warm-up, on reshuffled epochs of `inputs`."""
+        """Adam with a cosine schedule and a KL warm-up, on reshuffled epochs of `inputs`, stopped
+        early on the validation split (`_Patience`)."""
+        inputs, held_out = self._split(inputs)
+        patience = _Patience(self.patience, self.min_delta)
         network = self.network
         network.train()
         optimizer = torch.optim.Adam(network.parameters(), lr=self.lr)
@@ -207,6 +262,10 @@ class TwoStageSampler(Sampler):
         for step in range(self.steps):
             if position + self.train_batch_size > inputs.shape[0]:  # a new epoch: reshuffle
                 epoch = self._epoch_done(bar, epoch, epochs)
+                # judged once the KL weight is 1: before, the loss is another objective
+                if held_out is not None and step >= warmup:
+                    if patience.stop(self._validation_loss(held_out), epoch, network):
+                        break
                 order = torch.randperm(inputs.shape[0], generator=order_generator)
                 position = 0
             batch = inputs[order[position : position + self.train_batch_size]]
@@ -221,8 +280,14 @@ class TwoStageSampler(Sampler):
             scheduler.step()
             if step % 100 == 0:
                 bar.set_postfix(mse=f"{mse.item():.4f}", kl=f"{kl.item():.2f}", refresh=False)
-        self._epoch_done(bar, epoch, epochs)  # the last one
+        else:
+            epoch = self._epoch_done(bar, epoch, epochs)  # the last one
+            if held_out is not None:
+                patience.stop(self._validation_loss(held_out), epoch, network)
         bar.close()
+        patience.restore(network)
+        self.epochs_trained, self.best_epoch = epoch, patience.best_epoch
+        self.best_validation_loss = patience.best
         network.eval()
         with torch.no_grad():
             _, mse, kl = network.loss(inputs)
@@ -314,7 +379,13 @@ class TwoStageSampler(Sampler):
         }
 
     def _fitted_scalars(self) -> dict[str, Any]:
-        return {"second_stage_mse": self.final_mse, "second_stage_kl": self.final_kl}
+        return {
+            "second_stage_mse": self.final_mse,
+            "second_stage_kl": self.final_kl,
+            "second_stage_epochs": self.epochs_trained,
+            "second_stage_best_epoch": self.best_epoch,
+            "second_stage_validation_loss": self.best_validation_loss,
+        }
 
     def _state(self) -> dict[str, torch.Tensor]:
         state = {f"network.{key}": value for key, value in self.network.state_dict().items()}
@@ -338,6 +409,9 @@ class TwoStageSampler(Sampler):
         self.network.eval()
         self.final_mse = scalars.get("second_stage_mse")
         self.final_kl = scalars.get("second_stage_kl")
+        self.epochs_trained = scalars.get("second_stage_epochs")
+        self.best_epoch = scalars.get("second_stage_best_epoch")
+        self.best_validation_loss = scalars.get("second_stage_validation_loss")
 
 
 _LATENT_KEYS = (
@@ -349,6 +423,34 @@ _LATENT_KEYS = (
     "ratio_reconstructed",
     "ratio_generated",
 )
+
+
+class _Patience:
+    """Early stopping: the best validation loss, its epoch and weights, epochs since."""
+
+    def __init__(self, patience: int, min_delta: float) -> None:
+        self.patience, self.min_delta = patience, min_delta
+        self.best: float | None = None
+        self.best_epoch: int | None = None
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.since = 0
+
+    def stop(self, loss: float, epoch: int, network: nn.Module) -> bool:
+        """Record epoch `epoch`'s loss; True once `patience` epochs in a row did not improve on
+        the best by `min_delta` of it. The lowest loss's weights are kept in any case."""
+        if self.best is None or loss < self.best:
+            improved = self.best is None or loss < self.best - self.min_delta * abs(self.best)
+            self.best, self.best_epoch = loss, epoch
+            self.best_state = copy.deepcopy(network.state_dict())
+            self.since = 0 if improved else self.since + 1
+        else:
+            self.since += 1
+        return self.patience > 0 and self.since >= self.patience
+
+    def restore(self, network: nn.Module) -> None:
+        """Put the best epoch's weights back (nothing without a validation split)."""
+        if self.best_state is not None:
+            network.load_state_dict(self.best_state)
 
 
 def _with_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
