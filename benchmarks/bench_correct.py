@@ -1,0 +1,74 @@
+"""`varloss correct --method all` against the time of training the model it corrects.
+
+Trains the `standard` preset's dense VAE on MNIST (latent 8 by default; the preset's settings:
+batch 64, lr 1e-3, sampled reconstructions, early stopping with patience 3 and min_delta 0.002
+on a seeded 10% validation split, at most 40 epochs), then runs `correct --method all` on it
+(FID off: the FID's classifier is trained once per data set and cached, not part of correcting a
+model), both in this process with the same thread count, and prints the two wall times, their
+ratio (issue 23's target: correct at most a quarter of training) and where correct's time went
+(each method's fit and sample seconds, from its report.json).
+
+    python benchmarks/bench_correct.py [--latent 8] [--limit N] [--epochs 40] [--threads 1]
+
+`--limit` trains and fits on the first N training images (a quick check; the ratio is then not
+the preset's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from varloss.pipelines.correct import correct
+from varloss.pipelines.train import train
+from varloss.train_config import TrainConfig
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--latent", type=int, default=8)
+    parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as folder:
+        run = Path(folder) / "run"
+        config = TrainConfig(
+            family="dense",
+            dataset="mnist",
+            epochs=args.epochs,
+            latent=args.latent,
+            out=str(run),
+            limit=args.limit,
+            batch_size=64,
+            lr=1e-3,
+            reconstruction="sample",
+            patience=3,
+            min_delta=0.002,
+            fid="off",
+        )
+        started = time.perf_counter()
+        trained = train(config, progress=False, threads=args.threads)
+        train_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        report = correct(run, "all", fid="off", progress=False, threads=args.threads)
+        correct_seconds = time.perf_counter() - started
+    epochs = trained.get("epochs_trained", trained.get("epochs"))
+    print(f"train   dense latent {args.latent}, limit {args.limit}: {train_seconds:7.1f} s "
+          f"({epochs} epochs)")  # fmt: skip
+    print(f"correct --method all:              {correct_seconds:7.1f} s")
+    print(f"ratio correct / train:             {correct_seconds / train_seconds:7.2f} "
+          "(target <= 0.25)")  # fmt: skip
+    for name, row in report["methods"].items():
+        fit = row.get("fit_seconds") or 0.0
+        print(f"  {name:20s} fit {fit:6.1f} s  sample {row['sample_seconds']:5.1f} s  "
+              f"({row['sampler_source']})")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
