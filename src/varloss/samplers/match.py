@@ -16,6 +16,7 @@ from varloss.samplers.base import register
 from varloss.samplers.image_map import ImageMapSampler
 
 _STD_FLOOR = 1e-6  # a pixel whose generated std is below this does not vary
+_STALE_ITERATIONS = 10  # a pixel whose best error did not improve in this many stops iterating
 
 
 @register
@@ -83,21 +84,28 @@ class MatchSampler(ImageMapSampler):
         Fixed point: shift the offset by the clipped mean's error, stretch the scale by the
         ratio of standard deviations (both clipped moments grow monotonically in their
         parameter). Each pixel keeps its best iterate (saturated pixels can oscillate); pixels
-        within `tolerance` drop out of the active set, so late iterations are cheap.
+        within `tolerance` drop out of the active set, and so do pixels whose best error has not
+        improved for `_STALE_ITERATIONS` iterations (they oscillate around a target their clipped
+        samples cannot reach: on MNIST most of the 100 iterations' 30 s went to them).
         """
         shape = self.data_mean.shape
-        centred = (generated - self.generated_mean).reshape(generated.shape[0], -1)
+        # pixels as rows (P x N, contiguous): the active set is gathered by rows, not columns
+        centred = (generated - self.generated_mean).reshape(generated.shape[0], -1).T.contiguous()
         target_mean, target_std = self.data_mean.reshape(-1), self.data_std.reshape(-1)
         best_scale, best_offset = self.scale.reshape(-1).clone(), self.offset.reshape(-1).clone()
         best_error = torch.full_like(best_scale, math.inf)
         scale, offset = best_scale.clone(), best_offset.clone()
         active = torch.arange(best_scale.numel())
+        stale = torch.zeros(best_scale.numel(), dtype=torch.int64)
         for _ in range(self.iterations + 1):
-            clipped = (offset[active] + scale[active] * centred[:, active]).clamp(*self.value_range)
-            mean, std = clipped.mean(0), clipped.var(0, correction=0).sqrt()
+            rows = offset[active, None] + scale[active, None] * centred[active]
+            clipped = rows.clamp(*self.value_range)
+            mean, std = clipped.mean(1), clipped.var(1, correction=0).sqrt()
             error = (target_mean[active] - mean).abs() + (target_std[active] - std).abs()
             better = error < best_error[active]
             improved = active[better]
+            stale[active] += 1
+            stale[improved] = 0
             best_error[improved] = error[better]
             best_scale[improved], best_offset[improved] = scale[improved], offset[improved]
             offset[active] += target_mean[active] - mean
@@ -107,7 +115,9 @@ class MatchSampler(ImageMapSampler):
                 torch.ones_like(std),
             )
             scale[active] = (scale[active] * ratio.clamp(0.5, 2.0)).clamp(max=1e4)
-            active = active[best_error[active] > self.tolerance]
+            active = active[
+                (best_error[active] > self.tolerance) & (stale[active] < _STALE_ITERATIONS)
+            ]
             if active.numel() == 0:
                 break
         residual = float(best_error.max())
