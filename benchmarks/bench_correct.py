@@ -58,7 +58,7 @@ def main() -> None:
         started = time.perf_counter()
         report = correct(run, "all", fid="off", progress=False, threads=args.threads)
         correct_seconds = time.perf_counter() - started
-    epochs = trained.get("epochs_trained", trained.get("epochs"))
+    epochs = trained.get("stopped_epoch")  # the epochs trained (early stopping ends them)
     print(f"train   dense latent {args.latent}, limit {args.limit}: {train_seconds:7.1f} s "
           f"({epochs} epochs)")  # fmt: skip
     print(f"correct --method all:              {correct_seconds:7.1f} s")
