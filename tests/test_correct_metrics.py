@@ -166,3 +166,13 @@ def test_band_and_headline_sentences_with_overshoot_and_negative_gaps():
         "Sorted by FID (lower is better), ot comes first (3 against the prior's 9)."
     ]
     assert headline_sentence(rows, None) == []
+
+
+def test_the_band_cell_shows_overshoot_and_negative_bands():
+    from varloss.report.pages.correct import band_cell
+
+    cell = band_cell([0.5, 1.55, -0.4, None])
+    assert cell.text == "50% 155% -40% –"
+    assert cell.value == pytest.approx(1.4)  # the worst band: -40%, 1.4 from closing its gap
+    assert band_cell([1.0, 1.0]).value == 0.0
+    assert band_cell(None).text == "–" and band_cell([None]).value is None

@@ -41,6 +41,7 @@ _COLUMNS = (
     ("variance, generated", "var_generated"),
     ("variance loss, generated", "variance_loss_generated"),
     ("gap closed", "gap_closed"),
+    ("gap closed per band, low to high frequency", "band_gap_closed"),
     ("spectral error", "spectral_error"),
     ("pixel Fréchet", "pixel_frechet"),
     ("reconstruction MSE after", "reconstruction_mse_after"),
@@ -63,7 +64,10 @@ def remedies_section(report: Mapping[str, Any], path: Path) -> dict[str, Any]:
     for name, entry in methods.items():
         cells = [Cell("prior (baseline)" if name == "prior" else name, name)]
         for column, key in _COLUMNS[1:]:
-            cells.append(num_cell(entry.get(key), percent=column == "gap closed"))
+            if key == "band_gap_closed":
+                cells.append(band_cell(entry.get(key)))
+            else:
+                cells.append(num_cell(entry.get(key), percent=column == "gap closed"))
         closed = number(entry.get("gap_closed"))
         if closed is not None and closed < 0:  # not a share of the gap: say what it means
             cells[3].title = "below 0: further from the real variance than the prior sampler"
@@ -83,6 +87,20 @@ def remedies_section(report: Mapping[str, Any], path: Path) -> dict[str, Any]:
         numeric_columns=[False] + [True] * (len(_COLUMNS) - 1),
     )
     return {"table": table, "sentences": _remedies_sentences(baseline, methods), "notes": notes}
+
+
+def band_cell(values: Any) -> Cell:
+    """The per-band fractions of the gap closed as percentages, lowest band first (above 100%:
+    an overshoot, below 0: further from the real variance); sorted by the worst band's distance
+    from 100%, max |1 - fraction| (0: every band's gap closed exactly)."""
+    if not isinstance(values, list) or not values:
+        return Cell("–", None, numeric=True)
+    shown = [number(value) for value in values]
+    text = " ".join("–" if value is None else f"{value:.0%}" for value in shown)
+    known = [value for value in shown if value is not None]
+    worst = max(abs(1 - value) for value in known) if known else None
+    title = "above 100%: overshoot; below 0: further away; sorted by the worst band's |1 - x|"
+    return Cell(text, worst, numeric=True, title=title)
 
 
 def _remedies_sentences(baseline: Mapping[str, Any], methods: Mapping[str, Any]) -> list[str]:
