@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_spectrum.py
 	$(BIN)/python benchmarks/bench_threads.py
 	$(BIN)/python benchmarks/bench_fid.py
+	$(BIN)/python benchmarks/bench_correct.py
 
 # benchmarks/gpu_check.py: at most 8 minutes on one GPU, one table (says so and exits 0 without
 # CUDA). Needs a CUDA build of torch: make gpu-check TORCH_SPEC="torch==2.13.0 --index-url ...".
