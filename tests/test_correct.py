@@ -64,6 +64,8 @@ def test_correct_rejects_bad_arguments(quick_run, tmp_path):
         correct(quick_run, "match", fid="sometimes")
     with pytest.raises(InputError, match="n_samples"):
         correct(quick_run, "match", n_samples=1)
+    with pytest.raises(InputError, match="pixel_frechet_k must be a positive integer, got 0"):
+        correct(quick_run, "match", pixel_frechet_k=0)
     with pytest.raises(InputError, match="unknown methods"):
         correct(quick_run, "match", sampler_params={"sharpen": {}})
     save_model(untrained_vae(), tmp_path / "no-dataset")

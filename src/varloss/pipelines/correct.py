@@ -206,9 +206,8 @@ def _check_arguments(
     """Refuse bad arguments before anything is loaded or written."""
     if n_samples is not None and int(n_samples) < 2:
         raise InputError(f"n_samples must be at least 2, got {n_samples!r}.")
-    if isinstance(pixel_frechet_k, bool) or not isinstance(pixel_frechet_k, int):
-        raise InputError(f"pixel_frechet_k must be a positive integer, got {pixel_frechet_k!r}.")
-    if pixel_frechet_k < 1:
+    k = pixel_frechet_k
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise InputError(f"pixel_frechet_k must be a positive integer, got {pixel_frechet_k!r}.")
     unknown = sorted(set(sampler_params) - set(METHODS))
     if unknown:
@@ -301,10 +300,9 @@ def _fit_or_load(
     wanted.on_epoch = on_epoch
     directory = _sampler_dir(folder, method)
     sampler, source = _load_saved(wanted, directory, inputs), "loaded"
-    for other in fitted.values():
-        if sampler is not None:
-            break
-        sampler, source = wanted.reuse(other), "variant"
+    if sampler is None:  # one fitted earlier in this call, where it can stand in
+        reused = (wanted.reuse(other) for other in fitted.values())
+        sampler, source = next((found for found in reused if found is not None), None), "variant"
         if sampler is not None:
             sampler.save(directory)
     if sampler is None:
