@@ -366,14 +366,24 @@ class TwoStageSampler(Sampler):
         quantity the renormalisation rule makes up for."""
         generator = torch.Generator().manual_seed(stream_seed(seed, Stream.SECOND_STAGE_CODES))
         sets = self.latent_sets(model, test_images, n, generator)
-        report = measure(sets["codes"], sets["reconstructed"], sets["generated"])
+        # Codes, not images: declared on one range (their joint span), so measure's check for
+        # sets on different scales lets a second stage whose output barely varies through.
+        # measure maps that range onto [0, 1]: variances and MSE come back divided by its
+        # width squared, and are multiplied back (ratios are scale-free).
+        low = min(float(values.min()) for values in sets.values())
+        high = max(float(values.max()) for values in sets.values())
+        width = high - low if high > low else 1.0
+        report = measure(
+            sets["codes"], sets["reconstructed"], sets["generated"], value_range=(low, high)
+        )
+        scale = {key: width**2 for key in _LATENT_KEYS if not key.startswith("ratio")}
         return {
             "latent": {
                 "space": "first-stage codes mu of the test images, standardised per dimension",
                 "n_codes": report.n_real,
                 "latent_dim": int(sets["codes"].shape[1]),
-                "var_codes": report.var_real,
-                **{key: getattr(report, key) for key in _LATENT_KEYS},
+                "var_codes": report.var_real * width**2,
+                **{key: getattr(report, key) * scale.get(key, 1.0) for key in _LATENT_KEYS},
                 "renormalized": self.renormalize,
             }
         }
