@@ -14,7 +14,9 @@ import pytest
 from typer.testing import CliRunner
 
 from varloss.cli import app
+from varloss.errors import InputError
 from varloss.pipelines.study import parse_spec, run_study
+from varloss.pipelines.study.executors import derive_run
 from varloss.variance.fit import fit_line, fit_origin
 
 TINY = """
@@ -127,6 +129,26 @@ def test_runs_differing_only_in_protocol_train_one_model(tmp_path: Path) -> None
     assert [row["reconstruction"] for row in rows] == ["sample", "mean"]
     again = run_study(spec, out, progress=False, jobs=1)
     assert again.ran == [] and again.skipped == result.ran
+
+    # a twin left half-made is made again; only what varloss wrote in its folder is deleted
+    (folders[1] / "report.json").unlink()
+    (folders[1] / "notes.txt").write_text("mine")
+    (folders[1] / "checkpoint" / "mine.txt").write_text("mine too")
+    remade = run_study(spec, out, progress=False, jobs=1)
+    assert remade.ran == [twin.run_id] and remade.failed == {}
+    assert (folders[1] / "notes.txt").read_text() == "mine"
+    assert (folders[1] / "checkpoint" / "mine.txt").read_text() == "mine too"
+    report = json.loads((folders[1] / "report.json").read_text())
+    assert report["mse"] == reports[1]["mse"]  # the same weights, the same protocol and seed
+
+    # a twin folder holding only files varloss did not write is refused, and nothing deleted
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "history.csv").write_text("the user's own")
+    with pytest.raises(InputError, match=r"^study run folder .* holds files varloss did not"):
+        derive_run(twin.to_dict(), str(foreign), str(folders[0]))
+    assert [p.name for p in foreign.iterdir()] == ["history.csv"]  # no lock file left either
+    assert (foreign / "history.csv").read_text() == "the user's own"
 
 
 def test_a_twin_of_a_failed_run_fails_with_the_reason(tmp_path: Path) -> None:

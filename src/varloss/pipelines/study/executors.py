@@ -38,10 +38,12 @@ from varloss.pipelines.study.results import collect_row
 from varloss.pipelines.study.spec import RunSpec
 from varloss.pipelines.train import train
 from varloss.records import ResultsRow
+from varloss.run_removal import remove_train_run
 from varloss.runs import (
-    CHECKPOINT_DIR,
     CHECKPOINT_FILE,
     HISTORY_FILE,
+    LOCK_FILE,
+    MANIFEST_FILE,
     REPORT_FILE,
     RUN_TIMING_FILE,
     RunFolder,
@@ -155,23 +157,41 @@ def derive_run(
     train and measures the model with this run's protocol. Returns the results row.
 
     Its report is that of the same trained model (same weights, history and training time);
-    `study_run.json` records `derived_from`. A folder left half-made is made again.
+    `study_run.json` records `derived_from`. A folder left half-made is made again: what
+    varloss wrote in it is deleted first (`remove_train_run`), a file of the user's stays, and
+    a folder holding files varloss did not write is refused in one sentence.
     """
     spec = RunSpec(**run)
     folder = RunFolder(run_dir)
     if not folder.exists(REPORT_FILE):
         trained = RunFolder(trained_dir)
         trained.verify(CHECKPOINT_FILE, required=True)
-        shutil.rmtree(folder.path, ignore_errors=True)
-        folder.create()
-        shutil.copytree(trained.file(CHECKPOINT_DIR), folder.file(CHECKPOINT_DIR))
-        shutil.copy2(trained.file(HISTORY_FILE), folder.file(HISTORY_FILE))
-        folder.record(CHECKPOINT_FILE, HISTORY_FILE)
+        with folder.lock():  # its lock file marks the folder as varloss's before anything lands
+            _clear_half_made(folder)
+            folder.file(CHECKPOINT_FILE).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(trained.file(CHECKPOINT_FILE), folder.file(CHECKPOINT_FILE))
+            shutil.copy2(trained.file(HISTORY_FILE), folder.file(HISTORY_FILE))
+            folder.record(CHECKPOINT_FILE, HISTORY_FILE)
         start = time.perf_counter()
         train(spec.train_config(folder.path, device), resume=True, progress=False)
         seconds = time.perf_counter() - start
         _write_timing(folder, spec, seconds, resumed=False, derived_from=Path(trained_dir).name)
     return collect_row(spec, folder.path)
+
+
+def _clear_half_made(folder: RunFolder) -> None:
+    """Delete what varloss wrote in a twin's folder left half-made (the trained run's copied
+    checkpoint, a page, a report being written); refuse, deleting nothing, where the folder
+    holds files varloss did not write (no manifest, no lock file of an earlier attempt)."""
+    if not any(path.name != LOCK_FILE for path in folder.path.iterdir()):
+        return  # new, or empty: nothing to delete
+    if not folder.written_by_varloss():
+        raise InputError(
+            f"study run folder {folder.path} holds files varloss did not write (it has no "
+            f"{MANIFEST_FILE} and no {LOCK_FILE}), so the study deletes nothing in it; move "
+            "them elsewhere and run the study again."
+        )
+    remove_train_run(folder, what="study run folder")
 
 
 def usable_cores() -> int:
