@@ -371,3 +371,41 @@ def test_fid_or_reason_policy(tmp_path, monkeypatch) -> None:
         fid_or_reason(real, real, dataset=None, features=nn.Flatten(), mode="on")
     with pytest.raises(InputError, match="auto, on, off"):
         fid_or_reason(real, real, dataset=None, mode="sometimes")
+
+
+def test_a_set_without_labels_has_no_domain_fid_and_is_pointed_to_inception(tmp_path, monkeypatch):
+    """patches (a catalogue set without classes) and an ImageSet without labels: no domain
+    classifier can exist, so "auto" and "on" both say so and name --fid inception; a labelled
+    set still gets the no-cached-classifier reason, and an ImageSet's own labels decide."""
+    from varloss.data import ImageSet
+    from varloss.quality import domain_fid_reason, fid_or_reason
+
+    monkeypatch.setenv("VARLOSS_DATA_DIR", str(tmp_path))
+    real = torch.rand(30, 3, 2, 2, generator=torch.Generator().manual_seed(5))
+    unlabelled = (
+        "not computed: 'patches' has no labels, so varloss has no domain classifier for it; pass "
+        "--fid inception for the FID of the papers (fetch its weights once with `varloss "
+        "weights fetch inception`)"
+    )
+    for dataset in ("patches", "Patches:test"):
+        for mode in ("auto", "on", True):
+            result, reason = fid_or_reason(real, real, dataset=dataset, mode=mode)
+            assert result is None and reason == unlabelled.replace("'patches'", repr(dataset))
+    npz = "npz:/data/mine.npz"
+    bare = ImageSet(real, None, npz, "test")
+    labelled = ImageSet(real, torch.arange(30) % 3, npz, "test")
+    assert fid_or_reason(bare, real, dataset=npz, mode="on") == (
+        None,
+        unlabelled.replace("'patches'", repr(npz)),
+    )
+    assert domain_fid_reason(bare, npz) == unlabelled.replace("'patches'", repr(npz))
+    assert domain_fid_reason(labelled, npz) == (
+        f"not computed: no cached domain classifier for {npz!r} (train it once with "
+        f"`varloss fid --real {npz}:test ...`, or pass --fid on)"
+    )
+    # a labelled ImageSet of a set the catalogue calls unlabelled: its labels win
+    assert "no cached domain classifier" in domain_fid_reason(labelled, "patches")
+    assert "no cached domain classifier" in fid_or_reason(real, real, dataset="digits")[1]
+    # other features than the domain classifier's are not affected by labels
+    result, reason = fid_or_reason(bare, real, dataset=npz, features=nn.Flatten(), mode="on")
+    assert reason is None and result["fid"] == pytest.approx(0.0, abs=1e-9)

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -294,6 +295,37 @@ def test_fid_of_the_samples_is_reported_when_asked_or_cached(
     # now cached: "auto" reports it too, and the same samples give the same FID
     again = train(_config(tmp_path / "again", epochs=1), progress=False)
     assert again["fid"]["fid"] == on["fid"]["fid"]
+
+
+def test_a_set_without_labels_says_why_it_has_no_domain_fid(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An npz without labels: the run's report says the set has no labels (so no domain
+    classifier) and points to --fid inception, under "auto" and "on"; the same file with labels
+    gets the no-cached-classifier reason instead."""
+    monkeypatch.setenv("VARLOSS_DATA_DIR", str(tmp_path / "cache"))
+    images = np.random.default_rng(8).integers(0, 256, (40, 1, 6, 6), dtype=np.uint8)
+    np.savez(tmp_path / "bare.npz", images=images)
+    np.savez(tmp_path / "labelled.npz", images=images, labels=np.arange(40) % 4)
+    tiny = dict(epochs=1, limit=None, eval_limit=None, batch_size=20, hyper={"hidden_sizes": [8]})
+    for mode in ("auto", "on"):
+        dataset = f"npz:{tmp_path / 'bare.npz'}"
+        out = tmp_path / f"bare-{mode}"
+        train(_config(out, dataset=dataset, fid=mode, **tiny), progress=False)
+        report = RunFolder(out).read_json(REPORT_FILE)
+        assert report.get("fid") is None and report["n_real"] == 40
+        assert report["fid_reason"] == (
+            f"not computed: {dataset!r} has no labels, so varloss has no domain classifier for "
+            "it; pass --fid inception for the FID of the papers (fetch its weights once with "
+            "`varloss weights fetch inception`)"
+        )
+    dataset = f"npz:{tmp_path / 'labelled.npz'}"
+    train(_config(tmp_path / "labelled", dataset=dataset, **tiny), progress=False)
+    report = RunFolder(tmp_path / "labelled").read_json(REPORT_FILE)
+    assert report.get("fid") is None
+    assert report["fid_reason"].startswith(
+        f"not computed: no cached domain classifier for {dataset!r}"
+    )
 
 
 def test_bf16_autocast_trains_close_to_float32(tmp_path: Path) -> None:

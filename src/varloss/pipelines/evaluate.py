@@ -20,7 +20,7 @@ import torch
 from varloss.data import load
 from varloss.figures import save_image_grid
 from varloss.pipelines.runtime import Ranks
-from varloss.quality import domain_extractor_available, fid_or_reason
+from varloss.quality import domain_extractor_available, domain_fid_reason, fid_or_reason
 from varloss.runs import MAPS_FILE, SAMPLES_FILE, RunFolder
 from varloss.train_config import TrainConfig
 from varloss.variance import VarianceLoss, VarianceSpectrum
@@ -100,10 +100,8 @@ def evaluate(
         if ranks.main:
             report["fid"], report["fid_reason"] = sample_fid(test_set, generated_all, config)
     elif config.fid != "off":
-        report["fid_reason"] = (
-            f"no cached domain classifier for {config.dataset} (train one with "
-            f"`varloss fid --real {config.dataset}:test ...` or use --fid on)"
-        )
+        # auto without a cached classifier: the set has no labels, or none is cached yet
+        report["fid_reason"] = domain_fid_reason(test_set, config.dataset)
     if out is not None:  # both writers are atomic; the run's seal records their digests
         folder = out if isinstance(out, RunFolder) else RunFolder(out)
         save_image_grid(

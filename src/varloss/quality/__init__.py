@@ -28,7 +28,7 @@ from varloss.quality.inception import (
     recognise_weights,
     tf1_bilinear_resize,
 )
-from varloss.quality.policy import FID_MODES, fid_mode, fid_or_reason
+from varloss.quality.policy import FID_MODES, domain_fid_reason, fid_mode, fid_or_reason
 from varloss.quality.prdc import density_coverage, prdc, precision_recall
 from varloss.quality.registry import (
     EXTRACTORS,
@@ -54,6 +54,7 @@ __all__ = [
     "ModuleExtractor",
     "density_coverage",
     "domain_extractor_available",
+    "domain_fid_reason",
     "extractor_names",
     "feature_statistics",
     "fid",
