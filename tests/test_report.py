@@ -501,6 +501,97 @@ def test_fid_terms_and_prdc_rows(tmp_path: Path) -> None:
     assert "Fréchet distance between real and generated features is 0.59" in unescape(html)
 
 
+def _measured_page(tmp_path: Path, real: np.ndarray, reconstructed: np.ndarray) -> tuple:
+    """`varloss measure --json` on two arrays, then its page: (JSON, headline rows, page text)."""
+    from typer.testing import CliRunner
+
+    folder = tmp_path / f"m{len(list(tmp_path.iterdir()))}"
+    folder.mkdir()
+    np.save(folder / "real.npy", real)
+    np.save(folder / "reconstructed.npy", reconstructed)
+    argv = ["measure", "--real", str(folder / "real.npy"), "--json", str(folder / "m.json")]
+    result = CliRunner().invoke(app, [*argv, "--reconstructed", str(folder / "reconstructed.npy")])
+    assert result.exit_code == 0, result.output
+    page = parse(write_report(folder / "m.json").read_text())
+    rows = {row[0][0]: row for row in page.tables["headline"]}
+    return json.loads((folder / "m.json").read_text()), rows, unescape(" ".join(page.text))
+
+
+def test_measure_page_shows_psnr_ssim_and_rfid(tmp_path: Path) -> None:
+    """PSNR against numpy, SSIM as measured (negative for inverted images), PSNR infinite for
+    exact reconstructions, and a missing rFID said with its reason, in the table and a sentence."""
+    real = np.random.default_rng(6).random((12, 1, 16, 16))
+    noisy = np.clip(real + np.random.default_rng(7).normal(0, 0.1, real.shape), 0, 1)
+    measured, rows, text = _measured_page(tmp_path, real, noisy)
+    # varloss reads float images as float32 (the one converter), then measures in float64
+    pair = [images.astype(np.float32).astype(np.float64) for images in (real, noisy)]
+    mse = ((pair[0] - pair[1]) ** 2).reshape(12, -1).mean(1)
+    psnr = float(np.mean(10 * np.log10(1 / mse)))
+    assert float(rows["PSNR, reconstructed (dB)"][1][1]) == pytest.approx(psnr, rel=1e-12)
+    assert rows["PSNR, reconstructed (dB)"][1][0] == f"{psnr:.4g}"
+    ssim = measured["quality"]["ssim"]
+    assert 0 < ssim < 1 and float(rows["SSIM, reconstructed"][1][1]) == ssim
+    assert rows["rFID, reconstructed"][1] == ("–", None)
+    assert rows["rFID, reconstructed"][2][0] == "none: measured without image features: --fid off"
+    assert (
+        f"the reconstructions have a PSNR of {psnr:.4g} dB (mean over 12 images), an SSIM of "
+        f"{ssim:.4g} (1 for identical images, 0 for unrelated structure) and no rFID (measured "
+        "without image features: --fid off)."
+    ) in text
+
+    _, rows, text = _measured_page(tmp_path, real, real)  # exact: PSNR infinite, SSIM 1
+    assert rows["PSNR, reconstructed (dB)"][1] == ("inf", "inf")
+    assert rows["PSNR, reconstructed (dB)"][2][0].endswith(
+        "infinite, all 12 images reconstructed exactly, MSE 0"
+    )
+    assert float(rows["SSIM, reconstructed"][1][1]) == pytest.approx(1.0, abs=1e-12)
+    assert "an infinite PSNR (all 12 images reconstructed exactly, MSE 0)" in text
+
+    measured, rows, text = _measured_page(tmp_path, real, 1 - real)  # inverted: SSIM below 0
+    ssim = measured["quality"]["ssim"]
+    assert ssim < 0 and float(rows["SSIM, reconstructed"][1][1]) == ssim
+    below = "below 0: the reconstructions' local structure runs against the real images'"
+    assert rows["SSIM, reconstructed"][2][0] == below
+    assert f"an SSIM of {ssim:.4g} ({below})" in text
+
+
+def test_quality_rows_of_a_partial_or_handmade_report() -> None:
+    """One exact image of four is left out of the PSNR (a count and a share), an rFID with its
+    features, an SSIM the images were too small for, and no rows without a quality dict."""
+    from varloss.report.sections import quality_rows, quality_sentence
+
+    quality = {
+        "psnr": 31.25,
+        "ssim": None,
+        "rfid": 0.5,
+        "settings": {
+            "n": 4,
+            "psnr_exact_images_left_out": 1,
+            "ssim": "images smaller than the SSIM window of 11 pixels",
+            "rfid_extractor": {"name": "domain:digits:small"},
+        },
+    }
+    rows = {row[0].text: row for row in quality_rows(quality)}
+    assert rows["PSNR, reconstructed (dB)"][1].value == 31.25
+    assert rows["PSNR, reconstructed (dB)"][2].text.endswith(
+        "1 image (25% of 4 images) reconstructed exactly was left out (infinite PSNR)"
+    )
+    assert rows["SSIM, reconstructed"][1].text == "–"
+    assert rows["rFID, reconstructed"][1].value == 0.5
+    assert "(domain:digits:small features)" in rows["rFID, reconstructed"][2].text
+    assert quality_sentence(quality) == (
+        "As autoencoder papers report them, the reconstructions have a PSNR of 31.25 dB (1 image "
+        "(25% of 4 images) reconstructed exactly was left out (infinite PSNR)), no SSIM (images "
+        "smaller than the SSIM window of 11 pixels) and an rFID of 0.5 on domain:digits:small "
+        "features (lower is better)."
+    )
+    single = {"psnr": float("inf"), "ssim": -0.25, "rfid": None}
+    single["settings"] = {"n": 1, "rfid_extractor": {"name": "inception"}}
+    assert [row[1].value for row in quality_rows(single)] == [float("inf"), -0.25, None]
+    assert "no rFID (fewer than 2 images: no covariance)" in quality_sentence(single)
+    assert quality_rows(None) == [] and quality_rows([1, 2]) == []
+
+
 def test_explain_variance_branches() -> None:
     small = explain_variance(
         {"var_real": 0.1, "var_reconstructed": 0.06, "mse": 0.04, "bias2": 0.001, "cov_term": 0.0}

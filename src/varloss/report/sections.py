@@ -1,9 +1,11 @@
 """Sections shared by the pages: the headline numbers explained in words, the FID rows, the
-remedies table, and the settings that produced the numbers (with an equivalent command line;
-a train run's is `varloss.train_config.equivalent_command`, where the train settings live).
+reconstruction quality (PSNR, SSIM, rFID) of `varloss measure`, the remedies table, and the
+settings that produced the numbers (with an equivalent command line; a train run's is
+`varloss.train_config.equivalent_command`, where the train settings live).
 
 Each reads the keys its producer writes: `varloss.measure`'s VarianceReport keys, the FID dict
-of `varloss.quality.fid`, and the methods table of `varloss correct`.
+of `varloss.quality.fid`, the `quality` dict of `varloss.quality.reconstruction`, and the
+methods table of `varloss correct`.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from varloss._words import share
+from varloss._words import count, share
 from varloss.report.html import Cell, Table, fmt, num_cell, number
 from varloss.variance.report import variance_warnings
 
@@ -45,6 +47,8 @@ def explain_variance(report: Mapping[str, Any]) -> list[str]:
             f"The Fréchet distance between real and generated features is {fmt(fid)} "
             "(lower is better)."
         )
+    if isinstance(report.get("quality"), Mapping):
+        sentences.append(quality_sentence(report["quality"]))
     return sentences
 
 
@@ -175,12 +179,121 @@ def headline_table(report: Mapping[str, Any], generated_label: str | None = None
     for key, label in _COUNTS:
         if isinstance(values.get(key), int):
             rows.append([Cell(label), num_cell(values[key]), Cell("samples the numbers use")])
+    rows += quality_rows(values.get("quality"))
     rows += fid_rows(values.get("fid"))
     return Table(
         columns=["quantity", "value", "meaning"],
         rows=rows,
         id="headline",
         numeric_columns=[False, True, False],
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# reconstruction quality (`varloss measure`'s report["quality"]: what autoencoder papers report)
+
+
+def _quality_facts(quality: Mapping[str, Any]) -> dict[str, Any]:
+    """The numbers and their circumstances, read defensively (a JSON may be old or hand-made):
+    psnr is infinite where every image was reconstructed exactly (the producer writes None and
+    counts them); the reasons for a missing SSIM or rFID."""
+    settings = quality.get("settings")
+    settings = settings if isinstance(settings, Mapping) else {}
+    n, exact = settings.get("n"), settings.get("psnr_exact_images_left_out")
+    n = n if isinstance(n, int) and not isinstance(n, bool) else None
+    exact = exact if isinstance(exact, int) and not isinstance(exact, bool) else 0
+    psnr = number(quality.get("psnr"))
+    if psnr is None and n and exact == n:
+        psnr = math.inf
+    extractor = settings.get("rfid_extractor")
+    name = extractor.get("name") if isinstance(extractor, Mapping) else None
+    if not isinstance(extractor, Mapping):
+        rfid_why = "measured without image features: --fid off"
+    elif n is not None and n < 2:
+        rfid_why = "fewer than 2 images: no covariance"
+    else:
+        rfid_why = "not in this report"
+    ssim_why = settings.get("ssim") if isinstance(settings.get("ssim"), str) else None
+    return {
+        "n": n,
+        "exact": exact,
+        "psnr": psnr,
+        "ssim": number(quality.get("ssim")),
+        "ssim_why": ssim_why or "not in this report",
+        "rfid": number(quality.get("rfid")),
+        "rfid_why": rfid_why,
+        "features": f"{name} features" if name else "image features",
+    }
+
+
+def _psnr_words(facts: Mapping[str, Any]) -> str:
+    """The PSNR's circumstances: images reconstructed exactly have no finite PSNR."""
+    n, exact, psnr = facts["n"], facts["exact"], facts["psnr"]
+    if psnr == math.inf:
+        every = f"all {count(n, 'image')}" if n else "every image"
+        return f"infinite, {every} reconstructed exactly, MSE 0"
+    if exact:
+        part = share(exact, n) if n else None
+        of = f" ({part} of {count(n, 'image')})" if part else ""
+        were = "was" if exact == 1 else "were"
+        return f"{count(exact, 'image')}{of} reconstructed exactly {were} left out (infinite PSNR)"
+    return f"mean over {count(n, 'image')}" if n else "mean over images"
+
+
+def _ssim_words(ssim: float | None, why: str) -> str:
+    if ssim is None:
+        return f"none: {why}"
+    if ssim < 0:
+        return "below 0: the reconstructions' local structure runs against the real images'"
+    return "1 for identical images, 0 for unrelated structure"
+
+
+def quality_rows(quality: Any) -> list[list[Cell]]:
+    """PSNR, SSIM and rFID of the reconstructions (`varloss measure`), a dash and why where a
+    number is missing; nothing for a report without them."""
+    if not isinstance(quality, Mapping):
+        return []
+    facts = _quality_facts(quality)
+    psnr_meaning = "10 log10(1 / MSE) per image, data range 1: " + _psnr_words(facts)
+    rfid = facts["rfid"]
+    rfid_meaning = (
+        f"FID of the reconstructions against the real images ({facts['features']})"
+        if rfid is not None
+        else f"none: {facts['rfid_why']}"
+    )
+    return [
+        [Cell("PSNR, reconstructed (dB)"), num_cell(facts["psnr"]), Cell(psnr_meaning)],
+        [
+            Cell("SSIM, reconstructed"),
+            num_cell(facts["ssim"]),
+            Cell(_ssim_words(facts["ssim"], facts["ssim_why"])),
+        ],
+        [Cell("rFID, reconstructed"), num_cell(rfid), Cell(rfid_meaning)],
+    ]
+
+
+def quality_sentence(quality: Mapping[str, Any]) -> str:
+    """One sentence: the reconstructions' PSNR, SSIM and rFID as autoencoder papers report them,
+    each with what it means here (infinite, negative, missing and why)."""
+    facts = _quality_facts(quality)
+    psnr, ssim, rfid = facts["psnr"], facts["ssim"], facts["rfid"]
+    if psnr is None:
+        psnr_text = "no PSNR (not in this report)"
+    elif psnr == math.inf:
+        psnr_text = f"an infinite PSNR ({_psnr_words(facts).removeprefix('infinite, ')})"
+    else:
+        psnr_text = f"a PSNR of {fmt(psnr)} dB ({_psnr_words(facts)})"
+    if ssim is None:
+        ssim_text = f"no SSIM ({facts['ssim_why']})"
+    else:
+        ssim_text = f"an SSIM of {fmt(ssim)} ({_ssim_words(ssim, facts['ssim_why'])})"
+    if rfid is None:
+        rfid_text = f"no rFID ({facts['rfid_why']})"
+    else:
+        rfid_text = f"an rFID of {fmt(rfid)} on {facts['features']} (lower is better)"
+    return (
+        f"As autoencoder papers report them, the reconstructions have {psnr_text}, {ssim_text} "
+        f"and {rfid_text}."
     )
 
 
