@@ -346,3 +346,21 @@ def test_to_images_refuses_with_one_sentence(value, kwargs, message: str) -> Non
 
     with pytest.raises(InputError, match=message):
         to_images(value, name="pixels", **kwargs)
+
+
+@pytest.mark.parametrize("as_zip", [False, True])
+def test_celeba_bombs_and_broken_images_are_named(tmp_path: Path, monkeypatch, as_zip) -> None:
+    """CelebA's images go through the readers' one rule: a decompression bomb or an undecodable
+    JPEG, in the folder or inside the zip, is one sentence naming the image (not PIL's error)."""
+    from varloss.errors import InputError
+
+    names = _celeba(tmp_path / "celeba", as_zip=as_zip)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)  # 218 x 178 > 2 x limit: a bomb now
+    with pytest.raises(InputError, match=rf"{names[0]}.*decompression-bomb limit"):
+        load("celeba", "train", data_path=tmp_path / "celeba", size=32)
+    monkeypatch.undo()
+    broken = tmp_path / "broken"
+    _celeba(broken, as_zip=False)
+    (broken / "img_align_celeba" / names[1]).write_bytes(b"not a jpeg")
+    with pytest.raises(InputError, match=rf"{names[1]} could not be decoded"):
+        load("celeba", "train", data_path=broken, size=32)

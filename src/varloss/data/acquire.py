@@ -151,7 +151,7 @@ def ensure(
         hit = cached()  # another process may have filled it while we waited
         if hit is not None:
             return hit
-        tried = []
+        tried, reasons = [], []
         for description, produce in _sources(dataset, split, path, kinds, mirrors, variant):
             started = time.perf_counter()
             try:
@@ -159,6 +159,7 @@ def ensure(
             except (SourceError, DownloadError, OSError, ValueError, EOFError) as error:
                 say(f"{name}: {description} failed: {error}")
                 tried.append(description)
+                reasons.append(str(error))
                 continue
             problem = _verify(dataset, arrays, canonical=path is None)
             if problem is None and split not in arrays:
@@ -166,6 +167,7 @@ def ensure(
             if problem is not None:
                 say(f"{name}: discarding data from {description}: {problem}")
                 tried.append(description)
+                reasons.append(problem)
                 continue
             source = wanted_source or description
             store(entry, arrays, source=source, extra={"name": name, **_jsonable(variant)})
@@ -175,8 +177,10 @@ def ensure(
                 return hit
             tried.append(description)
     where = ", ".join(tried) if tried else "no source"
+    # one source tried (a local path): its reason is the sentence's end, e.g. the bad image
+    why = f" ({reasons[0].rstrip('.')})" if len(tried) == 1 and len(reasons) == 1 else ""
     hint = "" if path is not None else "; pass data_path (--data-path) pointing at a local copy"
-    raise InputError(f"Data set {name!r} ({split}) could not be obtained from {where}{hint}.")
+    raise InputError(f"Data set {name!r} ({split}) could not be obtained from {where}{why}{hint}.")
 
 
 def _jsonable(variant: dict[str, Any]) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from varloss.data.readers import open_image
 from varloss.errors import InputError
 
 # ---- IDX ----
@@ -268,12 +269,17 @@ class CelebAImages:
                 break
 
     def open(self, filename: str) -> Any:
+        """One image as a context manager, opened by the readers' one rule (`open_image`): an
+        undecodable image or a decompression bomb is one sentence naming it."""
         if self.zip is not None:
             if filename not in self.names:
                 raise InputError(f"CelebA zip lacks image {filename}.")
-            return Image.open(io.BytesIO(self.zip.read(self.names[filename])))
+            body = io.BytesIO(self.zip.read(self.names[filename]))
+            return open_image(
+                body, "CelebA", label=f"{self.names[filename]} in {self.zip.filename}"
+            )
         assert self.folder is not None
-        return Image.open(self.folder / filename)
+        return open_image(self.folder / filename, "CelebA")
 
     def all_names(self) -> list[str]:
         if self.zip is not None:

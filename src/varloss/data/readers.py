@@ -229,10 +229,12 @@ def _gray_uint8(image: Any) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def open_image(path: Path, name: str = "input") -> Iterator[Any]:
+def open_image(path: Any, name: str = "input", label: str | None = None) -> Iterator[Any]:
     """`PIL.Image.open(path)`, every failure one InputError naming the file: undecodable files,
     and decompression bombs (more pixels than `PIL.Image.MAX_IMAGE_PIXELS`: PIL's warning is
-    taken as the refusal it announces, since such an image is no model's input)."""
+    taken as the refusal it announces, since such an image is no model's input). `path` may be
+    an open binary file (an image inside an archive), named in messages by `label`."""
+    shown = label if label is not None else path
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -242,11 +244,11 @@ def open_image(path: Path, name: str = "input") -> Iterator[Any]:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise InputError(
-            f"{name} image {path} declares more than {Image.MAX_IMAGE_PIXELS} pixels "
+            f"{name} image {shown} declares more than {Image.MAX_IMAGE_PIXELS} pixels "
             "(PIL's decompression-bomb limit); expected an image of ordinary size."
         ) from None
     except (OSError, ValueError, SyntaxError) as error:
-        raise InputError(f"{name} image {path} could not be decoded ({error}).") from None
+        raise InputError(f"{name} image {shown} could not be decoded ({error}).") from None
 
 
 def decode_image(path: Path, name: str = "input", gray: bool | None = None) -> np.ndarray:
