@@ -185,3 +185,47 @@ def test_correct_all_closes_the_gap_and_resumes(tmp_path):
     again = correct(run, "all", out, **options)
     assert {row["sampler_source"] for row in again["methods"].values()} == {"loaded"}
     assert again["table"] == report["table"]
+
+
+_CORRECT_KILLER = """
+import json, sys
+from varloss.pipelines.correct import correct
+run, out, params = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+correct(run, "prior,temperature", out, n_samples=200, sampler_params=params, fid="off",
+        seed=1, progress=False)
+"""
+
+
+@pytest.mark.parametrize(
+    "point", ["correct:report-removed", "correct:samples-written", "correct:report-written"]
+)
+def test_a_kill_between_corrects_writes_never_leaves_an_old_report_on_new_samples(
+    quick_run, tmp_path, point
+):
+    """correct rewrites samples.png, then report.json, then the manifest: killed between any two,
+    the folder holds no report describing other samples than its own (the train page shows no
+    remedies, or the new ones), and the same command finishes it."""
+    import os
+
+    from varloss._io import FAULT_ENV, FAULT_EXIT_CODE
+    from varloss.runs import REPORT_FILE, SAMPLES_FILE
+
+    out = tmp_path / "correct"
+    old = _quick(quick_run, "prior,temperature", out, seed=0)
+    old_grid = (out / SAMPLES_FILE).read_bytes()
+    env = {**os.environ, FAULT_ENV: point, "PYTHONPATH": os.pathsep.join(sys.path)}
+    killed = subprocess.run(
+        [sys.executable, "-c", _CORRECT_KILLER, str(quick_run), str(out), json.dumps(SMALL_PARAMS)],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert killed.returncode == FAULT_EXIT_CODE, killed.stderr
+    folder = RunFolder(out)
+    if folder.exists(REPORT_FILE):  # only after the new report is in place
+        report = folder.read_json(REPORT_FILE)
+        assert point == "correct:report-written" and report["settings"]["seed"] == 1
+        assert (out / SAMPLES_FILE).read_bytes() != old_grid
+    else:
+        assert point != "correct:report-written"
+    again = _quick(quick_run, "prior,temperature", out, seed=1)
+    assert again["settings"]["seed"] == 1 and again != old
+    assert folder.read_json(REPORT_FILE) == again

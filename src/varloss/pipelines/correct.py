@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from varloss._io import fault_point
 from varloss._progress import progress_bar
 from varloss._threads import choose_threads, threads_kept
 from varloss._version import __version__
@@ -443,18 +444,25 @@ def _write_outputs(
     report: dict[str, Any],
     grid_size: int,
 ) -> None:
-    """samples.png, then report.json, then the manifest (last), each written atomically."""
+    """samples.png, then report.json, then the manifest (last), each written atomically. The
+    old report.json goes first: a kill while the new grid and curves are written must not leave
+    it describing them (a page would show the old numbers as the new samples'); without a
+    report the folder is an unfinished correct, which the same command writes again."""
+    folder.unlink(REPORT_FILE)
+    fault_point("correct:report-removed")
     real_label = f"real (test)  var={rows[BASELINE]['var_real']:.4f}"
     picture = {real_label: inputs.test_images[:grid_size]}
     for name, samples in grids.items():
         label = "prior (baseline)" if name == BASELINE else name
         picture[f"{label}  var={rows[name]['var_generated']:.4f}"] = samples
     save_image_grid(picture, folder.file(SAMPLES_FILE))
+    fault_point("correct:samples-written")
     curves = {name: row["curve"] for name, row in rows.items() if row.get("curve")}
     if curves:
         mse_before = rows[BASELINE]["reconstruction_mse_before"]
         save_figure(distortion_perception_figure(curves, mse_before), folder.file(CURVE_FILE))
     folder.write_json(REPORT_FILE, report)
+    fault_point("correct:report-written")
     folder.seal()
 
 
