@@ -197,3 +197,35 @@ def test_a_kill_at_every_write_pair_resumes_bitwise(tmp_path) -> None:
             assert resumed[key] == reference[key], (point, key)
         history = RunFolder(config.out).read_csv(HISTORY_FILE)
         assert [row["loss"] for row in history] == [row["loss"] for row in reference["history"]]
+
+
+# A resumed run prepares its folder before it trains: the report goes, then the manifest forgets
+# what will be rewritten. One process per point: a finished 1-epoch run resumed to 2 epochs.
+RESUME_POINTS = ["resume:report-removed", "resume:entries-dropped"]
+_RESUME_KILLER = """
+import json, sys
+from varloss.pipelines.train import TrainConfig, train
+train(TrainConfig(**json.loads(sys.argv[1])), resume=True, progress=False)
+"""
+
+
+@pytest.mark.slow  # about 10 s: two short runs, each killed once and resumed
+@pytest.mark.parametrize("point", RESUME_POINTS)
+def test_a_kill_while_resume_prepares_the_folder_resumes_bitwise(tmp_path, point) -> None:
+    reference = train(tiny(tmp_path / "reference", epochs=2), progress=False)
+    expected = load_file(tmp_path / "reference" / MODEL_FILE)
+    train(tiny(tmp_path / "run", epochs=1), progress=False)  # finished, then asked for more
+    config = tiny(tmp_path / "run", epochs=2)
+    env = {**os.environ, FAULT_ENV: point, "PYTHONPATH": os.pathsep.join(sys.path)}
+    plan = json.dumps(config.to_dict() | {"out": config.out})
+    killed = subprocess.run(
+        [sys.executable, "-c", _RESUME_KILLER, plan], capture_output=True, text=True,
+        timeout=300, env=env,
+    )  # fmt: skip
+    assert killed.returncode == FAULT_EXIT_CODE, killed.stderr  # killed at that point
+    assert not RunFolder(config.out).exists("report.json")  # unfinished, as it is
+    resumed = train(config, resume=True, progress=False)  # never "damaged, start over"
+    weights = load_file(Path(config.out) / MODEL_FILE)
+    assert all(torch.equal(weights[k], expected[k]) for k in expected), point
+    for key in ("var_real", "var_reconstructed", "mse", "final_loss"):
+        assert resumed[key] == reference[key], (point, key)
