@@ -329,3 +329,35 @@ def test_empty_or_blank_output_paths_are_refused(
     )  # fmt: skip
     refused(monkeypatch, capsys, "train", "--dataset", "digits", "--out", blank, says=("--out",))
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+# ---- domain features of a set without labels (issue 22/24 follow-up) ----
+
+
+def test_domain_features_of_a_set_without_labels_name_the_set_and_point_to_inception(
+    monkeypatch, capsys, tmp_path
+) -> None:
+    """An npz without a labels array has no domain classifier: `varloss fid` (and `measure
+    --fid domain`, and the library) say so in one sentence naming the set and pointing to the
+    Inception features, instead of the generic "need a labelled data set"; nothing is written."""
+    monkeypatch.setenv("VARLOSS_DATA_DIR", str(tmp_path / "cache"))
+    bare = tmp_path / "bare.npz"
+    np.savez(bare, images=np.random.default_rng(3).random((20, 8, 8)))
+    spec = f"npz:{bare}"
+    expected = (
+        f"error: {spec!r} has no labels, so varloss has no domain classifier for it; use "
+        "--features inception (`varloss measure`: --fid inception) for the FID of the papers "
+        "(fetch its weights once with `varloss weights fetch inception`)."
+    )
+    out = tmp_path / "fid.json"
+    fid_args = ("fid", "--real", spec, "--generated", spec, "--json", out)
+    assert refused(monkeypatch, capsys, *fid_args, "--features", "domain") == expected
+    assert not out.exists()
+    measure_args = ("measure", "--real", spec, "--reconstructed", spec, "--fid", "domain")
+    assert refused(monkeypatch, capsys, *measure_args) == expected
+    with pytest.raises(InputError) as error:
+        varloss.quality.fid(spec, spec, features="domain")
+    assert f"error: {error.value}" == expected
+    assert not (tmp_path / "cache" / "domain-classifiers").exists() or not any(
+        (tmp_path / "cache" / "domain-classifiers").iterdir()
+    )

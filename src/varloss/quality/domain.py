@@ -99,6 +99,16 @@ def _dataset_name(dataset: str | None) -> str:
     return name.lower() if ":" not in name else name
 
 
+def no_labels_sentence(dataset: str | None, switch: str) -> str:
+    """The one wording of "this set has no labels, so it has no domain classifier" (the error of
+    `varloss fid`/`measure` and the FID reason of the pipelines); `switch` says which option
+    gives the Inception FID instead where the sentence is read."""
+    return (
+        f"{dataset!r} has no labels, so varloss has no domain classifier for it; {switch} for "
+        "the FID of the papers (fetch its weights once with `varloss weights fetch inception`)"
+    )
+
+
 def _accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch: int) -> float:
     model.eval()
     correct = 0
@@ -120,7 +130,12 @@ def _domain_settings(
 ) -> DomainSettings:
     """The settings of the classifier of a labelled training set (defaults filled in)."""
     if train.labels is None:
-        raise InputError(f"domain features need a labelled data set; {name!r} has no labels.")
+        raise InputError(
+            no_labels_sentence(
+                name, "use --features inception (`varloss measure`: --fid inception)"
+            )
+            + "."
+        )
     shape = tuple(int(s) for s in train.images.shape[1:])
     architecture = architecture_for(shape)  # type: ignore[arg-type]
     return DomainSettings(

@@ -24,7 +24,7 @@ import torch
 
 from varloss.data import DATASETS, ImageSet
 from varloss.errors import InputError
-from varloss.quality.domain import domain_extractor_available
+from varloss.quality.domain import domain_extractor_available, no_labels_sentence
 from varloss.quality.score import fid
 from varloss.variance.protocol import FID_MODES, fid_mode
 
@@ -75,11 +75,7 @@ def domain_fid_reason(real: Any, dataset: str | None) -> str:
     training a classifier: the set has no labels to train one on (then only --fid inception
     gives an FID), or its classifier is not cached yet."""
     if _unlabelled(real, dataset):
-        return (
-            f"not computed: {dataset!r} has no labels, so varloss has no domain classifier for "
-            "it; pass --fid inception for the FID of the papers (fetch its weights once with "
-            "`varloss weights fetch inception`)"
-        )
+        return f"not computed: {no_labels_sentence(dataset, 'pass --fid inception')}"
     return (
         f"not computed: no cached domain classifier for {dataset!r} (train it once with "
         f"`varloss fid --real {dataset}:test ...`, or pass --fid on)"
