@@ -169,3 +169,40 @@ def test_measure_rfid_on_inception_reuses_the_cached_reference(tmp_path, monkeyp
     assert code == 0 and json.loads((tmp_path / "r.json").read_text())["quality"][
         "rfid"
     ] == pytest.approx(expected, rel=1e-6)
+
+
+def test_measure_table_prints_inf_and_the_exact_images_as_the_page_does(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    """Every image reconstructed exactly: the terminal table prints PSNR `inf` and the count (the
+    JSON keeps None and the count); one exact image of four: the mean PSNR of the other three,
+    computed here from the definition, and the one image left out."""
+    monkeypatch.setenv("COLUMNS", "250")  # one table line per row
+    real, noisy = pairs(4, seed=5)
+    partly = np.concatenate([real[:1], noisy[1:]])  # image 0 reconstructed exactly
+    np.save(tmp_path / "real.npy", real)
+    np.save(tmp_path / "same.npy", real.copy())
+    np.save(tmp_path / "partly.npy", partly)
+
+    def psnr_row(reconstructed: str) -> tuple[list[str], dict]:
+        code, out, err = invoke(
+            monkeypatch, capsys, "measure", "--real", str(tmp_path / "real.npy"),
+            "--reconstructed", str(tmp_path / reconstructed), "--json", str(tmp_path / "r.json"),
+        )  # fmt: skip
+        assert code == 0, err
+        rows = [line for line in out.splitlines() if "PSNR, reconstructed (dB)" in line]
+        assert len(rows) == 1, out
+        cells = [cell.strip() for cell in rows[0].strip("│ ").split("│")]
+        return cells, json.loads((tmp_path / "r.json").read_text())["quality"]
+
+    cells, quality = psnr_row("same.npy")
+    assert cells[1] == "inf"
+    assert cells[2].endswith("infinite, all 4 images reconstructed exactly, MSE 0")
+    assert quality["psnr"] is None and quality["settings"]["psnr_exact_images_left_out"] == 4
+    cells, quality = psnr_row("partly.npy")
+    expected = numpy_psnr(real[1:], partly[1:])
+    assert quality["psnr"] == pytest.approx(expected, rel=1e-9)
+    assert cells[1] == f"{expected:.4g}"
+    assert cells[2].endswith(
+        "1 image (25% of 4 images) reconstructed exactly was left out (infinite PSNR)"
+    )

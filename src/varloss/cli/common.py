@@ -80,11 +80,27 @@ def print_variance_table(report: dict, title: str = "variance loss") -> None:
     for label, key, digits, meaning in VARIANCE_ROWS:
         if report.get(key) is not None:
             table.add_row(label, number(report[key], digits), meaning)
-    for label, key, meaning in QUALITY_ROWS:
-        value = (report.get("quality") or {}).get(key)
-        if value is not None:
-            table.add_row(label, number(value, 4), meaning)
+    for row in _quality_rows(report.get("quality")):
+        table.add_row(*row)
     Console().print(table)
+
+
+def _quality_rows(quality: Any) -> list[tuple[str, str, str]]:
+    """(label, value, meaning) of the reconstruction quality (`varloss measure`): the PSNR as the
+    HTML page words it, `inf` where every image was reconstructed exactly (the report holds None
+    and the count), the count of exact images left out where some were; the rest as recorded."""
+    if not isinstance(quality, dict):
+        return []
+    from varloss.report.sections import psnr_row  # start-up cost: see cli/__init__.py
+
+    rows = []
+    for label, key, meaning in QUALITY_ROWS:
+        value = quality.get(key)
+        if key == "psnr":
+            value, meaning = psnr_row(quality)
+        if value is not None:
+            rows.append((label, number(value, 4), meaning))
+    return rows
 
 
 def parse_crop(crop: str | None) -> tuple[int, ...] | None:

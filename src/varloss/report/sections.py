@@ -240,6 +240,14 @@ def _psnr_words(facts: Mapping[str, Any]) -> str:
     return f"mean over {count(n, 'image')}" if n else "mean over images"
 
 
+def psnr_row(quality: Mapping[str, Any]) -> tuple[float | None, str]:
+    """The PSNR of `varloss measure`'s report["quality"] (infinite where every image was
+    reconstructed exactly) and its meaning: the one wording of the HTML page and the terminal
+    table (`varloss.cli.common.print_variance_table`)."""
+    facts = _quality_facts(quality)
+    return facts["psnr"], "10 log10(1 / MSE) per image, data range 1: " + _psnr_words(facts)
+
+
 def _ssim_words(ssim: float | None, why: str) -> str:
     if ssim is None:
         return f"none: {why}"
@@ -254,7 +262,7 @@ def quality_rows(quality: Any) -> list[list[Cell]]:
     if not isinstance(quality, Mapping):
         return []
     facts = _quality_facts(quality)
-    psnr_meaning = "10 log10(1 / MSE) per image, data range 1: " + _psnr_words(facts)
+    _, psnr_meaning = psnr_row(quality)
     rfid = facts["rfid"]
     rfid_meaning = (
         f"FID of the reconstructions against the real images ({facts['features']})"
