@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 import typer
 
 from varloss._io import check_output_path
@@ -171,10 +170,11 @@ def measure_command(
             batch_size=batch_size,
             value_range=ranges,
             settings=settings,
+            on_pair=quality.update,
             **splits,
         )
         if reconstructed is not None:
-            report.quality = _quality_of_files(quality, real, reconstructed, batch_size, ranges)
+            report.quality = quality.compute()
     _write_outputs(report, json_out, maps)
 
 
@@ -213,29 +213,6 @@ def _reconstruction_quality(fid: str, real: str, device: str):
     # a named set's reference statistics: computed once (progress in images/s), then cached
     statistics, _ = reference_statistics(named, extractor)
     return ReconstructionQuality(extractor, real_statistics=statistics)
-
-
-def _quality_of_files(quality, real: str, reconstructed: str, batch_size: int, ranges) -> dict:
-    """PSNR, SSIM (and rFID) of --reconstructed against --real, read as `measure` reads them
-    (declared --range included: a decoder's output outside [0, 1] is measured, and compared as
-    an image, clamped to [0, 1], by `ReconstructionQuality`). Flat N x D sets are compared as
-    1 x 1 x D images: PSNR is defined, SSIM is not (its window needs 11 x 11 pixels)."""
-    # start-up cost: see varloss/cli/__init__.py
-    from varloss.data import read_images
-    from varloss.variance.measurement import normalise_ranges
-
-    declared = normalise_ranges(ranges)
-    sets = [
-        torch.from_numpy(read_images(path, name, value_range=declared.get(name)))
-        for path, name in ((real, "real"), (reconstructed, "reconstructed"))
-    ]
-    real_images, reconstructed_images = (
-        images if images.ndim == 4 else images.reshape(images.shape[0], 1, 1, -1) for images in sets
-    )
-    for start in range(0, real_images.shape[0], batch_size):
-        part = slice(start, start + batch_size)
-        quality.update(real_images[part], reconstructed_images[part])
-    return quality.compute()
 
 
 def _write_outputs(report, json_out: str | None, maps: str | None) -> None:

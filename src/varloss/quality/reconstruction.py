@@ -29,6 +29,12 @@ SSIM_SIGMA = 1.5
 
 
 def _pair(real: torch.Tensor, reconstructed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both batches as float64 N x C x H x W on the CPU; a flat N x D set is compared as 1 x 1 x D
+    images (PSNR is defined; SSIM's window does not fit, which `compute` says)."""
+    if real.ndim == 2 and real.shape == reconstructed.shape:
+        real, reconstructed = (
+            batch.reshape(batch.shape[0], 1, 1, -1) for batch in (real, reconstructed)
+        )
     if real.shape != reconstructed.shape or real.ndim != 4:
         raise InputError(
             f"reconstructions must match the real images, N x C x H x W each; got "

@@ -9,7 +9,7 @@ stops and asks for the range to be declared.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -141,6 +141,7 @@ def measure(
     spectrum: bool | int = False,
     pca: int | None = None,
     pca_limit: int = DEFAULT_PCA_LIMIT,
+    on_pair: Callable[[torch.Tensor, torch.Tensor], Any] | None = None,
 ) -> VarianceReport:
     """Variances of real, reconstructed and generated sets, variance losses, MSE decomposition.
 
@@ -153,6 +154,9 @@ def measure(
     `report.spectrum`, the split by radial spatial frequency (`varloss.variance.spectrum`);
     `pca=K` adds `report.pca`, the split along the top K principal directions of the real set
     (`varloss.variance.pca`; at most `pca_limit` features per sample).
+    `on_pair(real, reconstructed)` sees each pair of batches as they are measured (checked, on
+    [0, 1] by the declared ranges, shaped like one sample each: e.g. N x C x H x W), for what
+    else is computed from the pairs (PSNR, SSIM, rFID: `varloss.quality.ReconstructionQuality`).
     """
     if batch_size < 1:
         raise InputError(f"batch_size must be a positive integer, got {batch_size}.")
@@ -165,7 +169,7 @@ def measure(
         if source is not None
     }
     real_set, recon, gen = checked["real"], checked.get("reconstructed"), checked.get("generated")
-    paired = None if recon is None else _paired_moments(real_set, recon, breakdowns)
+    paired = None if recon is None else _paired_moments(real_set, recon, breakdowns, on_pair)
     real_moments = MomentAccumulator() if paired is None else paired.real
     if paired is None:
         for batch in real_set:
@@ -222,7 +226,10 @@ def _check_pairing(n_real: int, n_recon: int) -> None:
 
 
 def _paired_moments(
-    real: CheckedStream, recon: CheckedStream, breakdowns: Breakdowns
+    real: CheckedStream,
+    recon: CheckedStream,
+    breakdowns: Breakdowns,
+    on_pair: Callable[[torch.Tensor, torch.Tensor], Any] | None = None,
 ) -> PairedMomentAccumulator:
     """Moments of real and reconstructed sets, streamed side by side; counts and shapes checked."""
     if None not in (recon.stream.count, real.stream.count):
@@ -233,6 +240,8 @@ def _paired_moments(
             break  # reported below, once both shapes are known
         paired.update(x, y)
         breakdowns.paired(x, y, real.dims)
+        if on_pair is not None:
+            on_pair(x.reshape(x.shape[0], *real.dims), y.reshape(y.shape[0], *real.dims))
     if None not in (recon.dims, real.dims) and recon.dims != real.dims:
         raise InputError(
             f"reconstructed samples are {shape_text(recon.dims)} but real samples are "

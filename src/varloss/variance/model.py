@@ -70,8 +70,8 @@ def measure_model(
     report.json's numbers. Either side may be missing (`model=None`, or no `sample`).
     An `nn.Module` is measured in eval mode and under `torch.no_grad()`, then put back as it was.
     Outputs are checked like `measure`'s inputs; `splits` (spectrum=, pca=) go to `measure`.
-    `on_pair(real, reconstructed)` sees each block of real images with its reconstructions as
-    the model returns them (PSNR, SSIM, rFID: `varloss.quality.ReconstructionQuality`).
+    `on_pair(real, reconstructed)` sees each pair of batches as `measure` measures them (its
+    `on_pair`: PSNR, SSIM, rFID through `varloss.quality.ReconstructionQuality`).
     """
     reconstruction = Reconstruction.parse(reconstruction)
     reconstruct, generate = _model_functions(model, reconstruct, generate, reconstruction, seed)
@@ -88,8 +88,6 @@ def measure_model(
             if reconstruct is not None:
                 inputs = images.to(device=device, dtype=torch.float32)
                 outputs.append(_detached(reconstruct(inputs)))
-                if on_pair is not None:
-                    on_pair(images, outputs[-1])
             yield images
 
     def reconstructions() -> Iterator[Any]:
@@ -107,6 +105,7 @@ def measure_model(
             samples() if generate is not None else None,
             batch_size=batch_size,
             value_range={k: v for k, v in ranges.items() if v is not None and k != "real"},
+            on_pair=on_pair,
             **splits,
             settings={
                 "model": _model_name(model),
