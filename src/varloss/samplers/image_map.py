@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from varloss.data.convert import check_value_range
 from varloss.errors import InputError
 from varloss.samplers.base import Sampler
 from varloss.samplers.latents import (
@@ -24,15 +25,6 @@ from varloss.samplers.latents import (
     seeded_generator,
     standard_normal,
 )
-
-
-def check_value_range(value_range: Sequence[float] | None) -> tuple[float, float] | None:
-    """(low, high) as floats with low < high, None (no clipping), or one sentence."""
-    if value_range is None:
-        return None
-    if len(value_range) != 2 or not value_range[0] < value_range[1]:
-        raise InputError(f"value_range must be (low, high) with low < high, got {value_range!r}.")
-    return float(value_range[0]), float(value_range[1])
 
 
 def check_strength(strength: float) -> float:
@@ -63,7 +55,10 @@ class ImageMapSampler(Sampler):
         if int(n_fit) < 2:
             raise InputError(f"n_fit must be at least 2, got {n_fit!r}.")
         self.n_fit = int(n_fit)
-        self.value_range = check_value_range(value_range)
+        # None: no clipping; else the one check of a declared range (finite, high > low)
+        self.value_range = (
+            None if value_range is None else check_value_range(value_range, "clipping")
+        )
 
     def params(self) -> dict[str, Any]:
         value_range = list(self.value_range) if self.value_range is not None else None
