@@ -292,3 +292,30 @@ def test_python_dash_m_varloss_is_the_command() -> None:
         [sys.executable, "-m", "varloss", "--version"], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0 and result.stdout.strip() == f"varloss {__version__}"
+
+
+def test_no_help_text_is_swallowed_as_rich_markup() -> None:
+    """Rich reads `[default: x]` in a help string as a markup tag and prints nothing of it (the
+    `correct` options once lost their defaults this way): every help text is markup-free."""
+    import re
+
+    import click
+    import typer
+
+    from varloss.cli.app import app
+
+    tag = re.compile(r"(?<!\\)\[[a-z#/@][^\[]*?\]")
+
+    def walk(command: click.Command, path: str) -> list[str]:
+        found = [
+            f"{path} {param.opts[0]}: {param.help!r}"
+            for param in command.params
+            if getattr(param, "help", None) and tag.search(param.help)
+        ]
+        if command.help and tag.search(command.help):
+            found.append(f"{path}: {command.help!r}")
+        for name, sub in getattr(command, "commands", {}).items():
+            found += walk(sub, f"{path} {name}")
+        return found
+
+    assert walk(typer.main.get_command(app), "varloss") == []

@@ -108,13 +108,13 @@ def correct_command(
         "-m",
         help="{methods}, a comma-separated list, or all.",
     ),
-    out: str = typer.Option(None, "--out", "-o", help="Output folder [default: RUN_DIR/correct]."),
+    out: str = typer.Option(None, "--out", "-o", help="Output folder (default: RUN_DIR/correct)."),
     n_samples: int = typer.Option(
-        None, "--n-samples", help="Generated samples per method [default: test split size]."
+        None, "--n-samples", help="Generated samples per method (default: the test split's size)."
     ),
     seed: int = typer.Option(0, "--seed", help="Seed for fitting and sampling."),
     limit: int = typer.Option(
-        None, "--limit", help="Training images used to fit [default: the run's limit]."
+        None, "--limit", help="Training images used to fit (default: the run's limit)."
     ),
     data_path: str = typer.Option(None, "--data-path", help="Dataset location, if not cached."),
     dataset: str = typer.Option(
@@ -124,7 +124,7 @@ def correct_command(
         None, "--train", help="Or training images (any --real input of measure) to fit on."
     ),
     test: str = typer.Option(
-        None, "--test", help="With --train: images to measure against [default: --train]."
+        None, "--test", help="With --train: images to measure against (default: --train)."
     ),
     device: str = typer.Option("cpu", "--device", help="Where the model runs: cpu, cuda[:N]."),
     fid: str = FID_OPTION,
