@@ -319,3 +319,16 @@ def test_no_help_text_is_swallowed_as_rich_markup() -> None:
         return found
 
     assert walk(typer.main.get_command(app), "varloss") == []
+
+
+def test_command_help_paragraphs_are_reflowed_to_the_terminal(monkeypatch, capsys) -> None:
+    """A docstring's source line breaks do not reach the help: at 200 columns a paragraph of
+    fid's help is one line (typer's rich help kept them, and an 80-column terminal wrapped
+    each source line again into ragged pairs)."""
+    monkeypatch.setenv("COLUMNS", "200")
+    code, out, _ = invoke(monkeypatch, capsys, "fid", "--help")
+    assert code == 0
+    lines = [line.strip() for line in out.splitlines()]
+    features = [line for line in lines if line.startswith("Features: `domain`")]
+    # the docstring breaks its source line after "trained by varloss on"
+    assert len(features) == 1 and "trained by varloss on first use and cached" in features[0]

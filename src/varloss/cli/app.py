@@ -7,6 +7,7 @@ operating-system error (disk full, permission denied) exits 1; never a traceback
 
 from __future__ import annotations
 
+import inspect
 import os
 import shlex
 import sys
@@ -59,9 +60,19 @@ class VarlossCommand(TyperCommand):
             template = getattr(item, "_help_template", None)
             if template is None:
                 template = item.help or ""
+                if item is self:  # the docstring's paragraphs, reflowed by rich to the terminal
+                    template = _paragraphs(template)
                 item._help_template = template  # type: ignore[union-attr]
             item.help = fill_registry_names(template)
         super().format_help(ctx, formatter)
+
+
+def _paragraphs(text: str) -> str:
+    """A docstring's paragraphs with their source line breaks removed: typer's rich help keeps
+    single line breaks after the first paragraph, which a terminal of another width wraps into
+    ragged lines."""
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(" ".join(line.strip() for line in p.splitlines()) for p in paragraphs)
 
 
 def command(name: str, **optional_values: str):
