@@ -304,3 +304,35 @@ def test_report_record_reads_a_new_report_and_migrates_an_old_one(tmp_path: Path
     old.write_json(REPORT_FILE, {"mse": "small"})
     with pytest.raises(InputError, match="report.json key mse: expected a number, got 'small'"):
         read_report(old)
+
+
+def test_fid_number_is_one_reading_of_a_fid_result() -> None:
+    """Every table, sort and gain reads an FID through `fid_number`: NaN, null, a missing entry
+    or no result at all are one absence; a negative or huge value is read as it is."""
+    from varloss.records import fid_number
+
+    assert fid_number({"fid": 12.5, "kid": 0.1}) == 12.5
+    assert fid_number({"fid": -1e-9}) == -1e-9  # rounding can leave a tiny negative FID
+    assert fid_number({"fid": 3e7}) == 3e7
+    assert fid_number({"fid": float("nan")}) is None
+    assert fid_number({"fid": None}) is None
+    assert fid_number({"kid": 0.1}) is None
+    assert fid_number(None) is None and fid_number("12") is None
+    with pytest.raises(InputError, match="expected a number"):
+        fid_number({"fid": "twelve"})
+
+
+def test_the_remedy_table_sorts_by_fid_only_where_every_row_has_one() -> None:
+    from varloss.pipelines.remedy_table import sort_by_headline
+
+    def rows(fids: list[float], frechets: list[float]) -> dict[str, dict]:
+        return {
+            name: {"method": name, "fid": {"fid": fid}, "pixel_frechet": fd}
+            for name, fid, fd in zip(("prior", "a", "b"), fids, frechets, strict=True)
+        }
+
+    table = rows([30.0, 10.0, 20.0], [1.0, 3.0, 2.0])
+    assert sort_by_headline(table) == "fid" and list(table) == ["a", "b", "prior"]
+    # a NaN FID is no FID: the headline falls back to pixel_frechet, whose NaN sorts last
+    table = rows([30.0, float("nan"), 20.0], [float("nan"), -0.5, 2.0])
+    assert sort_by_headline(table) == "pixel_frechet" and list(table) == ["a", "b", "prior"]

@@ -11,7 +11,13 @@ protocol, `LineFit`, `FamilyRatio`) and below the figures, pipelines and report 
 """
 
 from varloss.records.fit import FIT_LINES, FitRecord, read_fit
-from varloss.records.report import MEASURE_KEYS, ReportRecord, read_object, read_report
+from varloss.records.report import (
+    MEASURE_KEYS,
+    ReportRecord,
+    fid_number,
+    read_object,
+    read_report,
+)
 from varloss.records.results import (
     EPOCH_COLUMNS,
     METRIC_COLUMNS,
@@ -38,6 +44,7 @@ __all__ = [
     "FitRecord",
     "ReportRecord",
     "ResultsRow",
+    "fid_number",
     "read_fit",
     "read_object",
     "read_report",

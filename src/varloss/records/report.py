@@ -111,3 +111,12 @@ def read_object(folder: RunFolder, name: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise InputError(f"{folder.file(name)} must hold a JSON object, got {type(data).__name__}.")
     return data
+
+
+def fid_number(result: Any) -> float | None:
+    """The FID of a `varloss.quality.fid` result as a report or a `correct` row holds it (its
+    "fid" entry): None where there is no result, no value or NaN (JSON's null), so every table,
+    sort and gain reads the same number or the same absence."""
+    if not isinstance(result, Mapping):
+        return None
+    return number(result.get("fid"), "the FID result's 'fid'")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from varloss._words import count, share
+from varloss.records import fid_number
 from varloss.report.html import Cell, Table, fmt, num_cell, number
 from varloss.variance.report import variance_warnings
 
@@ -41,7 +42,7 @@ def explain_variance(report: Mapping[str, Any]) -> list[str]:
     if var_gen is not None:
         var_rec = number(report.get("var_reconstructed"))
         sentences.append(generated_sentence(var_real, var_gen, var_rec))
-    fid = fid_value(report.get("fid"))
+    fid = fid_number(report.get("fid"))
     if fid is not None and math.isfinite(fid):
         sentences.append(
             f"The Fréchet distance between real and generated features is {fmt(fid)} "
@@ -309,11 +310,6 @@ def quality_sentence(quality: Mapping[str, Any]) -> str:
 # FID (the dict `varloss.quality.fid` returns)
 
 
-def fid_value(fid: Any) -> float | None:
-    """The FID number of a `varloss.quality.fid` result (None when there is none)."""
-    return number(fid.get("fid")) if isinstance(fid, Mapping) else None
-
-
 _PRDC = (
     ("precision", "share of generated samples inside the real manifold (Kynkäänniemi 2019)"),
     ("recall", "share of real samples inside the generated manifold"),
@@ -324,7 +320,7 @@ _PRDC = (
 
 def fid_rows(fid: Any) -> list[list[Cell]]:
     """FID, its four terms, the feature trace ratio and precision/recall/density/coverage."""
-    value = fid_value(fid)
+    value = fid_number(fid)
     if value is None:
         return []
     meaning = "Fréchet distance of real and generated features"

@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from varloss.errors import InputError
-from varloss.records import ResultsRow, read_report
+from varloss.records import ResultsRow, fid_number, read_report
 from varloss.report.html import Cell, Table, num_cell, number
-from varloss.report.sections import fid_value
 from varloss.runs import HTML_FILE, REPORT_FILE, RUNS_DIR, RunFolder
 
 __all__ = ["COMPARED_COLUMNS", "compared_table", "ratio_cell", "run_label"]
@@ -71,7 +70,7 @@ def run_fids(directory: Path, rows: Sequence[ResultsRow]) -> dict[str, float]:
         if not folder.exists(REPORT_FILE):
             continue
         try:
-            fid = fid_value(read_report(folder).data.get("fid"))
+            fid = fid_number(read_report(folder).data.get("fid"))
         except InputError:  # a damaged report.json: no FID cell, the page still renders
             continue
         if fid is not None and math.isfinite(fid):

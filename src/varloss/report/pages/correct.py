@@ -13,16 +13,12 @@ from typing import Any
 
 from varloss._words import share
 from varloss.errors import InputError
+from varloss.records import fid_number
 from varloss.report.files import embed, read_object
 from varloss.report.html import Cell, Table, fmt, num_cell, number
 from varloss.report.kinds import Context, ReportKind
 from varloss.report.remedies import honest_sentences
-from varloss.report.sections import (
-    correct_command,
-    fid_value,
-    headline_table,
-    settings_section,
-)
+from varloss.report.sections import correct_command, headline_table, settings_section
 from varloss.report.spectrum import methods_spectrum_section
 from varloss.runs import (
     CONFIG_FILE,
@@ -77,7 +73,7 @@ def remedies_section(report: Mapping[str, Any], path: Path) -> dict[str, Any]:
         for name, entry in methods.items()
         for text in variance_warnings(entry)
     ]
-    if fid_value(baseline.get("fid")) is None and baseline.get("fid_reason"):
+    if fid_number(baseline.get("fid")) is None and baseline.get("fid_reason"):
         notes.append(f"FID not computed: {baseline['fid_reason']}")
     table = Table(
         columns=[column for column, _ in _COLUMNS],
