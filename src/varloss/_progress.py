@@ -13,6 +13,12 @@ from typing import Any
 LOG_INTERVAL_SECONDS = 30.0
 
 
+def say(message: str, topic: str = "data") -> None:
+    """One progress or fallback message on stderr, as `varloss.TOPIC: message` (the data cache,
+    weights, fid statistics), so --json output on stdout stays clean."""
+    print(f"varloss.{topic}: {message}", file=sys.stderr, flush=True)
+
+
 def interactive() -> bool:
     """True when stderr (where the bars go) is a terminal."""
     return sys.stderr.isatty()

@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 
 from varloss._hashing import sha256_arrays
+from varloss._progress import say
 from varloss._words import duration
-from varloss.data.cache import data_dir, entry_lock, load_split, read_record, say, store, upgrade
+from varloss.data.cache import data_dir, entry_lock, load_split, read_record, store, upgrade
 from varloss.data.catalogue import DATASETS, SOURCE_KINDS, Dataset, check_split
 from varloss.data.download import DownloadError
 from varloss.data.sources import Arrays, Producer, SourceError, sources_for

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import numpy as np
 from platformdirs import user_cache_dir
 
 from varloss._hashing import sha256_arrays
+from varloss._progress import say
 from varloss.errors import InputError
 from varloss.runs import MANIFEST_FILE, RunFolder
 
@@ -59,11 +59,6 @@ def _checked_data_dir(folder: Path) -> Path:
             "folder you can write, or unset it to use the user cache directory."
         )
     return folder
-
-
-def say(message: str) -> None:
-    """Progress and fallback messages go to stderr so --json output on stdout stays clean."""
-    print(f"varloss.data: {message}", file=sys.stderr, flush=True)
 
 
 def entry_lock(entry: Path) -> Any:

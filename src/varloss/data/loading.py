@@ -20,8 +20,9 @@ import numpy as np
 import torch
 
 from varloss._hashing import sha256_arrays
+from varloss._progress import say
 from varloss.data.acquire import ensure, variant_key
-from varloss.data.cache import data_dir, read_record, say
+from varloss.data.cache import data_dir, read_record
 from varloss.data.catalogue import (
     DATASETS,
     PREFIXES,

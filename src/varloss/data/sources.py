@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from varloss._progress import progress_bar
+from varloss._progress import progress_bar, say
 from varloss._registry import Registry
-from varloss.data.cache import data_dir, say
+from varloss.data.cache import data_dir
 from varloss.data.catalogue import DATASETS, SOURCE_KINDS, Dataset
 from varloss.data.download import DownloadError, download_url
 from varloss.data.formats import (

@@ -27,9 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from varloss._hashing import sha256_arrays, sha256_file
-from varloss._progress import progress_bar
+from varloss._progress import progress_bar, say
 from varloss.data import data_dir, info, load
-from varloss.data.cache import say
 from varloss.errors import InputError
 from varloss.quality.domain_classifiers import ARCHITECTURES, architecture_for
 from varloss.quality.extractors import FeatureExtractor
@@ -213,7 +212,7 @@ def _complete(folder: RunFolder, *, repair: bool = False) -> bool:
         return _checked(folder)
     except InputError as error:
         if repair:
-            say(f"{str(error).rstrip('.')}: training the domain classifier again")
+            say(f"{str(error).rstrip('.')}: training the domain classifier again", "fid")
             folder.clear()
         return False
 

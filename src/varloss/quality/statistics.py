@@ -28,8 +28,8 @@ import torch
 from torchmetrics import Metric
 
 from varloss._hashing import sha256_json
+from varloss._progress import say
 from varloss.data import data_dir
-from varloss.data.cache import say
 from varloss.errors import InputError
 from varloss.quality.frechet import frechet_distance
 from varloss.runs import RunFolder
@@ -247,7 +247,7 @@ def load_cached(key: dict[str, Any]) -> FeatureStatistics | None:
             return None
         return FeatureStatistics.load(folder.file(STATISTICS_FILE))
     except InputError as error:
-        say(f"{str(error).rstrip('.')}: the real statistics are computed again")
+        say(f"{str(error).rstrip('.')}: the real statistics are computed again", "fid")
         return None
 
 
@@ -255,7 +255,7 @@ def _drop_old_layout(key: dict[str, Any]) -> None:
     """Delete the entry of `key` in the flat layout of older varloss versions (unchecked files)."""
     old = stats_cache_dir() / f"{cache_key(key)}.safetensors"
     if old.is_file():
-        say(f"the cached statistics {old} are of an older varloss; they are computed again")
+        say(f"the cached statistics {old} are of an older varloss; they are computed again", "fid")
         old.unlink(missing_ok=True)
         old.with_suffix(".json").unlink(missing_ok=True)
 
@@ -269,7 +269,7 @@ def load_cached_features(key: dict[str, Any]) -> torch.Tensor | None:
             return None
         return torch.from_numpy(np.array(folder.read_array(FEATURES_FILE), dtype=np.float64))
     except InputError as error:
-        say(f"{str(error).rstrip('.')}: the real features are computed again")
+        say(f"{str(error).rstrip('.')}: the real features are computed again", "fid")
         return None
 
 

