@@ -363,3 +363,20 @@ def test_domain_features_of_a_set_without_labels_name_the_set_and_point_to_incep
     assert not (tmp_path / "cache" / "domain-classifiers").exists() or not any(
         (tmp_path / "cache" / "domain-classifiers").iterdir()
     )
+
+
+def test_domain_features_of_files_of_no_data_set_say_what_to_give(monkeypatch, capsys, tmp_path):
+    """Files name no data set, so no domain classifier: fid and measure say, in command-line
+    terms, which option gives one (--dataset) or the Inception features instead."""
+    images = tmp_path / "g.npy"
+    np.save(images, np.random.default_rng(0).random((20, 1, 28, 28), dtype=np.float32))
+    for args in (
+        ("fid", "--real", str(images), "--generated", str(images)),
+        ("measure", "--real", str(images), "--reconstructed", str(images), "--fid", "domain"),
+    ):
+        refused(
+            monkeypatch,
+            capsys,
+            *args,
+            says=("--dataset mnist", "--features inception", "--fid inception"),
+        )

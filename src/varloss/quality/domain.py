@@ -89,7 +89,9 @@ def domain_dir() -> Path:
 def _dataset_name(dataset: str | None) -> str:
     if not dataset:
         raise InputError(
-            "domain features need the data set the classifier is trained on (e.g. dataset='mnist')."
+            "domain features need the data set their classifier is trained on (`varloss fid "
+            "--dataset mnist`, dataset='mnist' from Python); for images of no known data set use "
+            "the Inception features (`--features inception`, or `--fid inception` for measure)."
         )
     name = dataset.strip()
     base, sep, split = name.rpartition(":")
