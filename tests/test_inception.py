@@ -245,4 +245,8 @@ def test_pipelines_fid_mode_inception(tmp_path, monkeypatch) -> None:
     result, reason = fid_or_reason(real, generated, dataset="nothing", mode="inception")
     assert reason is None and result["extractor"]["name"] == "inception-v3-tf"
     assert result["fid"] == pytest.approx(fid(real, generated, features="inception")["fid"])
+    # the pipelines' Inception FID comes with KID and FID∞, as `varloss fid` prints them
+    alone = fid(real, generated, features="inception", kid=True, fid_infinity=True)
+    assert result["kid"] == pytest.approx(alone["kid"]) and result["kid_std"] >= 0
+    assert result["fid_infinity"] == pytest.approx(alone["fid_infinity"])
     assert fid_wanted(TrainConfig(dataset="digits", fid="inception"))

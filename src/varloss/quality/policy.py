@@ -43,7 +43,9 @@ def fid_or_reason(
 ) -> tuple[dict[str, Any] | None, str | None]:
     """(FID dict as `varloss.quality.fid` returns it, None) or (None, why there is none).
 
-    `real`/`generated`/`options` are those of `fid`; `dataset` names the domain classifier.
+    `real`/`generated`/`options` are those of `fid`; `dataset` names the domain classifier. On
+    Inception features KID and FID∞ are computed too unless `options` says otherwise (`varloss
+    fid` prints them by default; a pipeline's Inception FID is the number compared with papers).
     """
     mode = fid_mode(mode)
     if mode == "inception":
@@ -56,6 +58,9 @@ def fid_or_reason(
         return None, domain_fid_reason(real, dataset)
     if isinstance(generated, torch.Tensor):
         generated = generated.detach().to("cpu").clamp(0.0, 1.0)
+    if features == "inception":  # the papers' FID comes with its less biased estimators
+        options.setdefault("kid", True)
+        options.setdefault("fid_infinity", True)
     try:
         result = fid(
             real,
