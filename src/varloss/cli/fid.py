@@ -11,6 +11,9 @@ from varloss.cli.app import command
 def print_fid(result: dict, prdc: bool) -> None:
     terms = result["terms"]
     typer.echo(f"FID ({result['extractor']['name']}): {result['fid']:.4f}")
+    if result["extractor"].get("resize") is not None:  # an extractor with a choice of resize
+        extractor = result["extractor"]
+        typer.echo(f"  resize {extractor['resize']}: {extractor['resize_label']}")
     typer.echo(
         f"  |mu_r - mu_g|^2 {terms['mean_term']:.4f}  Tr S_real {terms['trace_real']:.4f}  "
         f"Tr S_gen {terms['trace_generated']:.4f}  2 Tr sqrt(S_r S_g) {terms['cross_term']:.4f}"
@@ -57,6 +60,13 @@ def fid_command(
         help="Inception weights file (the fetched default_1.pt, NVIDIA's inception-2015-12-05.pt "
         "or pt_inception-2015-12-05-6726825d.pth), or a domain classifier folder.",
     ),
+    resize: str = typer.Option(
+        None,
+        "--resize",
+        help="Inception resize to 299: tf1-bilinear (default; TF1 bilinear as TTUR and "
+        "torch-fidelity, the papers' FID) or pil-bicubic (clean-fid's PIL bicubic: not the "
+        "number TTUR/Dai & Wipf report).",
+    ),
     dataset: str = typer.Option(
         None, "--dataset", help="Data set of the domain classifier (default: that of --real)."
     ),
@@ -79,19 +89,25 @@ def fid_command(
     first use and cached (offline; images at native resolution); `inception` is the FID
     Inception-v3 of the papers (pool3, 2048-d; `varloss weights fetch inception` once, or
     --weights PATH), fed uint8 images, gray repeated to RGB, resized to 299 x 299 with TF1's
-    bilinear resize and scaled as (x - 128) / 128, as TTUR and torch-fidelity do. KID and FID∞
+    bilinear resize and scaled as (x - 128) / 128, as TTUR and torch-fidelity do; `--resize
+    pil-bicubic` gives clean-fid's variant instead (PIL's bicubic resize, clipped), labelled in
+    the table and JSON: clean-fid's number, not the one TTUR or Dai & Wipf report. KID and FID∞
     are printed beside FID (less biased at small N).
     """
     from varloss.quality import fid  # start-up cost: see cli/__init__.py
+    from varloss.quality.inception import resize_choice
 
     if json_out is not None:
         check_output_path(json_out, "--json")
+    if resize is not None:
+        resize_choice(resize)  # a bad --resize is refused before any image is read
     result = fid(
         real,
         generated,
         features=features,
         dataset=dataset,
         weights=weights,
+        resize=resize,
         batch_size=batch_size,
         cache=cache,
         prdc=prdc,

@@ -8,7 +8,8 @@ Pipelines call `fid_or_reason` (one error policy: the FID dict, or None and why 
 `frechet_distance` works on any (mean, covariance) pairs; `FeatureStatistics` accumulates them
 in float64 and merges exactly; `get_extractor` gives a registered extractor ("domain": a small
 classifier trained by varloss, offline; "inception": the FID Inception-v3 of the papers, its
-weights cached by `fetch_weights("inception")` or given by path; yours through
+weights cached by `fetch_weights("inception")` or given by path, resized as TTUR does or, with
+`resize="pil-bicubic"`, as clean-fid does; yours through
 `register_extractor`) or wraps any nn.Module. Beside FID: KID (`kid.py`), FID∞
 (`fid_infinity.py`), and PSNR/SSIM/rFID of reconstructions (`reconstruction.py`).
 """
@@ -25,6 +26,7 @@ from varloss.quality.inception import (
     INCEPTION_WEIGHTS_NAME,
     INCEPTION_WEIGHTS_SHA256,
     InceptionExtractor,
+    pil_bicubic_resize,
     recognise_weights,
     tf1_bilinear_resize,
 )
@@ -71,6 +73,7 @@ __all__ = [
     "cached_weights",
     "fetch_weights",
     "list_weights",
+    "pil_bicubic_resize",
     "recognise_weights",
     "reference_statistics",
     "tf1_bilinear_resize",

@@ -26,6 +26,8 @@ class FeatureExtractor:
 
     name: str = "extractor"
     resize_mode: str = "none"
+    # the resize a user chose among several (`InceptionExtractor`'s RESIZES); None: no choice
+    resize: str | None = None
 
     def __init__(self, batch_size: int = 256, device: str | torch.device = "cpu") -> None:
         self.batch_size = int(batch_size)

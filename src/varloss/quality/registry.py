@@ -3,7 +3,7 @@
 This module imports the extractor modules (never the reverse), so adding an extractor is one
 `register_extractor` call and `get_extractor` never grows an if/elif chain:
 
-    def my_factory(*, dataset, weights, batch_size, device, train, progress) -> FeatureExtractor:
+    def my_factory(*, dataset, weights, resize, batch_size, device, train, progress):
         ...
     register_extractor("my-features", my_factory)
     fid(real, generated, features="my-features")
@@ -21,10 +21,11 @@ from varloss._registry import Registry
 from varloss.errors import InputError
 from varloss.quality.domain import DomainExtractor
 from varloss.quality.extractors import FeatureExtractor, ModuleExtractor
-from varloss.quality.inception import InceptionExtractor
+from varloss.quality.inception import InceptionExtractor, resize_choice
 
 # A factory gets every keyword below (it may ignore those it does not use) and returns an
-# extractor: dataset (str | None), weights (path | None), batch_size, device, train, progress.
+# extractor: dataset (str | None), weights (path | None), resize (str | None: a choice among the
+# extractor's resizes, None for its default), batch_size, device, train, progress.
 ExtractorFactory = Callable[..., FeatureExtractor]
 
 EXTRACTORS: Registry[ExtractorFactory] = Registry(
@@ -47,7 +48,7 @@ def extractor_names() -> list[str]:
     return EXTRACTORS.names()
 
 
-def _domain(*, dataset, weights, batch_size, device, train, progress) -> FeatureExtractor:
+def _domain(*, dataset, weights, batch_size, device, train, progress, **_unused) -> FeatureExtractor:
     return DomainExtractor.for_dataset(
         dataset,
         weights=weights,
@@ -58,9 +59,11 @@ def _domain(*, dataset, weights, batch_size, device, train, progress) -> Feature
     )
 
 
-def _inception(*, weights, batch_size, device, **_unused) -> FeatureExtractor:
+def _inception(*, weights, resize, batch_size, device, **_unused) -> FeatureExtractor:
     # Inception-v3 at 299 x 299 is memory hungry: at most 64 images per batch.
-    return InceptionExtractor(weights, batch_size=min(batch_size, 64), device=device)
+    return InceptionExtractor(
+        weights, batch_size=min(batch_size, 64), device=device, resize=resize
+    )
 
 
 register_extractor("domain", _domain)
@@ -72,6 +75,7 @@ def get_extractor(
     *,
     dataset: str | None = None,
     weights: str | os.PathLike[str] | None = None,
+    resize: str | None = None,
     batch_size: int = 256,
     device: str | torch.device = "cpu",
     train: bool = True,
@@ -81,19 +85,31 @@ def get_extractor(
 
     "domain" needs `dataset` (e.g. "mnist"); its classifier is trained on first use (with a
     progress bar) and cached, unless `train` is False, or loaded from `weights` (a folder or
-    model.safetensors written by varloss).
+    model.safetensors written by varloss). `resize` picks among an extractor's resizes
+    ("inception": "tf1-bilinear", the default and the papers' one, or "pil-bicubic", clean-fid's);
+    None keeps the extractor's default, and an extractor without that choice refuses any other.
     """
+    if resize is not None:
+        resize = resize_choice(resize)  # a bad value: one sentence naming the choices
     if isinstance(features, FeatureExtractor):
-        return features
-    if isinstance(features, nn.Module):
-        return ModuleExtractor(features, batch_size=batch_size, device=device)
-    if not isinstance(features, str):
+        extractor = features
+    elif isinstance(features, nn.Module):
+        extractor = ModuleExtractor(features, batch_size=batch_size, device=device)
+    elif not isinstance(features, str):
         raise EXTRACTORS.unknown(features)
-    return EXTRACTORS[features.strip().lower()](
-        dataset=dataset,
-        weights=weights,
-        batch_size=batch_size,
-        device=device,
-        train=train,
-        progress=progress,
-    )
+    else:
+        extractor = EXTRACTORS[features.strip().lower()](
+            dataset=dataset,
+            weights=weights,
+            resize=resize,
+            batch_size=batch_size,
+            device=device,
+            train=train,
+            progress=progress,
+        )
+    if resize is not None and extractor.resize != resize:
+        raise InputError(
+            f"--resize {resize} applies to Inception features (--features inception), not to "
+            f"the extractor {extractor.name!r}, which resizes {extractor.resize_mode!r}."
+        )
+    return extractor

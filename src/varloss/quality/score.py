@@ -101,6 +101,7 @@ def fid(
     features: str | nn.Module | FeatureExtractor = "domain",
     dataset: str | None = None,
     weights: str | os.PathLike[str] | None = None,
+    resize: str | None = None,
     batch_size: int = 256,
     device: str | torch.device = "cpu",
     cache: bool = True,
@@ -114,8 +115,9 @@ def fid(
 
     `real`/`generated`: data-set specs ("mnist:test"), ImageSets, .npy/.npz/folder paths,
     arrays or tensors (N x [C x] H x W, [0, 1] or uint8). `features`: "domain" (needs
-    `dataset`, inferred from a spec or ImageSet), "inception" (weights by path) or a Module.
-    Keys: fid, terms (mean_term, trace_real, trace_generated, cross_term), trace_ratio
+    `dataset`, inferred from a spec or ImageSet), "inception" (weights by path) or a Module;
+    `resize`: "tf1-bilinear" (the Inception default, the papers') or "pil-bicubic" (clean-fid's,
+    labelled in extractor["resize_label"]). Keys: fid, terms (mean_term, trace_real, trace_generated, cross_term), trace_ratio
     (Tr S_gen / Tr S_real, the variance kept in feature space), extractor, n_real,
     n_generated, settings, warnings; plus precision/recall/density/coverage with `prdc`;
     kid, kid_std (`varloss.quality.kid`) with `kid`; fid_infinity and its fit
@@ -130,6 +132,7 @@ def fid(
         features,
         dataset=dataset,
         weights=weights,
+        resize=resize,
         batch_size=batch_size,
         device=device,
         train=train_domain,
@@ -160,20 +163,32 @@ def fid(
         "resize_mode": extractor.resize_mode,
         "n_real": int(real_stats.count),
         "n_generated": int(generated_stats.count),
-        "settings": {
-            "features": info["name"],
-            "dataset": dataset,
-            "real": dict(real_origin),
-            "generated": dict(generated_origin),
-            "batch_size": int(batch_size),
-            "covariance": "unbiased (N - 1)",
-            "real_statistics_cached": cached,
-        },
+        "settings": _settings(info, dataset, real_origin, generated_origin, batch_size, cached),
         "warnings": notes,
     }
     estimators = {"prdc": prdc, "kid": kid, "fid_infinity": fid_infinity}
     _add_estimators(result, real_stats, real_features, generated_features, estimators)
     return result
+
+
+def _settings(
+    info: dict[str, Any],
+    dataset: str | None,
+    real_origin: dict[str, Any],
+    generated_origin: dict[str, Any],
+    batch_size: int,
+    cached: bool,
+) -> dict[str, Any]:
+    """result["settings"]: the choices behind an FID (the extractor's own are in its info)."""
+    return {
+        "features": info["name"],
+        "dataset": dataset,
+        "real": dict(real_origin),
+        "generated": dict(generated_origin),
+        "batch_size": int(batch_size),
+        "covariance": "unbiased (N - 1)",
+        "real_statistics_cached": cached,
+    }
 
 
 def _add_estimators(
