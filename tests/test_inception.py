@@ -2,7 +2,8 @@
 resize to 299 (align_corners=False, no half-pixel centres), (x - 128) / 128. Checked against an
 independent numpy implementation on small TorchScript weights built here, weights files
 recognised by content, and (when `varloss weights fetch inception` has run) the real weights
-against NVIDIA's grid-sample formulation of the same resize."""
+against NVIDIA's grid-sample formulation of the same resize. The labelled clean-fid variant
+(`resize="pil-bicubic"`) is checked against PIL's own resize."""
 
 from __future__ import annotations
 
@@ -14,11 +15,13 @@ import pytest
 import torch
 from torch import nn
 
+from varloss.data import ImageSet
 from varloss.errors import InputError
 from varloss.quality import fid, get_extractor
 from varloss.quality.inception import (
     STATE_DICT_KEYS,
     InceptionExtractor,
+    pil_bicubic_resize,
     recognise_weights,
     tf1_bilinear_resize,
 )
@@ -176,6 +179,87 @@ def test_fid_on_inception_features_records_them(tmp_path) -> None:
     )
 
 
+def pil_clean_fid_input(pixels: np.ndarray) -> np.ndarray:
+    """clean-fid's "clean" pre-processing of N x 3 x H x W uint8-valued pixels, by PIL itself:
+    each channel a float32 image, PIL bicubic to 299 x 299, clipped to [0, 255], (x - 128) / 128."""
+    from PIL import Image
+
+    out = np.zeros(pixels.shape[:2] + (299, 299))
+    for index in np.ndindex(*pixels.shape[:2]):
+        channel = Image.fromarray(pixels[index].astype(np.float32))
+        assert channel.mode == "F"
+        out[index] = np.asarray(channel.resize((299, 299), resample=Image.BICUBIC)).clip(0, 255)
+    return (out - 128.0) / 128.0
+
+
+@pytest.mark.parametrize(
+    ("height", "width"), [(28, 28), (32, 32), (64, 64), (300, 300), (512, 512), (28, 64), (512, 17)]
+)
+def test_pil_bicubic_resize_matches_pil(height, width) -> None:
+    """Up- and downsampling (the support widens by the scale) to 299, as PIL computes it."""
+    pixels = np.random.default_rng(height + width).integers(0, 256, (1, 2, height, width))
+    expected = pil_clean_fid_input(pixels) * 128.0 + 128.0  # back to pixel units
+    resized = pil_bicubic_resize(torch.from_numpy(pixels).double()).numpy()
+    assert np.abs(expected - np.clip(expected, 1, 254)).max() > 0  # the clip is exercised
+    np.testing.assert_allclose(resized, expected, rtol=0, atol=1e-3)
+    tf1 = tf1_bilinear_resize(torch.from_numpy(pixels).double(), 299).numpy()
+    assert np.abs(tf1 - expected).max() > 1.0  # the two resizes differ: the label matters
+
+
+def test_pil_bicubic_extractor_feeds_clean_fid_s_input(tmp_path) -> None:
+    weights = scripted(TinyInception(), tmp_path / "tiny.pt")
+    extractor = InceptionExtractor(weights, batch_size=2, resize="pil-bicubic")
+    images = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(8))
+    pixels = np.round(np.clip(images.numpy().astype(np.float64), 0, 1) * 255.0)
+    expected = pil_clean_fid_input(np.repeat(pixels, 3, axis=1))
+    network_input = extractor.preprocess(images).double().numpy()
+    np.testing.assert_allclose(network_input, expected, rtol=0, atol=1e-3 / 128)
+    with torch.no_grad():
+        expected_features = extractor.model(torch.from_numpy(expected).float()).double()
+    torch.testing.assert_close(extractor.features(images), expected_features, rtol=0, atol=1e-4)
+    default = InceptionExtractor(weights)
+    info, default_info = extractor.info(), default.info()
+    assert info["resize"] == "pil-bicubic" and default_info["resize"] == "tf1-bilinear"
+    assert "not the number TTUR/Dai & Wipf report" in info["resize_label"]
+    assert "pil-bicubic-299" in info["resize_mode"] and "tf1" not in info["resize_mode"]
+    assert default_info["resize_mode"] == default.resize_mode != extractor.resize_mode
+
+
+def test_resize_is_refused_where_it_cannot_apply(tmp_path) -> None:
+    nvidia = scripted(TinyNvidiaInception(), tmp_path / "nvidia.pt")
+    with pytest.raises(InputError, match="resizes inside .* cannot take another resize") as error:
+        InceptionExtractor(nvidia, resize="pil-bicubic")
+    assert str(error.value).count(". ") == 0
+    assert InceptionExtractor(nvidia, resize="tf1-bilinear").resize == "tf1-bilinear"
+    weights = scripted(SmallFeatures(), tmp_path / "small.pt")
+    with pytest.raises(InputError, match=r"--resize .*tf1-bilinear .*pil-bicubic .*'lanczos'"):
+        get_extractor("inception", weights=weights, resize="lanczos")
+    with pytest.raises(InputError, match="--resize pil-bicubic cannot apply to the extractor"):
+        get_extractor(nn.Flatten(), resize="pil-bicubic")
+    made = InceptionExtractor(weights)  # an extractor given as made keeps its own resize
+    assert get_extractor(made, resize="tf1-bilinear") is made
+    with pytest.raises(InputError, match="'inception-v3-tf' as made"):
+        get_extractor(made, resize="pil-bicubic")
+    with pytest.raises(InputError, match="not to the domain classifier"):
+        get_extractor("domain", dataset="digits", resize="tf1-bilinear")
+
+
+def test_the_real_statistics_cache_is_keyed_by_the_resize(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("VARLOSS_DATA_DIR", str(tmp_path / "cache"))
+    weights = scripted(SmallFeatures(), tmp_path / "small.pt")
+    generator = torch.Generator().manual_seed(9)
+    real = ImageSet(torch.rand(20, 1, 8, 8, generator=generator), None, "toy", "test")
+    generated = torch.rand(20, 1, 8, 8, generator=generator) * 0.6
+    options = {"features": "inception", "weights": weights, "fid_infinity": False}
+    resizes = ("tf1-bilinear", "pil-bicubic", "pil-bicubic", None)
+    runs = [fid(real, generated, resize=resize, **options) for resize in resizes]
+    cached = [run["settings"]["real_statistics_cached"] for run in runs]
+    assert cached == [False, False, True, True]  # one cache entry per resize; None: the default
+    used = [run["extractor"]["resize"] for run in runs]
+    assert used == ["tf1-bilinear", "pil-bicubic", "pil-bicubic", "tf1-bilinear"]
+    assert runs[1]["fid"] == runs[2]["fid"] != runs[0]["fid"] == runs[3]["fid"]
+
+
 REAL = cached_weights("inception")
 
 
@@ -199,6 +283,21 @@ def test_real_weights_agree_with_nvidia_s_resize() -> None:
     with torch.no_grad():
         expected = extractor.model((resized - 128) / 128).double()
     assert features.shape == (2, 2048) and float(features.abs().max()) > 0.5
+    torch.testing.assert_close(features, expected, rtol=0, atol=1e-4)
+
+
+@pytest.mark.skipif(
+    REAL is None, reason="run `varloss weights fetch inception` to test the real file"
+)
+def test_real_weights_pil_bicubic_features_agree_with_pil() -> None:
+    """The fetched file fed clean-fid's input by varloss, against the same network fed PIL's."""
+    extractor = InceptionExtractor(REAL, batch_size=2, resize="pil-bicubic")
+    images = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(11))
+    pixels = np.round(images.numpy().astype(np.float64) * 255.0).repeat(3, axis=1)
+    with torch.no_grad():
+        expected = extractor.model(torch.from_numpy(pil_clean_fid_input(pixels)).float()).double()
+    features = extractor.features(images)
+    assert float(features.abs().max()) > 0.5
     torch.testing.assert_close(features, expected, rtol=0, atol=1e-4)
 
 
@@ -250,3 +349,45 @@ def test_pipelines_fid_mode_inception(tmp_path, monkeypatch) -> None:
     assert result["kid"] == pytest.approx(alone["kid"]) and result["kid_std"] >= 0
     assert result["fid_infinity"] == pytest.approx(alone["fid_infinity"])
     assert fid_wanted(TrainConfig(dataset="digits", fid="inception"))
+
+
+def test_the_fid_command_takes_and_labels_resize(tmp_path, monkeypatch, capsys) -> None:
+    from test_cli import assert_one_sentence_error, invoke
+
+    monkeypatch.setenv("VARLOSS_DATA_DIR", str(tmp_path / "cache"))
+    rng = np.random.default_rng(10)
+    np.save(tmp_path / "real.npy", rng.uniform(0, 1, (20, 1, 10, 10)).astype(np.float32))
+    np.save(tmp_path / "gen.npy", rng.uniform(0, 0.7, (20, 1, 10, 10)).astype(np.float32))
+    weights = scripted(SmallFeatures(), tmp_path / "small.pt")
+    arguments = [
+        "fid", "--real", str(tmp_path / "real.npy"), "--generated", str(tmp_path / "gen.npy"),
+        "--features", "inception", "--weights", weights, "--no-fid-infinity",
+    ]  # fmt: skip
+    code, out, err = invoke(
+        monkeypatch,
+        capsys,
+        *arguments,
+        "--resize",
+        "pil-bicubic",
+        "--json",
+        str(tmp_path / "f.json"),
+    )
+    assert code == 0, err
+    assert (
+        "resize pil-bicubic: clean-fid's PIL bicubic: not the number TTUR/Dai & Wipf report" in out
+    )
+    result = json.loads((tmp_path / "f.json").read_text())
+    assert result["extractor"]["resize"] == "pil-bicubic"
+    assert "pil-bicubic-299" in result["resize_mode"]
+    expected = fid(
+        np.load(tmp_path / "real.npy"), np.load(tmp_path / "gen.npy"), features="inception",
+        weights=weights, resize="pil-bicubic",
+    )  # fmt: skip
+    assert result["fid"] == pytest.approx(expected["fid"], rel=1e-12)
+    code, out, err = invoke(
+        monkeypatch, capsys, *arguments, "--resize", "bicubic", "--json", str(tmp_path / "bad.json")
+    )
+    assert_one_sentence_error(code, err, "--resize", "tf1-bilinear", "pil-bicubic", "'bicubic'")
+    assert not (tmp_path / "bad.json").exists()
+    code, out, err = invoke(monkeypatch, capsys, "fid", "--help")
+    assert "--resize" in out and "pil-bicubic" in out

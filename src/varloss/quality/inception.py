@@ -249,9 +249,10 @@ class InceptionExtractor(FeatureExtractor):
         if self.resize == "pil-bicubic":
             if self.weights.kind != "torchscript-299":
                 raise InputError(
-                    f"--resize pil-bicubic needs a TorchScript taking the 299 x 299 input (the "
-                    f"file `varloss weights fetch inception` caches), but {str(self.weights.path)!r} "
-                    "resizes inside (TF1 bilinear) and cannot take another resize."
+                    "--resize pil-bicubic needs a TorchScript taking the 299 x 299 input (the "
+                    "file `varloss weights fetch inception` caches), but "
+                    f"{str(self.weights.path)!r} resizes inside (TF1 bilinear) and cannot take "
+                    "another resize."
                 )
             self.resize_mode = PIL_BICUBIC_MODE
         self._matrix = pil_bicubic_matrix if self.resize == "pil-bicubic" else tf1_bilinear_matrix
@@ -283,7 +284,8 @@ class InceptionExtractor(FeatureExtractor):
 
     def preprocess(self, batch: torch.Tensor) -> torch.Tensor:
         """[0, 1] images -> the network's 3 x 299 x 299 input, (resized uint8 - 128) / 128;
-        the PIL bicubic resize (which overshoots) is clipped to [0, 255] first, as clean-fid does."""
+        the PIL bicubic resize (which overshoots) is clipped to [0, 255] first, as clean-fid
+        does."""
         if batch.shape[1] not in (1, 3):
             raise InputError(f"Inception features need 1 or 3 channels, got {batch.shape[1]}.")
         pixels = (batch.clamp(0.0, 1.0) * 255.0).round()

@@ -48,7 +48,12 @@ def extractor_names() -> list[str]:
     return EXTRACTORS.names()
 
 
-def _domain(*, dataset, weights, batch_size, device, train, progress, **_unused) -> FeatureExtractor:
+def _domain(*, dataset, weights, resize, batch_size, device, train, progress) -> FeatureExtractor:
+    if resize is not None:  # refused before a classifier is trained for nothing
+        raise InputError(
+            f"--resize {resize} applies to Inception features (--features inception), not to the "
+            "domain classifier, which reads images at their native resolution."
+        )
     return DomainExtractor.for_dataset(
         dataset,
         weights=weights,
@@ -61,9 +66,7 @@ def _domain(*, dataset, weights, batch_size, device, train, progress, **_unused)
 
 def _inception(*, weights, resize, batch_size, device, **_unused) -> FeatureExtractor:
     # Inception-v3 at 299 x 299 is memory hungry: at most 64 images per batch.
-    return InceptionExtractor(
-        weights, batch_size=min(batch_size, 64), device=device, resize=resize
-    )
+    return InceptionExtractor(weights, batch_size=min(batch_size, 64), device=device, resize=resize)
 
 
 register_extractor("domain", _domain)
@@ -109,7 +112,7 @@ def get_extractor(
         )
     if resize is not None and extractor.resize != resize:
         raise InputError(
-            f"--resize {resize} applies to Inception features (--features inception), not to "
-            f"the extractor {extractor.name!r}, which resizes {extractor.resize_mode!r}."
+            f"--resize {resize} cannot apply to the extractor {extractor.name!r} as made (its "
+            f"resize: {extractor.resize_mode!r}); only --features inception takes --resize."
         )
     return extractor

@@ -117,7 +117,8 @@ def fid(
     arrays or tensors (N x [C x] H x W, [0, 1] or uint8). `features`: "domain" (needs
     `dataset`, inferred from a spec or ImageSet), "inception" (weights by path) or a Module;
     `resize`: "tf1-bilinear" (the Inception default, the papers') or "pil-bicubic" (clean-fid's,
-    labelled in extractor["resize_label"]). Keys: fid, terms (mean_term, trace_real, trace_generated, cross_term), trace_ratio
+    labelled in extractor["resize_label"]). Keys: fid, terms (mean_term, trace_real,
+    trace_generated, cross_term), trace_ratio
     (Tr S_gen / Tr S_real, the variance kept in feature space), extractor, n_real,
     n_generated, settings, warnings; plus precision/recall/density/coverage with `prdc`;
     kid, kid_std (`varloss.quality.kid`) with `kid`; fid_infinity and its fit
