@@ -409,3 +409,17 @@ def test_a_set_without_labels_has_no_domain_fid_and_is_pointed_to_inception(tmp_
     # other features than the domain classifier's are not affected by labels
     result, reason = fid_or_reason(bare, real, dataset=npz, features=nn.Flatten(), mode="on")
     assert reason is None and result["fid"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_a_factory_written_before_resize_existed_still_works(registered) -> None:
+    """A plugin factory with an explicit keyword list and no `resize` (the registry's docstring
+    example) is called as before; asking it for a resize is one sentence, not a TypeError."""
+    from varloss.quality import EXTRACTORS, ModuleExtractor
+
+    def strict_factory(*, dataset, weights, batch_size, device, train, progress):
+        return ModuleExtractor(nn.Flatten(), name="strict", batch_size=batch_size, device=device)
+
+    registered(EXTRACTORS, "strict", strict_factory)
+    assert get_extractor("strict").name == "strict"
+    with pytest.raises(InputError, match="cannot apply to the extractor 'strict'"):
+        get_extractor("strict", resize="pil-bicubic")

@@ -3,7 +3,7 @@
 This module imports the extractor modules (never the reverse), so adding an extractor is one
 `register_extractor` call and `get_extractor` never grows an if/elif chain:
 
-    def my_factory(*, dataset, weights, resize, batch_size, device, train, progress):
+    def my_factory(*, dataset, weights, batch_size, device, train, progress) -> FeatureExtractor:
         ...
     register_extractor("my-features", my_factory)
     fid(real, generated, features="my-features")
@@ -11,6 +11,7 @@ This module imports the extractor modules (never the reverse), so adding an extr
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable
 
@@ -24,8 +25,9 @@ from varloss.quality.extractors import FeatureExtractor, ModuleExtractor
 from varloss.quality.inception import InceptionExtractor, resize_choice
 
 # A factory gets every keyword below (it may ignore those it does not use) and returns an
-# extractor: dataset (str | None), weights (path | None), resize (str | None: a choice among the
-# extractor's resizes, None for its default), batch_size, device, train, progress.
+# extractor: dataset (str | None), weights (path | None), batch_size, device, train, progress;
+# and `resize` (a choice among the extractor's resizes) only when one is asked for, so factories
+# written before it existed keep working, and refuse a resize in one sentence.
 ExtractorFactory = Callable[..., FeatureExtractor]
 
 EXTRACTORS: Registry[ExtractorFactory] = Registry(
@@ -48,7 +50,9 @@ def extractor_names() -> list[str]:
     return EXTRACTORS.names()
 
 
-def _domain(*, dataset, weights, resize, batch_size, device, train, progress) -> FeatureExtractor:
+def _domain(
+    *, dataset, weights, batch_size, device, train, progress, resize=None
+) -> FeatureExtractor:
     if resize is not None:  # refused before a classifier is trained for nothing
         raise InputError(
             f"--resize {resize} applies to Inception features (--features inception), not to the "
@@ -64,7 +68,7 @@ def _domain(*, dataset, weights, resize, batch_size, device, train, progress) ->
     )
 
 
-def _inception(*, weights, resize, batch_size, device, **_unused) -> FeatureExtractor:
+def _inception(*, weights, batch_size, device, resize=None, **_unused) -> FeatureExtractor:
     # Inception-v3 at 299 x 299 is memory hungry: at most 64 images per batch.
     return InceptionExtractor(weights, batch_size=min(batch_size, 64), device=device, resize=resize)
 
@@ -101,14 +105,22 @@ def get_extractor(
     elif not isinstance(features, str):
         raise EXTRACTORS.unknown(features)
     else:
-        extractor = EXTRACTORS[features.strip().lower()](
+        name = features.strip().lower()
+        factory = EXTRACTORS[name]
+        options = {"resize": resize} if resize is not None else {}
+        if options and not _takes_resize(factory):
+            raise InputError(
+                f"--resize {resize} cannot apply to the extractor {name!r}, whose factory takes no "
+                "resize; only --features inception takes --resize."
+            )
+        extractor = factory(
             dataset=dataset,
             weights=weights,
-            resize=resize,
             batch_size=batch_size,
             device=device,
             train=train,
             progress=progress,
+            **options,
         )
     if resize is not None and extractor.resize != resize:
         raise InputError(
@@ -116,3 +128,12 @@ def get_extractor(
             f"resize: {extractor.resize_mode!r}); only --features inception takes --resize."
         )
     return extractor
+
+
+def _takes_resize(factory: ExtractorFactory) -> bool:
+    """Whether `factory` accepts a `resize` keyword (by name or through **kwargs)."""
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):  # a builtin or C callable: let the call decide
+        return True
+    return any(p.name == "resize" or p.kind is p.VAR_KEYWORD for p in parameters)
