@@ -115,8 +115,11 @@ def read_object(folder: RunFolder, name: str) -> dict[str, Any]:
 
 def fid_number(result: Any) -> float | None:
     """The FID of a `varloss.quality.fid` result as a report or a `correct` row holds it (its
-    "fid" entry): None where there is no result, no value or NaN (JSON's null), so every table,
-    sort and gain reads the same number or the same absence."""
+    "fid" entry): None where there is no result, no value, NaN (JSON's null) or a word such as
+    "n/a", so every table, sort and gain reads the same number or the same absence."""
     if not isinstance(result, Mapping):
         return None
-    return number(result.get("fid"), "the FID result's 'fid'")
+    try:
+        return number(result.get("fid"), "the FID result's 'fid'")
+    except InputError:  # a word such as "n/a" where a number was expected: no FID to show
+        return None
