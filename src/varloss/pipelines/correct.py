@@ -80,6 +80,7 @@ from varloss.samplers import (
     BASELINE,
     METHODS,
     Sampler,
+    SharedFit,
     check_methods_fit,
     create_sampler,
     load_sampler,
@@ -125,6 +126,7 @@ class _Inputs:
     n_generated: int
     reconstructed: torch.Tensor  # decode(mu) of the test images: the remedies' price
     frechet: PixelFrechet  # the test images' top-K basis and Gaussian
+    shared: SharedFit  # what the methods' fits do alike (codes, decoded prior samples), once
 
 
 def correct(
@@ -275,6 +277,7 @@ def _load_inputs(
         n_generated=int(n_samples) if n_samples is not None else int(test_images.shape[0]),
         reconstructed=mean_reconstructions(model, test_images),
         frechet=PixelFrechet(test_images, pixel_frechet_k),
+        shared=SharedFit(model, train_images),
     )
 
 
@@ -307,7 +310,8 @@ def _fit_or_load(
         if sampler is not None:
             sampler.save(directory)
     if sampler is None:
-        sampler, source = wanted.fit(inputs.model, inputs.train_images), "fitted"
+        sampler = wanted.fit(inputs.model, inputs.train_images, inputs.shared)
+        source = "fitted"
         sampler.save(directory)
     fitted[method] = sampler
     return sampler, source

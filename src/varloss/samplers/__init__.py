@@ -35,6 +35,7 @@ from varloss.samplers.base import (
 from varloss.samplers.gmm import GMMSampler
 from varloss.samplers.image_map import ImageMapSampler
 from varloss.samplers.latents import (
+    SharedFit,
     aggregate_posterior_stats,
     decode_codes,
     encode_dataset,
@@ -58,6 +59,7 @@ from varloss.samplers.temperature import TemperatureSampler
 from varloss.samplers.two_stage import LatentVAE, TwoStageSampler
 
 __all__ = [
+    "SharedFit",
     "ALL_METHODS",
     "BASELINE",
     "CONFIG_NAME",

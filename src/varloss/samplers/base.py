@@ -31,10 +31,10 @@ from varloss._registry import Registry
 from varloss.errors import InputError
 from varloss.runs import CONFIG_FILE, MANIFEST_FILE, SAMPLER_STATE_FILE, RunFolder
 from varloss.samplers.latents import (
+    SharedFit,
     check_sample_count,
     decode_codes,
     model_fingerprint,
-    training_images,
 )
 
 FORMAT_VERSION = 1
@@ -106,6 +106,8 @@ class Sampler(ABC):
         self.model_fingerprint: str | None = None
         self.fitted = False
         self.fit_seconds: float | None = None
+        # while `fit` runs: the work shared with other samplers fitted alike (`SharedFit`)
+        self.shared: SharedFit | None = None
         # told (epoch, epochs) after each epoch by samplers that train for epochs: a caller's own
         # progress display (not a parameter: it changes nothing fitted)
         self.on_epoch: Callable[[int, int], Any] | None = None
@@ -120,15 +122,25 @@ class Sampler(ABC):
         return {"method": self.name, **self.params(), **self._fitted_scalars()}
 
     # -- fitting -----------------------------------------------------------------------------
-    def fit(self, model: nn.Module, train_images: Any) -> Sampler:
-        """Fit on a trained VAE and its training images (ImageSet, tensor or array)."""
+    def fit(self, model: nn.Module, train_images: Any, shared: SharedFit | None = None) -> Sampler:
+        """Fit on a trained VAE and its training images (ImageSet, tensor or array).
+
+        `shared`: the work samplers fitted on this model and these images do alike (their codes,
+        decoded prior samples), done once for all of them (`SharedFit`); by default its own.
+        """
         check_model_fit(model, {self.name: type(self)})
-        images = training_images(train_images)
+        if shared is not None and not shared.serves(model, train_images):
+            raise ValueError("shared holds the work of another model or other training images.")
+        self.shared = shared if shared is not None else SharedFit(model, train_images)
+        images = self.shared.images
         self.attach(model, check=False)
         self.image_shape = tuple(int(s) for s in images.shape[1:])
         model.eval()
         started = time.perf_counter()
-        self._fit(model, images)
+        try:
+            self._fit(model, images)
+        finally:
+            self.shared = None  # what it holds is not the fitted state: let it go
         self.fit_seconds = time.perf_counter() - started
         self.model_fingerprint = model_fingerprint(model)
         self.fitted = True

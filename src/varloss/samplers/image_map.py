@@ -22,7 +22,6 @@ from varloss.samplers.base import Sampler
 from varloss.samplers.latents import (
     check_sample_count,
     decode_codes,
-    seeded_generator,
     standard_normal,
 )
 
@@ -64,13 +63,12 @@ class ImageMapSampler(Sampler):
         value_range = list(self.value_range) if self.value_range is not None else None
         return {"n_fit": self.n_fit, "value_range": value_range, **super().params()}
 
-    def fit_samples(self, model: nn.Module) -> torch.Tensor:
-        """The `n_fit` decoded prior samples the map is fitted on (seeded by `seed`), float64."""
-        codes = standard_normal(self.n_fit, int(self.latent_dim), seeded_generator(self.seed))
-        return decode_codes(model, codes, self.batch_size).to(torch.float64)
-
     def _fit(self, model: nn.Module, images: torch.Tensor) -> None:
-        self._fit_map(self.fit_samples(model), images.to(torch.float64))
+        # the `n_fit` decoded prior samples of `seed` (float64): the same for match, ot and
+        # spectral with the same settings, so decoded once when they share a `SharedFit`
+        del model, images
+        generated = self.shared.prior_decoded(self.n_fit, self.seed, self.batch_size)
+        self._fit_map(generated, self.shared.images64())
 
     @abstractmethod
     def _fit_map(self, generated: torch.Tensor, data: torch.Tensor) -> None: ...

@@ -7,6 +7,8 @@ model it was fitted on (the first 16 hex digits of `varloss._hashing.sha256_stat
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -110,6 +112,56 @@ def standard_normal(n: int, dim: int, generator: torch.Generator | None) -> torc
     streams (`varloss.variance.protocol`): a generator seeded with a run's evaluation-code stream
     gives the prior codes `varloss train` decoded."""
     return standard_normal_rows(n, dim, generator)
+
+
+class SharedFit:
+    """The work that samplers fitted on one model and one set of training images do alike, done
+    once: the images' codes (`encoded`), seeded decoded prior samples (`prior_decoded`) and the
+    images in float64 (`images64`).
+
+    `Sampler.fit(model, images, shared=...)` takes one; alone, a sampler makes its own, so a
+    sampler asks for what it needs the same way in both cases. `varloss correct` gives one to
+    every method it fits: gmm and the second stage encode the training images once between them,
+    match, ot and spectral decode their (same, seeded) prior samples once. Each value is keyed
+    by everything it depends on; `computed` counts what was really computed, by kind.
+    """
+
+    def __init__(self, model: nn.Module, train_images: Any) -> None:
+        self.model = model
+        self.source = train_images
+        self.images = training_images(train_images)
+        self.computed: Counter[str] = Counter()
+        self._values: dict[tuple[Any, ...], Any] = {}
+
+    def serves(self, model: nn.Module, train_images: Any) -> bool:
+        """Whether this is the shared work of `model` on `train_images` (the same objects)."""
+        return model is self.model and train_images is self.source
+
+    def _once(self, key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
+        if key not in self._values:
+            self._values[key] = compute()
+            self.computed[key[0]] += 1
+        return self._values[key]
+
+    def encoded(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """`encode_dataset` of the training images: (mu, logvar), float64. Read, never modify."""
+        return self._once(
+            ("encode", int(batch_size)),
+            lambda: encode_dataset(self.model, self.images, batch_size),
+        )
+
+    def prior_decoded(self, n: int, seed: int, batch_size: int) -> torch.Tensor:
+        """`n` N(0, I) codes drawn from `seeded_generator(seed)`, decoded: float64 images."""
+
+        def decode() -> torch.Tensor:
+            codes = standard_normal(n, int(self.model.latent_dim), seeded_generator(seed))
+            return decode_codes(self.model, codes, batch_size).to(torch.float64)
+
+        return self._once(("prior-decode", int(n), int(seed), int(batch_size)), decode)
+
+    def images64(self) -> torch.Tensor:
+        """The training images as float64 (the image maps' statistics). Read, never modify."""
+        return self._once(("float64",), lambda: self.images.to(torch.float64))
 
 
 def check_sample_count(n: int) -> int:

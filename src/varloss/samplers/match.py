@@ -86,11 +86,12 @@ class MatchSampler(ImageMapSampler):
         parameter). Each pixel keeps its best iterate (saturated pixels can oscillate); pixels
         within `tolerance` drop out of the active set, and so do pixels whose best error has not
         improved for `_STALE_ITERATIONS` iterations (they oscillate around a target their clipped
-        samples cannot reach: on MNIST most of the 100 iterations' 30 s went to them).
+        samples cannot reach). The clipped moments of each iterate come from `_ClippedMoments`
+        (each pixel's samples sorted once, prefix sums): O(log N) per pixel and iteration instead
+        of clipping all N samples (on MNIST 0.3 s instead of 13 s, the same fit to 1e-12).
         """
         shape = self.data_mean.shape
-        # pixels as rows (P x N, contiguous): the active set is gathered by rows, not columns
-        centred = (generated - self.generated_mean).reshape(generated.shape[0], -1).T.contiguous()
+        moments = _ClippedMoments(generated - self.generated_mean, self.value_range)
         target_mean, target_std = self.data_mean.reshape(-1), self.data_std.reshape(-1)
         best_scale, best_offset = self.scale.reshape(-1).clone(), self.offset.reshape(-1).clone()
         best_error = torch.full_like(best_scale, math.inf)
@@ -98,9 +99,7 @@ class MatchSampler(ImageMapSampler):
         active = torch.arange(best_scale.numel())
         stale = torch.zeros(best_scale.numel(), dtype=torch.int64)
         for _ in range(self.iterations + 1):
-            rows = offset[active, None] + scale[active, None] * centred[active]
-            clipped = rows.clamp(*self.value_range)
-            mean, std = clipped.mean(1), clipped.var(1, correction=0).sqrt()
+            mean, std = (values[active] for values in moments(scale, offset))
             error = (target_mean[active] - mean).abs() + (target_std[active] - std).abs()
             better = error < best_error[active]
             improved = active[better]
@@ -144,3 +143,53 @@ class MatchSampler(ImageMapSampler):
         for key in ("data_mean", "data_std", "generated_mean", "generated_std", "scale", "offset"):
             setattr(self, key, tensors[key])
         self.fit_residual = scalars.get("max_moment_error")
+
+
+class _ClippedMoments:
+    """Mean and std over samples of clip(offset + scale * c) per pixel, for any (scale, offset).
+
+    Each pixel's centred samples c are sorted once, with prefix sums of c and c^2 (float64). For
+    scale > 0 the samples below (low - offset) / scale clip to low, those above (high - offset)
+    / scale to high, the rest are affine in c: two binary searches and the prefix sums give the
+    clipped sum and sum of squares exactly (up to rounding), whatever the number of samples.
+    """
+
+    def __init__(self, centred: torch.Tensor, value_range: Sequence[float]) -> None:
+        rows = centred.to(torch.float64).reshape(centred.shape[0], -1).T  # pixels x samples
+        self.sorted = rows.sort(dim=1).values.contiguous()
+        zero = torch.zeros(rows.shape[0], 1, dtype=torch.float64)
+        self.sums = torch.cat([zero, self.sorted.cumsum(1)], 1)
+        self.squares = torch.cat([zero, self.sorted.pow(2).cumsum(1)], 1)
+        self.low, self.high = float(value_range[0]), float(value_range[1])
+
+    def __call__(
+        self, scale: torch.Tensor, offset: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, std) per pixel of the clipped samples under (scale, offset), one per pixel."""
+        low, high, n = self.low, self.high, self.sorted.shape[1]
+        varies = scale > 0
+        safe = torch.where(varies, scale, torch.ones_like(scale))
+        # samples strictly below the low threshold clip to low, those above the high one to high
+        below = torch.searchsorted(self.sorted, ((low - offset) / safe)[:, None])
+        inside_end = torch.searchsorted(self.sorted, ((high - offset) / safe)[:, None], right=True)
+        # a pixel with scale 0 is the constant clip(offset): handled at the end
+        below = torch.where(varies[:, None], below, 0)
+        inside_end = torch.where(varies[:, None], inside_end, n)
+        sum_c = (self.sums.gather(1, inside_end) - self.sums.gather(1, below)).squeeze(1)
+        sum_c2 = (self.squares.gather(1, inside_end) - self.squares.gather(1, below)).squeeze(1)
+        count = (inside_end - below).squeeze(1).to(torch.float64)
+        above = (n - inside_end).squeeze(1).to(torch.float64)
+        below = below.squeeze(1).to(torch.float64)
+        total = below * low + above * high + count * offset + scale * sum_c
+        total_sq = (
+            below * low**2
+            + above * high**2
+            + count * offset**2
+            + 2 * offset * scale * sum_c
+            + scale**2 * sum_c2
+        )
+        mean = total / n
+        variance = (total_sq / n - mean**2).clamp_min(0.0)
+        mean = torch.where(varies, mean, offset.clamp(low, high))
+        variance = torch.where(varies, variance, torch.zeros_like(variance))
+        return mean, variance.sqrt()

@@ -190,7 +190,7 @@ class TwoStageSampler(Sampler):
         return ((mu - self.code_mean) / self.code_std).to(torch.float32)
 
     def _fit(self, model: nn.Module, images: torch.Tensor) -> None:
-        mu, logvar = encode_dataset(model, images, self.batch_size)
+        mu, logvar = self.shared.encoded(self.batch_size)  # shared with gmm
         self.aggregate = aggregate_posterior_stats(mu, logvar)
         self.code_mean = mu.mean(0)
         self.code_std = mu.std(0, correction=0).clamp_min(_STD_FLOOR)
