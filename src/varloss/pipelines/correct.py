@@ -58,6 +58,7 @@ from varloss.pipelines.remedy_price import (
     distortion_perception_curve,
     mean_reconstructions,
     price,
+    price_before,
 )
 from varloss.pipelines.remedy_table import (
     HEADLINE_DEFINITION,
@@ -125,6 +126,7 @@ class _Inputs:
     test_images: torch.Tensor
     n_generated: int
     reconstructed: torch.Tensor  # decode(mu) of the test images: the remedies' price
+    price_before: tuple[float, float]  # their MSE and variance, the same for every remedy
     frechet: PixelFrechet  # the test images' top-K basis and Gaussian
     shared: SharedFit  # what the methods' fits do alike (codes, decoded prior samples), once
 
@@ -264,6 +266,7 @@ def _load_inputs(
         test_set = load_dataset(data.dataset, "test", data_path=data_path)
         test_images = test_set.images.detach().to("cpu", torch.float32)
     model.eval()
+    reconstructed = mean_reconstructions(model, test_images)
     return _Inputs(
         run_dir=run_dir,
         data=data,
@@ -275,7 +278,8 @@ def _load_inputs(
         test_set=test_set,
         test_images=test_images,
         n_generated=int(n_samples) if n_samples is not None else int(test_images.shape[0]),
-        reconstructed=mean_reconstructions(model, test_images),
+        reconstructed=reconstructed,
+        price_before=price_before(test_images, reconstructed),
         frechet=PixelFrechet(test_images, pixel_frechet_k),
         shared=SharedFit(model, train_images),
     )
@@ -366,7 +370,7 @@ def _evaluate(
         "pixel_frechet": inputs.frechet.distance(samples),
         "fid": fid_result,
         "fid_reason": fid_reason,
-        **price(sampler, inputs.test_images, inputs.reconstructed),
+        **price(sampler, inputs.test_images, inputs.reconstructed, inputs.price_before),
         "sampler": sampler.settings(),
         "fit_seconds": sampler.fit_seconds,
         "sample_seconds": sample_seconds,

@@ -43,21 +43,34 @@ def _mse(images: torch.Tensor, other: torch.Tensor) -> float:
     return float((images.to(torch.float64) - other.to(torch.float64)).pow(2).mean())
 
 
-def price(sampler: Sampler, test_images: torch.Tensor, reconstructed: torch.Tensor) -> dict:
+def price_before(test_images: torch.Tensor, reconstructed: torch.Tensor) -> tuple[float, float]:
+    """(MSE, mean per-pixel variance) of the unmapped reconstructions: the same for every remedy,
+    so `varloss correct` computes them once and hands them to `price`."""
+    return _mse(test_images, reconstructed), mean_pixel_variance(reconstructed)
+
+
+def price(
+    sampler: Sampler,
+    test_images: torch.Tensor,
+    reconstructed: torch.Tensor,
+    before: tuple[float, float] | None = None,
+) -> dict:
     """The row entries of the price: MSE before and after the map, variance regained; null with
-    `price_reason` for a sampler that does not act on decoded images."""
+    `price_reason` for a sampler that does not act on decoded images. `before`: `price_before`
+    of these reconstructions, when already computed."""
+    mse_before, variance_before = before or price_before(test_images, reconstructed)
     if not sampler.acts_on_images:
         return {
-            "reconstruction_mse_before": _mse(test_images, reconstructed),
+            "reconstruction_mse_before": mse_before,
             "reconstruction_mse_after": None,
             "variance_regained": None,
             "price_reason": LATENT_PRICE_REASON,
         }
     mapped = sampler.transform(reconstructed)
     return {
-        "reconstruction_mse_before": _mse(test_images, reconstructed),
+        "reconstruction_mse_before": mse_before,
         "reconstruction_mse_after": _mse(test_images, mapped),
-        "variance_regained": mean_pixel_variance(mapped) - mean_pixel_variance(reconstructed),
+        "variance_regained": mean_pixel_variance(mapped) - variance_before,
         "price_reason": None,
     }
 
