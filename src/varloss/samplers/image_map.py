@@ -66,9 +66,9 @@ class ImageMapSampler(Sampler):
     def _fit(self, model: nn.Module, images: torch.Tensor) -> None:
         # the `n_fit` decoded prior samples of `seed` (float64): the same for match, ot and
         # spectral with the same settings, so decoded once when they share a `SharedFit`
-        del model, images
+        del model
         generated = self.shared.prior_decoded(self.n_fit, self.seed, self.batch_size)
-        self._fit_map(generated, self.shared.images64())
+        self._fit_map(generated, images.to(torch.float64))
 
     @abstractmethod
     def _fit_map(self, generated: torch.Tensor, data: torch.Tensor) -> None: ...

@@ -116,8 +116,9 @@ def standard_normal(n: int, dim: int, generator: torch.Generator | None) -> torc
 
 class SharedFit:
     """The work that samplers fitted on one model and one set of training images do alike, done
-    once: the images' codes (`encoded`), seeded decoded prior samples (`prior_decoded`) and the
-    images in float64 (`images64`).
+    once: the images' codes (`encoded`) and seeded decoded prior samples (`prior_decoded`). (Not
+    the images in float64: held for a whole `correct` call they would cost 8 bytes a pixel of
+    the training set, 1.5 GB for CIFAR-10, to save a conversion of a fraction of a second.)
 
     `Sampler.fit(model, images, shared=...)` takes one; alone, a sampler makes its own, so a
     sampler asks for what it needs the same way in both cases. `varloss correct` gives one to
@@ -158,10 +159,6 @@ class SharedFit:
             return decode_codes(self.model, codes, batch_size).to(torch.float64)
 
         return self._once(("prior-decode", int(n), int(seed), int(batch_size)), decode)
-
-    def images64(self) -> torch.Tensor:
-        """The training images as float64 (the image maps' statistics). Read, never modify."""
-        return self._once(("float64",), lambda: self.images.to(torch.float64))
 
 
 def check_sample_count(n: int) -> int:
