@@ -66,3 +66,25 @@ def test_correct_shows_the_second_stage_epochs(tmp_path, monkeypatch: pytest.Mon
     epochs = math.ceil(12 / (270 // 100))
     shown = [p for p in bars[0].postfixes if p.get("method") == "two-stage" and "epoch" in p]
     assert [p["epoch"] for p in shown] == [f"{k}/{epochs}" for k in range(1, epochs + 1)]
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_correct_s_fid_shows_its_feature_bars_when_correct_shows_progress(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, progress: bool
+) -> None:
+    """An Inception FID reads the test split and the samples for tens of minutes on a CPU: the
+    FID is asked for its feature bars (images/s) exactly when correct shows its own."""
+    asked: list[dict] = []
+
+    def recording_fid(real, generated, **options):
+        asked.append(options)
+        return None, "not computed (recorded)"
+
+    monkeypatch.setattr(correct_pipeline, "fid_or_reason", recording_fid)
+    run = tmp_path / "run"
+    save_model(untrained_vae(), run, extra={"train": {"dataset": "digits", "limit": 300}})
+    RunFolder(run).seal()
+    correct_pipeline.correct(
+        run, "prior", tmp_path / "out", n_samples=50, fid="on", progress=progress
+    )
+    assert [options["progress"] for options in asked] == [progress]
