@@ -17,8 +17,8 @@ import pytest
 import torch
 from _digits_vae import numpy_pixel_variance, untrained_vae
 from PIL import Image
+from test_cli import invoke
 
-from varloss.cli import run
 from varloss.cli.correct import sampler_params
 from varloss.data import load
 from varloss.errors import InputError
@@ -32,15 +32,6 @@ pythae_models = pytest.importorskip("pythae.models")
 diffusers = pytest.importorskip("diffusers")
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def invoke(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of `varloss ARGS`, run in-process as the installed script."""
-    monkeypatch.setattr(sys, "argv", ["varloss", *args])
-    with pytest.raises(SystemExit) as stop:
-        run()
-    captured = capsys.readouterr()
-    return int(stop.value.code or 0), captured.out, captured.err
 
 
 @pytest.fixture(scope="module")

@@ -11,33 +11,22 @@ from __future__ import annotations
 import json
 import math
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_cli import invoke
 
 import varloss
 from varloss._io import atomic_write_json, check_output_path
-from varloss.cli import run
 from varloss.data import load
 from varloss.data.readers import read_array_file
 from varloss.errors import InputError
 from varloss.pipelines.runtime import pick_device
 from varloss.pipelines.study.spec import load_spec
 from varloss.runs import CHECKPOINT_FILE, RunFolder
-
-
-def invoke(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of `varloss ARGS`, as the installed script runs it."""
-    monkeypatch.setattr(sys, "argv", ["varloss", *map(str, args)])
-    with pytest.raises(SystemExit) as stop:
-        run()
-    captured = capsys.readouterr()
-    code = stop.value.code
-    return (0 if code is None else int(code)), captured.out, captured.err
 
 
 def refused(monkeypatch, capsys, *args: str, says: tuple[str, ...] = ()) -> str:

@@ -25,7 +25,7 @@ from varloss.quality import extractor_names
 
 def invoke(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
     """(exit code, stdout, stderr) of `varloss ARGS`, as the installed script runs it."""
-    monkeypatch.setattr(sys, "argv", ["varloss", *args])
+    monkeypatch.setattr(sys, "argv", ["varloss", *map(str, args)])
     with pytest.raises(SystemExit) as stop:
         run()
     captured = capsys.readouterr()

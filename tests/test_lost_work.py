@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_cli import invoke
 
 import varloss
 from varloss._io import FAULT_ENV, FAULT_EXIT_CODE
-from varloss.cli import run
 from varloss.errors import InputError
 from varloss.pipelines.train import TrainConfig, train
 from varloss.report import write_report
@@ -37,16 +37,6 @@ SETTINGS = dict(
 def tiny(out: Path, **overrides) -> TrainConfig:
     """A run of a few seconds: dense VAE, 64 digits, 3 epochs."""
     return TrainConfig(**{**SETTINGS, "out": str(out), **overrides})
-
-
-def invoke(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of `varloss ARGS`, as the installed script runs it."""
-    monkeypatch.setattr(sys, "argv", ["varloss", *map(str, args)])
-    with pytest.raises(SystemExit) as stop:
-        run()
-    captured = capsys.readouterr()
-    code = stop.value.code
-    return (0 if code is None else int(code)), captured.out, captured.err
 
 
 # ---- report on a measure JSON: a page of its own, never someone else's ----

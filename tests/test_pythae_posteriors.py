@@ -6,14 +6,13 @@ trainer's output folder is refused with the paths of the models it saved."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from test_cli import invoke
 
-from varloss.cli import run
 from varloss.data import load
 from varloss.errors import InputError
 from varloss.models.adapters import load_adapter
@@ -207,15 +206,6 @@ def test_a_pythae_trainer_folder_names_its_final_model(trainer_output, tmp_path)
             (second / f"VAE_training_{index}" / "final_model" / file).unlink()
     with pytest.raises(InputError, match=r"without a final_model/ .*_1/checkpoint_epoch_1, pyth"):
         load_adapter(f"pythae:{second}")
-
-
-def invoke(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of `varloss ARGS`, run in-process as the installed script."""
-    monkeypatch.setattr(sys, "argv", ["varloss", *args])
-    with pytest.raises(SystemExit) as stop:
-        run()
-    captured = capsys.readouterr()
-    return int(stop.value.code or 0), captured.out, captured.err
 
 
 def test_correct_on_a_flow_posterior_fits_only_prior_code_remedies(
