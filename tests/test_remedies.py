@@ -139,6 +139,7 @@ def test_strength_walks_from_identity_to_the_full_map():
 
 def test_the_second_stage_stops_early_on_its_validation_split():
     from varloss.samplers import TwoStageSampler
+    from varloss.samplers.second_stage import _Training
 
     model, images = untrained_vae(), digits_images()[:600]
     settings = {"train_batch_size": 60, "hidden": (16,), "n_renorm": 200, "lr": 3e-3}
@@ -147,8 +148,11 @@ def test_the_second_stage_stops_early_on_its_validation_split():
     assert stopped.epochs_trained < 100
     assert stopped.best_epoch <= stopped.epochs_trained
     # the weights kept are the best epoch's: their held-out loss is the one recorded
-    codes, held_out = stopped._split(stopped._standardised_codes(model, images))
-    assert stopped._validation_loss(held_out) == pytest.approx(stopped.best_validation_loss)
+    codes = stopped._standardised_codes(model, images)
+    settings_used = stopped._second_stage_settings(codes.shape[1])
+    training = _Training(stopped.network, settings_used, on_epoch=None, progress=False)
+    codes, held_out = training.split(codes)
+    assert training.validation_loss(held_out) == pytest.approx(stopped.best_validation_loss)
     assert codes.shape[0] == 540 and held_out.shape[0] == 60
     capped = TwoStageSampler(steps=90, patience=0, **settings).fit(model, images)
     assert capped.epochs_trained == 90 // (600 // 60) and capped.best_validation_loss is None

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from varloss.errors import InputError
@@ -162,3 +163,15 @@ def parse_csv_cell(value: str | None) -> Any:
         return float(value)
     except ValueError:
         return value
+
+
+def json_safe(value: Any) -> Any:
+    """`value` as JSON would give it back (tuples become lists, numpy scalars numbers): what a
+    saved settings file holds, so a fresh value compares equal to a saved one."""
+
+    def default(item: Any) -> Any:
+        if isinstance(item, np.generic):
+            return item.item()
+        raise TypeError(f"not JSON serialisable: {type(item).__name__}")
+
+    return json.loads(json.dumps(value, default=default))

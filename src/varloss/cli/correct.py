@@ -92,6 +92,12 @@ CURVE_OPTION = typer.Option(
     help="Also sweep each image-space remedy (match, ot, spectral) from identity to full map "
     "and draw reconstruction MSE against pixel FD and variance kept (curve.png).",
 )
+BACKGROUND_OPTION = typer.Option(
+    True,
+    "--background/--no-background",
+    help="On two or more cores, train the second stage in a worker process while the other "
+    "methods are fitted (the same numbers either way).",
+)
 PIXEL_FRECHET_K_OPTION = typer.Option(
     64, "--pixel-frechet-k", help="Principal directions of the real images for pixel FD."
 )
@@ -137,6 +143,7 @@ def correct_command(
         True, "--report/--no-report", help="Also write report.html in the output folder."
     ),
     threads: str = THREADS_OPTION,
+    background: bool = BACKGROUND_OPTION,
 ) -> None:
     """Fit variance remedies on a trained VAE and report the variance gap each one closes."""
     # start-up cost: see cli/__init__.py
@@ -166,6 +173,7 @@ def correct_command(
         threads=threads,
         curve=curve,
         pixel_frechet_k=pixel_frechet_k,
+        background=background,
     )
     print_methods(report)
     written = f"{out_dir}/report.json, {out_dir}/samples.png"

@@ -33,17 +33,15 @@ measurement draws from the seed's second-stage stream.
 from __future__ import annotations
 
 import functools
-import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from varloss._io import fault_point
+from varloss._background import Worker
+from varloss._io import fault_point, json_safe
 from varloss._progress import progress_bar
 from varloss._threads import choose_threads, threads_kept
 from varloss._version import __version__
@@ -53,6 +51,7 @@ from varloss.errors import InputError
 from varloss.figures import save_figure, save_image_grid
 from varloss.figures.distortion import distortion_perception_figure
 from varloss.models.adapters import ModelAdapter, load_adapter
+from varloss.pipelines.remedy_fits import RemedyFits
 from varloss.pipelines.remedy_price import (
     PRICE_DEFINITION,
     distortion_perception_curve,
@@ -72,7 +71,6 @@ from varloss.runs import (
     CORRECT_DIR,
     CURVE_FILE,
     REPORT_FILE,
-    SAMPLERS_DIR,
     SAMPLES_FILE,
     RunFolder,
 )
@@ -83,11 +81,8 @@ from varloss.samplers import (
     Sampler,
     SharedFit,
     check_methods_fit,
-    create_sampler,
-    load_sampler,
     model_fingerprint,
     parse_methods,
-    read_sampler_config,
 )
 from varloss.variance import measure
 from varloss.variance.gap import (
@@ -152,6 +147,7 @@ def correct(
     threads: int | str | None = None,
     curve: bool = False,
     pixel_frechet_k: int = DEFAULT_PIXEL_FRECHET_K,
+    background: bool = True,
 ) -> dict[str, Any]:
     """Fit remedies on a model and measure what each gains; returns report.json.
 
@@ -168,6 +164,9 @@ def correct(
     set); recorded in the settings, the caller's setting given back at the end.
     `curve`: also sweep each image-space remedy's strength from 0 to 1 (`curve` in its row,
     curve.png). `pixel_frechet_k`: K of `pixel_frechet`'s principal basis.
+    `background`: on two or more cores, train the second stage in a worker process
+    (`varloss._background`) while the other methods are fitted and measured; the same numbers
+    either way (the second stage trains on one thread, seeded, in both places).
     """
     fid = fid_mode(fid)
     methods = parse_methods(method)
@@ -178,29 +177,33 @@ def correct(
     data = _Data(dataset or (None if train is not None else model.dataset), train, test)
     limit = train_limit if train_limit is not None else model.dataset_limit
     folder = RunFolder(out if out is not None else run_dir / CORRECT_DIR)
+    fits = RemedyFits(folder, methods, seed, sampler_params, model_fingerprint(model))
     # the lock is taken before the data loads: a second process is told at once
-    with folder.lock(), threads_kept():
-        inputs = _load_inputs(run_dir, model, data, n_samples, limit, data_path, pixel_frechet_k)
+    with folder.lock(), threads_kept(), fits.worker(background) as worker:
+        inputs = _load_inputs(
+            run_dir, model, data, n_samples, limit, data_path, pixel_frechet_k, worker
+        )
         probe = first_batch_probe(inputs.train_images, inputs.model, batch_size=256)
         threads_used = choose_threads(threads, probe).to_dict()
         rows: dict[str, dict[str, Any]] = {}
         grids: dict[str, torch.Tensor] = {}
-        fitted: dict[str, Sampler] = {}
-        bar = progress_bar(methods, desc="correct", disable=not progress)
+        started = fits.start_in_background(inputs.shared)
+        # the methods whose fit runs in the worker come last: the others are fitted meanwhile
+        order = [name for name in methods if name not in started] + started
+        bar = progress_bar(order, desc="correct", disable=not progress)
         for name in bar:
             bar.set_postfix(method=name)
-            params = {"seed": seed, **(sampler_params or {}).get(name, {})}
             # a second stage that trains shows its epochs in the bar (minutes on a CPU)
             shown = functools.partial(_show_epoch, bar, name)
-            sampler, source = _fit_or_load(name, params, inputs, folder, fitted, shown)
+            sampler, source = fits.fit_or_load(name, inputs.model, inputs.shared, shown)
             rows[name], samples = _evaluate(name, sampler, inputs, seed, fid, curve, progress)
-            rows[name].update(sampler_dir=str(_sampler_dir(folder, name)), sampler_source=source)
+            rows[name].update(sampler_dir=str(fits.directory(name)), sampler_source=source)
             grids[name] = samples[:grid_size]
         compare_with_baseline(rows)
         headline = sort_by_headline(rows)
         settings = _settings(inputs, methods, seed, fid, rows[BASELINE], command)
         settings.update(threads=threads_used, headline=headline, curve=bool(curve))
-        report = _json_safe(_report(methods, rows, settings))
+        report = json_safe(_report(methods, rows, settings))
         _write_outputs(folder, inputs, rows, grids, report, grid_size)
     return report
 
@@ -255,6 +258,7 @@ def _load_inputs(
     limit: int | None,
     data_path: str | None,
     pixel_frechet_k: int = DEFAULT_PIXEL_FRECHET_K,
+    worker: Worker | None = None,
 ) -> _Inputs:
     """The model's train and test data: its data set's splits, or the train (test) images."""
     if data.train is not None:
@@ -281,59 +285,8 @@ def _load_inputs(
         reconstructed=reconstructed,
         price_before=price_before(test_images, reconstructed),
         frechet=PixelFrechet(test_images, pixel_frechet_k),
-        shared=SharedFit(model, train_images),
+        shared=SharedFit(model, train_images, worker),
     )
-
-
-def _sampler_dir(folder: RunFolder, method: str) -> Path:
-    return folder.file(f"{SAMPLERS_DIR}/{method}")
-
-
-def _fit_or_load(
-    method: str,
-    params: dict[str, Any],
-    inputs: _Inputs,
-    folder: RunFolder,
-    fitted: dict[str, Sampler],
-    on_epoch: Callable[[int, int], Any] | None = None,
-) -> tuple[Sampler, str]:
-    """The method's sampler and where it came from: "loaded", "variant" or "fitted".
-
-    A saved sampler is loaded when it was fitted on this model with these parameters (a damaged
-    or stale folder is fitted again); otherwise one fitted earlier in this call stands in when
-    the sampler can `reuse` it (the two-stage methods share one second stage); otherwise it is
-    fitted, telling `on_epoch(epoch, epochs)` after each epoch where it trains for epochs.
-    """
-    wanted = create_sampler(method, **params)
-    wanted.on_epoch = on_epoch
-    directory = _sampler_dir(folder, method)
-    sampler, source = _load_saved(wanted, directory, inputs), "loaded"
-    if sampler is None:  # one fitted earlier in this call, where it can stand in
-        reused = (wanted.reuse(other) for other in fitted.values())
-        sampler, source = next((found for found in reused if found is not None), None), "variant"
-        if sampler is not None:
-            sampler.save(directory)
-    if sampler is None:
-        sampler = wanted.fit(inputs.model, inputs.train_images, inputs.shared)
-        source = "fitted"
-        sampler.save(directory)
-    fitted[method] = sampler
-    return sampler, source
-
-
-def _load_saved(wanted: Sampler, directory: Path, inputs: _Inputs) -> Sampler | None:
-    """The sampler saved in `directory` when it was fitted on this model with `wanted`'s
-    parameters; None when there is none, or it is stale or damaged (then it is fitted again)."""
-    if not directory.is_dir():
-        return None
-    try:
-        config = read_sampler_config(directory)
-        same_params = config.get("params") == _json_safe(wanted.params())
-        if config.get("model_fingerprint") == inputs.fingerprint and same_params:
-            return load_sampler(directory, inputs.model)
-    except InputError:
-        pass  # damaged or from another version
-    return None
 
 
 def _show_epoch(bar: Any, method: str, epoch: int, epochs: int) -> None:
@@ -380,6 +333,7 @@ def _evaluate(
         **price(sampler, inputs.test_images, inputs.reconstructed, inputs.price_before),
         "sampler": sampler.settings(),
         "fit_seconds": sampler.fit_seconds,
+        "fit_background_seconds": sampler.background_seconds,
         "sample_seconds": sample_seconds,
     }
     if curve and sampler.acts_on_images:
@@ -479,14 +433,3 @@ def _write_outputs(
     folder.write_json(REPORT_FILE, report)
     fault_point("correct:report-written")
     folder.seal()
-
-
-def _json_safe(value: Any) -> Any:
-    """`value` as JSON would give it back (tuples become lists, numpy scalars numbers)."""
-
-    def default(item: Any) -> Any:
-        if isinstance(item, np.generic):
-            return item.item()
-        raise TypeError(f"not JSON serialisable: {type(item).__name__}")
-
-    return json.loads(json.dumps(value, default=default))

@@ -54,9 +54,10 @@ from varloss.samplers.methods import (
 )
 from varloss.samplers.ot import OTSampler, gaussian_transport_map
 from varloss.samplers.prior import PriorSampler
+from varloss.samplers.second_stage import LatentVAE
 from varloss.samplers.spectral import SpectralSampler
 from varloss.samplers.temperature import TemperatureSampler
-from varloss.samplers.two_stage import LatentVAE, TwoStageSampler
+from varloss.samplers.two_stage import TwoStageSampler
 
 __all__ = [
     "SharedFit",

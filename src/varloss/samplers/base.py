@@ -105,7 +105,9 @@ class Sampler(ABC):
         self.image_shape: tuple[int, ...] | None = None
         self.model_fingerprint: str | None = None
         self.fitted = False
-        self.fit_seconds: float | None = None
+        self.fit_seconds: float | None = None  # the wall time of `fit` in this process
+        # of that fit's work done in a worker process meanwhile (`start`), its own wall time
+        self.background_seconds: float | None = None
         # while `fit` runs: the work shared with other samplers fitted alike (`SharedFit`)
         self.shared: SharedFit | None = None
         # told (epoch, epochs) after each epoch by samplers that train for epochs: a caller's own
@@ -148,6 +150,20 @@ class Sampler(ABC):
 
     @abstractmethod
     def _fit(self, model: nn.Module, images: torch.Tensor) -> None: ...
+
+    # what a worker process imports before a `start`ed call arrives (`varloss._background`)
+    background_modules: ClassVar[tuple[str, ...]] = ()
+
+    def runs_in_background(self) -> bool:
+        """Whether fitting has a slow part that `start` would run in a worker process."""
+        return False
+
+    def start(self, shared: SharedFit) -> bool:
+        """Begin the slow part of fitting in `shared`'s worker process, if this sampler has one
+        (`runs_in_background`) and the worker is free; `fit(..., shared)` then collects it. True
+        when it started (or was already running for an identical sampler)."""
+        del shared
+        return False
 
     def attach(self, model: nn.Module, check: bool = True) -> Sampler:
         """Attach the VAE whose decoder the sampler uses (after `load`); checks it is the same."""
@@ -234,6 +250,7 @@ class Sampler(ABC):
             "image_shape": list(self.image_shape) if self.image_shape else None,
             "model_fingerprint": self.model_fingerprint,
             "fit_seconds": self.fit_seconds,
+            "background_seconds": self.background_seconds,
         }
 
     def save(self, directory: str | Path) -> Path:
@@ -310,6 +327,7 @@ def load_sampler(directory: str | Path, model: nn.Module | None = None) -> Sampl
     sampler.image_shape = tuple(shape) if shape else None
     sampler.model_fingerprint = config.get("model_fingerprint")
     sampler.fit_seconds = config.get("fit_seconds")
+    sampler.background_seconds = config.get("background_seconds")
     sampler._set_state(tensors, config.get("fitted", {}))
     sampler.fitted = True
     if model is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -20,6 +20,9 @@ from varloss.data import to_images
 from varloss.errors import InputError
 from varloss.variance import model_device
 from varloss.variance.protocol import standard_normal_rows
+
+if TYPE_CHECKING:
+    from varloss._background import Worker
 
 FINGERPRINT_LENGTH = 16
 
@@ -125,14 +128,39 @@ class SharedFit:
     every method it fits: gmm and the second stage encode the training images once between them,
     match, ot and spectral decode their (same, seeded) prior samples once. Each value is keyed
     by everything it depends on; `computed` counts what was really computed, by kind.
+
+    With a `worker` (`varloss._background.Worker`), one slow piece of fitting can run in that
+    process while the caller goes on: a sampler's `start` submits it under a key (`submit`) and
+    its `fit` collects it (`collect`); without one, or once the worker is taken, `submit` says no
+    and the sampler fits in this process.
     """
 
-    def __init__(self, model: nn.Module, train_images: Any) -> None:
+    def __init__(self, model: nn.Module, train_images: Any, worker: Worker | None = None) -> None:
         self.model = model
         self.source = train_images
         self.images = training_images(train_images)
         self.computed: Counter[str] = Counter()
         self._values: dict[tuple[Any, ...], Any] = {}
+        self.worker = worker
+        self._submitted: tuple[Any, ...] | None = None  # the key of the worker's call
+
+    def submit(self, key: tuple[Any, ...], target: str, **kwargs: Any) -> bool:
+        """Run `target` (`Worker.submit`'s arguments) in the worker under `key`, unless the worker
+        runs another key's call or there is none; True when `key`'s call runs there."""
+        if self.worker is None or (self.worker.busy and self._submitted != key):
+            return False
+        if not self.worker.busy:
+            self.worker.submit(target, **kwargs)
+            self._submitted = key
+        return True
+
+    def collect(self, key: tuple[Any, ...], callback: Callable[..., Any] | None = None) -> Any:
+        """The value of `key`'s call in the worker (`Worker.result(callback)`), or None when it
+        was not submitted there. A value is collected once."""
+        if self.worker is None or self._submitted != key:
+            return None
+        self._submitted = None
+        return self.worker.result(callback)
 
     def serves(self, model: nn.Module, train_images: Any) -> bool:
         """Whether this is the shared work of `model` on `train_images` (the same objects)."""

@@ -7,12 +7,12 @@ E[mu] and, by the law of total variance, variance Var(mu) + E[sigma^2] (the vari
 sampled code z = mu + sigma eps). `target="spherical"` maps to N(0, I) instead;
 `renormalize=False` shows the raw second stage.
 
-The second stage stops early on its own validation split: the fraction `validation` of the codes
-(drawn with the seed) is held out, its loss (the full negative ELBO, eval mode, the same seeded
-draws every epoch) is measured after each epoch once the KL warm-up is over, and training stops
-when `patience` epochs in a row have not improved on the best by the fraction `min_delta` of
-it; the weights of the best epoch are kept. `steps` is then a cap, and the cosine schedule runs
-over it. `patience=0` trains for all `steps` (on all codes when `validation=0`).
+The second stage (`varloss.samplers.second_stage`) stops early on its own validation split;
+`steps` is a cap, and the cosine schedule runs over it. Given a `SharedFit` with a worker process
+(`varloss correct` on two or more cores), `start` trains it there while the caller fits the other
+remedies, and `fit` collects it: the same weights, bit for bit, as training here. A second stage
+of fewer than `BACKGROUND_ROWS` code rows (steps x batch) trains here: the worker's start (about
+2 s) would cost more than it saves.
 
 The defaults (hidden (128, 128), batches of 512, lr 2e-3, at most 3000 steps: ~29 epochs of
 MNIST's 54,000 training codes) replaced (256, 256), 256, 1e-3 and 6000 steps (the same ~29
@@ -33,18 +33,17 @@ validation loss was still falling there, so early stopping rarely ends it on MNI
 from __future__ import annotations
 
 import copy
-import math
+import warnings
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from varloss._progress import progress_bar
 from varloss.errors import InputError
-from varloss.losses import BalancedGaussian, gaussian_kl
 from varloss.samplers.base import Sampler, register
 from varloss.samplers.latents import (
+    SharedFit,
     aggregate_posterior_stats,
     check_sample_count,
     encode_dataset,
@@ -52,60 +51,18 @@ from varloss.samplers.latents import (
     seeded_generator,
     standard_normal,
 )
+from varloss.samplers.second_stage import (
+    LatentVAE,
+    SecondStageSettings,
+    train_second_stage,
+)
 from varloss.variance import measure
 from varloss.variance.protocol import Stream, stream_seed
 
 _STD_FLOOR = 1e-8  # keeps standardisation finite for a code dimension that never varies
-
-
-def _mlp(sizes: list[int]) -> nn.Sequential:
-    """Linear layers through `sizes` with SiLU between them (none after the last)."""
-    layers: list[nn.Module] = []
-    for index, (size_in, size_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        layers.append(nn.Linear(size_in, size_out))
-        if index < len(sizes) - 2:
-            layers.append(nn.SiLU())
-    return nn.Sequential(*layers)
-
-
-class LatentVAE(nn.Module):
-    """The second-stage VAE: an MLP VAE on (standardised) first-stage codes.
-
-    Gaussian likelihood with the balanced rule of Asperti & Trentin (2020), the same
-    `varloss.losses.BalancedGaussian` the first-stage models use: gamma^2 is a running estimate
-    of the reconstruction MSE (mse <- min(mse, momentum mse + (1 - momentum) batch_mse)), so
-    reconstruction and KL stay balanced as the fit improves. The running value is a buffer
-    (saved with the weights).
-    """
-
-    def __init__(
-        self, dim: int, latent_dim: int, hidden: Sequence[int] = (256, 256), momentum: float = 0.99
-    ) -> None:
-        super().__init__()
-        self.dim, self.latent_dim, self.momentum = int(dim), int(latent_dim), float(momentum)
-        hidden = [int(h) for h in hidden]
-        self.encoder = _mlp([self.dim, *hidden, 2 * self.latent_dim])
-        self.decoder = _mlp([self.latent_dim, *hidden[::-1], self.dim])
-        self.likelihood = BalancedGaussian(momentum=momentum)
-
-    def encode(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mu, logvar = self.encoder(u).chunk(2, dim=-1)
-        return mu, logvar.clamp(-30.0, 20.0)
-
-    def decode(self, v: torch.Tensor) -> torch.Tensor:
-        return self.decoder(v)
-
-    def loss(
-        self, u: torch.Tensor, kl_weight: float = 1.0
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per-sample mean of the negative ELBO (KL scaled by `kl_weight`); (loss, mse, kl)."""
-        mu, logvar = self.encode(u)
-        v = mu + (0.5 * logvar).exp() * torch.randn_like(mu)
-        u_hat = self.decode(v)
-        reconstruction = self.likelihood(u, u_hat)  # in training mode also updates gamma
-        mse = (u - u_hat).detach().pow(2).mean()
-        kl = gaussian_kl(mu, logvar)
-        return (reconstruction + kl_weight * kl).mean(), mse, kl.mean()
+# code rows (steps x batch) from which the second stage trains in a worker when one is given:
+# 500 steps of 512, about 2 s of one core, what the worker's start costs
+BACKGROUND_ROWS = 256_000
 
 
 @register
@@ -121,6 +78,8 @@ class TwoStageSampler(Sampler):
     name = "two-stage"
     fits_posterior = True  # on the training codes mu and their aggregate posterior
     TARGETS: ClassVar[tuple[str, ...]] = ("aggregate", "spherical")
+    # Adam's first construction imports torch._dynamo (about 1 s): the worker does it early
+    background_modules = ("varloss.samplers.second_stage", "torch._dynamo")
 
     def __init__(
         self,
@@ -204,116 +163,67 @@ class TwoStageSampler(Sampler):
         mu, _ = encode_dataset(model, images, self.batch_size)
         return ((mu - self.code_mean) / self.code_std).to(torch.float32)
 
-    def _fit(self, model: nn.Module, images: torch.Tensor) -> None:
-        mu, logvar = self.shared.encoded(self.batch_size)  # shared with gmm
-        self.aggregate = aggregate_posterior_stats(mu, logvar)
+    def _second_stage_settings(self, dim: int) -> SecondStageSettings:
+        return SecondStageSettings(
+            dim=dim,
+            latent_dim=self.second_latent_dim or dim,
+            hidden=tuple(self.hidden),
+            steps=self.steps,
+            warmup=self.warmup,
+            train_batch_size=self.train_batch_size,
+            lr=self.lr,
+            validation=self.validation,
+            patience=self.patience,
+            min_delta=self.min_delta,
+            seed=self.seed,
+        )
+
+    def _codes(self, shared: SharedFit) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(mu, logvar) of the training images (shared with gmm) and the standardised float32
+        codes the second stage trains on."""
+        mu, logvar = shared.encoded(self.batch_size)
         self.code_mean = mu.mean(0)
         self.code_std = mu.std(0, correction=0).clamp_min(_STD_FLOOR)
-        inputs = ((mu - self.code_mean) / self.code_std).to(torch.float32)
-        torch_state = torch.random.get_rng_state()
-        threads = torch.get_num_threads()
-        torch.manual_seed(self.seed)  # weight init and reparameterisation noise are seeded
-        # Small MLP steps are fastest on one thread; with several threads on a busy machine
-        # they were measured 40x slower (10 ms vs 490 ms per step on 2 shared cores).
-        torch.set_num_threads(1)
+        return mu, logvar, ((mu - self.code_mean) / self.code_std).to(torch.float32)
+
+    def runs_in_background(self) -> bool:
+        return self.steps * self.train_batch_size >= BACKGROUND_ROWS
+
+    def start(self, shared: SharedFit) -> bool:
+        """Start training the second stage in `shared`'s worker process (`_fit` collects it)."""
+        if not self.runs_in_background():
+            return False
+        _, _, codes = self._codes(shared)
+        settings = self._second_stage_settings(codes.shape[1])
+        return shared.submit(
+            ("second-stage", settings, int(self.batch_size)),
+            "varloss.samplers.second_stage:train_second_stage",
+            callback="on_epoch",
+            codes=codes,
+            settings=settings,
+        )
+
+    def _fit(self, model: nn.Module, images: torch.Tensor) -> None:
+        mu, logvar, codes = self._codes(self.shared)
+        self.aggregate = aggregate_posterior_stats(mu, logvar)
+        settings = self._second_stage_settings(codes.shape[1])
+        key = ("second-stage", settings, int(self.batch_size))
         try:
-            self.network = LatentVAE(
-                mu.shape[1], self.second_latent_dim or mu.shape[1], self.hidden
-            )
-            self._train(inputs)
-        finally:
-            torch.set_num_threads(threads)
-            torch.random.set_rng_state(torch_state)
+            trained = self.shared.collect(key, self.on_epoch)  # started in a worker by `start`
+        except RuntimeError as error:  # the worker failed (killed, out of memory): train here
+            warnings.warn(f"{error}\nThe second stage is trained in this process.", stacklevel=2)
+            trained = None
+        if trained is None:
+            trained = train_second_stage(codes, settings, self.on_epoch, self.progress)
+        else:
+            self.background_seconds = trained.seconds
+        self.network = trained.network(settings)
+        self.epochs_trained, self.best_epoch = trained.epochs_trained, trained.best_epoch
+        self.best_validation_loss = trained.best_validation_loss
+        self.final_mse, self.final_kl = trained.final_mse, trained.final_kl
         raw = self._raw_codes(self.n_renorm, seeded_generator(self.seed + 1))
         self.generated_mean = raw.mean(0)
         self.generated_std = raw.std(0, correction=0).clamp_min(_STD_FLOOR)
-
-    def _split(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(codes to train on, held-out codes or None): `validation` of them, seeded."""
-        held_out = round(self.validation * inputs.shape[0]) if self.patience else 0
-        if held_out == 0:
-            return inputs, None
-        if inputs.shape[0] - held_out < 2:
-            raise InputError(
-                f"validation {self.validation} of {inputs.shape[0]} codes leaves fewer than 2 "
-                "to train the second stage on."
-            )
-        order = torch.randperm(inputs.shape[0], generator=seeded_generator(self.seed + 3))
-        return inputs[order[held_out:].sort().values], inputs[order[:held_out].sort().values]
-
-    @torch.no_grad()
-    def _validation_loss(self, codes: torch.Tensor) -> float:
-        """The full negative ELBO of the held-out codes, eval mode, the same draws each call."""
-        self.network.eval()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed + 4)
-            loss, _, _ = self.network.loss(codes)
-        self.network.train()
-        return float(loss)
-
-    def _train(self, inputs: torch.Tensor) -> None:
-        """Adam with a cosine schedule and a KL warm-up, on reshuffled epochs of `inputs`, stopped
-        early on the validation split (`_Patience`)."""
-        inputs, held_out = self._split(inputs)
-        patience = _Patience(self.patience, self.min_delta)
-        network = self.network
-        network.train()
-        optimizer = torch.optim.Adam(network.parameters(), lr=self.lr)
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, self.steps)
-        order_generator = seeded_generator(self.seed + 2)
-        order = torch.randperm(inputs.shape[0], generator=order_generator)
-        position = 0
-        warmup = int(self.warmup * self.steps)
-        # an epoch: one pass over the shuffled codes (a last partial batch is left out)
-        epochs = math.ceil(self.steps / max(1, inputs.shape[0] // self.train_batch_size))
-        bar = progress_bar(
-            total=epochs,
-            desc="second stage",
-            unit="epoch",
-            disable=not self.progress,
-            leave=False,
-        )
-        epoch = 0
-        for step in range(self.steps):
-            if position + self.train_batch_size > inputs.shape[0]:  # a new epoch: reshuffle
-                epoch = self._epoch_done(bar, epoch, epochs)
-                # judged once the KL weight is 1: before, the loss is another objective
-                if held_out is not None and step >= warmup:
-                    if patience.stop(self._validation_loss(held_out), epoch, network):
-                        break
-                order = torch.randperm(inputs.shape[0], generator=order_generator)
-                position = 0
-            batch = inputs[order[position : position + self.train_batch_size]]
-            position += self.train_batch_size
-            # KL warm-up: start as an autoencoder so the second stage does not collapse onto
-            # its prior (a near-Gaussian input makes the collapsed solution a local optimum).
-            kl_weight = min(1.0, (step + 1) / warmup) if warmup else 1.0
-            loss, mse, kl = network.loss(batch, kl_weight)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            if step % 100 == 0:
-                bar.set_postfix(mse=f"{mse.item():.4f}", kl=f"{kl.item():.2f}", refresh=False)
-        else:
-            epoch = self._epoch_done(bar, epoch, epochs)  # the last one
-            if held_out is not None:
-                patience.stop(self._validation_loss(held_out), epoch, network)
-        bar.close()
-        patience.restore(network)
-        self.epochs_trained, self.best_epoch = epoch, patience.best_epoch
-        self.best_validation_loss = patience.best
-        network.eval()
-        with torch.no_grad():
-            _, mse, kl = network.loss(inputs)
-        self.final_mse, self.final_kl = mse.item(), kl.item()
-
-    def _epoch_done(self, bar: Any, epoch: int, epochs: int) -> int:
-        """Epoch `epoch + 1` of `epochs` ended: the bar and `on_epoch` are told; returns it."""
-        bar.update(1)
-        if self.on_epoch is not None:
-            self.on_epoch(epoch + 1, epochs)
-        return epoch + 1
 
     @torch.no_grad()
     def _raw_codes(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
@@ -448,34 +358,6 @@ _LATENT_KEYS = (
     "ratio_reconstructed",
     "ratio_generated",
 )
-
-
-class _Patience:
-    """Early stopping: the best validation loss, its epoch and weights, epochs since."""
-
-    def __init__(self, patience: int, min_delta: float) -> None:
-        self.patience, self.min_delta = patience, min_delta
-        self.best: float | None = None
-        self.best_epoch: int | None = None
-        self.best_state: dict[str, torch.Tensor] | None = None
-        self.since = 0
-
-    def stop(self, loss: float, epoch: int, network: nn.Module) -> bool:
-        """Record epoch `epoch`'s loss; True once `patience` epochs in a row did not improve on
-        the best by `min_delta` of it. The lowest loss's weights are kept in any case."""
-        if self.best is None or loss < self.best:
-            improved = self.best is None or loss < self.best - self.min_delta * abs(self.best)
-            self.best, self.best_epoch = loss, epoch
-            self.best_state = copy.deepcopy(network.state_dict())
-            self.since = 0 if improved else self.since + 1
-        else:
-            self.since += 1
-        return self.patience > 0 and self.since >= self.patience
-
-    def restore(self, network: nn.Module) -> None:
-        """Put the best epoch's weights back (nothing without a validation split)."""
-        if self.best_state is not None:
-            network.load_state_dict(self.best_state)
 
 
 def _with_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

@@ -1,0 +1,182 @@
+"""One function call in a fresh Python process, on one thread, while this process goes on.
+
+Why: `varloss correct` spends about half its time training the second stage of the two-stage
+methods, a small MLP that runs fastest on one thread, while the rest of its work (fitting and
+measuring the other remedies) would leave a second core idle. A `Worker` is a Python process that
+runs one call there; started early, it pays its start (importing torch, about 2 s) while this
+process loads data.
+
+A fresh interpreter (`python -m varloss._background`), not `multiprocessing`: forking a process
+whose OpenMP threads are running can hang it, and spawning re-imports the caller's `__main__`,
+which re-runs a script without an `if __name__ == "__main__"` guard.
+
+The protocol: the worker imports torch and the `preload` modules (those its call will need: their
+import then overlaps the caller's work too), then reads one job from its stdin (`torch.save` of
+{"target": "module:function", "kwargs": {...}, "callback": keyword or None}), calls the function
+with torch and the BLAS libraries on `threads` threads, and `torch.save`s its return value into
+the file named by its argument. When the job names a callback keyword, the function gets a
+callable under it whose every call prints one line `progress <JSON arguments>` on stdout;
+`Worker.result(callback)` replays those calls here. The worker's stderr goes to a file whose last
+lines a failure quotes. A worker whose stdin closes without a job (its caller went away) exits.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+_PROGRESS = b"progress "
+_QUOTED_LINES = 12  # of the worker's stderr, in the error a failed call raises
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity where the OS tells it)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+class Worker:
+    """A Python process that runs one function call (`submit`, then `result`).
+
+    Starting it starts the interpreter and its imports at once; `close()` (or leaving a `with`
+    block) kills a call that is still running and removes the worker's files.
+    """
+
+    def __init__(self, threads: int = 1, preload: Sequence[str] = ()) -> None:
+        self._folder = Path(tempfile.mkdtemp(prefix="varloss-worker-"))
+        self._result = self._folder / "result.pt"
+        self._stderr = open(self._folder / "stderr.txt", "wb")  # noqa: SIM115 (closed in close)
+        package_root = str(Path(__file__).resolve().parents[1])  # this varloss, in the worker
+        path = os.environ.get("PYTHONPATH")
+        env = dict(
+            os.environ,
+            PYTHONPATH=package_root + (os.pathsep + path if path else ""),
+            OMP_NUM_THREADS=str(threads),
+            MKL_NUM_THREADS=str(threads),
+            OPENBLAS_NUM_THREADS=str(threads),
+        )
+        self.target: str | None = None
+        try:
+            self._process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "varloss._background",
+                    str(self._result),
+                    str(threads),
+                    *preload,
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=self._stderr,
+                env=env,
+            )
+        except BaseException:
+            self._stderr.close()
+            shutil.rmtree(self._folder, ignore_errors=True)
+            raise
+
+    @property
+    def busy(self) -> bool:
+        """Whether a call was submitted (a worker runs one)."""
+        return self.target is not None
+
+    def submit(self, target: str, callback: str | None = None, **kwargs: Any) -> None:
+        """Start `target` ("module:function") with `kwargs` in the worker; with `callback`, the
+        function gets under that keyword a callable whose calls `result` replays here."""
+        import torch  # torch.save carries tensors (and the rest, pickled) to the worker
+
+        if self.busy:
+            raise RuntimeError(f"this worker already runs {self.target}.")
+        self.target = target
+        buffer = io.BytesIO()
+        torch.save({"target": target, "kwargs": kwargs, "callback": callback}, buffer)
+        assert self._process.stdin is not None
+        try:
+            self._process.stdin.write(buffer.getvalue())
+            self._process.stdin.close()
+        except BrokenPipeError:  # the worker died before it read its job: `result` says why
+            pass
+
+    def result(self, callback: Callable[..., Any] | None = None) -> Any:
+        """Wait for the call and return its value, replaying its progress calls on `callback`;
+        a call that failed raises RuntimeError quoting the worker's last lines of stderr."""
+        import torch
+
+        if not self.busy:
+            raise RuntimeError("nothing was submitted to this worker.")
+        assert self._process.stdout is not None
+        for line in self._process.stdout:
+            if line.startswith(_PROGRESS) and callback is not None:
+                callback(*json.loads(line[len(_PROGRESS) :]))
+        code = self._process.wait()
+        if code != 0 or not self._result.is_file():
+            self._stderr.flush()
+            tail = (self._folder / "stderr.txt").read_text(errors="replace").strip()
+            quoted = "\n".join(tail.splitlines()[-_QUOTED_LINES:]) or "(no output)"
+            raise RuntimeError(
+                f"the worker process running {self.target} failed (exit code {code}):\n{quoted}"
+            )
+        return torch.load(self._result, weights_only=False)  # written by our own worker
+
+    def close(self) -> None:
+        """Stop the worker if it still runs and remove its files."""
+        if self._process.poll() is None:
+            self._process.kill()
+        self._process.wait()
+        for stream in (self._process.stdin, self._process.stdout):
+            if stream is not None and not stream.closed:
+                stream.close()
+        self._stderr.close()
+        shutil.rmtree(self._folder, ignore_errors=True)
+
+    def __enter__(self) -> Worker:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _report(*values: Any) -> None:
+    sys.stdout.buffer.write(_PROGRESS + json.dumps(values).encode() + b"\n")
+    sys.stdout.buffer.flush()
+
+
+def _main(argv: list[str]) -> int:
+    """The worker: `python -m varloss._background RESULT THREADS [MODULE ...]` (see the module
+    docstring)."""
+    import importlib
+
+    import torch  # the slow import, done before the job arrives
+
+    result, threads = Path(argv[1]), int(argv[2])
+    for module in argv[3:]:
+        importlib.import_module(module)
+    torch.set_num_threads(threads)
+    payload = sys.stdin.buffer.read()
+    if not payload:  # the caller went away without a job
+        return 0
+    job = torch.load(io.BytesIO(payload), weights_only=False)  # from our own caller
+    module, _, name = job["target"].partition(":")
+    function = getattr(importlib.import_module(module), name)
+    kwargs = dict(job["kwargs"])
+    if job["callback"]:
+        kwargs[job["callback"]] = _report
+    value = function(**kwargs)
+    partial = result.with_suffix(".partial")
+    torch.save(value, partial)
+    partial.replace(result)  # the caller never reads half a file
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv))

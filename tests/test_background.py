@@ -1,0 +1,225 @@
+"""The second stage trained in a worker process (`varloss._background`): the same weights bit for
+bit as in this process, its epochs replayed, failures told or fallen back from, nothing left
+behind; and `correct` gives the same report with and without it."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from _digits_vae import digits_images, untrained_vae
+
+from varloss._background import Worker
+from varloss.models import save_model
+from varloss.pipelines import correct as correct_pipeline
+from varloss.pipelines import remedy_fits
+from varloss.runs import RunFolder
+from varloss.samplers import SharedFit, two_stage
+from varloss.samplers.second_stage import SecondStageSettings, train_second_stage
+from varloss.samplers.two_stage import TwoStageSampler
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+SETTINGS = SecondStageSettings(
+    dim=4,
+    latent_dim=3,
+    hidden=(8,),
+    steps=20,
+    warmup=0.2,
+    train_batch_size=32,
+    lr=2e-3,
+    validation=0.1,
+    patience=3,
+    min_delta=1e-3,
+    seed=5,
+)
+
+
+def _codes() -> torch.Tensor:
+    return torch.randn(200, 4, generator=torch.Generator().manual_seed(0))
+
+
+def test_a_worker_returns_the_call_s_value_and_replays_its_progress():
+    told: list[tuple[int, int]] = []
+    with Worker() as worker:
+        worker.submit(
+            "varloss.samplers.second_stage:train_second_stage",
+            callback="on_epoch",
+            codes=_codes(),
+            settings=SETTINGS,
+        )
+        fitted = worker.result(lambda epoch, epochs: told.append((epoch, epochs)))
+        folder = worker._folder
+    here: list[tuple[int, int]] = []
+    alone = train_second_stage(_codes(), SETTINGS, lambda e, n: here.append((e, n)))
+    # 180 codes after the 20 held out, batches of 32: 5 a pass, 20 steps make 4 epochs
+    assert told == here == [(epoch, math.ceil(20 / 5)) for epoch in range(1, 5)]
+    assert fitted.final_mse == alone.final_mse and fitted.epochs_trained == alone.epochs_trained
+    for key, value in alone.state.items():
+        assert torch.equal(fitted.state[key], value), key
+    assert not folder.exists()  # the worker's files go with it
+
+
+def test_a_failed_call_raises_with_the_worker_s_own_words():
+    with Worker() as worker:
+        worker.submit("varloss.samplers.second_stage:train_second_stage", codes=_codes())
+        with pytest.raises(RuntimeError, match=r"train_second_stage failed \(exit code 1\)"):
+            worker.result()
+        try:
+            worker.result()
+        except RuntimeError as error:
+            assert "TypeError" in str(error) and "settings" in str(error)  # the child's traceback
+
+
+def test_a_worker_runs_one_call_and_nothing_is_collected_unsubmitted():
+    with Worker() as worker:
+        with pytest.raises(RuntimeError, match="nothing was submitted"):
+            worker.result()
+        worker.submit("json:dumps", obj=[1, 2])
+        with pytest.raises(RuntimeError, match="already runs json:dumps"):
+            worker.submit("json:dumps", obj=[3])
+        assert json.loads(worker.result()) == [1, 2]
+
+
+def test_closing_stops_a_running_call_and_a_worker_without_a_job_exits_by_itself():
+    worker = Worker()
+    long = SecondStageSettings(**{**SETTINGS.__dict__, "steps": 10**7, "patience": 0})
+    worker.submit("varloss.samplers.second_stage:train_second_stage", codes=_codes(), settings=long)
+    process, folder = worker._process, worker._folder
+    worker.close()
+    assert process.poll() is not None and not folder.exists()
+    idle = Worker()
+    idle._process.stdin.close()  # the caller goes away without a job
+    assert idle._process.wait(timeout=60) == 0
+    idle.close()
+
+
+def _two_stage(**params) -> TwoStageSampler:
+    return TwoStageSampler(steps=40, train_batch_size=64, hidden=(16,), n_renorm=200, **params)
+
+
+def test_the_two_stage_sampler_fits_the_same_in_a_worker(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(two_stage, "BACKGROUND_ROWS", 0)  # so small a fit still goes there
+    images = digits_images()[:300]
+    model = untrained_vae()
+    here = _two_stage().fit(model, images)
+    with Worker() as worker:
+        shared = SharedFit(model, images, worker)
+        assert _two_stage().start(shared)
+        assert _two_stage(renormalize=False).start(shared)  # the same second stage: shared
+        assert not _two_stage(seed=1).start(shared)  # another one: the worker is taken
+        told: list[tuple[int, int]] = []
+        there = _two_stage()
+        there.on_epoch = lambda epoch, epochs: told.append((epoch, epochs))
+        there.fit(model, images, shared)
+    assert [epoch for epoch, _ in told] == list(range(1, there.epochs_trained + 1))
+    assert there.settings() == here.settings()
+    for key, value in here._state().items():
+        assert torch.equal(there._state()[key], value), key
+
+
+def test_a_failed_worker_falls_back_to_training_here(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(two_stage, "BACKGROUND_ROWS", 0)
+    images = digits_images()[:300]
+    model = untrained_vae()
+    here = _two_stage().fit(model, images)
+    with Worker() as worker:
+        shared = SharedFit(model, images, worker)
+        assert _two_stage().start(shared)
+        worker._process.kill()  # as if the machine had killed it
+        with pytest.warns(UserWarning, match="trained in this process"):
+            there = _two_stage().fit(model, images, shared)
+    for key, value in here._state().items():
+        assert torch.equal(there._state()[key], value), key
+
+
+def _run(tmp_path):
+    run = tmp_path / "run"
+    save_model(untrained_vae(), run, extra={"train": {"dataset": "digits", "limit": 300}})
+    RunFolder(run).seal()
+    return run
+
+
+PARAMS = {
+    name: {"steps": 40, "train_batch_size": 64, "hidden": [16], "n_renorm": 200}
+    for name in ("two-stage", "two-stage-raw")
+}
+
+
+def test_correct_gives_the_same_report_with_the_second_stage_in_a_worker(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(two_stage, "BACKGROUND_ROWS", 0)
+    monkeypatch.setattr(remedy_fits, "available_cores", lambda: 2)
+    workers: list[Worker] = []
+
+    class Recorded(Worker):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            workers.append(self)
+
+    monkeypatch.setattr(remedy_fits, "Worker", Recorded)
+    run = _run(tmp_path)
+    reports = {}
+    for background in (False, True):
+        reports[background] = correct_pipeline.correct(
+            run,
+            "two-stage,two-stage-raw,temperature",
+            tmp_path / f"out-{background}",
+            n_samples=100,
+            sampler_params=PARAMS,
+            fid="off",
+            progress=False,
+            background=background,
+        )
+    assert len(workers) == 1 and workers[0].target.endswith(":train_second_stage")
+    assert not workers[0]._folder.exists()
+    for name, row in reports[False]["methods"].items():
+        other = reports[True]["methods"][name]
+        for key in ("pixel_frechet", "var_generated", "gap_closed", "spectral_error"):
+            assert other[key] == row[key], (name, key)
+    assert list(reports[True]["methods"]) == list(reports[False]["methods"])
+    # fitted again into the same folder: the saved second stage serves, no worker starts
+    correct_pipeline.correct(
+        run,
+        "two-stage,two-stage-raw",
+        tmp_path / "out-True",
+        n_samples=100,
+        sampler_params=PARAMS,
+        fid="off",
+        progress=False,
+    )
+    assert len(workers) == 1
+
+
+def test_correct_starts_no_worker_on_one_core_or_for_a_small_second_stage(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+):
+    started: list[int] = []
+    monkeypatch.setattr(remedy_fits, "Worker", lambda **_: started.append(1))
+    run = _run(tmp_path)
+    monkeypatch.setattr(remedy_fits, "available_cores", lambda: 2)
+    options = {"n_samples": 100, "sampler_params": PARAMS, "fid": "off", "progress": False}
+    correct_pipeline.correct(run, "two-stage", tmp_path / "small", **options)  # 40 x 64 rows
+    monkeypatch.setattr(two_stage, "BACKGROUND_ROWS", 0)
+    monkeypatch.setattr(remedy_fits, "available_cores", lambda: 1)
+    correct_pipeline.correct(run, "two-stage", tmp_path / "one-core", **options)
+    assert started == []
+
+
+def test_the_cli_turns_the_worker_off_with_no_background(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, capsys
+):
+    from test_cli import invoke
+
+    workers: list[int] = []
+    monkeypatch.setattr(two_stage, "BACKGROUND_ROWS", 0)
+    monkeypatch.setattr(remedy_fits, "available_cores", lambda: 2)
+    monkeypatch.setattr(remedy_fits, "Worker", lambda **_: workers.append(1))
+    run = _run(tmp_path)
+    args = ["correct", run, "--method", "two-stage", "--stage2-steps", "20", "--n-samples", "100"]
+    code, _, err = invoke(monkeypatch, capsys, *args, "--fid", "off", "--no-background")
+    assert code == 0, err
+    assert workers == []
