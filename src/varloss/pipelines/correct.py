@@ -40,7 +40,6 @@ from typing import Any
 
 import torch
 
-from varloss._background import Worker
 from varloss._io import fault_point, json_safe
 from varloss._progress import progress_bar
 from varloss._threads import choose_threads, threads_kept
@@ -180,25 +179,17 @@ def correct(
     fits = RemedyFits(folder, methods, seed, sampler_params, model_fingerprint(model))
     # the lock is taken before the data loads: a second process is told at once
     with folder.lock(), threads_kept(), fits.worker(background) as worker:
-        inputs = _load_inputs(
-            run_dir, model, data, n_samples, limit, data_path, pixel_frechet_k, worker
-        )
-        probe = first_batch_probe(inputs.train_images, inputs.model, batch_size=256)
+        loaded = _load_data(data, limit, data_path)
+        model.eval()
+        probe = first_batch_probe(loaded[0], model, batch_size=256)
         threads_used = choose_threads(threads, probe).to_dict()
-        rows: dict[str, dict[str, Any]] = {}
-        grids: dict[str, torch.Tensor] = {}
-        started = fits.start_in_background(inputs.shared)
-        # the methods whose fit runs in the worker come last: the others are fitted meanwhile
-        order = [name for name in methods if name not in started] + started
-        bar = progress_bar(order, desc="correct", disable=not progress)
-        for name in bar:
-            bar.set_postfix(method=name)
-            # a second stage that trains shows its epochs in the bar (minutes on a CPU)
-            shown = functools.partial(_show_epoch, bar, name)
-            sampler, source = fits.fit_or_load(name, inputs.model, inputs.shared, shown)
-            rows[name], samples = _evaluate(name, sampler, inputs, seed, fid, curve, progress)
-            rows[name].update(sampler_dir=str(fits.directory(name)), sampler_source=source)
-            grids[name] = samples[:grid_size]
+        shared = SharedFit(model, loaded[0], worker)
+        # started before the test images' work (reconstructions, pixel FD basis): it overlaps it
+        started = fits.start_in_background(shared)
+        inputs = _inputs(
+            run_dir, data, limit, n_samples, pixel_frechet_k, loaded, shared, fits.fingerprint
+        )
+        rows, grids = _run_methods(fits, started, inputs, seed, fid, curve, progress, grid_size)
         compare_with_baseline(rows)
         headline = sort_by_headline(rows)
         settings = _settings(inputs, methods, seed, fid, rows[BASELINE], command)
@@ -250,26 +241,33 @@ def _read(source: Any, name: str, limit: int | None = None) -> torch.Tensor:
     return images[:limit] if limit is not None else images
 
 
-def _load_inputs(
-    run_dir: Path,
-    model: ModelAdapter,
-    data: _Data,
-    n_samples: int | None,
-    limit: int | None,
-    data_path: str | None,
-    pixel_frechet_k: int = DEFAULT_PIXEL_FRECHET_K,
-    worker: Worker | None = None,
-) -> _Inputs:
-    """The model's train and test data: its data set's splits, or the train (test) images."""
+def _load_data(
+    data: _Data, limit: int | None, data_path: str | None
+) -> tuple[torch.Tensor, Any, torch.Tensor]:
+    """(training images, the test set as the FID takes it, test images): the data set's
+    splits, or the train (test) images."""
     if data.train is not None:
         train_images = _read(data.train, "train", limit)
         test_images = train_images if data.test is None else _read(data.test, "test")
-        test_set: Any = test_images
-    else:
-        train_images = load_dataset(data.dataset, "train", data_path=data_path, limit=limit).images
-        test_set = load_dataset(data.dataset, "test", data_path=data_path)
-        test_images = test_set.images.detach().to("cpu", torch.float32)
-    model.eval()
+        return train_images, test_images, test_images
+    train_images = load_dataset(data.dataset, "train", data_path=data_path, limit=limit).images
+    test_set = load_dataset(data.dataset, "test", data_path=data_path)
+    return train_images, test_set, test_set.images.detach().to("cpu", torch.float32)
+
+
+def _inputs(
+    run_dir: Path,
+    data: _Data,
+    limit: int | None,
+    n_samples: int | None,
+    pixel_frechet_k: int,
+    loaded: tuple[torch.Tensor, Any, torch.Tensor],
+    shared: SharedFit,
+    fingerprint: str,
+) -> _Inputs:
+    """What every method is evaluated on, from the loaded data: the test images'
+    reconstructions, their price and their pixel FD basis."""
+    model, (train_images, test_set, test_images) = shared.model, loaded
     reconstructed = mean_reconstructions(model, test_images)
     return _Inputs(
         run_dir=run_dir,
@@ -277,7 +275,7 @@ def _load_inputs(
         dataset=data.dataset,
         train_limit=limit,
         model=model,
-        fingerprint=model_fingerprint(model),
+        fingerprint=fingerprint,
         train_images=train_images,
         test_set=test_set,
         test_images=test_images,
@@ -285,8 +283,36 @@ def _load_inputs(
         reconstructed=reconstructed,
         price_before=price_before(test_images, reconstructed),
         frechet=PixelFrechet(test_images, pixel_frechet_k),
-        shared=SharedFit(model, train_images, worker),
+        shared=shared,
     )
+
+
+def _run_methods(
+    fits: RemedyFits,
+    started: list[str],
+    inputs: _Inputs,
+    seed: int,
+    fid: str,
+    curve: bool,
+    progress: bool,
+    grid_size: int,
+) -> tuple[dict[str, dict[str, Any]], dict[str, torch.Tensor]]:
+    """Each method fitted (or loaded) and evaluated: (its row, the first `grid_size` of its
+    samples), by method. Those `started` in the worker come last: the others are fitted
+    meanwhile."""
+    rows: dict[str, dict[str, Any]] = {}
+    grids: dict[str, torch.Tensor] = {}
+    order = [name for name in fits.wanted if name not in started] + started
+    bar = progress_bar(order, desc="correct", disable=not progress)
+    for name in bar:
+        bar.set_postfix(method=name)
+        # a second stage that trains shows its epochs in the bar (minutes on a CPU)
+        shown = functools.partial(_show_epoch, bar, name)
+        sampler, source = fits.fit_or_load(name, inputs.model, inputs.shared, shown)
+        rows[name], samples = _evaluate(name, sampler, inputs, seed, fid, curve, progress)
+        rows[name].update(sampler_dir=str(fits.directory(name)), sampler_source=source)
+        grids[name] = samples[:grid_size]
+    return rows, grids
 
 
 def _show_epoch(bar: Any, method: str, epoch: int, epochs: int) -> None:
