@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -223,3 +225,37 @@ def test_the_cli_turns_the_worker_off_with_no_background(
     code, _, err = invoke(monkeypatch, capsys, *args, "--fid", "off", "--no-background")
     assert code == 0, err
     assert workers == []
+
+
+def test_a_worker_whose_caller_dies_stops_and_removes_its_files(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    # a caller process that starts a long second stage in a worker, says where, and is killed
+    script = f"""
+import sys, torch
+sys.path.insert(0, {str(tmp_path)!r})
+from varloss._background import Worker
+from varloss.samplers.second_stage import SecondStageSettings
+settings = SecondStageSettings(4, 3, (8,), 10**7, 0.2, 32, 2e-3, 0.0, 0, 1e-3, 5)
+worker = Worker()
+worker.submit("varloss.samplers.second_stage:train_second_stage", callback="on_epoch",
+              codes=torch.randn(200, 4), settings=settings)
+print(worker._folder, worker._process.pid, flush=True)
+import time; time.sleep(600)
+"""
+    caller = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    folder, pid = caller.stdout.readline().split()
+    caller.kill()
+    caller.wait()
+    caller.stdout.close()
+    for _ in range(600):  # the worker notices at its next epoch (a fraction of a second)
+        if not Path(folder).exists():
+            break
+        time.sleep(0.1)
+    assert not Path(folder).exists()
+    with pytest.raises(ProcessLookupError):
+        for _ in range(100):
+            os.kill(int(pid), 0)  # raises once the worker is gone
+            time.sleep(0.1)

@@ -10,19 +10,21 @@ A fresh interpreter (`python -m varloss._background`), not `multiprocessing`: fo
 whose OpenMP threads are running can hang it, and spawning re-imports the caller's `__main__`,
 which re-runs a script without an `if __name__ == "__main__"` guard.
 
-The protocol: the worker imports torch and the `preload` modules (those its call will need: their
-import then overlaps the caller's work too), then reads one job from its stdin (`torch.save` of
-{"target": "module:function", "kwargs": {...}, "callback": keyword or None}), calls the function
-with torch and the BLAS libraries on `threads` threads, and `torch.save`s its return value into
-the file named by its argument. When the job names a callback keyword, the function gets a
-callable under it whose every call prints one line `progress <JSON arguments>` on stdout;
-`Worker.result(callback)` replays those calls here. The worker's stderr goes to a file whose last
-lines a failure quotes. A worker whose stdin closes without a job (its caller went away) exits.
+The protocol: the worker imports torch and the `preload` modules (those its call will need:
+their import then overlaps the caller's work too), then waits for one line on its stdin, which
+says that the job is in the file `job.pt` beside the result (`torch.save` of {"target":
+"module:function", "kwargs": {...}, "callback": keyword or None}; a file, so that the caller
+never waits on a pipe for a worker still importing). It calls the function with torch and the
+BLAS libraries on `threads` threads, and `torch.save`s its return value into the file named by
+its argument. When the job names a callback keyword, the function gets a callable under it whose
+every call prints one line `progress <JSON arguments>` on stdout; `Worker.result(callback)`
+replays those calls here. The worker's stderr goes to a file whose last lines a failure quotes.
+A worker whose stdin closes without a job (its caller went away) exits, and so does one whose
+caller dies while it runs (seen at its next progress call), removing its files.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -54,6 +56,7 @@ class Worker:
     def __init__(self, threads: int = 1, preload: Sequence[str] = ()) -> None:
         self._folder = Path(tempfile.mkdtemp(prefix="varloss-worker-"))
         self._result = self._folder / "result.pt"
+        self._job = self._folder / "job.pt"
         self._stderr = open(self._folder / "stderr.txt", "wb")  # noqa: SIM115 (closed in close)
         package_root = str(Path(__file__).resolve().parents[1])  # this varloss, in the worker
         path = os.environ.get("PYTHONPATH")
@@ -98,11 +101,12 @@ class Worker:
         if self.busy:
             raise RuntimeError(f"this worker already runs {self.target}.")
         self.target = target
-        buffer = io.BytesIO()
-        torch.save({"target": target, "kwargs": kwargs, "callback": callback}, buffer)
+        partial = self._job.with_suffix(".partial")
+        torch.save({"target": target, "kwargs": kwargs, "callback": callback}, partial)
+        partial.replace(self._job)
         assert self._process.stdin is not None
         try:
-            self._process.stdin.write(buffer.getvalue())
+            self._process.stdin.write(b"go\n")
             self._process.stdin.close()
         except BrokenPipeError:  # the worker died before it read its job: `result` says why
             pass
@@ -146,9 +150,19 @@ class Worker:
         self.close()
 
 
+_CALLER = os.getppid()  # in the worker: the process that started it
+
+
 def _report(*values: Any) -> None:
-    sys.stdout.buffer.write(_PROGRESS + json.dumps(values).encode() + b"\n")
-    sys.stdout.buffer.flush()
+    """The worker's progress callback; it stops the worker once its caller is gone."""
+    try:
+        if os.getppid() != _CALLER:
+            raise BrokenPipeError
+        sys.stdout.buffer.write(_PROGRESS + json.dumps(values).encode() + b"\n")
+        sys.stdout.buffer.flush()
+    except BrokenPipeError:  # the caller died (killed): nobody will read the result
+        shutil.rmtree(Path(sys.argv[1]).parent, ignore_errors=True)
+        os._exit(1)
 
 
 def _main(argv: list[str]) -> int:
@@ -162,10 +176,9 @@ def _main(argv: list[str]) -> int:
     for module in argv[3:]:
         importlib.import_module(module)
     torch.set_num_threads(threads)
-    payload = sys.stdin.buffer.read()
-    if not payload:  # the caller went away without a job
+    if not sys.stdin.buffer.readline():  # the caller went away without a job
         return 0
-    job = torch.load(io.BytesIO(payload), weights_only=False)  # from our own caller
+    job = torch.load(result.with_name("job.pt"), weights_only=False)  # from our own caller
     module, _, name = job["target"].partition(":")
     function = getattr(importlib.import_module(module), name)
     kwargs = dict(job["kwargs"])

