@@ -81,8 +81,9 @@ def main() -> None:
         if reports[False]["methods"][name]["pixel_frechet"] != row["pixel_frechet"]
     ]
     epochs = trained.get("stopped_epoch")  # the epochs trained (early stopping ends them)
+    train_threads = (trained.get("settings") or {}).get("threads", {}).get("used")
     print(f"train   dense latent {args.latent}, limit {args.limit}: {train_seconds:7.1f} s "
-          f"({epochs} epochs)")  # fmt: skip
+          f"({epochs} epochs, {train_threads} torch threads)")  # fmt: skip
     for background, label in ((False, "--no-background"), (True, "--background (default)")):
         print(f"correct --method all {label:23s} {seconds[background]:7.1f} s  ratio to train "
               f"{seconds[background] / train_seconds:5.2f} (target <= 0.25)")  # fmt: skip

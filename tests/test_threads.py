@@ -14,7 +14,13 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from varloss import _threads
-from varloss._threads import ThreadChoice, choose_threads, parse_threads, time_threads
+from varloss._threads import (
+    ThreadChoice,
+    choose_threads,
+    parse_threads,
+    threads_kept,
+    time_threads,
+)
 from varloss.cli import app
 from varloss.errors import InputError
 from varloss.pipelines.train import train
@@ -177,3 +183,18 @@ def test_auto_trains_exactly_like_the_count_it_chose(
     weights = [load_file(tmp_path / name / MODEL_FILE) for name in ("auto", "explicit")]
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_a_count_limits_numpy_s_blas_too_and_the_caller_gets_it_back():
+    import numpy as np  # noqa: F401  (loads numpy's BLAS, so threadpoolctl can see it)
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads() -> set[int]:
+        return {info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"}
+
+    with threadpool_limits(limits=2, user_api="blas"):  # as on a 2-core machine
+        assert blas_threads() == {2}
+        with threads_kept():
+            choose_threads(1, probe=None)
+            assert blas_threads() == {1} and torch.get_num_threads() == 1
+        assert blas_threads() == {2}

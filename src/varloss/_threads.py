@@ -16,6 +16,9 @@ The chosen count is recorded (`ThreadChoice.to_dict()`: asked, used, rule, timin
 with `auto` equal results with `--threads USED` bit for bit; for some models (convolutions)
 the thread count changes float32 rounding, so two `auto` runs on machines (or moments) that
 chose differently can differ in the last bits: give the recorded count to reproduce exactly.
+A count (asked or chosen) also limits the BLAS libraries numpy and scipy load (`set_threads`,
+through threadpoolctl): left alone they take one thread per core, so a command's numpy work
+would spread onto a core given to something else (`varloss correct`'s worker process).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from threadpoolctl import threadpool_limits
 
 from varloss.errors import InputError
 
@@ -115,7 +119,7 @@ def choose_threads(
     if asked is None:
         return ThreadChoice(None, most, "torch's setting, unchanged")
     if asked != AUTO:
-        torch.set_num_threads(asked)
+        set_threads(asked)
         return ThreadChoice(asked, asked, "as asked")
     if probe is None:
         return ThreadChoice(AUTO, most, "not timed: the work runs on an accelerator")
@@ -123,17 +127,26 @@ def choose_threads(
         return ThreadChoice(AUTO, 1, "not timed: one thread is all there is")
     timings = (timing or time_threads)(probe, (1, most))
     used = min(timings, key=lambda count: (timings[count], count))  # a tie: one thread
-    torch.set_num_threads(used)
+    set_threads(used)
     faster = "one thread" if used == 1 else f"{used} threads"
     return ThreadChoice(AUTO, used, f"timed: {faster} ran the first steps faster", timings)
 
 
+def set_threads(count: int) -> None:
+    """Set torch's CPU threads and the BLAS threads of numpy and scipy (OpenBLAS, MKL: through
+    threadpoolctl) to `count`: the work of a command stays on the cores it chose, e.g. beside
+    `correct`'s worker process (a BLAS left at one thread per core would share that core)."""
+    torch.set_num_threads(count)
+    threadpool_limits(limits=count, user_api="blas")
+
+
 @contextlib.contextmanager
 def threads_kept() -> Iterator[None]:
-    """Give torch's thread count back as it was when the block ends (a library call that chose
-    its own leaves the caller's setting alone)."""
+    """Give torch's thread count and the BLAS libraries' back as they were when the block ends
+    (a library call that chose its own leaves the caller's setting alone)."""
     previous = torch.get_num_threads()
     try:
-        yield
+        with threadpool_limits(limits=None, user_api="blas"):  # restores them on leaving
+            yield
     finally:
         torch.set_num_threads(previous)

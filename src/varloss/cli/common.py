@@ -17,8 +17,8 @@ from varloss.errors import InputError
 THREADS_OPTION = typer.Option(
     AUTO,
     "--threads",
-    help="CPU threads for torch: auto (the faster of 1 and torch's default, timed on the first "
-    "steps; recorded in the report) or a count, e.g. 1.",
+    help="CPU threads for torch and numpy's BLAS: auto (the faster of 1 and torch's default, "
+    "timed on the first steps; recorded in the report) or a count, e.g. 1.",
 )
 
 
