@@ -423,3 +423,27 @@ def test_a_factory_written_before_resize_existed_still_works(registered) -> None
     assert get_extractor("strict").name == "strict"
     with pytest.raises(InputError, match="cannot apply to the extractor 'strict'"):
         get_extractor("strict", resize="pil-bicubic")
+
+
+def test_the_fid_command_says_a_small_sample_warning_once(
+    tmp_path, monkeypatch, capsys, registered
+) -> None:
+    from test_cli import invoke
+
+    from varloss.quality import EXTRACTORS, ModuleExtractor
+
+    def flatten_factory(*, batch_size, device, **rest):
+        return ModuleExtractor(nn.Flatten(), name="flat", batch_size=batch_size, device=device)
+
+    registered(EXTRACTORS, "flat", flatten_factory)
+    monkeypatch.setenv("VARLOSS_DATA_DIR", str(tmp_path))
+    gen = torch.Generator().manual_seed(3)
+    for name, count in (("real", 50), ("generated", 20)):  # 36 features: generated is too few
+        np.save(tmp_path / f"{name}.npy", torch.rand(count, 1, 6, 6, generator=gen).numpy())
+    args = ["fid", "--real", tmp_path / "real.npy", "--generated", tmp_path / "generated.npy"]
+    with warnings.catch_warnings(record=True) as raised:  # what Python would print as well
+        warnings.simplefilter("always")
+        code, out, err = invoke(monkeypatch, capsys, *args, "--features", "flat", "--no-kid")
+    assert code == 0, err
+    said = out + err + "".join(str(warning.message) for warning in raised)
+    assert said.count("fewer than the feature dimension 36") == 1

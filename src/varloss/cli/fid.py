@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import typer
 
 from varloss._io import atomic_write_json, check_output_path
@@ -96,25 +98,28 @@ def fid_command(
     """
     from varloss.quality import fid  # start-up cost: see cli/__init__.py
     from varloss.quality.inception import resize_choice
+    from varloss.quality.score import SmallSampleWarning
 
     if json_out is not None:
         check_output_path(json_out, "--json")
     if resize is not None:
         resize_choice(resize)  # a bad --resize is refused before any image is read
-    result = fid(
-        real,
-        generated,
-        features=features,
-        dataset=dataset,
-        weights=weights,
-        resize=resize,
-        batch_size=batch_size,
-        cache=cache,
-        prdc=prdc,
-        kid=kid,
-        fid_infinity=fid_infinity,
-        progress=True,
-    )
+    with warnings.catch_warnings():  # printed below with the result's other warnings
+        warnings.simplefilter("ignore", SmallSampleWarning)
+        result = fid(
+            real,
+            generated,
+            features=features,
+            dataset=dataset,
+            weights=weights,
+            resize=resize,
+            batch_size=batch_size,
+            cache=cache,
+            prdc=prdc,
+            kid=kid,
+            fid_infinity=fid_infinity,
+            progress=True,
+        )
     print_fid(result, prdc)
     if json_out:
         atomic_write_json(json_out, result)

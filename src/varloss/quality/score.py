@@ -292,6 +292,11 @@ def _real_statistics(
     return statistics, features if keep_features else None, False
 
 
+class SmallSampleWarning(UserWarning):
+    """A set with fewer samples than feature dimensions: its FID is biased upward. The same
+    sentence is in the result's `warnings`, which `varloss fid` prints (so it hides this one)."""
+
+
 def _sample_size_notes(
     real: FeatureStatistics, generated: FeatureStatistics, dim: int
 ) -> list[str]:
@@ -303,6 +308,6 @@ def _sample_size_notes(
                 f"{name} set has {count} samples, fewer than the feature dimension {dim}: its "
                 "covariance is singular and the FID is biased upward; use more samples."
             )
-            warnings.warn(note, stacklevel=3)
+            warnings.warn(note, SmallSampleWarning, stacklevel=3)
             notes.append(note)
     return notes
