@@ -196,7 +196,7 @@ def test_correct_gives_the_same_report_with_the_second_stage_in_a_worker(
     assert len(workers) == 1
 
 
-def test_correct_starts_no_worker_on_one_core_or_for_a_small_second_stage(
+def test_correct_starts_no_worker_on_one_core_for_a_small_second_stage_or_alone(
     tmp_path, monkeypatch: pytest.MonkeyPatch
 ):
     started: list[int] = []
@@ -204,10 +204,13 @@ def test_correct_starts_no_worker_on_one_core_or_for_a_small_second_stage(
     run = _run(tmp_path)
     monkeypatch.setattr(remedy_fits, "available_cores", lambda: 2)
     options = {"n_samples": 100, "sampler_params": PARAMS, "fid": "off", "progress": False}
-    correct_pipeline.correct(run, "two-stage", tmp_path / "small", **options)  # 40 x 64 rows
+    methods = "two-stage,temperature"
+    correct_pipeline.correct(run, methods, tmp_path / "small", **options)  # 40 x 64 rows
     monkeypatch.setattr(two_stage, "BACKGROUND_ROWS", 0)
+    # the second stage alone (the prior is nothing to fit): nothing to overlap the worker with
+    correct_pipeline.correct(run, "two-stage,two-stage-raw", tmp_path / "alone", **options)
     monkeypatch.setattr(remedy_fits, "available_cores", lambda: 1)
-    correct_pipeline.correct(run, "two-stage", tmp_path / "one-core", **options)
+    correct_pipeline.correct(run, methods, tmp_path / "one-core", **options)
     assert started == []
 
 
@@ -221,7 +224,8 @@ def test_the_cli_turns_the_worker_off_with_no_background(
     monkeypatch.setattr(remedy_fits, "available_cores", lambda: 2)
     monkeypatch.setattr(remedy_fits, "Worker", lambda **_: workers.append(1))
     run = _run(tmp_path)
-    args = ["correct", run, "--method", "two-stage", "--stage2-steps", "20", "--n-samples", "100"]
+    methods = "two-stage,temperature"  # something to fit meanwhile: a worker would start
+    args = ["correct", run, "--method", methods, "--stage2-steps", "20", "--n-samples", "100"]
     code, _, err = invoke(monkeypatch, capsys, *args, "--fid", "off", "--no-background")
     assert code == 0, err
     assert workers == []

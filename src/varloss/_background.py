@@ -3,8 +3,8 @@
 Why: `varloss correct` spends about half its time training the second stage of the two-stage
 methods, a small MLP that runs fastest on one thread, while the rest of its work (fitting and
 measuring the other remedies) would leave a second core idle. A `Worker` is a Python process that
-runs one call there; started early, it pays its start (importing torch, about 2 s) while this
-process loads data.
+runs one call there; started early, it pays its start (importing torch and what the call needs,
+about 3 s) while this process loads data.
 
 A fresh interpreter (`python -m varloss._background`), not `multiprocessing`: forking a process
 whose OpenMP threads are running can hang it, and spawning re-imports the caller's `__main__`,

@@ -22,7 +22,14 @@ from varloss._background import Worker, available_cores
 from varloss._io import json_safe
 from varloss.errors import InputError
 from varloss.runs import SAMPLERS_DIR, RunFolder
-from varloss.samplers import Sampler, SharedFit, create_sampler, load_sampler, read_sampler_config
+from varloss.samplers import (
+    BASELINE,
+    Sampler,
+    SharedFit,
+    create_sampler,
+    load_sampler,
+    read_sampler_config,
+)
 
 __all__ = ["RemedyFits"]
 
@@ -64,18 +71,18 @@ class RemedyFits:
 
     def worker(self, background: bool) -> contextlib.AbstractContextManager[Worker | None]:
         """A worker process for the fits that run in the background (`Sampler.start`), started now
-        so that its own start overlaps the data load; none (a null context) when `background` is
-        off, this process has one core, or no sampler to be fitted would use it."""
+        so that its own start (about 3 s: Python, torch) overlaps the data load; none (a null
+        context) when `background` is off, this process has one core, no sampler to be fitted
+        would use it, or no other method but the prior is to be fitted (nothing to overlap it
+        with: the worker's start would only add to the wait)."""
         if not background or available_cores() < 2:
             return contextlib.nullcontext()
-        modules = [
-            module
-            for name, sampler in self.wanted.items()
-            if sampler.runs_in_background() and not self.saved(name)
-            for module in sampler.background_modules
-        ]
-        if not modules:
+        to_fit = {name: sampler for name, sampler in self.wanted.items() if not self.saved(name)}
+        there = [sampler for sampler in to_fit.values() if sampler.runs_in_background()]
+        here = [n for n, s in to_fit.items() if not s.runs_in_background() and n != BASELINE]
+        if not there or not here:
             return contextlib.nullcontext()
+        modules = [module for sampler in there for module in sampler.background_modules]
         return Worker(preload=list(dict.fromkeys(modules)))
 
     def start_in_background(self, shared: SharedFit) -> list[str]:

@@ -12,7 +12,7 @@ The second stage (`varloss.samplers.second_stage`) stops early on its own valida
 (`varloss correct` on two or more cores), `start` trains it there while the caller fits the other
 remedies, and `fit` collects it: the same weights, bit for bit, as training here. A second stage
 of fewer than `BACKGROUND_ROWS` code rows (steps x batch) trains here: the worker's start (about
-2 s) would cost more than it saves.
+3 s: Python, torch and the modules it needs) would cost more than it saves.
 
 The defaults (hidden (128, 128), batches of 512, lr 2e-3, at most 3000 steps: ~29 epochs of
 MNIST's 54,000 training codes) replaced (256, 256), 256, 1e-3 and 6000 steps (the same ~29
@@ -61,8 +61,8 @@ from varloss.variance.protocol import Stream, stream_seed
 
 _STD_FLOOR = 1e-8  # keeps standardisation finite for a code dimension that never varies
 # code rows (steps x batch) from which the second stage trains in a worker when one is given:
-# 500 steps of 512, about 2 s of one core, what the worker's start costs
-BACKGROUND_ROWS = 256_000
+# 750 steps of 512, about 3 s of one core, what the worker's start costs
+BACKGROUND_ROWS = 384_000
 
 
 @register
