@@ -162,7 +162,7 @@ def test_correct_gives_the_same_report_with_the_second_stage_in_a_worker(
             super().__init__(*args, **kwargs)
             workers.append(self)
 
-    monkeypatch.setattr(remedy_fits, "Worker", Recorded)
+    monkeypatch.setattr(remedy_fits, "take_worker", lambda **kw: Recorded(**kw))
     run = _run(tmp_path)
     reports = {}
     for background in (False, True):
@@ -200,7 +200,7 @@ def test_correct_starts_no_worker_on_one_core_for_a_small_second_stage_or_alone(
     tmp_path, monkeypatch: pytest.MonkeyPatch
 ):
     started: list[int] = []
-    monkeypatch.setattr(remedy_fits, "Worker", lambda **_: started.append(1))
+    monkeypatch.setattr(remedy_fits, "take_worker", lambda **_: started.append(1))
     run = _run(tmp_path)
     monkeypatch.setattr(remedy_fits, "available_cores", lambda: 2)
     options = {"n_samples": 100, "sampler_params": PARAMS, "fid": "off", "progress": False}
@@ -222,7 +222,7 @@ def test_the_cli_turns_the_worker_off_with_no_background(
     workers: list[int] = []
     monkeypatch.setattr(two_stage, "BACKGROUND_ROWS", 0)
     monkeypatch.setattr(remedy_fits, "available_cores", lambda: 2)
-    monkeypatch.setattr(remedy_fits, "Worker", lambda **_: workers.append(1))
+    monkeypatch.setattr(remedy_fits, "take_worker", lambda **_: workers.append(1))
     run = _run(tmp_path)
     methods = "two-stage,temperature"  # something to fit meanwhile: a worker would start
     args = ["correct", run, "--method", methods, "--stage2-steps", "20", "--n-samples", "100"]
@@ -263,3 +263,48 @@ import time; time.sleep(600)
         for _ in range(100):
             os.kill(int(pid), 0)  # raises once the worker is gone
             time.sleep(0.1)
+
+
+def test_a_warm_worker_is_taken_by_the_same_arguments_only(monkeypatch: pytest.MonkeyPatch):
+    from varloss import _background
+
+    monkeypatch.setattr(_background, "_WARM", {})
+    monkeypatch.setattr(_background, "available_cores", lambda: 2)
+    _background.warm_up(preload=("json",))
+    warm = _background._WARM[(1, ("json",))]
+    other = _background.take_worker(preload=("math",))  # not the warm one's arguments
+    try:
+        assert other is not warm and _background._WARM == {(1, ("json",)): warm}
+        taken = _background.take_worker(preload=["json"])
+        assert taken is warm and _background._WARM == {}
+        taken.submit("json:dumps", obj={"a": 1})
+        assert json.loads(taken.result()) == {"a": 1}
+    finally:
+        other.close()
+        warm.close()
+        warm.close()  # again, as at exit: nothing
+    monkeypatch.setattr(_background, "available_cores", lambda: 1)
+    _background.warm_up(preload=("json",))  # one core: no worker to overlap anything
+    assert _background._WARM == {}
+
+
+def test_the_cli_warms_the_second_stage_s_worker_up_before_its_imports(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, capsys
+):
+    from test_cli import invoke
+
+    from varloss.cli import correct as correct_cli
+
+    assert correct_cli.SECOND_STAGE_MODULES == TwoStageSampler.background_modules
+    warmed: list[tuple[str, ...]] = []
+    monkeypatch.setattr(correct_cli, "warm_up", lambda preload: warmed.append(preload))
+    run = _run(tmp_path)
+    options = ["--stage2-steps", "20", "--n-samples", "100", "--fid", "off", "--no-report"]
+    for methods, flags in (("temperature", []), ("two-stage", ["--no-background"])):
+        args = ["correct", run, "--method", methods, *options, *flags]
+        code, _, err = invoke(monkeypatch, capsys, *args)
+        assert code == 0, err
+    assert warmed == []
+    code, _, err = invoke(monkeypatch, capsys, "correct", run, "--method", "two-stage", *options)
+    assert code == 0, err
+    assert warmed == [TwoStageSampler.background_modules]

@@ -25,6 +25,7 @@ caller dies while it runs (seen at its next progress call), removing its files.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -37,6 +38,34 @@ from typing import Any
 
 _PROGRESS = b"progress "
 _QUOTED_LINES = 12  # of the worker's stderr, in the error a failed call raises
+
+
+_WARM: dict[tuple[int, tuple[str, ...]], Worker] = {}  # started by `warm_up`, not yet taken
+
+
+def warm_up(threads: int = 1, preload: Sequence[str] = ()) -> None:
+    """Start a worker now for a later `take_worker` with the same arguments: a command calls it
+    before its own imports (torch, a second or two), so that the worker's start overlaps them too.
+    A warm worker nobody takes is stopped at exit. Nothing on one core, or if it cannot start."""
+    key = (int(threads), tuple(preload))
+    if key in _WARM or available_cores() < 2:
+        return
+    try:
+        worker = Worker(threads, preload)
+    except OSError:
+        return  # `take_worker` will say why, if a worker is wanted after all
+    _WARM[key] = worker
+    atexit.register(worker.close)
+
+
+def take_worker(threads: int = 1, preload: Sequence[str] = ()) -> Worker:
+    """The worker `warm_up` started with these arguments, if it is still waiting; else a new one."""
+    worker = _WARM.pop((int(threads), tuple(preload)), None)
+    if worker is not None and not worker.busy and worker._process.poll() is None:
+        return worker
+    if worker is not None:
+        worker.close()
+    return Worker(threads, preload)
 
 
 def available_cores() -> int:
@@ -133,7 +162,7 @@ class Worker:
         return torch.load(self._result, weights_only=False)  # written by our own worker
 
     def close(self) -> None:
-        """Stop the worker if it still runs and remove its files."""
+        """Stop the worker if it still runs and remove its files (again: nothing)."""
         if self._process.poll() is None:
             self._process.kill()
         self._process.wait()

@@ -18,7 +18,7 @@ from typing import Any
 
 from torch import nn
 
-from varloss._background import Worker, available_cores
+from varloss._background import Worker, available_cores, take_worker
 from varloss._io import json_safe
 from varloss.errors import InputError
 from varloss.runs import SAMPLERS_DIR, RunFolder
@@ -83,7 +83,7 @@ class RemedyFits:
         if not there or not here:
             return contextlib.nullcontext()
         modules = [module for sampler in there for module in sampler.background_modules]
-        return Worker(preload=list(dict.fromkeys(modules)))
+        return take_worker(preload=tuple(dict.fromkeys(modules)))
 
     def start_in_background(self, shared: SharedFit) -> list[str]:
         """The methods whose slow part of fitting now runs in `shared`'s worker (`Sampler.start`).
