@@ -183,6 +183,7 @@ def test_correct_gives_the_same_report_with_the_second_stage_in_a_worker(
         for key in ("pixel_frechet", "var_generated", "gap_closed", "spectral_error"):
             assert other[key] == row[key], (name, key)
     assert list(reports[True]["methods"]) == list(reports[False]["methods"])
+    assert [reports[b]["settings"]["second_stage_worker"] for b in (False, True)] == [False, True]
     # fitted again into the same folder: the saved second stage serves, no worker starts
     correct_pipeline.correct(
         run,

@@ -158,14 +158,15 @@ def correct(
     `n_samples`: generated samples per method (default: as many as test images). `fid`: "auto"
     (only with a cached domain classifier), "on" (train it if needed) or "off"; True/False mean
     "on"/"off". `command` (the CLI passes its command line) is recorded in the settings.
-    `threads`: torch's CPU threads, "auto" (the CLI's default: timed on a batch of the model's
-    reconstructions, samples and their measurement, `varloss._threads`), a count or None (as
-    set); recorded in the settings, the caller's setting given back at the end.
+    `threads`: torch's (and numpy's BLAS) CPU threads, "auto" (the CLI's default: timed on a
+    batch of the model's reconstructions, samples and their measurement, `varloss._threads`), a
+    count or None (as set); recorded in the settings, the caller's setting given back at the end.
     `curve`: also sweep each image-space remedy's strength from 0 to 1 (`curve` in its row,
     curve.png). `pixel_frechet_k`: K of `pixel_frechet`'s principal basis.
     `background`: on two or more cores, train the second stage in a worker process
     (`varloss._background`) while the other methods are fitted and measured; the same numbers
-    either way (the second stage trains on one thread, seeded, in both places).
+    either way (the second stage trains on one thread, seeded, in both places). Whether it did
+    is recorded (`settings.second_stage_worker`).
     """
     fid = fid_mode(fid)
     methods = parse_methods(method)
@@ -194,6 +195,7 @@ def correct(
         headline = sort_by_headline(rows)
         settings = _settings(inputs, methods, seed, fid, rows[BASELINE], command)
         settings.update(threads=threads_used, headline=headline, curve=bool(curve))
+        settings["second_stage_worker"] = started != []  # the same numbers either way
         report = json_safe(_report(methods, rows, settings))
         _write_outputs(folder, inputs, rows, grids, report, grid_size)
     return report
