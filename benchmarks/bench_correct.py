@@ -13,7 +13,10 @@ method's fit and sample seconds, from its report.json; a fit in the worker overl
     python benchmarks/bench_correct.py [--latent 8] [--limit N] [--epochs 40] [--threads 1|auto]
 
 `--limit` trains and fits on the first N training images (a quick check; the ratio is then not
-the preset's).
+the preset's). `--threads 1`, the default, trains as the preset does: `varloss study` runs one
+single-threaded job per core, so each of its models trains on one thread. `--threads auto` lets
+training time one thread against all cores (alone on a quiet machine it may take both: a faster
+training than the study's, so a higher ratio); correct then times its own choice too.
 """
 
 from __future__ import annotations
