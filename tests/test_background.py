@@ -309,3 +309,21 @@ def test_the_cli_warms_the_second_stage_s_worker_up_before_its_imports(
     code, _, err = invoke(monkeypatch, capsys, "correct", run, "--method", "two-stage", *options)
     assert code == 0, err
     assert warmed == [TwoStageSampler.background_modules]
+
+
+def test_a_worker_s_progress_never_fills_the_pipe_while_nobody_collects():
+    # 64 codes in batches of 32: 2 steps an epoch, 8000 steps make 4000 progress lines (~90 kB,
+    # more than a pipe holds): the worker must finish before anyone asks for its result
+    many = SecondStageSettings(**{**SETTINGS.__dict__, "steps": 8000, "patience": 0})
+    many = SecondStageSettings(**{**many.__dict__, "validation": 0.0, "hidden": (4,)})
+    with Worker() as worker:
+        worker.submit(
+            "varloss.samplers.second_stage:train_second_stage",
+            callback="on_epoch",
+            codes=_codes()[:64],
+            settings=many,
+        )
+        assert worker._process.wait(timeout=300) == 0
+        told: list[int] = []
+        worker.result(lambda epoch, epochs: told.append(epoch))
+    assert told == list(range(1, 4001))

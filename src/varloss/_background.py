@@ -28,10 +28,12 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import queue
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -116,6 +118,20 @@ class Worker:
             self._stderr.close()
             shutil.rmtree(self._folder, ignore_errors=True)
             raise
+        # the worker's stdout is read as it comes, so that its progress lines never fill the pipe
+        # (and stall it) while this process is busy elsewhere; `result` replays them
+        self._lines: queue.Queue[bytes | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._drain, daemon=True)
+        self._reader.start()
+
+    def _drain(self) -> None:
+        assert self._process.stdout is not None
+        try:
+            for line in self._process.stdout:
+                self._lines.put(line)
+        except (OSError, ValueError):  # closed under it by `close`
+            pass
+        self._lines.put(None)  # end of output: the worker has exited or closed it
 
     @property
     def busy(self) -> bool:
@@ -147,10 +163,10 @@ class Worker:
 
         if not self.busy:
             raise RuntimeError("nothing was submitted to this worker.")
-        assert self._process.stdout is not None
-        for line in self._process.stdout:
+        while (line := self._lines.get()) is not None:
             if line.startswith(_PROGRESS) and callback is not None:
                 callback(*json.loads(line[len(_PROGRESS) :]))
+        self._lines.put(None)  # a second `result` ends at once too
         code = self._process.wait()
         if code != 0 or not self._result.is_file():
             self._stderr.flush()
@@ -166,6 +182,7 @@ class Worker:
         if self._process.poll() is None:
             self._process.kill()
         self._process.wait()
+        self._reader.join(timeout=5)  # its pipe ends with the worker
         for stream in (self._process.stdin, self._process.stdout):
             if stream is not None and not stream.closed:
                 stream.close()
