@@ -101,11 +101,23 @@ def _two_stage(**params) -> TwoStageSampler:
     return TwoStageSampler(steps=40, train_batch_size=64, hidden=(16,), n_renorm=200, **params)
 
 
-def test_the_two_stage_sampler_fits_the_same_in_a_worker(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(two_stage, "BACKGROUND_ROWS", 0)  # so small a fit still goes there
+@pytest.fixture
+def fitted_here(monkeypatch: pytest.MonkeyPatch):
+    """(model, images, the second stage fitted in this process), with so small a fit still sent
+    to a worker when one is given."""
+    monkeypatch.setattr(two_stage, "BACKGROUND_ROWS", 0)
     images = digits_images()[:300]
     model = untrained_vae()
-    here = _two_stage().fit(model, images)
+    return model, images, _two_stage().fit(model, images)
+
+
+def _assert_same_state(here: TwoStageSampler, there: TwoStageSampler) -> None:
+    for key, value in here._state().items():
+        assert torch.equal(there._state()[key], value), key
+
+
+def test_the_two_stage_sampler_fits_the_same_in_a_worker(fitted_here):
+    model, images, here = fitted_here
     with Worker() as worker:
         shared = SharedFit(model, images, worker)
         assert _two_stage().start(shared)
@@ -117,23 +129,18 @@ def test_the_two_stage_sampler_fits_the_same_in_a_worker(monkeypatch: pytest.Mon
         there.fit(model, images, shared)
     assert [epoch for epoch, _ in told] == list(range(1, there.epochs_trained + 1))
     assert there.settings() == here.settings()
-    for key, value in here._state().items():
-        assert torch.equal(there._state()[key], value), key
+    _assert_same_state(here, there)
 
 
-def test_a_failed_worker_falls_back_to_training_here(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(two_stage, "BACKGROUND_ROWS", 0)
-    images = digits_images()[:300]
-    model = untrained_vae()
-    here = _two_stage().fit(model, images)
+def test_a_failed_worker_falls_back_to_training_here(fitted_here):
+    model, images, here = fitted_here
     with Worker() as worker:
         shared = SharedFit(model, images, worker)
         assert _two_stage().start(shared)
         worker._process.kill()  # as if the machine had killed it
         with pytest.warns(UserWarning, match="trained in this process"):
             there = _two_stage().fit(model, images, shared)
-    for key, value in here._state().items():
-        assert torch.equal(there._state()[key], value), key
+    _assert_same_state(here, there)
 
 
 def _run(tmp_path):
@@ -309,7 +316,6 @@ def test_the_cli_warms_the_second_stage_s_worker_up_before_its_imports(
 
     from varloss.cli import correct as correct_cli
 
-    assert correct_cli.SECOND_STAGE_MODULES == TwoStageSampler.background_modules
     warmed: list[tuple[str, ...]] = []
     monkeypatch.setattr(correct_cli, "warm_up", lambda preload: warmed.append(preload))
     run = _run(tmp_path)

@@ -46,10 +46,13 @@ class RemedyFits:
         sampler_params: dict[str, dict[str, Any]] | None,
         fingerprint: str,
     ) -> None:
-        self.folder, self.seed, self.fingerprint = folder, seed, fingerprint
+        self.folder, self.fingerprint = folder, fingerprint
         overrides = sampler_params or {}
-        self.params = {name: {"seed": seed, **overrides.get(name, {})} for name in methods}
-        self.wanted = {name: create_sampler(name, **kw) for name, kw in self.params.items()}
+        # the sampler each method is loaded into, fitted as, or a variant stands in for
+        self.wanted = {
+            name: create_sampler(name, **{"seed": seed, **overrides.get(name, {})})
+            for name in methods
+        }
         self.fitted: dict[str, Sampler] = {}
 
     def directory(self, method: str) -> Path:
@@ -106,7 +109,7 @@ class RemedyFits:
         """The method's sampler and where it came from: "loaded", "variant" or "fitted" (on
         `shared`'s training images), saved into its folder; a fit that trains for epochs tells
         `on_epoch(epoch, epochs)` after each."""
-        wanted = create_sampler(method, **self.params[method])
+        wanted = self.wanted[method]
         wanted.on_epoch = on_epoch
         directory = self.directory(method)
         sampler, source = self._load_saved(method, model), "loaded"

@@ -178,13 +178,16 @@ class TwoStageSampler(Sampler):
             seed=self.seed,
         )
 
-    def _codes(self, shared: SharedFit) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(mu, logvar) of the training images (shared with gmm) and the standardised float32
-        codes the second stage trains on."""
-        mu, logvar = shared.encoded(self.batch_size)
+    def _job(self, shared: SharedFit) -> tuple[torch.Tensor, SecondStageSettings, tuple]:
+        """(the standardised float32 codes of the training images the second stage trains on, its
+        settings, the key its training goes by in `shared`'s worker). The codes mu are shared
+        with gmm; their mean and spread are kept for the standardisation."""
+        mu, _ = shared.encoded(self.batch_size)
         self.code_mean = mu.mean(0)
         self.code_std = mu.std(0, correction=0).clamp_min(_STD_FLOOR)
-        return mu, logvar, ((mu - self.code_mean) / self.code_std).to(torch.float32)
+        codes = ((mu - self.code_mean) / self.code_std).to(torch.float32)
+        settings = self._second_stage_settings(codes.shape[1])
+        return codes, settings, ("second-stage", settings, int(self.batch_size))
 
     def runs_in_background(self) -> bool:
         return self.steps * self.train_batch_size >= BACKGROUND_ROWS
@@ -193,10 +196,9 @@ class TwoStageSampler(Sampler):
         """Start training the second stage in `shared`'s worker process (`_fit` collects it)."""
         if not self.runs_in_background():
             return False
-        _, _, codes = self._codes(shared)
-        settings = self._second_stage_settings(codes.shape[1])
+        codes, settings, key = self._job(shared)
         return shared.submit(
-            ("second-stage", settings, int(self.batch_size)),
+            key,
             "varloss.samplers.second_stage:train_second_stage",
             callback="on_epoch",
             codes=codes,
@@ -204,10 +206,8 @@ class TwoStageSampler(Sampler):
         )
 
     def _fit(self, model: nn.Module, images: torch.Tensor) -> None:
-        mu, logvar, codes = self._codes(self.shared)
-        self.aggregate = aggregate_posterior_stats(mu, logvar)
-        settings = self._second_stage_settings(codes.shape[1])
-        key = ("second-stage", settings, int(self.batch_size))
+        codes, settings, key = self._job(self.shared)
+        self.aggregate = aggregate_posterior_stats(*self.shared.encoded(self.batch_size))
         try:
             trained = self.shared.collect(key, self.on_epoch)  # started in a worker by `start`
         except RuntimeError as error:  # the worker failed (killed, out of memory): train here
